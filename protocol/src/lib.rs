@@ -1,0 +1,32 @@
+//! The wire protocol of thoonk-sync, shared by the browser client and the server.
+//!
+//! Everything that crosses the WebSocket is a JSON text frame holding one
+//! [`ClientMessage`] or [`ServerMessage`], tagged by its `type` field. Every
+//! change to a feed carries the feed's `(epoch, rev)`: revisions are dense per
+//! feed (each change adds exactly one), and the epoch changes whenever the
+//! feed's history can no longer be trusted, so a client can tell "replay from
+//! rev r" from "start over". `docs/PROTOCOL.md` documents each message.
+//!
+//! This crate depends on serde only and compiles natively and to wasm32.
+
+mod change;
+mod error;
+mod message;
+mod name;
+
+pub use change::{Change, ChangeOp, FeedEvent, Item, Position};
+pub use error::{ErrorCode, NameError};
+pub use message::{
+    ChangeId, ChangeRequest, ClientMessage, FeedPosition, Operation, Outcome, ServerMessage,
+};
+pub use name::{FeedName, FeedPattern, ItemId, MAX_FEED_NAME_LEN, MAX_ITEM_ID_LEN};
+
+/// The protocol version this build speaks; sent in `hello` and `welcome`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A feed's epoch: changes whenever the feed's history restarts (feed deleted and
+/// recreated, change log lost or reset), so revisions of different epochs never compare.
+pub type Epoch = u64;
+
+/// A feed's revision: 0 for a feed with no change yet, then +1 for every change.
+pub type Rev = u64;

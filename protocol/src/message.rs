@@ -1,0 +1,324 @@
+//! The frames exchanged over the WebSocket.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{
+    Change, Epoch, ErrorCode, FeedEvent, FeedName, FeedPattern, Item, ItemId, Position, Rev,
+};
+
+/// What a client already mirrors of one feed, sent on subscribe so the server
+/// can answer with the changes since then instead of a full snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedPosition {
+    /// The epoch of the mirrored history.
+    pub epoch: Epoch,
+    /// The last revision applied.
+    pub rev: Rev,
+}
+
+/// A client change id: the client's id and its own sequence number,
+/// `"<client_id>:<seq>"`. It is the job id on the server and the key of
+/// the exactly-once ledger, so it must never be reused by another change.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ChangeId(pub String);
+
+impl ChangeId {
+    /// Builds the change id of change number `seq` of client `client_id`.
+    pub fn new(client_id: &str, seq: u64) -> Self {
+        Self(format!("{client_id}:{seq}"))
+    }
+}
+
+/// A write the user made: one operation on one feed item, or a named action
+/// that a server worker validates and applies to one or more feeds atomically.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Operation {
+    /// Add an item (or replace it, if the id exists) at `position` (default: end).
+    Publish {
+        /// The feed to write.
+        feed: FeedName,
+        /// The item id, chosen by the client.
+        id: ItemId,
+        /// The item's value.
+        item: Value,
+        /// Where to put it; the end when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        position: Option<Position>,
+    },
+    /// Replace an existing item's value.
+    Edit {
+        /// The feed to write.
+        feed: FeedName,
+        /// The item to replace.
+        id: ItemId,
+        /// The new value.
+        item: Value,
+    },
+    /// Remove an item.
+    Retract {
+        /// The feed to write.
+        feed: FeedName,
+        /// The item to remove.
+        id: ItemId,
+    },
+    /// Move an item within a sorted feed.
+    Move {
+        /// The feed to write.
+        feed: FeedName,
+        /// The item to move.
+        id: ItemId,
+        /// Where to move it.
+        position: Position,
+    },
+    /// A named application action (e.g. `delegate_task`) with a JSON payload.
+    Action {
+        /// The action's name, which selects the worker handler.
+        name: String,
+        /// The action's arguments.
+        payload: Value,
+    },
+}
+
+impl Operation {
+    /// The feed a single-feed operation writes; `None` for a named action.
+    pub fn feed(&self) -> Option<&FeedName> {
+        match self {
+            Self::Publish { feed, .. }
+            | Self::Edit { feed, .. }
+            | Self::Retract { feed, .. }
+            | Self::Move { feed, .. } => Some(feed),
+            Self::Action { .. } => None,
+        }
+    }
+}
+
+/// A change submitted as a job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChangeRequest {
+    /// The change id; submitting the same id again never applies it twice.
+    pub id: ChangeId,
+    /// What to do.
+    pub op: Operation,
+    /// The revision of each feed the change was made against, for conflict detection.
+    #[serde(default)]
+    pub base: BTreeMap<FeedName, Rev>,
+}
+
+/// The final result of a submitted change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Applied; `revs` holds the revision each written feed reached.
+    Accepted {
+        /// A result value from the worker (null when it has none).
+        #[serde(default)]
+        result: Value,
+        /// The revision each feed reached with this change.
+        #[serde(default)]
+        revs: BTreeMap<FeedName, Rev>,
+    },
+    /// Refused for good; `message` is fit to show the user.
+    Rejected {
+        /// Why, as a stable code.
+        code: ErrorCode,
+        /// Why, in words.
+        message: String,
+    },
+    /// The item changed since the change's base revision; nothing was applied.
+    Conflict {
+        /// The feed in conflict.
+        feed: FeedName,
+        /// The item in conflict.
+        id: ItemId,
+        /// The item's value at the base revision (`None`: it did not exist).
+        base: Option<Value>,
+        /// The item's current value (`None`: it was retracted).
+        current: Option<Value>,
+        /// The feed's current revision.
+        rev: Rev,
+        /// The feed's changes after the base revision, oldest first.
+        history: Vec<FeedEvent>,
+    },
+}
+
+/// A frame from the client to the server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// First frame of every connection.
+    Hello {
+        /// The protocol version the client speaks ([`crate::PROTOCOL_VERSION`]).
+        protocol: u32,
+        /// The bearer token that identifies the user.
+        token: String,
+        /// The client's stable id (one per browser profile and database).
+        client_id: String,
+    },
+    /// Follow a feed or every feed a pattern matches, now and later.
+    Subscribe {
+        /// A feed name or pattern.
+        pattern: FeedPattern,
+        /// What the client already mirrors of matching feeds.
+        #[serde(default)]
+        known: BTreeMap<FeedName, FeedPosition>,
+    },
+    /// Stop following a pattern given to `subscribe`.
+    Unsubscribe {
+        /// The pattern exactly as subscribed.
+        pattern: FeedPattern,
+    },
+    /// Ask again for one feed's changes after `rev` (sent after a gap).
+    Replay {
+        /// The feed.
+        feed: FeedName,
+        /// The last state the client applied.
+        from: FeedPosition,
+    },
+    /// Submit a change as a job.
+    Submit {
+        /// The change.
+        change: ChangeRequest,
+    },
+    /// Heartbeat; the server answers `pong`.
+    Ping,
+}
+
+/// A frame from the server to the client.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// The answer to `hello`: the session is open.
+    Welcome {
+        /// The protocol version the server speaks.
+        protocol: u32,
+        /// The user the token belongs to.
+        user: String,
+    },
+    /// The answer to `subscribe`: which feeds the pattern matches now.
+    Subscribed {
+        /// The pattern as subscribed.
+        pattern: FeedPattern,
+        /// The feeds it matches that the user may read.
+        feeds: Vec<FeedName>,
+    },
+    /// A feed's whole content, replacing whatever the client had of it.
+    Snapshot {
+        /// The feed.
+        feed: FeedName,
+        /// Its epoch.
+        epoch: Epoch,
+        /// Its revision.
+        rev: Rev,
+        /// Its items, in order.
+        items: Vec<Item>,
+    },
+    /// A batch of consecutive changes of one feed (a replay), oldest first.
+    Changes {
+        /// The feed.
+        feed: FeedName,
+        /// Its epoch.
+        epoch: Epoch,
+        /// The changes, with dense revisions.
+        events: Vec<FeedEvent>,
+    },
+    /// One live change.
+    Event {
+        /// The feed.
+        feed: FeedName,
+        /// Its epoch.
+        epoch: Epoch,
+        /// The revision this change produced.
+        rev: Rev,
+        /// The change.
+        change: Change,
+    },
+    /// A submitted change is durably queued.
+    Ack {
+        /// The change id.
+        id: ChangeId,
+    },
+    /// A submitted change is finished.
+    Outcome {
+        /// The change id.
+        id: ChangeId,
+        /// How it ended.
+        outcome: Outcome,
+    },
+    /// A request failed; the connection stays open unless the code says otherwise.
+    Error {
+        /// Why, as a stable code.
+        code: ErrorCode,
+        /// Why, in words.
+        message: String,
+    },
+    /// The answer to `ping`.
+    Pong,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn frames_have_the_documented_shape() {
+        let hello: ClientMessage = serde_json::from_value(json!({
+            "type": "hello", "protocol": 1, "token": "t", "client_id": "c1"
+        }))
+        .unwrap();
+        assert!(matches!(hello, ClientMessage::Hello { protocol: 1, .. }));
+
+        let submit = ClientMessage::Submit {
+            change: ChangeRequest {
+                id: ChangeId::new("c1", 7),
+                op: Operation::Move {
+                    feed: FeedName::new("team:1:tasks").unwrap(),
+                    id: ItemId::new("a").unwrap(),
+                    position: Position::After(ItemId::new("b").unwrap()),
+                },
+                base: BTreeMap::from([(FeedName::new("team:1:tasks").unwrap(), 4)]),
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&submit).unwrap(),
+            json!({"type": "submit", "change": {
+                "id": "c1:7",
+                "op": {"kind": "move", "feed": "team:1:tasks", "id": "a", "position": {"after": "b"}},
+                "base": {"team:1:tasks": 4}
+            }})
+        );
+
+        let event = ServerMessage::Event {
+            feed: FeedName::new("f").unwrap(),
+            epoch: 9,
+            rev: 3,
+            change: Change {
+                op: crate::ChangeOp::Publish,
+                id: ItemId::new("x").unwrap(),
+                item: Some(json!({"title": "t"})),
+                position: Some(Position::End),
+                prev: None,
+                job: None,
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&event).unwrap(),
+            json!({"type": "event", "feed": "f", "epoch": 9, "rev": 3, "change": {
+                "op": "publish", "id": "x", "item": {"title": "t"}, "position": "end"
+            }})
+        );
+    }
+
+    #[test]
+    fn invalid_names_fail_decoding() {
+        let bad = serde_json::from_value::<ClientMessage>(json!({
+            "type": "subscribe", "pattern": "team:\u{0}"
+        }));
+        assert!(bad.is_err());
+    }
+}

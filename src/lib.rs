@@ -1,0 +1,1 @@
+//! thoonk-sync: an offline-first sync client for feed-shaped web apps.
