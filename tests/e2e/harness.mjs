@@ -1,0 +1,89 @@
+// Test harness for the end-to-end tests: a real redis-server and a real
+// thoonk-server on free local ports, and headless Debian Chromium through
+// playwright-core. Everything started here is stopped by `stop()`.
+import { spawn, execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { chromium } from 'playwright-core';
+
+export const root = resolve(import.meta.dirname, '../..');
+export const serverBin = process.env.THOONK_SERVER_BIN ?? join(root, 'target/debug/thoonk-server');
+
+export async function freePort() {
+  return new Promise((ok, fail) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', fail);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => ok(port));
+    });
+  });
+}
+
+async function waitForPort(port, what) {
+  for (let i = 0; i < 400; i++) {
+    const up = await new Promise((ok) => {
+      const socket = connect(port, '127.0.0.1', () => { socket.end(); ok(true); });
+      socket.on('error', () => ok(false));
+    });
+    if (up) return;
+    await new Promise((ok) => setTimeout(ok, 50));
+  }
+  throw new Error(`${what} did not listen on port ${port}`);
+}
+
+function stopProcess(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((ok) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+    child.once('exit', () => { clearTimeout(timer); ok(); });
+    child.kill('SIGTERM');
+  });
+}
+
+/** Starts redis-server and thoonk-server (serving www/ and pkg/); returns handles. */
+export async function startStack({ serverArgs = [] } = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'thoonk-e2e-'));
+  const redisPort = await freePort();
+  const redis = spawn('redis-server', [
+    '--port', String(redisPort), '--bind', '127.0.0.1', '--dir', dir,
+    '--appendonly', 'yes', '--save', '',
+  ], { stdio: 'ignore' });
+  await waitForPort(redisPort, 'redis-server');
+  const redisUrl = `redis://127.0.0.1:${redisPort}/`;
+  const port = await freePort();
+  const server = spawn(serverBin, [
+    '--redis', redisUrl, 'serve', '--listen', `127.0.0.1:${port}`,
+    '--static', join(root, 'www'), '--static', `/pkg=${join(root, 'pkg')}`, ...serverArgs,
+  ], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' } });
+  await waitForPort(port, 'thoonk-server');
+  return {
+    redisUrl,
+    url: `http://127.0.0.1:${port}/`,
+    /** Runs `thoonk-server ARGS…` against this Redis and returns its parsed JSON output. */
+    async admin(...args) {
+      const { stdout } = await promisify(execFile)(serverBin, ['--redis', redisUrl, ...args]);
+      return JSON.parse(stdout);
+    },
+    async stop() {
+      await stopProcess(server);
+      await stopProcess(redis);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Launches headless Debian Chromium (never a downloaded browser). */
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-dev-shm-usage',
+    ],
+  });
+}
