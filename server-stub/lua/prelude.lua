@@ -1,0 +1,428 @@
+-- prelude.lua: shared library of the thoonk-sync feed scripts.
+--
+-- It is concatenated in front of every feed script when the scripts are
+-- loaded, so it declares only local functions and constants. A script that
+-- writes follows three phases, and so must every script built on this
+-- prelude (the job layer's included):
+--   1. reads and checks: check_* functions; they write nothing and fail with
+--      fail(CODE, message), which becomes an error reply "CODE message";
+--   2. writes: apply_* functions; they cannot fail on valid input;
+--   3. flush(): every PUBLISH queued by the writes, in order.
+--
+-- A feed occupies 8 consecutive KEYS (see feed_at), all of the form
+-- <prefix>:<feed name>, so a `{hash tag}` in the name puts them in one
+-- Redis Cluster slot. The feed name is read back from the first of them.
+--
+-- Values: epochs are integers below 2^53 (microseconds since 1970 at the
+-- epoch's start), revisions are integers; both are formatted with %.0f.
+
+local FEED_KEY_PREFIXES = {
+  'feed.config:', 'feed.ids:', 'feed.items:', 'feed.publishes:',
+  'feed.idincr:', 'feed.rev:', 'feed.itemrevs:', 'feed.log:',
+}
+local FEED_KEY_COUNT = 8
+local DEFAULT_RETENTION = 10000
+local NOTICE_PREFIX = 'feed.changes:'
+
+-- Aborts the read-and-check phase with an error reply "CODE message".
+local FAIL_MARK = 'thoonk-fail:'
+local function fail(code, message)
+  error(FAIL_MARK .. code .. ' ' .. message, 0)
+end
+
+-- Runs a script body; a fail() raised in it becomes a plain error reply
+-- "CODE message"; any other error propagates unchanged.
+local function run(body)
+  local ok, result = pcall(body)
+  if ok then return result end
+  if type(result) == 'string' and string.sub(result, 1, #FAIL_MARK) == FAIL_MARK then
+    return redis.error_reply(string.sub(result, #FAIL_MARK + 1))
+  end
+  error(result, 0)
+end
+
+local function num(n)
+  return string.format('%.0f', n)
+end
+
+-- Redis server time: milliseconds (string) and microseconds (number).
+local function now_ms()
+  local t = redis.call('TIME')
+  return t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+end
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+-- The feed whose keys start at KEYS[base]; checks the 8 key names.
+local function feed_at(base)
+  local first = KEYS[base]
+  if not first or string.sub(first, 1, 12) ~= 'feed.config:' then
+    fail('BADKEYS', 'KEYS[' .. base .. '] must be feed.config:<name>')
+  end
+  local name = string.sub(first, 13)
+  local f = { name = name }
+  local fields = { 'config', 'ids', 'items', 'publishes', 'idincr', 'rev_key', 'itemrevs', 'log' }
+  for i = 1, FEED_KEY_COUNT do
+    local key = KEYS[base + i - 1]
+    if key ~= FEED_KEY_PREFIXES[i] .. name then
+      fail('BADKEYS', 'KEYS[' .. (base + i - 1) .. '] must be ' .. FEED_KEY_PREFIXES[i] .. name)
+    end
+    f[fields[i]] = key
+  end
+  return f
+end
+
+-- Reads a feed's config and revision state into f (no writes).
+-- f.type is false when the feed does not exist. The epoch lives in the
+-- config hash (field `epoch`), so a classic delete or FLUSHALL, which drop
+-- that hash, also drops the epoch. f.new_epoch is set when the next write
+-- must start a new epoch: no epoch yet (new feed, feed created by a classic
+-- process, or recreated after a classic delete), a change log that should
+-- exist but is gone, or a log whose revision counter is gone.
+-- f.reset_history additionally drops the old log and item revisions and
+-- restarts the revision at 0.
+local function read_feed(f)
+  local cfg = redis.call('HMGET', f.config, 'type', 'max_length', 'retention', 'epoch')
+  f.type = cfg[1]
+  f.max_length = tonumber(cfg[2]) or 0
+  if f.max_length < 0 then f.max_length = 0 end
+  f.retention = tonumber(cfg[3]) or DEFAULT_RETENTION
+  if f.retention < 1 then f.retention = 1 end
+  f.epoch = tonumber(cfg[4])
+  f.rev = tonumber(redis.call('GET', f.rev_key)) or 0
+  f.new_epoch = false
+  f.reset_history = false
+  if not f.epoch then
+    f.new_epoch = true
+    f.reset_history = true
+  elseif redis.call('EXISTS', f.log) == 0 then
+    if f.rev > 0 then f.new_epoch = true end
+  elseif f.rev == 0 then
+    f.new_epoch = true
+    f.reset_history = true
+  end
+  if f.reset_history then f.rev = 0 end
+  return f
+end
+
+-- Checks that the feed exists and is a feed or sorted feed.
+local function check_feed(f)
+  read_feed(f)
+  if not f.type then
+    fail('NOFEED', 'feed ' .. f.name .. ' does not exist')
+  end
+  if f.type ~= 'feed' and f.type ~= 'sorted_feed' then
+    fail('FEEDTYPE', f.type)
+  end
+  return f
+end
+
+-- ---------------------------------------------------------------- events
+
+local pending = {}
+
+local function queue(channel, message)
+  pending[#pending + 1] = { channel, message }
+end
+
+-- Phase 3: sends every queued PUBLISH in order.
+local function flush()
+  for i = 1, #pending do
+    redis.call('PUBLISH', pending[i][1], pending[i][2])
+  end
+  pending = {}
+end
+
+-- Stored item text as JSON text: the text itself when it is JSON, else a
+-- JSON string holding it (an item written by a foreign Thoonk process).
+local function json_text(text)
+  if pcall(cjson.decode, text) then return text end
+  return cjson.encode(text)
+end
+
+local function position_json(pos, rel)
+  if pos == 'begin' or pos == 'end' then return '"' .. pos .. '"' end
+  return '{"' .. pos .. '":' .. cjson.encode(rel) .. '}'
+end
+
+-- The classic position grammar of feed.position:N.
+local function classic_position(pos, rel)
+  if pos == 'begin' then return 'begin:' end
+  if pos == 'end' then return ':end' end
+  if pos == 'before' then return ':' .. rel end
+  return rel .. ':'
+end
+
+-- ---------------------------------------------------------------- writes
+
+-- Starts a feed's writes: a new epoch (and, without trusted state, a fresh
+-- history) when read_feed asked for one.
+local function begin_writes(f)
+  if f.writing then return end
+  f.writing = true
+  if f.new_epoch then
+    local epoch = now_us()
+    if f.epoch and epoch <= f.epoch then epoch = f.epoch + 1 end
+    f.epoch = epoch
+    if f.reset_history then
+      redis.call('DEL', f.log, f.itemrevs, f.rev_key)
+      f.reset_history = false
+    end
+    redis.call('HSET', f.config, 'epoch', num(f.epoch))
+    f.new_epoch = false
+  end
+end
+
+-- Records one change: the next revision, one change-log entry with id
+-- <rev>-0, the item's revision, and the change notice (queued).
+-- c: { op, id, item (text, trusted JSON), pos, rel, prev (text), job }
+local function record(f, c)
+  begin_writes(f)
+  f.rev = f.rev + 1
+  local rev = num(f.rev)
+  redis.call('SET', f.rev_key, rev)
+  local entry = { 'XADD', f.log, 'MAXLEN', '=', f.retention, rev .. '-0', 'op', c.op, 'id', c.id }
+  local json = { '{"op":"', c.op, '","id":', cjson.encode(c.id) }
+  if c.item then
+    entry[#entry + 1] = 'item'; entry[#entry + 1] = c.item
+    json[#json + 1] = ',"item":'; json[#json + 1] = c.item
+  end
+  if c.pos then
+    entry[#entry + 1] = 'pos'; entry[#entry + 1] = c.pos
+    if c.rel then entry[#entry + 1] = 'rel'; entry[#entry + 1] = c.rel end
+    json[#json + 1] = ',"position":'; json[#json + 1] = position_json(c.pos, c.rel)
+  end
+  if c.prev then
+    entry[#entry + 1] = 'prev'; entry[#entry + 1] = c.prev
+    json[#json + 1] = ',"prev":'; json[#json + 1] = json_text(c.prev)
+  end
+  if c.job and c.job ~= '' then
+    entry[#entry + 1] = 'job'; entry[#entry + 1] = c.job
+    json[#json + 1] = ',"job":'; json[#json + 1] = cjson.encode(c.job)
+  end
+  json[#json + 1] = '}'
+  redis.call(unpack(entry))
+  if c.op == 'retract' then
+    redis.call('HDEL', f.itemrevs, c.id)
+  else
+    redis.call('HSET', f.itemrevs, c.id, rev)
+  end
+  queue(NOTICE_PREFIX .. f.name, '{"feed":' .. cjson.encode(f.name) .. ',"epoch":' .. num(f.epoch)
+    .. ',"rev":' .. rev .. ',"change":' .. table.concat(json) .. '}')
+  return f.rev
+end
+
+-- ---------------------------------------------------------------- checks
+
+local function item_exists(f, id)
+  if f.type == 'feed' then
+    return redis.call('ZSCORE', f.ids, id) ~= false
+  end
+  return redis.call('HEXISTS', f.items, id) == 1
+end
+
+-- The oldest items of a time-ordered feed beyond max_length, leaving room
+-- for `adding` new items and never counting `keep` (the item being written).
+local function check_trim(f, adding, keep)
+  local trims = {}
+  if f.type ~= 'feed' or f.max_length <= 0 then return trims end
+  local excess = redis.call('ZCARD', f.ids) + adding - f.max_length
+  if excess <= 0 then return trims end
+  local oldest = redis.call('ZRANGE', f.ids, 0, excess)
+  for i = 1, #oldest do
+    if #trims == excess then break end
+    if oldest[i] ~= keep then
+      trims[#trims + 1] = { id = oldest[i], prev = redis.call('HGET', f.items, oldest[i]) }
+    end
+  end
+  return trims
+end
+
+local function check_position(f, id, pos, rel)
+  if pos == '' then pos = 'end' end
+  if pos == 'begin' or pos == 'end' then return pos, nil end
+  if pos ~= 'before' and pos ~= 'after' then
+    fail('BADPOS', 'position must be begin, end, before or after, not ' .. pos)
+  end
+  if rel == id then
+    fail('BADPOS', 'an item cannot be placed ' .. pos .. ' itself')
+  end
+  if redis.call('HEXISTS', f.items, rel) == 0 then
+    fail('NOREL', 'the reference item ' .. rel .. ' does not exist in feed ' .. f.name)
+  end
+  return pos, rel
+end
+
+-- Plans a publish. mode: 'upsert' (new id: insert; existing id: edit),
+-- 'insert' (the id must be new) or 'edit' (the id must exist). An empty id
+-- is replaced by gen_id, or when that is empty too by the next number of
+-- INCR feed.idincr:N that is not an item id yet (as classic sorted feeds do).
+-- A position applies to new items only; a time-ordered feed only appends.
+local function check_publish(f, mode, id, gen_id, item, pos, rel, job)
+  check_feed(f)
+  local p = { f = f, item = item, job = job }
+  if id == '' then
+    if mode == 'edit' then fail('BADARG', 'edit needs an item id') end
+    if gen_id ~= '' then id = gen_id else p.generate = true end
+  end
+  p.id = id
+  p.exists = (not p.generate) and item_exists(f, id)
+  if mode == 'edit' and not p.exists then
+    fail('NOITEM', 'item ' .. id .. ' does not exist in feed ' .. f.name)
+  end
+  if mode == 'insert' and p.exists then
+    fail('EXISTS', 'item ' .. id .. ' already exists in feed ' .. f.name)
+  end
+  if p.exists then
+    p.prev = redis.call('HGET', f.items, id)
+  end
+  if f.type == 'feed' then
+    if pos ~= '' and pos ~= 'end' then
+      fail('BADPOS', 'feed ' .. f.name .. ' is time-ordered: items can only be added at the end')
+    end
+    p.pos = 'end'
+    p.trims = check_trim(f, p.exists and 0 or 1, id)
+  else
+    p.trims = {}
+    if not p.exists then
+      p.pos, p.rel = check_position(f, id, pos, rel)
+    end
+  end
+  return p
+end
+
+local function check_retract(f, id, job)
+  check_feed(f)
+  if not item_exists(f, id) then
+    fail('NOITEM', 'item ' .. id .. ' does not exist in feed ' .. f.name)
+  end
+  return { f = f, id = id, prev = redis.call('HGET', f.items, id), job = job }
+end
+
+local function check_move(f, id, pos, rel, job)
+  check_feed(f)
+  if f.type ~= 'sorted_feed' then
+    fail('FEEDTYPE', f.type)
+  end
+  if not item_exists(f, id) then
+    fail('NOITEM', 'item ' .. id .. ' does not exist in feed ' .. f.name)
+  end
+  local p = { f = f, id = id, job = job }
+  if pos == '' then fail('BADPOS', 'move needs a position') end
+  p.pos, p.rel = check_position(f, id, pos, rel)
+  return p
+end
+
+-- ---------------------------------------------------------------- applies
+
+local function apply_retract_one(f, id, prev, job)
+  if f.type == 'feed' then
+    redis.call('ZREM', f.ids, id)
+  else
+    redis.call('LREM', f.ids, 1, id)
+  end
+  redis.call('HDEL', f.items, id)
+  queue('feed.retract:' .. f.name, id)
+  return record(f, { op = 'retract', id = id, prev = prev or nil, job = job })
+end
+
+local function apply_trims(f, trims, job)
+  for i = 1, #trims do
+    apply_retract_one(f, trims[i].id, trims[i].prev, job)
+  end
+end
+
+local function place(f, id, pos, rel)
+  if pos == 'begin' then
+    redis.call('LPUSH', f.ids, id)
+  elseif pos == 'end' then
+    redis.call('RPUSH', f.ids, id)
+  else
+    redis.call('LINSERT', f.ids, pos == 'before' and 'BEFORE' or 'AFTER', rel, id)
+  end
+end
+
+-- Applies a planned publish; returns the revision and the item id.
+local function apply_publish(p)
+  local f = p.f
+  begin_writes(f)
+  apply_trims(f, p.trims, p.job)
+  local id = p.id
+  if p.generate then
+    repeat
+      id = tostring(redis.call('INCR', f.idincr))
+    until not item_exists(f, id)
+  end
+  local op = p.exists and 'edit' or 'publish'
+  local message = id .. '\0' .. p.item
+  if f.type == 'feed' then
+    redis.call('ZADD', f.ids, now_ms(), id)
+    redis.call('INCR', f.publishes)
+    redis.call('HSET', f.items, id, p.item)
+    queue(p.exists and ('feed.edit:' .. f.name) or ('feed.publish:' .. f.name), message)
+  else
+    if not p.exists then place(f, id, p.pos, p.rel) end
+    redis.call('INCR', f.publishes)
+    redis.call('HSET', f.items, id, p.item)
+    queue('feed.publish:' .. f.name, message)
+    if not p.exists then
+      queue('feed.position:' .. f.name, id .. '\0' .. classic_position(p.pos, p.rel))
+    end
+  end
+  local rev = record(f, { op = op, id = id, item = p.item, pos = p.pos, rel = p.rel, prev = p.prev or nil, job = p.job })
+  return rev, id, op
+end
+
+local function apply_retract(p)
+  begin_writes(p.f)
+  return apply_retract_one(p.f, p.id, p.prev, p.job)
+end
+
+local function apply_move(p)
+  local f = p.f
+  begin_writes(f)
+  redis.call('LREM', f.ids, 1, p.id)
+  place(f, p.id, p.pos, p.rel)
+  queue('feed.position:' .. f.name, p.id .. '\0' .. classic_position(p.pos, p.rel))
+  return record(f, { op = 'position', id = p.id, pos = p.pos, rel = p.rel, job = p.job })
+end
+
+-- ---------------------------------------------------------------- reads
+
+-- The items of a feed in order: ids, values and revisions (three lists).
+local function read_items(f)
+  local ids
+  if f.type == 'feed' then
+    ids = redis.call('ZRANGE', f.ids, 0, -1)
+  elseif f.type == 'sorted_feed' then
+    ids = redis.call('LRANGE', f.ids, 0, -1)
+  else
+    return {}, {}, {}
+  end
+  if #ids == 0 then return ids, {}, {} end
+  return ids, redis.call('HMGET', f.items, unpack(ids)), redis.call('HMGET', f.itemrevs, unpack(ids))
+end
+
+-- A snapshot reply: { epoch, rev, ids, items, revs }. A feed without a
+-- trusted history (no epoch yet) reads as epoch 0, revision 0.
+local function snapshot_reply(f)
+  if f.type and f.type ~= 'feed' and f.type ~= 'sorted_feed' then
+    fail('FEEDTYPE', f.type)
+  end
+  local ids, items, revs = read_items(f)
+  local epoch, rev = f.epoch or 0, f.rev
+  if f.reset_history then epoch, rev = 0, 0 end
+  for i = 1, #revs do
+    if not revs[i] then revs[i] = '0' end
+  end
+  return { num(epoch), num(rev), ids, items, revs }
+end
+
+-- The revision of the oldest change-log entry, or nil for an empty log.
+local function oldest_logged(f)
+  local first = redis.call('XRANGE', f.log, '-', '+', 'COUNT', 1)
+  if #first == 0 then return nil end
+  return tonumber(string.match(first[1][1], '^(%d+)-'))
+end

@@ -1,0 +1,29 @@
+-- since.lua: the changes after a position, or a snapshot when the change
+-- log cannot serve them (other epoch, revision ahead of the feed's, log no
+-- longer reaching back, or no trusted history).
+-- KEYS[1..8] the feed's keys, in the prelude's order (see publish.lua)
+-- ARGV[1] the epoch the caller knows
+-- ARGV[2] the last revision the caller applied
+-- Reply: { 'changes', epoch, log entries }  (entries as XRANGE returns them)
+--      | { 'reset', epoch, rev, ids, items, item revs }  (as snapshot.lua)
+-- Errors: FEEDTYPE <type>, BADARG, BADKEYS
+return run(function()
+  local f = read_feed(feed_at(1))
+  local from_epoch, from_rev = tonumber(ARGV[1]), tonumber(ARGV[2])
+  if not from_epoch or not from_rev then
+    fail('BADARG', 'epoch and revision must be numbers')
+  end
+  local epoch = f.epoch or 0
+  if f.type and not f.reset_history and epoch == from_epoch and from_rev <= f.rev then
+    if from_rev == f.rev then
+      return { 'changes', num(epoch), {} }
+    end
+    local oldest = oldest_logged(f)
+    if oldest and oldest <= from_rev + 1 then
+      return { 'changes', num(epoch), redis.call('XRANGE', f.log, num(from_rev + 1) .. '-0', '+') }
+    end
+  end
+  local reply = snapshot_reply(f)
+  table.insert(reply, 1, 'reset')
+  return reply
+end)
