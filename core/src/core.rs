@@ -1,0 +1,1115 @@
+//! [`SyncCore`]: the sans-IO state machine that ties mirror, outbox, overlay,
+//! conflicts and storage together.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+use thoonk_protocol::{
+    ChangeId, ClientMessage, ErrorCode, FeedName, FeedPattern, FeedPosition, ItemId, Operation,
+    Outcome, Position, ServerMessage, PROTOCOL_VERSION,
+};
+
+use crate::config::Config;
+use crate::effects::{Effects, ItemView, Notification, Status};
+use crate::error::{CoreError, ServerFault, StorageFault};
+use crate::items::OrderedItems;
+use crate::journal::Journal;
+use crate::mirror::{FeedMirror, Mirror};
+use crate::outbox::{item_of, Outbox};
+use crate::outcome::{ChangeOutcome, ConflictCase, OutcomeRecord, ResolutionKind};
+use crate::resolver::{MergeResolver, Resolution, Resolver};
+use crate::rng::{backoff, SplitMix64};
+use crate::store::{
+    AcceptedRecord, ClientMeta, FeedHead, OutboxRecord, StoreBatch, StoreWrite, StoredItem,
+    StoredState,
+};
+use crate::view;
+
+/// The connection as the core tracks it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Conn {
+    /// No connection; open one at `reconnect_at`.
+    Offline { reconnect_at: u64 },
+    /// The shell was asked to open a connection.
+    Opening,
+    /// `hello` sent; `welcome` due by `deadline`.
+    Handshake { deadline: u64 },
+    /// In session. `ping` is when an unanswered ping was sent.
+    Online { last_rx: u64, ping: Option<u64> },
+    /// The token was refused; waiting for a new one.
+    Unauthorized,
+    /// Stopped for good (protocol mismatch or storage failure).
+    Halted,
+}
+
+/// The client sync core. See the crate documentation for how a shell drives it.
+pub struct SyncCore {
+    config: Config,
+    client_id: String,
+    next_seq: u64,
+    rng: SplitMix64,
+    conn: Conn,
+    reconnects: u32,
+    status: Status,
+    subscriptions: BTreeSet<FeedPattern>,
+    mirror: Mirror,
+    outbox: Outbox,
+    outcomes: BTreeMap<ChangeId, OutcomeRecord>,
+    resolver: Box<dyn Resolver>,
+    journal: Journal,
+    effects: Effects,
+    views: BTreeMap<FeedName, Vec<ItemView>>,
+    storage_error: Option<String>,
+}
+
+impl SyncCore {
+    /// Opens the core over the state loaded from the store (empty for a new
+    /// store). The first effects ask the shell to connect and deliver the
+    /// stored outcomes again.
+    pub fn open(config: Config, state: StoredState, now: u64) -> Result<Self, CoreError> {
+        let mut journal = Journal::default();
+        let meta = match state.meta.clone() {
+            Some(meta) => meta,
+            None => {
+                journal.meta = true;
+                ClientMeta {
+                    client_id: config.client_id.clone(),
+                    next_seq: 1,
+                }
+            }
+        };
+        if meta.client_id.is_empty() {
+            return Err(StorageFault::Corrupt("the stored client id is empty".into()).into());
+        }
+        let mut mirror = Mirror::default();
+        for (feed, head) in &state.feeds {
+            let keyed = state
+                .feed_items(feed)
+                .into_iter()
+                .map(|i| (i.id.clone(), i.value.clone(), i.rev, i.order));
+            let (items, renumbered) = OrderedItems::from_keyed(keyed);
+            if renumbered {
+                for id in items.ids() {
+                    journal.item(feed, &id);
+                }
+            }
+            let m = mirror
+                .feeds
+                .entry(feed.clone())
+                .or_insert_with(FeedMirror::default);
+            m.head = Some(*head);
+            m.items = items;
+        }
+        let orphans: BTreeSet<&FeedName> = state
+            .items
+            .keys()
+            .map(|(f, _)| f)
+            .filter(|f| !state.feeds.contains_key(*f))
+            .collect();
+        for feed in orphans {
+            journal.cleared.insert(feed.clone());
+        }
+        let mut outbox = Outbox::default();
+        let mut highest = 0;
+        for record in state.outbox.into_values() {
+            highest = highest.max(record.seq);
+            outbox.push(record);
+        }
+        let next_seq = meta.next_seq.max(highest + 1);
+        if next_seq != meta.next_seq {
+            journal.meta = true;
+        }
+        let mut effects = Effects {
+            connect: true,
+            ..Effects::default()
+        };
+        for record in state.outcomes.values() {
+            effects.notify.push(Notification::Outcome {
+                change: record.id.clone(),
+                outcome: record.outcome.clone(),
+            });
+        }
+        let mut core = Self {
+            rng: SplitMix64::new(config.seed),
+            config,
+            client_id: meta.client_id,
+            next_seq,
+            conn: Conn::Opening,
+            reconnects: 0,
+            status: Status::Connecting,
+            subscriptions: state.subscriptions,
+            mirror,
+            outbox,
+            outcomes: state.outcomes,
+            resolver: Box::new(MergeResolver),
+            journal,
+            effects,
+            views: BTreeMap::new(),
+            storage_error: None,
+        };
+        let feeds: BTreeSet<FeedName> = core
+            .mirror
+            .feeds
+            .keys()
+            .cloned()
+            .chain(
+                core.outbox
+                    .iter()
+                    .filter_map(|e| e.record.op.feed().cloned()),
+            )
+            .collect();
+        for feed in feeds {
+            let built = core.build_view(&feed);
+            core.views.insert(feed, built);
+        }
+        core.journal.views.clear();
+        core.finish(now);
+        Ok(core)
+    }
+
+    /// Replaces the conflict resolver (the default is [`MergeResolver`]).
+    pub fn set_resolver(&mut self, resolver: Box<dyn Resolver>) {
+        self.resolver = resolver;
+    }
+
+    /// The client id (the prefix of every change id).
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The connection state.
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+
+    /// Takes the effects accumulated since the last call (see [`Effects`]).
+    pub fn take_effects(&mut self) -> Effects {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// The next time [`SyncCore::handle_timeout`] has work, in the same
+    /// milliseconds as `now`.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let online = match self.conn {
+            Conn::Offline { reconnect_at } => return Some(reconnect_at),
+            Conn::Handshake { deadline } => return Some(deadline),
+            Conn::Online { last_rx, ping } => Some(match ping {
+                Some(sent) => sent + self.config.timing.pong_timeout,
+                None => last_rx + self.config.timing.ping_interval,
+            }),
+            Conn::Opening | Conn::Unauthorized | Conn::Halted => return None,
+        };
+        [
+            online,
+            self.outbox.next_deadline(),
+            self.mirror.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    // ---- inputs: connection ------------------------------------------------
+
+    /// The connection the core asked for is open: the core sends `hello`.
+    pub fn connected(&mut self, now: u64) -> Result<(), CoreError> {
+        self.check_usable()?;
+        if matches!(self.conn, Conn::Unauthorized) {
+            return Ok(());
+        }
+        self.effects.send.push(ClientMessage::Hello {
+            protocol: PROTOCOL_VERSION,
+            token: self.config.token.clone(),
+            client_id: self.client_id.clone(),
+        });
+        self.conn = Conn::Handshake {
+            deadline: now + self.config.timing.handshake_timeout,
+        };
+        self.set_status(Status::Connecting);
+        self.finish(now);
+        Ok(())
+    }
+
+    /// The connection closed or could not be opened. Idempotent.
+    pub fn disconnected(&mut self, now: u64) -> Result<(), CoreError> {
+        self.check_usable()?;
+        self.go_offline(now);
+        self.finish(now);
+        Ok(())
+    }
+
+    /// A new token after [`Status::Unauthorized`] (or at any time, for the next connection).
+    pub fn set_token(&mut self, token: impl Into<String>, now: u64) -> Result<(), CoreError> {
+        self.check_usable()?;
+        self.config.token = token.into();
+        if matches!(self.conn, Conn::Unauthorized) {
+            self.conn = Conn::Offline { reconnect_at: now };
+            self.set_status(Status::Offline);
+        }
+        self.finish(now);
+        Ok(())
+    }
+
+    /// The shell could not apply a store batch. The core stops (nothing more
+    /// is sent) and must be reopened from the store, which still holds the
+    /// last batch that succeeded, outbox included.
+    pub fn storage_failed(&mut self, error: impl Into<String>) {
+        let error = error.into();
+        self.storage_error = Some(error.clone());
+        self.conn = Conn::Halted;
+        self.effects = Effects {
+            close: true,
+            ..Effects::default()
+        };
+        self.set_status(Status::Stopped {
+            reason: format!("local storage failed: {error}"),
+        });
+    }
+
+    /// Timers: reconnect, handshake and keepalive, resends and replay retries.
+    pub fn handle_timeout(&mut self, now: u64) -> Result<(), CoreError> {
+        self.check_usable()?;
+        match self.conn {
+            Conn::Offline { reconnect_at } if reconnect_at <= now => {
+                self.conn = Conn::Opening;
+                self.effects.connect = true;
+                self.set_status(Status::Connecting);
+            }
+            Conn::Handshake { deadline } if deadline <= now => self.close(now),
+            Conn::Online {
+                ping: Some(sent), ..
+            } if sent + self.config.timing.pong_timeout <= now => self.close(now),
+            Conn::Online {
+                last_rx,
+                ping: None,
+            } if last_rx + self.config.timing.ping_interval <= now => {
+                self.effects.send.push(ClientMessage::Ping);
+                self.conn = Conn::Online {
+                    last_rx,
+                    ping: Some(now),
+                };
+            }
+            _ => {}
+        }
+        self.finish(now);
+        Ok(())
+    }
+
+    // ---- inputs: server ----------------------------------------------------
+
+    /// A frame from the server. An `Err` reports a fault of the server or a
+    /// protocol mismatch; the state stays consistent either way, and the
+    /// effects must still be taken.
+    pub fn handle_server(&mut self, msg: ServerMessage, now: u64) -> Result<(), CoreError> {
+        self.check_usable()?;
+        let result = self.dispatch(msg, now);
+        self.finish(now);
+        result
+    }
+
+    fn dispatch(&mut self, msg: ServerMessage, now: u64) -> Result<(), CoreError> {
+        match self.conn {
+            Conn::Online { .. } => {
+                self.conn = Conn::Online {
+                    last_rx: now,
+                    ping: None,
+                }
+            }
+            Conn::Handshake { .. } => {}
+            _ => return Ok(()),
+        }
+        let welcomed = matches!(self.conn, Conn::Online { .. });
+        let mut jobs = Vec::new();
+        let result = match msg {
+            ServerMessage::Welcome { protocol, .. } => return self.on_welcome(protocol, now),
+            ServerMessage::Error { code, message } => return self.on_error(code, message, now),
+            ServerMessage::Pong => Ok(()),
+            other if !welcomed => Err(ServerFault::BeforeWelcome(frame_name(&other)).into()),
+            ServerMessage::Subscribed { pattern, feeds } => {
+                if self.subscriptions.contains(&pattern) {
+                    for feed in feeds.iter().filter(|f| pattern.matches(f)) {
+                        self.mirror.expect(feed, now, &self.config.timing);
+                    }
+                }
+                Ok(())
+            }
+            ServerMessage::Snapshot {
+                feed,
+                epoch,
+                rev,
+                items,
+            } if self.follows(&feed) => self
+                .mirror
+                .on_snapshot(&feed, epoch, rev, items, &mut self.journal, &mut jobs)
+                .map_err(CoreError::from),
+            ServerMessage::Changes {
+                feed,
+                epoch,
+                events,
+            } if self.follows(&feed) => self
+                .mirror
+                .on_changes(&feed, epoch, events, &mut self.journal, &mut jobs)
+                .map_err(CoreError::from),
+            ServerMessage::Event {
+                feed,
+                epoch,
+                rev,
+                change,
+            } if self.follows(&feed) => {
+                self.mirror
+                    .on_event(&feed, epoch, rev, change, &mut self.journal, &mut jobs);
+                Ok(())
+            }
+            ServerMessage::Snapshot { .. }
+            | ServerMessage::Changes { .. }
+            | ServerMessage::Event { .. } => Ok(()),
+            ServerMessage::Ack { id } => {
+                self.outbox.ack(&id);
+                Ok(())
+            }
+            ServerMessage::Outcome { id, outcome } => self.on_outcome(&id, outcome, now),
+        };
+        for job in jobs {
+            let wire = ChangeId(job);
+            if let Some(seq) = self.outbox.seq_of_wire(&wire) {
+                if self
+                    .outbox
+                    .get(seq)
+                    .is_some_and(|e| e.record.accepted.is_some())
+                {
+                    self.drop_entry(seq);
+                }
+            }
+        }
+        self.settle_accepted();
+        result
+    }
+
+    fn on_welcome(&mut self, protocol: u32, now: u64) -> Result<(), CoreError> {
+        if protocol != PROTOCOL_VERSION {
+            self.halt(format!(
+                "the server speaks protocol {protocol}, this client {PROTOCOL_VERSION}"
+            ));
+            return Err(CoreError::ProtocolMismatch {
+                client: PROTOCOL_VERSION,
+                server: protocol,
+            });
+        }
+        self.conn = Conn::Online {
+            last_rx: now,
+            ping: None,
+        };
+        self.reconnects = 0;
+        self.set_status(Status::Online);
+        let patterns: Vec<FeedPattern> = self.subscriptions.iter().cloned().collect();
+        for pattern in patterns {
+            self.send_subscribe(pattern);
+        }
+        Ok(())
+    }
+
+    fn on_error(&mut self, code: ErrorCode, message: String, now: u64) -> Result<(), CoreError> {
+        match code {
+            ErrorCode::Unauthorized => {
+                self.effects.close = true;
+                self.go_offline(now);
+                self.conn = Conn::Unauthorized;
+                self.set_status(Status::Unauthorized);
+            }
+            ErrorCode::UnsupportedVersion => {
+                self.halt(format!(
+                    "the server refused the protocol version: {message}"
+                ));
+                return Err(CoreError::ProtocolMismatch {
+                    client: PROTOCOL_VERSION,
+                    server: 0,
+                });
+            }
+            _ => {}
+        }
+        self.effects
+            .notify
+            .push(Notification::ServerError { code, message });
+        Ok(())
+    }
+
+    // ---- inputs: subscriptions ---------------------------------------------
+
+    /// Follows a feed name or pattern, now and after restarts.
+    pub fn subscribe(&mut self, pattern: FeedPattern, now: u64) -> Result<(), CoreError> {
+        self.check_usable()?;
+        if self.subscriptions.insert(pattern.clone()) {
+            self.journal.subscriptions.insert(pattern.clone());
+            if matches!(self.conn, Conn::Online { .. }) {
+                self.send_subscribe(pattern);
+            }
+        }
+        self.finish(now);
+        Ok(())
+    }
+
+    /// Stops following a pattern; feeds no other subscription matches are
+    /// dropped from the mirror (pending changes to them stay in the outbox).
+    pub fn unsubscribe(&mut self, pattern: &FeedPattern, now: u64) -> Result<(), CoreError> {
+        self.check_usable()?;
+        if self.subscriptions.remove(pattern) {
+            self.journal.subscriptions.insert(pattern.clone());
+            if matches!(self.conn, Conn::Online { .. }) {
+                self.effects.send.push(ClientMessage::Unsubscribe {
+                    pattern: pattern.clone(),
+                });
+            }
+            let dropped: Vec<FeedName> = self
+                .mirror
+                .feeds
+                .keys()
+                .filter(|f| !self.follows(f))
+                .cloned()
+                .collect();
+            for feed in dropped {
+                self.mirror.feeds.remove(&feed);
+                self.journal.clear(&feed);
+            }
+        }
+        self.finish(now);
+        Ok(())
+    }
+
+    fn send_subscribe(&mut self, pattern: FeedPattern) {
+        let known: BTreeMap<FeedName, FeedPosition> = self
+            .mirror
+            .feeds
+            .iter()
+            .filter(|(f, _)| pattern.matches(f))
+            .filter_map(|(f, m)| {
+                m.head.map(|h| {
+                    (
+                        f.clone(),
+                        FeedPosition {
+                            epoch: h.epoch,
+                            rev: h.rev,
+                        },
+                    )
+                })
+            })
+            .collect();
+        self.effects
+            .send
+            .push(ClientMessage::Subscribe { pattern, known });
+    }
+
+    fn follows(&self, feed: &FeedName) -> bool {
+        self.subscriptions.iter().any(|p| p.matches(feed))
+    }
+
+    // ---- inputs: local changes ---------------------------------------------
+
+    /// Publishes (adds or replaces) an item at `position` (the end by default).
+    pub fn publish(
+        &mut self,
+        feed: FeedName,
+        id: ItemId,
+        item: Value,
+        position: Option<Position>,
+        now: u64,
+    ) -> Result<ChangeId, CoreError> {
+        self.change(
+            Operation::Publish {
+                feed,
+                id,
+                item,
+                position,
+            },
+            now,
+        )
+    }
+
+    /// Replaces an item's value.
+    pub fn edit(
+        &mut self,
+        feed: FeedName,
+        id: ItemId,
+        item: Value,
+        now: u64,
+    ) -> Result<ChangeId, CoreError> {
+        self.change(Operation::Edit { feed, id, item }, now)
+    }
+
+    /// Removes an item.
+    pub fn retract(&mut self, feed: FeedName, id: ItemId, now: u64) -> Result<ChangeId, CoreError> {
+        self.change(Operation::Retract { feed, id }, now)
+    }
+
+    /// Moves an item within its feed.
+    pub fn move_item(
+        &mut self,
+        feed: FeedName,
+        id: ItemId,
+        position: Position,
+        now: u64,
+    ) -> Result<ChangeId, CoreError> {
+        self.change(Operation::Move { feed, id, position }, now)
+    }
+
+    /// Runs a named server action with a JSON payload.
+    pub fn action(
+        &mut self,
+        name: impl Into<String>,
+        payload: Value,
+        now: u64,
+    ) -> Result<ChangeId, CoreError> {
+        self.change(
+            Operation::Action {
+                name: name.into(),
+                payload,
+            },
+            now,
+        )
+    }
+
+    /// Makes any local change: it gets its change id and base revision, goes
+    /// into the outbox and the overlay in the same store batch, and is sent
+    /// when its lane is free.
+    pub fn change(&mut self, op: Operation, now: u64) -> Result<ChangeId, CoreError> {
+        self.check_usable()?;
+        if let Operation::Action { name, .. } = &op {
+            if name.is_empty() {
+                return Err(CoreError::Usage("an action needs a name".into()));
+            }
+        }
+        let seq = self.allocate_seq();
+        let id = ChangeId::new(&self.client_id, seq);
+        let base = op
+            .feed()
+            .map(|f| {
+                let rev = self.mirror.head(f).map_or(0, |h| h.rev);
+                BTreeMap::from([(f.clone(), rev)])
+            })
+            .unwrap_or_default();
+        if let Some(feed) = op.feed() {
+            self.journal.views.insert(feed.clone());
+        }
+        self.outbox.push(OutboxRecord {
+            seq,
+            id: id.clone(),
+            wire_id: id.clone(),
+            op,
+            base,
+            created_at: now,
+            conflicts: 0,
+            resolution: None,
+            accepted: None,
+        });
+        self.journal.outbox.insert(seq);
+        self.finish(now);
+        Ok(id)
+    }
+
+    /// Forgets a stored outcome (the app has shown it); an item it marked
+    /// rejected goes back to its confirmed state.
+    pub fn dismiss_outcome(&mut self, id: &ChangeId, now: u64) -> Result<(), CoreError> {
+        self.check_usable()?;
+        if let Some(record) = self.outcomes.remove(id) {
+            self.journal.outcomes.insert(id.clone());
+            if let Some(feed) = record.op.feed() {
+                self.journal.views.insert(feed.clone());
+            }
+        }
+        self.finish(now);
+        Ok(())
+    }
+
+    // ---- reads -------------------------------------------------------------
+
+    /// The app's view of a feed: confirmed items with pending changes laid over them.
+    pub fn view(&self, feed: &FeedName) -> Vec<ItemView> {
+        self.build_view(feed)
+    }
+
+    /// The mirrored `(epoch, rev)` of a feed.
+    pub fn position(&self, feed: &FeedName) -> Option<FeedHead> {
+        self.mirror.head(feed)
+    }
+
+    /// The confirmed items of a feed in order: `(id, value, rev)`.
+    pub fn confirmed(&self, feed: &FeedName) -> Vec<(ItemId, Value, u64)> {
+        self.mirror
+            .feeds
+            .get(feed)
+            .map(|m| {
+                m.items
+                    .iter()
+                    .map(|(id, i)| (id.clone(), i.value.clone(), i.rev))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The mirrored feeds.
+    pub fn feeds(&self) -> Vec<FeedName> {
+        self.mirror
+            .feeds
+            .iter()
+            .filter(|(_, m)| m.head.is_some())
+            .map(|(f, _)| f.clone())
+            .collect()
+    }
+
+    /// Changes not yet confirmed, oldest first.
+    pub fn pending(&self) -> Vec<OutboxRecord> {
+        self.outbox.iter().map(|e| e.record.clone()).collect()
+    }
+
+    /// Stored outcomes, by change id.
+    pub fn outcomes(&self) -> &BTreeMap<ChangeId, OutcomeRecord> {
+        &self.outcomes
+    }
+
+    /// Everything the store should hold after the last batch: what
+    /// [`crate::Store::load`] must give back. Useful to check a store.
+    pub fn stored_state(&self) -> StoredState {
+        let mut state = StoredState {
+            meta: Some(self.meta()),
+            subscriptions: self.subscriptions.clone(),
+            outcomes: self.outcomes.clone(),
+            ..StoredState::default()
+        };
+        for (feed, m) in &self.mirror.feeds {
+            if let Some(head) = m.head {
+                state.feeds.insert(feed.clone(), head);
+                for (id, _) in m.items.iter() {
+                    let item = self.stored_item(feed, id).expect("listed above");
+                    state.items.insert((feed.clone(), id.clone()), item);
+                }
+            }
+        }
+        for entry in self.outbox.iter() {
+            state.outbox.insert(entry.record.seq, entry.record.clone());
+        }
+        state
+    }
+
+    // ---- outcomes and conflicts --------------------------------------------
+
+    fn on_outcome(&mut self, wire: &ChangeId, outcome: Outcome, now: u64) -> Result<(), CoreError> {
+        let Some(seq) = self.outbox.seq_of_wire(wire) else {
+            return Ok(());
+        };
+        let entry = self.outbox.get(seq).expect("found above");
+        if entry.record.accepted.is_some() {
+            return Ok(());
+        }
+        match outcome {
+            Outcome::Accepted { result, revs } => {
+                let final_outcome = match entry.record.resolution {
+                    None => ChangeOutcome::Accepted {
+                        result,
+                        revs: revs.clone(),
+                    },
+                    Some(resolution) => ChangeOutcome::ConflictResolved {
+                        resolution,
+                        result,
+                        revs: revs.clone(),
+                    },
+                };
+                let epochs = revs
+                    .keys()
+                    .filter_map(|f| self.mirror.head(f).map(|h| (f.clone(), h.epoch)))
+                    .collect();
+                self.record_outcome(seq, final_outcome, now);
+                for later in self.outbox.rebase_after(seq, &revs) {
+                    self.journal.outbox.insert(later);
+                }
+                let entry = self.outbox.get_mut(seq).expect("found above");
+                entry.record.accepted = Some(AcceptedRecord { revs, epochs });
+                self.journal.outbox.insert(seq);
+                Ok(())
+            }
+            Outcome::Rejected { code, message } => {
+                self.record_outcome(seq, ChangeOutcome::Rejected { code, message }, now);
+                self.drop_entry(seq);
+                Ok(())
+            }
+            Outcome::Conflict {
+                feed,
+                id,
+                base,
+                current,
+                rev,
+                ..
+            } => self.on_conflict(seq, feed, id, base, current, rev, now),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_conflict(
+        &mut self,
+        seq: u64,
+        feed: FeedName,
+        id: ItemId,
+        base: Option<Value>,
+        current: Option<Value>,
+        rev: u64,
+        now: u64,
+    ) -> Result<(), CoreError> {
+        let record = self.outbox.get(seq).expect("caller checked").record.clone();
+        let ours = match &record.op {
+            Operation::Publish { item, .. } | Operation::Edit { item, .. } => Some(item.clone()),
+            Operation::Retract { .. } => None,
+            Operation::Move { .. } | Operation::Action { .. } => current.clone(),
+        };
+        let case = ConflictCase {
+            change: record.id.clone(),
+            feed: feed.clone(),
+            id: id.clone(),
+            base,
+            ours,
+            theirs: current.clone(),
+            rev,
+        };
+        let unresolved = |case: ConflictCase, reason: String| ChangeOutcome::Unresolved {
+            conflict: case,
+            reason,
+        };
+        if record.conflicts + 1 > self.config.max_conflict_rounds {
+            let reason = format!("ran into {} conflicts in a row", record.conflicts + 1);
+            self.record_outcome(seq, unresolved(case, reason), now);
+            self.drop_entry(seq);
+            return Ok(());
+        }
+        let resolution = match &record.op {
+            Operation::Action { .. } => {
+                Resolution::Unresolved("a named action is not merged".into())
+            }
+            Operation::Move { .. } => Resolution::KeepOurs,
+            _ if item_of(&record.op) != Some((&feed, &id)) => {
+                Resolution::Unresolved("the conflict names another item".into())
+            }
+            _ => match self.resolver.resolve(&case) {
+                Ok(resolution) => resolution,
+                Err(err) => {
+                    self.record_outcome(seq, unresolved(case, err.to_string()), now);
+                    self.drop_entry(seq);
+                    return Err(err.into());
+                }
+            },
+        };
+        let settled = |resolution| ChangeOutcome::ConflictResolved {
+            resolution,
+            result: Value::Null,
+            revs: BTreeMap::new(),
+        };
+        let (value, kind) = match resolution {
+            Resolution::KeepTheirs => {
+                self.record_outcome(seq, settled(ResolutionKind::KeptTheirs), now);
+                self.drop_entry(seq);
+                return Ok(());
+            }
+            Resolution::DropOurs => {
+                self.record_outcome(seq, settled(ResolutionKind::DroppedOurs), now);
+                self.drop_entry(seq);
+                return Ok(());
+            }
+            Resolution::Unresolved(reason) => {
+                self.record_outcome(seq, unresolved(case, reason), now);
+                self.drop_entry(seq);
+                return Ok(());
+            }
+            Resolution::KeepOurs => (case.ours.clone(), ResolutionKind::KeptOurs),
+            Resolution::Merged(value) => (value, ResolutionKind::Merged),
+        };
+        let op = match (&record.op, value) {
+            (Operation::Move { .. }, _) => record.op.clone(),
+            (Operation::Publish { position, .. }, Some(item)) => Operation::Publish {
+                feed: feed.clone(),
+                id,
+                item,
+                position: position.clone(),
+            },
+            (_, Some(item)) if current.is_some() => Operation::Edit {
+                feed: feed.clone(),
+                id,
+                item,
+            },
+            (_, Some(item)) => Operation::Publish {
+                feed: feed.clone(),
+                id,
+                item,
+                position: None,
+            },
+            (_, None) if current.is_some() => Operation::Retract {
+                feed: feed.clone(),
+                id,
+            },
+            (_, None) => {
+                self.record_outcome(seq, settled(ResolutionKind::KeptTheirs), now);
+                self.drop_entry(seq);
+                return Ok(());
+            }
+        };
+        let wire_seq = self.allocate_seq();
+        let wire_id = ChangeId::new(&self.client_id, wire_seq);
+        let entry = self.outbox.get_mut(seq).expect("caller checked");
+        entry.record.wire_id = wire_id;
+        entry.record.op = op;
+        entry.record.base = BTreeMap::from([(feed.clone(), rev)]);
+        entry.record.conflicts += 1;
+        entry.record.resolution = Some(kind);
+        entry.send = crate::outbox::SendState::Unsent;
+        self.journal.outbox.insert(seq);
+        self.journal.views.insert(feed);
+        Ok(())
+    }
+
+    fn record_outcome(&mut self, seq: u64, outcome: ChangeOutcome, now: u64) {
+        let record = &self.outbox.get(seq).expect("caller checked").record;
+        let stored = OutcomeRecord {
+            id: record.id.clone(),
+            seq,
+            op: record.op.clone(),
+            outcome: outcome.clone(),
+            at: now,
+        };
+        if let Some(feed) = record.op.feed() {
+            self.journal.views.insert(feed.clone());
+        }
+        self.effects.notify.push(Notification::Outcome {
+            change: stored.id.clone(),
+            outcome,
+        });
+        self.journal.outcomes.insert(stored.id.clone());
+        self.outcomes.insert(stored.id.clone(), stored);
+    }
+
+    fn drop_entry(&mut self, seq: u64) {
+        if let Some(entry) = self.outbox.remove(seq) {
+            self.journal.outbox.insert(seq);
+            if let Some(feed) = entry.record.op.feed() {
+                self.journal.views.insert(feed.clone());
+            }
+        }
+    }
+
+    /// Accepted changes leave the overlay once the mirror shows them: it
+    /// reached the revisions they produced, or moved to another epoch.
+    fn settle_accepted(&mut self) {
+        let done: Vec<u64> = self
+            .outbox
+            .iter()
+            .filter_map(|e| {
+                let accepted = e.record.accepted.as_ref()?;
+                let shown = accepted
+                    .revs
+                    .iter()
+                    .all(|(feed, rev)| match self.mirror.head(feed) {
+                        Some(head) => {
+                            head.rev >= *rev || accepted.epochs.get(feed) != Some(&head.epoch)
+                        }
+                        None => !self.follows(feed),
+                    });
+                shown.then_some(e.record.seq)
+            })
+            .collect();
+        for seq in done {
+            self.drop_entry(seq);
+        }
+    }
+
+    // ---- plumbing ----------------------------------------------------------
+
+    fn allocate_seq(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.journal.meta = true;
+        seq
+    }
+
+    fn meta(&self) -> ClientMeta {
+        ClientMeta {
+            client_id: self.client_id.clone(),
+            next_seq: self.next_seq,
+        }
+    }
+
+    fn check_usable(&self) -> Result<(), CoreError> {
+        match &self.storage_error {
+            Some(e) => Err(StorageFault::BatchFailed(e.clone()).into()),
+            None => Ok(()),
+        }
+    }
+
+    fn set_status(&mut self, status: Status) {
+        if self.status != status {
+            self.status = status.clone();
+            self.effects.notify.push(Notification::Status { status });
+        }
+    }
+
+    fn halt(&mut self, reason: String) {
+        self.conn = Conn::Halted;
+        self.effects.close = true;
+        self.outbox.reset_sends();
+        self.mirror.forget_requests();
+        self.set_status(Status::Stopped { reason });
+    }
+
+    fn close(&mut self, now: u64) {
+        self.effects.close = true;
+        self.go_offline(now);
+    }
+
+    fn go_offline(&mut self, now: u64) {
+        if matches!(
+            self.conn,
+            Conn::Offline { .. } | Conn::Unauthorized | Conn::Halted
+        ) {
+            return;
+        }
+        let delay = backoff(
+            self.config.timing.reconnect_base,
+            self.config.timing.reconnect_max,
+            self.reconnects,
+            &mut self.rng,
+        );
+        self.reconnects = self.reconnects.saturating_add(1);
+        self.conn = Conn::Offline {
+            reconnect_at: now + delay,
+        };
+        self.outbox.reset_sends();
+        self.mirror.forget_requests();
+        self.set_status(Status::Offline);
+    }
+
+    fn stored_item(&self, feed: &FeedName, id: &ItemId) -> Option<StoredItem> {
+        let item = self.mirror.feeds.get(feed)?.items.get(id)?;
+        Some(StoredItem {
+            feed: feed.clone(),
+            id: id.clone(),
+            value: item.value.clone(),
+            rev: item.rev,
+            order: item.order,
+        })
+    }
+
+    fn build_view(&self, feed: &FeedName) -> Vec<ItemView> {
+        view::build(
+            feed,
+            self.mirror.feeds.get(feed).map(|m| &m.items),
+            self.outbox.iter(),
+            self.outcomes.values(),
+        )
+    }
+
+    /// Ends an input: sends what is due, then turns the journal into one
+    /// store batch and view notifications.
+    fn finish(&mut self, now: u64) {
+        if matches!(self.conn, Conn::Online { .. }) {
+            let timing = self.config.timing.clone();
+            let awaited = self
+                .outbox
+                .awaited(|f| self.mirror.head(f).map(|h| h.epoch));
+            self.mirror.poll_requests(
+                now,
+                &awaited,
+                &timing,
+                &mut self.rng,
+                &mut self.effects.send,
+            );
+            self.outbox
+                .poll_sends(now, &timing, &mut self.rng, &mut self.effects.send);
+        }
+        let journal = std::mem::take(&mut self.journal);
+        let batch = self.batch_from(&journal);
+        if !batch.is_empty() {
+            match &mut self.effects.store {
+                Some(pending) => pending.writes.extend(batch.writes),
+                None => self.effects.store = Some(batch),
+            }
+        }
+        for feed in journal.views {
+            let new = self.build_view(&feed);
+            let old = self.views.remove(&feed).unwrap_or_default();
+            if let Some(n) = view::diff(&feed, &old, &new) {
+                self.effects.notify.push(n);
+            }
+            if !new.is_empty() || self.mirror.feeds.contains_key(&feed) {
+                self.views.insert(feed, new);
+            }
+        }
+    }
+
+    fn batch_from(&self, journal: &Journal) -> StoreBatch {
+        let mut writes = Vec::new();
+        if journal.meta {
+            writes.push(StoreWrite::PutMeta { meta: self.meta() });
+        }
+        for pattern in &journal.subscriptions {
+            writes.push(if self.subscriptions.contains(pattern) {
+                StoreWrite::PutSubscription {
+                    pattern: pattern.clone(),
+                }
+            } else {
+                StoreWrite::DeleteSubscription {
+                    pattern: pattern.clone(),
+                }
+            });
+        }
+        for feed in &journal.cleared {
+            writes.push(StoreWrite::ClearFeed { feed: feed.clone() });
+        }
+        for feed in &journal.heads {
+            match self.mirror.head(feed) {
+                Some(head) => writes.push(StoreWrite::PutFeed {
+                    feed: feed.clone(),
+                    head,
+                }),
+                None if !journal.cleared.contains(feed) => {
+                    writes.push(StoreWrite::ClearFeed { feed: feed.clone() })
+                }
+                None => {}
+            }
+        }
+        for (feed, id) in &journal.items {
+            let mirrored = self.mirror.head(feed).is_some();
+            match self.stored_item(feed, id) {
+                Some(item) if mirrored => writes.push(StoreWrite::PutItem { item }),
+                _ if journal.cleared.contains(feed) => {}
+                _ => writes.push(StoreWrite::DeleteItem {
+                    feed: feed.clone(),
+                    id: id.clone(),
+                }),
+            }
+        }
+        for seq in &journal.outbox {
+            writes.push(match self.outbox.get(*seq) {
+                Some(entry) => StoreWrite::PutOutbox {
+                    entry: entry.record.clone(),
+                },
+                None => StoreWrite::DeleteOutbox { seq: *seq },
+            });
+        }
+        for id in &journal.outcomes {
+            writes.push(match self.outcomes.get(id) {
+                Some(outcome) => StoreWrite::PutOutcome {
+                    outcome: outcome.clone(),
+                },
+                None => StoreWrite::DeleteOutcome { id: id.clone() },
+            });
+        }
+        StoreBatch { writes }
+    }
+}
+
+fn frame_name(msg: &ServerMessage) -> &'static str {
+    match msg {
+        ServerMessage::Welcome { .. } => "welcome",
+        ServerMessage::Subscribed { .. } => "subscribed",
+        ServerMessage::Snapshot { .. } => "snapshot",
+        ServerMessage::Changes { .. } => "changes",
+        ServerMessage::Event { .. } => "event",
+        ServerMessage::Ack { .. } => "ack",
+        ServerMessage::Outcome { .. } => "outcome",
+        ServerMessage::Error { .. } => "error",
+        ServerMessage::Pong => "pong",
+    }
+}

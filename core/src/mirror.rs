@@ -1,0 +1,439 @@
+//! The confirmed state of every followed feed: items in order, `(epoch, rev)`,
+//! events buffered ahead of a gap, and replay requests.
+//!
+//! Rules: revision n+1 is applied only after n; events ahead are buffered; a
+//! gap (or an event of another epoch, or a feed not mirrored yet) makes the
+//! feed ask for a replay from its last applied position — one request at a
+//! time, asked again with backoff when unanswered; a snapshot or an epoch
+//! change replaces the feed in one batch; duplicates and older revisions are
+//! ignored, and so is anything of an epoch the feed has already left.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use thoonk_protocol::{Change, ClientMessage, Epoch, FeedEvent, FeedName, FeedPosition, Item, Rev};
+
+use crate::apply::apply_change;
+use crate::config::Timing;
+use crate::error::ServerFault;
+use crate::items::OrderedItems;
+use crate::journal::Journal;
+use crate::rng::{backoff, SplitMix64};
+use crate::store::FeedHead;
+
+/// A request to the server that is waiting for its answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Retry {
+    /// When to ask again.
+    pub deadline: u64,
+    /// How many times it was asked again already.
+    pub attempt: u32,
+}
+
+/// The mirror of one feed.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct FeedMirror {
+    /// What is mirrored; `None` until the first snapshot.
+    pub head: Option<FeedHead>,
+    /// The confirmed items.
+    pub items: OrderedItems,
+    /// Events of the current epoch received ahead of a gap.
+    ahead: BTreeMap<Rev, Change>,
+    /// An event of this other epoch arrived: the feed must be reset.
+    reset_to: Option<Epoch>,
+    /// Epochs this feed has left; their messages are stale.
+    retired: BTreeSet<Epoch>,
+    /// A replay (or initial snapshot) is awaited.
+    pub request: Option<Retry>,
+}
+
+impl FeedMirror {
+    /// True when the feed cannot be trusted to be complete: nothing mirrored
+    /// yet, events buffered ahead of a gap, an epoch change seen, or a revision
+    /// the core knows exists (`awaited`) not reached.
+    pub fn needs_sync(&self, awaited: Rev) -> bool {
+        match self.head {
+            None => true,
+            Some(head) => !self.ahead.is_empty() || self.reset_to.is_some() || awaited > head.rev,
+        }
+    }
+
+    /// The position to replay from; epoch 0 (never a real epoch) asks for a snapshot.
+    pub fn position(&self) -> FeedPosition {
+        match self.head {
+            Some(h) => FeedPosition {
+                epoch: h.epoch,
+                rev: h.rev,
+            },
+            None => FeedPosition { epoch: 0, rev: 0 },
+        }
+    }
+
+    fn drain(&mut self, feed: &FeedName, journal: &mut Journal, jobs: &mut Vec<String>) {
+        let Some(head) = self.head.as_mut() else {
+            return;
+        };
+        while let Some(change) = self.ahead.remove(&(head.rev + 1)) {
+            head.rev += 1;
+            if apply_change(&mut self.items, head.rev, &change) {
+                for id in self.items.ids() {
+                    journal.item(feed, &id);
+                }
+            }
+            journal.item(feed, &change.id);
+            journal.head(feed);
+            if let Some(job) = change.job {
+                jobs.push(job);
+            }
+        }
+    }
+}
+
+/// All mirrored feeds.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Mirror {
+    /// The feeds by name.
+    pub feeds: BTreeMap<FeedName, FeedMirror>,
+}
+
+impl Mirror {
+    /// Starts following a feed the server listed; its snapshot is expected
+    /// as the answer to the subscription, so a request counts as sent.
+    pub fn expect(&mut self, feed: &FeedName, now: u64, timing: &Timing) {
+        let m = self.feeds.entry(feed.clone()).or_default();
+        if m.head.is_none() && m.request.is_none() {
+            m.request = Some(Retry {
+                deadline: now + timing.replay_timeout,
+                attempt: 0,
+            });
+        }
+    }
+
+    /// Applies one live event. Change ids of jobs it applied go to `jobs`.
+    pub fn on_event(
+        &mut self,
+        feed: &FeedName,
+        epoch: Epoch,
+        rev: Rev,
+        change: Change,
+        journal: &mut Journal,
+        jobs: &mut Vec<String>,
+    ) {
+        let m = self.feeds.entry(feed.clone()).or_default();
+        if m.retired.contains(&epoch) {
+            return;
+        }
+        match m.head {
+            None => {}
+            Some(head) if head.epoch != epoch => m.reset_to = Some(epoch),
+            Some(head) if rev > head.rev => {
+                m.ahead.insert(rev, change);
+                m.drain(feed, journal, jobs);
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Applies a batch of replayed changes.
+    pub fn on_changes(
+        &mut self,
+        feed: &FeedName,
+        epoch: Epoch,
+        events: Vec<FeedEvent>,
+        journal: &mut Journal,
+        jobs: &mut Vec<String>,
+    ) -> Result<(), ServerFault> {
+        let fault = events.windows(2).find_map(|w| {
+            (w[1].rev != w[0].rev + 1).then(|| ServerFault::SparseChanges {
+                feed: feed.clone(),
+                after: w[0].rev,
+                got: w[1].rev,
+            })
+        });
+        let m = self.feeds.entry(feed.clone()).or_default();
+        if m.retired.contains(&epoch) {
+            return fault.map_or(Ok(()), Err);
+        }
+        match m.head {
+            None => {}
+            Some(head) if head.epoch != epoch => m.reset_to = Some(epoch),
+            Some(head) => {
+                for event in events {
+                    if event.rev > head.rev {
+                        m.ahead.insert(event.rev, event.change);
+                    }
+                }
+                m.reset_to = None;
+                m.drain(feed, journal, jobs);
+            }
+        }
+        fault.map_or(Ok(()), Err)
+    }
+
+    /// Replaces a feed's content with a snapshot (unless it is stale).
+    pub fn on_snapshot(
+        &mut self,
+        feed: &FeedName,
+        epoch: Epoch,
+        rev: Rev,
+        items: Vec<Item>,
+        journal: &mut Journal,
+        jobs: &mut Vec<String>,
+    ) -> Result<(), ServerFault> {
+        let mut seen = BTreeSet::new();
+        let fault = items.iter().find_map(|i| {
+            (!seen.insert(&i.id)).then(|| ServerFault::DuplicateItem {
+                feed: feed.clone(),
+                id: i.id.to_string(),
+            })
+        });
+        let m = self.feeds.entry(feed.clone()).or_default();
+        if m.retired.contains(&epoch) {
+            return fault.map_or(Ok(()), Err);
+        }
+        if let Some(head) = m.head {
+            if head.epoch == epoch && rev <= head.rev {
+                return fault.map_or(Ok(()), Err);
+            }
+            if head.epoch != epoch {
+                m.retired.insert(head.epoch);
+                m.ahead.clear();
+            }
+        }
+        m.ahead.retain(|r, _| *r > rev);
+        m.items = OrderedItems::from_ordered(items.into_iter().map(|i| (i.id, i.item, i.rev)));
+        m.head = Some(FeedHead { epoch, rev });
+        m.reset_to = None;
+        journal.clear(feed);
+        for id in m.items.ids() {
+            journal.item(feed, &id);
+        }
+        m.drain(feed, journal, jobs);
+        fault.map_or(Ok(()), Err)
+    }
+
+    /// Sends the replay requests that are due: a feed that needs syncing and
+    /// has no request in flight asks now; one whose request timed out asks
+    /// again with backoff; a feed in sync drops its request.
+    pub fn poll_requests(
+        &mut self,
+        now: u64,
+        awaited: &BTreeMap<FeedName, Rev>,
+        timing: &Timing,
+        rng: &mut SplitMix64,
+        out: &mut Vec<ClientMessage>,
+    ) {
+        for (feed, m) in &mut self.feeds {
+            let wanted = awaited.get(feed).copied().unwrap_or(0);
+            if !m.needs_sync(wanted) {
+                m.request = None;
+                continue;
+            }
+            let attempt = match m.request {
+                Some(r) if r.deadline > now => continue,
+                Some(r) => r.attempt + 1,
+                None => 0,
+            };
+            out.push(ClientMessage::Replay {
+                feed: feed.clone(),
+                from: m.position(),
+            });
+            m.request = Some(Retry {
+                deadline: now
+                    + backoff(
+                        timing.replay_timeout,
+                        timing.replay_timeout_max,
+                        attempt,
+                        rng,
+                    ),
+                attempt,
+            });
+        }
+    }
+
+    /// Forgets requests in flight (the connection that carried them is gone).
+    pub fn forget_requests(&mut self) {
+        for m in self.feeds.values_mut() {
+            m.request = None;
+        }
+    }
+
+    /// The earliest request deadline.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.feeds
+            .values()
+            .filter_map(|m| m.request.map(|r| r.deadline))
+            .min()
+    }
+
+    /// The mirrored position of a feed.
+    pub fn head(&self, feed: &FeedName) -> Option<FeedHead> {
+        self.feeds.get(feed).and_then(|m| m.head)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use thoonk_protocol::{ChangeOp, ItemId};
+
+    fn feed() -> FeedName {
+        FeedName::new("f").unwrap()
+    }
+
+    fn publish(id: &str, v: i64) -> Change {
+        Change {
+            op: ChangeOp::Publish,
+            id: ItemId::new(id).unwrap(),
+            item: Some(json!(v)),
+            position: None,
+            prev: None,
+            job: Some(format!("job-{id}")),
+        }
+    }
+
+    fn seeded() -> (Mirror, Journal, Vec<String>) {
+        let mut m = Mirror::default();
+        let mut j = Journal::default();
+        let mut jobs = Vec::new();
+        m.on_snapshot(&feed(), 1, 2, vec![], &mut j, &mut jobs)
+            .unwrap();
+        (m, Journal::default(), jobs)
+    }
+
+    fn ids(m: &Mirror) -> Vec<String> {
+        m.feeds[&feed()]
+            .items
+            .ids()
+            .iter()
+            .map(|i| i.to_string())
+            .collect()
+    }
+
+    fn replays(m: &mut Mirror, now: u64) -> Vec<ClientMessage> {
+        let mut out = Vec::new();
+        let mut rng = SplitMix64::new(1);
+        m.poll_requests(
+            now,
+            &BTreeMap::new(),
+            &Timing::default(),
+            &mut rng,
+            &mut out,
+        );
+        out
+    }
+
+    #[test]
+    fn events_apply_in_order_and_gaps_buffer() {
+        let (mut m, mut j, mut jobs) = seeded();
+        m.on_event(&feed(), 1, 4, publish("b", 4), &mut j, &mut jobs);
+        assert_eq!(m.head(&feed()).unwrap().rev, 2, "rev 4 waits for rev 3");
+        let asked = replays(&mut m, 0);
+        assert_eq!(
+            asked,
+            [ClientMessage::Replay {
+                feed: feed(),
+                from: FeedPosition { epoch: 1, rev: 2 }
+            }]
+        );
+        assert!(replays(&mut m, 10).is_empty(), "one request at a time");
+        m.on_event(&feed(), 1, 3, publish("a", 3), &mut j, &mut jobs);
+        assert_eq!(m.head(&feed()).unwrap().rev, 4);
+        assert_eq!(ids(&m), ["a", "b"]);
+        assert_eq!(jobs, ["job-a", "job-b"]);
+        assert!(replays(&mut m, 1_000_000).is_empty());
+        assert!(m.feeds[&feed()].request.is_none(), "the gap closed");
+    }
+
+    #[test]
+    fn duplicates_and_old_events_are_ignored() {
+        let (mut m, mut j, mut jobs) = seeded();
+        m.on_event(&feed(), 1, 3, publish("a", 3), &mut j, &mut jobs);
+        m.on_event(&feed(), 1, 3, publish("x", 3), &mut j, &mut jobs);
+        m.on_event(&feed(), 1, 1, publish("y", 1), &mut j, &mut jobs);
+        assert_eq!(ids(&m), ["a"]);
+        assert!(replays(&mut m, 0).is_empty());
+    }
+
+    #[test]
+    fn unanswered_replays_are_asked_again_with_backoff() {
+        let (mut m, mut j, mut jobs) = seeded();
+        m.on_event(&feed(), 1, 9, publish("z", 9), &mut j, &mut jobs);
+        assert_eq!(replays(&mut m, 0).len(), 1);
+        let first = m.feeds[&feed()].request.unwrap().deadline;
+        assert!(replays(&mut m, first - 1).is_empty());
+        assert_eq!(replays(&mut m, first).len(), 1);
+        let second = m.feeds[&feed()].request.unwrap();
+        assert_eq!(second.attempt, 1);
+        assert!(second.deadline - first >= Timing::default().replay_timeout);
+    }
+
+    #[test]
+    fn another_epoch_asks_for_a_reset_and_a_snapshot_replaces() {
+        let (mut m, mut j, mut jobs) = seeded();
+        m.on_event(&feed(), 1, 3, publish("a", 3), &mut j, &mut jobs);
+        m.on_event(&feed(), 2, 1, publish("b", 1), &mut j, &mut jobs);
+        assert_eq!(replays(&mut m, 0).len(), 1);
+        let items = vec![Item {
+            id: ItemId::new("c").unwrap(),
+            item: json!(1),
+            rev: 5,
+        }];
+        let mut j = Journal::default();
+        m.on_snapshot(&feed(), 2, 5, items, &mut j, &mut jobs)
+            .unwrap();
+        assert!(j.cleared.contains(&feed()));
+        assert_eq!(ids(&m), ["c"]);
+        assert!(replays(&mut m, 0).is_empty());
+        m.on_event(&feed(), 1, 4, publish("old", 4), &mut j, &mut jobs);
+        m.on_snapshot(&feed(), 1, 9, vec![], &mut j, &mut jobs)
+            .unwrap();
+        assert_eq!(ids(&m), ["c"], "the left epoch is stale");
+        assert!(replays(&mut m, 0).is_empty());
+    }
+
+    #[test]
+    fn stale_snapshots_are_ignored_and_sparse_batches_reported() {
+        let (mut m, mut j, mut jobs) = seeded();
+        m.on_snapshot(&feed(), 1, 1, vec![], &mut j, &mut jobs)
+            .unwrap();
+        assert_eq!(m.head(&feed()).unwrap().rev, 2);
+        let events = vec![
+            FeedEvent {
+                rev: 3,
+                change: publish("a", 3),
+            },
+            FeedEvent {
+                rev: 5,
+                change: publish("c", 5),
+            },
+        ];
+        let err = m
+            .on_changes(&feed(), 1, events, &mut j, &mut jobs)
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            ServerFault::SparseChanges {
+                after: 3,
+                got: 5,
+                ..
+            }
+        ));
+        assert_eq!(m.head(&feed()).unwrap().rev, 3);
+        assert_eq!(replays(&mut m, 0).len(), 1, "the hole is asked for");
+    }
+
+    #[test]
+    fn a_feed_never_mirrored_asks_for_a_snapshot() {
+        let mut m = Mirror::default();
+        let (mut j, mut jobs) = (Journal::default(), Vec::new());
+        m.on_event(&feed(), 3, 7, publish("a", 7), &mut j, &mut jobs);
+        assert_eq!(
+            replays(&mut m, 0),
+            [ClientMessage::Replay {
+                feed: feed(),
+                from: FeedPosition { epoch: 0, rev: 0 }
+            }]
+        );
+    }
+}

@@ -1,0 +1,148 @@
+//! The app's view of a feed: confirmed items with pending changes laid over
+//! them, each marked confirmed, pending or rejected; and the difference
+//! between two views, which is what the app is notified of.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use thoonk_protocol::{ChangeId, FeedName, ItemId};
+
+use crate::apply::apply_operation;
+use crate::effects::{ItemState, ItemView, Notification};
+use crate::items::OrderedItems;
+use crate::outbox::{item_of, Entry};
+use crate::outcome::OutcomeRecord;
+
+/// Builds the view of `feed` from its confirmed items, the outbox (oldest
+/// first) and the stored outcomes.
+pub(crate) fn build<'a>(
+    feed: &FeedName,
+    confirmed: Option<&OrderedItems>,
+    outbox: impl Iterator<Item = &'a Entry>,
+    outcomes: impl Iterator<Item = &'a OutcomeRecord>,
+) -> Vec<ItemView> {
+    let mut items = confirmed.cloned().unwrap_or_default();
+    let mut pending: BTreeMap<ItemId, Vec<ChangeId>> = BTreeMap::new();
+    for entry in outbox {
+        if entry.record.op.feed() != Some(feed) {
+            continue;
+        }
+        apply_operation(&mut items, &entry.record.op);
+        if let Some((_, id)) = item_of(&entry.record.op) {
+            pending
+                .entry(id.clone())
+                .or_default()
+                .push(entry.record.id.clone());
+        }
+    }
+    let mut latest: BTreeMap<&ItemId, &OutcomeRecord> = BTreeMap::new();
+    for record in outcomes {
+        if let Some((f, id)) = item_of(&record.op) {
+            if f == feed && latest.get(id).is_none_or(|r| r.seq < record.seq) {
+                latest.insert(id, record);
+            }
+        }
+    }
+    items
+        .iter()
+        .map(|(id, item)| {
+            let state = match (pending.get(id), latest.get(id)) {
+                (Some(changes), _) => ItemState::Pending {
+                    changes: changes.clone(),
+                },
+                (None, Some(r)) if r.outcome.is_failure() => ItemState::Rejected {
+                    change: r.id.clone(),
+                },
+                _ => ItemState::Confirmed,
+            };
+            ItemView {
+                id: id.clone(),
+                value: item.value.clone(),
+                rev: item.rev,
+                state,
+            }
+        })
+        .collect()
+}
+
+/// The notification that takes the app from view `old` to view `new`, if any.
+pub(crate) fn diff(feed: &FeedName, old: &[ItemView], new: &[ItemView]) -> Option<Notification> {
+    let old_by_id: BTreeMap<&ItemId, &ItemView> = old.iter().map(|v| (&v.id, v)).collect();
+    let new_ids: BTreeSet<&ItemId> = new.iter().map(|v| &v.id).collect();
+    let changed: Vec<ItemView> = new
+        .iter()
+        .filter(|v| old_by_id.get(&v.id) != Some(v))
+        .cloned()
+        .collect();
+    let removed: Vec<ItemId> = old
+        .iter()
+        .filter(|v| !new_ids.contains(&v.id))
+        .map(|v| v.id.clone())
+        .collect();
+    let kept = old
+        .iter()
+        .filter(|v| new_ids.contains(&v.id))
+        .map(|v| &v.id);
+    let added = new
+        .iter()
+        .filter(|v| !old_by_id.contains_key(&v.id))
+        .map(|v| &v.id);
+    let appended_only = kept.chain(added).eq(new.iter().map(|v| &v.id));
+    if changed.is_empty() && removed.is_empty() && appended_only {
+        return None;
+    }
+    Some(Notification::Items {
+        feed: feed.clone(),
+        changed,
+        removed,
+        order: (!appended_only).then(|| new.iter().map(|v| v.id.clone()).collect()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn view(id: &str, v: i64) -> ItemView {
+        ItemView {
+            id: ItemId::new(id).unwrap(),
+            value: json!(v),
+            rev: 1,
+            state: ItemState::Confirmed,
+        }
+    }
+
+    #[test]
+    fn diffs_report_changes_removals_and_reorders() {
+        let feed = FeedName::new("f").unwrap();
+        let old = vec![view("a", 1), view("b", 1), view("c", 1)];
+        assert_eq!(diff(&feed, &old, &old), None);
+        let new = vec![view("a", 1), view("c", 2), view("d", 1)];
+        let Some(Notification::Items {
+            changed,
+            removed,
+            order,
+            ..
+        }) = diff(&feed, &old, &new)
+        else {
+            panic!("a change was expected")
+        };
+        assert_eq!(changed, [view("c", 2), view("d", 1)]);
+        assert_eq!(removed, [ItemId::new("b").unwrap()]);
+        assert_eq!(order, None);
+        let moved = vec![view("c", 1), view("a", 1), view("b", 1)];
+        let Some(Notification::Items { changed, order, .. }) = diff(&feed, &old, &moved) else {
+            panic!("a move was expected")
+        };
+        assert!(changed.is_empty());
+        assert_eq!(order.unwrap().len(), 3);
+        let prepended = vec![view("z", 1), view("a", 1), view("b", 1), view("c", 1)];
+        let Some(Notification::Items { order, .. }) = diff(&feed, &old, &prepended) else {
+            panic!("an insert was expected")
+        };
+        assert!(
+            order.is_some(),
+            "an insert before existing items changes the order"
+        );
+    }
+}
