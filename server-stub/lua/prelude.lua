@@ -344,6 +344,19 @@ local function place(f, id, pos, rel)
   end
 end
 
+-- The score of an item published now in a time-ordered feed: the Redis
+-- server time in milliseconds, or the newest score + 1 when that is not
+-- later, so that the zset order is always the publish order (ties would
+-- otherwise sort by id, and a client replaying the log would disagree).
+local function next_score(f)
+  local score = tonumber(now_ms())
+  local newest = redis.call('ZRANGE', f.ids, -1, -1, 'WITHSCORES')
+  if newest[2] and tonumber(newest[2]) >= score then
+    score = math.floor(tonumber(newest[2])) + 1
+  end
+  return num(score)
+end
+
 -- Applies a planned publish; returns the revision and the item id.
 local function apply_publish(p)
   local f = p.f
@@ -358,7 +371,7 @@ local function apply_publish(p)
   local op = p.exists and 'edit' or 'publish'
   local message = id .. '\0' .. p.item
   if f.type == 'feed' then
-    redis.call('ZADD', f.ids, now_ms(), id)
+    redis.call('ZADD', f.ids, next_score(f), id)
     redis.call('INCR', f.publishes)
     redis.call('HSET', f.items, id, p.item)
     queue(p.exists and ('feed.edit:' .. f.name) or ('feed.publish:' .. f.name), message)

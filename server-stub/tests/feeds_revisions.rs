@@ -1,0 +1,491 @@
+//! Revisions, the change log, replay, old item versions and epochs.
+
+mod feeds_support;
+
+use feeds_support::{id, name, Env};
+use serde_json::{json, Value};
+use thoonk_protocol::{Change, ChangeOp, FeedEvent, FeedPosition, Item, ItemId, Position};
+use thoonk_server::feeds::{
+    ChangeNotice, ConfigChange, FeedError, FeedSettings, FeedType, Since, Snapshot,
+    CHANGE_CHANNEL_PATTERN,
+};
+
+#[tokio::test]
+async fn revisions_stay_dense_under_concurrent_writers() {
+    const WRITERS: usize = 8;
+    const WRITES: usize = 40;
+    let env = Env::start().await;
+    let feed = name("{team:9}:busy");
+    let mut rec = env.listen(&[], &[CHANGE_CHANNEL_PATTERN]).await;
+    env.store
+        .create(&feed, &FeedSettings::new(FeedType::SortedFeed))
+        .await
+        .unwrap();
+
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let store = env.other_store().await;
+        let feed = feed.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut revs = Vec::new();
+            for n in 0..WRITES {
+                let item = id(&format!("w{w}-{n}"));
+                let applied = match n % 4 {
+                    0 | 1 => store.publish(&feed, Some(&item), &json!(n), None).await,
+                    2 => {
+                        let prev = id(&format!("w{w}-{}", n - 1));
+                        store.edit(&feed, &prev, &json!("edited"), None).await
+                    }
+                    _ => {
+                        let prev = id(&format!("w{w}-{}", n - 3));
+                        store.retract(&feed, &prev, None).await
+                    }
+                };
+                revs.push(applied.unwrap().rev);
+            }
+            revs
+        }));
+    }
+    let mut revs = Vec::new();
+    for task in tasks {
+        revs.extend(task.await.unwrap());
+    }
+    revs.sort_unstable();
+    let total = (WRITERS * WRITES) as u64;
+    assert_eq!(revs, (1..=total).collect::<Vec<_>>(), "no gap, no repeat");
+
+    let history = env.store.history(&feed, 0, 10_000).await.unwrap();
+    let logged: Vec<u64> = history.events.iter().map(|e| e.rev).collect();
+    assert_eq!(logged, (1..=total).collect::<Vec<_>>());
+
+    let notices: Vec<ChangeNotice> = rec
+        .drain()
+        .await
+        .into_iter()
+        .map(|(_, payload)| serde_json::from_slice(&payload).unwrap())
+        .collect();
+    let noticed: Vec<u64> = notices.iter().map(|n| n.rev).collect();
+    assert_eq!(noticed, (1..=total).collect::<Vec<_>>());
+    for (notice, event) in notices.iter().zip(&history.events) {
+        assert_eq!(notice.feed, feed);
+        assert_eq!(notice.epoch, history.epoch);
+        assert_eq!(&notice.change, &event.change);
+    }
+}
+
+/// Applies one logged change to a list of items, as a client would.
+fn apply(items: &mut Vec<Item>, event: &FeedEvent) {
+    let Change {
+        op,
+        id,
+        item,
+        position,
+        ..
+    } = &event.change;
+    let at = |items: &Vec<Item>, id: &ItemId| items.iter().position(|i| &i.id == id);
+    let place = |items: &mut Vec<Item>, entry: Item, position: &Option<Position>| {
+        let index = match position {
+            Some(Position::Begin) => 0,
+            None | Some(Position::End) => items.len(),
+            Some(Position::Before(rel)) => at(items, rel).expect("rel exists"),
+            Some(Position::After(rel)) => at(items, rel).expect("rel exists") + 1,
+        };
+        items.insert(index, entry);
+    };
+    match op {
+        ChangeOp::Publish => {
+            let entry = Item {
+                id: id.clone(),
+                item: item.clone().unwrap(),
+                rev: event.rev,
+            };
+            place(items, entry, position);
+        }
+        ChangeOp::Edit => {
+            let index = at(items, id).expect("edited item exists");
+            let mut entry = items.remove(index);
+            entry.item = item.clone().unwrap();
+            entry.rev = event.rev;
+            match position {
+                Some(_) => place(items, entry, position),
+                None => items.insert(index, entry),
+            }
+        }
+        ChangeOp::Retract => {
+            let index = at(items, id).expect("retracted item exists");
+            items.remove(index);
+        }
+        ChangeOp::Position => {
+            let index = at(items, id).expect("moved item exists");
+            let mut entry = items.remove(index);
+            entry.rev = event.rev;
+            place(items, entry, position);
+        }
+    }
+}
+
+#[tokio::test]
+async fn replaying_the_log_rebuilds_the_snapshot() {
+    let env = Env::start().await;
+    let s = &env.store;
+    let sorted = name("replay:sorted");
+    let timed = name("replay:timed");
+    s.create(&sorted, &FeedSettings::new(FeedType::SortedFeed))
+        .await
+        .unwrap();
+    let settings = FeedSettings {
+        kind: FeedType::Feed,
+        max_length: Some(4),
+        retention: None,
+    };
+    s.create(&timed, &settings).await.unwrap();
+
+    // A deterministic mix of every operation.
+    let mut seed: u64 = 7;
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    for step in 0..150u64 {
+        let snap = s.snapshot(&sorted).await.unwrap();
+        let pick = |k: u64| snap.items[(k as usize) % snap.items.len()].id.clone();
+        let roll = next(6);
+        if snap.items.len() < 2 || roll == 0 {
+            let position = match next(4) {
+                0 => Position::Begin,
+                1 => Position::End,
+                2 if !snap.items.is_empty() => Position::Before(pick(next(100))),
+                _ if !snap.items.is_empty() => Position::After(pick(next(100))),
+                _ => Position::End,
+            };
+            s.insert(&sorted, None, &json!({"step": step}), Some(&position), None)
+                .await
+                .unwrap();
+        } else if roll == 1 {
+            s.edit(&sorted, &pick(next(100)), &json!([step]), None)
+                .await
+                .unwrap();
+        } else if roll == 2 {
+            s.retract(&sorted, &pick(next(100)), None).await.unwrap();
+        } else {
+            let target = pick(next(100));
+            let position = match next(4) {
+                0 => Position::Begin,
+                1 => Position::End,
+                2 => Position::Before(pick(next(100))),
+                _ => Position::After(pick(next(100))),
+            };
+            match s
+                .move_item(&sorted, &target, &position, Some("mover"))
+                .await
+            {
+                Ok(_) => {}
+                Err(FeedError::BadPosition { .. }) => {} // placed relative to itself
+                Err(other) => panic!("{other}"),
+            }
+        }
+        let key = id(&format!("t{}", next(8)));
+        if next(3) == 0 && s.get(&timed, &key).await.unwrap().item.is_some() {
+            s.retract(&timed, &key, None).await.unwrap();
+        } else {
+            s.publish(&timed, Some(&key), &json!(step), None)
+                .await
+                .unwrap();
+        }
+    }
+
+    for feed in [&sorted, &timed] {
+        let snap = s.snapshot(feed).await.unwrap();
+        let history = s.history(feed, 0, 100_000).await.unwrap();
+        assert_eq!(history.oldest, 1);
+        let mut items = Vec::new();
+        for event in &history.events {
+            apply(&mut items, event);
+        }
+        assert_eq!(
+            Snapshot {
+                epoch: history.epoch,
+                rev: history.rev,
+                items
+            },
+            snap,
+            "{feed}"
+        );
+        // A client that saw half the changes catches up to the same state.
+        let half = history.rev / 2;
+        let Since::Changes { events, .. } = s
+            .changes_since(
+                feed,
+                FeedPosition {
+                    epoch: snap.epoch,
+                    rev: half,
+                },
+            )
+            .await
+            .unwrap()
+        else {
+            panic!("the log reaches back")
+        };
+        assert_eq!(events, history.events[half as usize..]);
+    }
+}
+
+#[tokio::test]
+async fn old_item_versions_are_rebuilt_from_the_log() {
+    let env = Env::start().await;
+    let s = &env.store;
+    let feed = name("versions");
+    let x = id("x");
+    let mut expected: Vec<Option<Value>> = vec![None]; // value of x at rev 0, 1, ...
+    let mut write = |value: Option<Value>| expected.push(value);
+
+    s.publish(&feed, Some(&x), &json!("v1"), None)
+        .await
+        .unwrap();
+    write(Some(json!("v1")));
+    s.publish(&feed, Some(&id("other")), &json!(0), None)
+        .await
+        .unwrap();
+    write(Some(json!("v1")));
+    s.edit(&feed, &x, &json!({"v": 2}), None).await.unwrap();
+    write(Some(json!({"v": 2})));
+    s.retract(&feed, &x, None).await.unwrap();
+    write(None);
+    s.edit(&feed, &id("other"), &json!(1), None).await.unwrap();
+    write(None);
+    s.publish(&feed, Some(&x), &json!([4]), None).await.unwrap();
+    write(Some(json!([4])));
+
+    for (rev, value) in expected.iter().enumerate() {
+        let version = s.item_at(&feed, &x, rev as u64).await.unwrap();
+        assert_eq!(&version.item, value, "x at rev {rev}");
+        assert_eq!(version.rev, 6);
+    }
+    assert!(matches!(
+        s.item_at(&feed, &x, 7).await,
+        Err(FeedError::FutureRevision {
+            rev: 7,
+            current: 6,
+            ..
+        })
+    ));
+
+    // Once the log is trimmed, old versions are gone; recent ones are not.
+    s.configure(
+        &feed,
+        &ConfigChange {
+            max_length: None,
+            retention: Some(2),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        s.item_at(&feed, &x, 2).await,
+        Err(FeedError::HistoryGone {
+            rev: 2,
+            oldest: 5,
+            ..
+        })
+    ));
+    assert_eq!(s.item_at(&feed, &x, 4).await.unwrap().item, None);
+    let read = s.get(&feed, &x).await.unwrap();
+    assert_eq!(read.item.unwrap().rev, 6);
+}
+
+async fn position(env: &Env, feed: &thoonk_protocol::FeedName) -> FeedPosition {
+    let snap = env.store.snapshot(feed).await.unwrap();
+    FeedPosition {
+        epoch: snap.epoch,
+        rev: snap.rev,
+    }
+}
+
+#[tokio::test]
+async fn delete_and_recreate_starts_a_new_epoch() {
+    let env = Env::start().await;
+    let feed = name("again");
+    env.store
+        .publish(&feed, Some(&id("a")), &json!(1), None)
+        .await
+        .unwrap();
+    env.store
+        .publish(&feed, Some(&id("b")), &json!(2), None)
+        .await
+        .unwrap();
+    let old = position(&env, &feed).await;
+    assert!(env.store.delete(&feed).await.unwrap());
+    assert_eq!(
+        env.store.snapshot(&feed).await.unwrap(),
+        Snapshot {
+            epoch: 0,
+            rev: 0,
+            items: vec![]
+        }
+    );
+    let fresh = env
+        .store
+        .publish(&feed, Some(&id("c")), &json!(3), None)
+        .await
+        .unwrap();
+    assert_ne!(fresh.epoch, old.epoch);
+    assert_eq!(fresh.rev, 1);
+    let Since::Reset(snap) = env.store.changes_since(&feed, old).await.unwrap() else {
+        panic!("an old epoch must reset");
+    };
+    assert_eq!(
+        (snap.epoch, snap.rev, snap.items.len()),
+        (fresh.epoch, 1, 1)
+    );
+}
+
+#[tokio::test]
+async fn flushall_makes_the_first_write_start_a_new_epoch() {
+    let env = Env::start().await;
+    let feed = name("flushed");
+    env.store
+        .publish(&feed, Some(&id("a")), &json!(1), None)
+        .await
+        .unwrap();
+    let old = position(&env, &feed).await;
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut env.conn().await)
+        .await
+        .unwrap();
+    let fresh = env
+        .store
+        .publish(&feed, Some(&id("b")), &json!(2), None)
+        .await
+        .unwrap();
+    assert_ne!(fresh.epoch, old.epoch);
+    assert_eq!(fresh.rev, 1);
+    assert!(matches!(
+        env.store.changes_since(&feed, old).await.unwrap(),
+        Since::Reset(_)
+    ));
+    assert_eq!(env.store.feeds().await.unwrap(), vec![feed]);
+}
+
+#[tokio::test]
+async fn a_lost_log_or_classic_delete_starts_a_new_epoch() {
+    let env = Env::start().await;
+    let mut conn = env.conn().await;
+    let feed = name("lost");
+    env.store
+        .publish(&feed, Some(&id("a")), &json!(1), None)
+        .await
+        .unwrap();
+    let old = position(&env, &feed).await;
+
+    // The change log vanishes: the revision goes on, under a new epoch.
+    let _: () = redis::cmd("DEL")
+        .arg("feed.log:lost")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(matches!(
+        env.store
+            .changes_since(
+                &feed,
+                FeedPosition {
+                    epoch: old.epoch,
+                    rev: 0
+                }
+            )
+            .await
+            .unwrap(),
+        Since::Reset(_)
+    ));
+    let next = env
+        .store
+        .publish(&feed, Some(&id("b")), &json!(2), None)
+        .await
+        .unwrap();
+    assert_ne!(next.epoch, old.epoch);
+    assert_eq!(next.rev, 2);
+    assert!(matches!(
+        env.store.changes_since(&feed, old).await.unwrap(),
+        Since::Reset(_)
+    ));
+    assert!(matches!(
+        env.store
+            .changes_since(
+                &feed,
+                FeedPosition {
+                    epoch: next.epoch,
+                    rev: 1
+                }
+            )
+            .await
+            .unwrap(),
+        Since::Changes { .. }
+    ));
+
+    // A classic peer deletes the feed (its own keys only) and creates it again.
+    let _: () = redis::cmd("DEL")
+        .arg(&[
+            "feed.config:lost",
+            "feed.ids:lost",
+            "feed.items:lost",
+            "feed.publishes:lost",
+        ])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(&["feed.config:lost", "type", "feed"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let recreated = env
+        .store
+        .publish(&feed, Some(&id("c")), &json!(3), None)
+        .await
+        .unwrap();
+    assert_ne!(recreated.epoch, next.epoch);
+    assert_eq!(recreated.rev, 1, "the old history is dropped");
+    let history = env.store.history(&feed, 0, 10).await.unwrap();
+    assert_eq!(history.events.len(), 1);
+}
+
+#[tokio::test]
+async fn the_log_keeps_the_configured_retention() {
+    let env = Env::start().await;
+    let feed = name("short");
+    let settings = FeedSettings {
+        kind: FeedType::Feed,
+        max_length: None,
+        retention: Some(3),
+    };
+    let epoch = env.store.create(&feed, &settings).await.unwrap();
+    for n in 0..6 {
+        env.store
+            .publish(&feed, Some(&id(&format!("i{n}"))), &json!(n), None)
+            .await
+            .unwrap();
+    }
+    let history = env.store.history(&feed, 0, 100).await.unwrap();
+    assert_eq!(history.oldest, 4);
+    assert_eq!(
+        history.events.iter().map(|e| e.rev).collect::<Vec<_>>(),
+        [4, 5, 6]
+    );
+    assert!(matches!(
+        env.store
+            .changes_since(&feed, FeedPosition { epoch, rev: 2 })
+            .await
+            .unwrap(),
+        Since::Reset(_)
+    ));
+    let Since::Changes { events, .. } = env
+        .store
+        .changes_since(&feed, FeedPosition { epoch, rev: 3 })
+        .await
+        .unwrap()
+    else {
+        panic!("rev 4 is still logged");
+    };
+    assert_eq!(events.len(), 3);
+}
