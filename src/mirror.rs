@@ -36,9 +36,13 @@ impl FeedMirror {
         if epoch == self.epoch && event.rev <= self.rev {
             return Applied::Stale;
         }
-        if epoch != self.epoch || event.rev != self.rev + 1 {
+        // An empty mirror of a feed that did not exist (epoch 0) takes the
+        // first change of any epoch: nothing came before it.
+        let fresh = self.epoch == 0 && self.rev == 0;
+        if (epoch != self.epoch && !fresh) || event.rev != self.rev + 1 {
             return Applied::Gap;
         }
+        self.epoch = epoch;
         self.apply_change(event.rev, &event.change);
         self.rev = event.rev;
         Applied::Yes
@@ -153,5 +157,23 @@ mod tests {
         assert_eq!((ids(&m), m.items[0].rev), (vec!["a", "b"], 4));
         m.apply(5, &event(5, ChangeOp::Retract, "a", None));
         assert_eq!((ids(&m), m.rev), (vec!["b"], 5));
+    }
+
+    #[test]
+    fn a_feed_that_did_not_exist_takes_its_first_change() {
+        let mut m = FeedMirror::default();
+        assert_eq!(
+            m.apply(77, &event(2, ChangeOp::Publish, "b", None)),
+            Applied::Gap
+        );
+        assert_eq!(
+            m.apply(77, &event(1, ChangeOp::Publish, "a", None)),
+            Applied::Yes
+        );
+        assert_eq!((m.epoch, m.rev, ids(&m)), (77, 1, vec!["a"]));
+        assert_eq!(
+            m.apply(78, &event(2, ChangeOp::Publish, "b", None)),
+            Applied::Gap
+        );
     }
 }

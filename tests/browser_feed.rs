@@ -81,6 +81,15 @@ async fn published_item_reaches_indexeddb_and_survives_reopen() {
         )
         .unwrap();
 
+    // The first frame for a new subscription is the feed's snapshot (empty here).
+    for _ in 0..400 {
+        if !seen.borrow().is_empty() {
+            break;
+        }
+        sleep(25).await;
+    }
+    assert_eq!(*seen.borrow(), ["reset"]);
+
     let writer = Client::open(options(url, "writer", &unique("thoonk-test-writer-")))
         .await
         .unwrap();

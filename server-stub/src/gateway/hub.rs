@@ -1,0 +1,265 @@
+//! Fan-out of Redis change notices to WebSocket sessions.
+//!
+//! One gateway process holds one Redis pub/sub connection (Redis pub/sub with
+//! a subscriber per client collapses), pattern-subscribed to every feed's
+//! change channel and to the classic `newfeed` channel. Sessions register the
+//! feeds and patterns they follow; each notice is parsed once and handed to
+//! the sessions that follow its feed. Pub/sub is a doorbell, not a log: when
+//! the connection drops, or a session's queue overflows, the session is told
+//! to resync from the change logs, so nothing missed is ever skipped.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use thoonk_protocol::{FeedName, FeedPattern};
+use tokio::sync::mpsc;
+
+use crate::feeds::{ChangeNotice, CHANGE_CHANNEL_PATTERN};
+
+/// The classic Thoonk channel announcing a new feed: payload `"name\0instance"`.
+const NEWFEED_CHANNEL: &str = "newfeed";
+
+/// What the hub hands to a session.
+#[derive(Clone, Debug)]
+pub enum HubEvent {
+    /// A change of a feed the session follows.
+    Change(Arc<ChangeNotice>),
+    /// A feed was created whose name matches one of the session's patterns.
+    NewFeed(FeedName),
+    /// Notices may have been missed: check [`Membership::take_lag`].
+    Resync,
+}
+
+/// A session's registration with the hub: its events and its lag flag.
+pub struct Membership {
+    /// The session's id in the hub.
+    pub id: SessionId,
+    /// Events for the session, in the order Redis delivered them.
+    pub events: mpsc::Receiver<HubEvent>,
+    lagged: Arc<AtomicBool>,
+}
+
+impl Membership {
+    /// True (once) when events were dropped since the last call — because the
+    /// session's queue was full or the Redis subscription reconnected — so the
+    /// session must catch up every followed feed from its change log.
+    pub fn take_lag(&self) -> bool {
+        self.lagged.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// Identifies one session inside the hub.
+pub type SessionId = u64;
+
+struct Follower {
+    tx: mpsc::Sender<HubEvent>,
+    feeds: HashSet<FeedName>,
+    patterns: HashSet<FeedPattern>,
+    lagged: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct Registry {
+    followers: HashMap<SessionId, Follower>,
+    by_feed: HashMap<FeedName, HashSet<SessionId>>,
+}
+
+/// The per-process fan-out hub. Cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    registry: Arc<Mutex<Registry>>,
+    next_id: Arc<AtomicU64>,
+    queue_len: usize,
+}
+
+impl Hub {
+    /// Creates a hub whose sessions each queue at most `queue_len` events.
+    pub fn new(queue_len: usize) -> Self {
+        Self {
+            registry: Arc::default(),
+            next_id: Arc::new(AtomicU64::new(1)),
+            queue_len,
+        }
+    }
+
+    /// Registers a session.
+    pub fn join(&self) -> Membership {
+        let (tx, events) = mpsc::channel(self.queue_len);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let lagged = Arc::new(AtomicBool::new(false));
+        let follower = Follower {
+            tx,
+            feeds: HashSet::new(),
+            patterns: HashSet::new(),
+            lagged: lagged.clone(),
+        };
+        self.lock().followers.insert(id, follower);
+        Membership { id, events, lagged }
+    }
+
+    /// Removes a session and everything it followed.
+    pub fn leave(&self, session: SessionId) {
+        let mut reg = self.lock();
+        if let Some(follower) = reg.followers.remove(&session) {
+            for feed in follower.feeds {
+                reg.unindex(&feed, session);
+            }
+        }
+    }
+
+    /// Starts delivering changes of `feed` to `session`.
+    pub fn follow_feed(&self, session: SessionId, feed: &FeedName) {
+        let mut reg = self.lock();
+        if let Some(follower) = reg.followers.get_mut(&session) {
+            if follower.feeds.insert(feed.clone()) {
+                reg.by_feed.entry(feed.clone()).or_default().insert(session);
+            }
+        }
+    }
+
+    /// Stops delivering changes of `feed` to `session`.
+    pub fn unfollow_feed(&self, session: SessionId, feed: &FeedName) {
+        let mut reg = self.lock();
+        if let Some(follower) = reg.followers.get_mut(&session) {
+            if follower.feeds.remove(feed) {
+                reg.unindex(feed, session);
+            }
+        }
+    }
+
+    /// Announces feeds created later that match `pattern` to `session`.
+    pub fn follow_pattern(&self, session: SessionId, pattern: &FeedPattern) {
+        if let Some(follower) = self.lock().followers.get_mut(&session) {
+            follower.patterns.insert(pattern.clone());
+        }
+    }
+
+    /// Stops announcing feeds that match `pattern`.
+    pub fn unfollow_pattern(&self, session: SessionId, pattern: &FeedPattern) {
+        if let Some(follower) = self.lock().followers.get_mut(&session) {
+            follower.patterns.remove(pattern);
+        }
+    }
+
+    /// Number of sessions registered.
+    pub fn sessions(&self) -> usize {
+        self.lock().followers.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Hands a change notice to every session that follows its feed.
+    pub fn dispatch_change(&self, notice: ChangeNotice) {
+        let notice = Arc::new(notice);
+        let mut reg = self.lock();
+        let Some(sessions) = reg.by_feed.get(&notice.feed).cloned() else {
+            return;
+        };
+        for id in sessions {
+            if let Some(follower) = reg.followers.get_mut(&id) {
+                follower.offer(HubEvent::Change(notice.clone()));
+            }
+        }
+    }
+
+    /// Announces a new feed to every session with a matching pattern.
+    pub fn dispatch_new_feed(&self, feed: FeedName) {
+        let mut reg = self.lock();
+        for follower in reg.followers.values_mut() {
+            if follower.patterns.iter().any(|p| p.matches(&feed)) {
+                follower.offer(HubEvent::NewFeed(feed.clone()));
+            }
+        }
+    }
+
+    /// Tells every session to catch up from the change logs.
+    pub fn dispatch_resync(&self) {
+        let mut reg = self.lock();
+        for follower in reg.followers.values_mut() {
+            follower.lagged.store(true, Ordering::Release);
+            // A wake-up for idle sessions; a full queue is woken by its own events.
+            let _ = follower.tx.try_send(HubEvent::Resync);
+        }
+    }
+
+    /// Runs the Redis subscription until the process ends, reconnecting with
+    /// backoff; after each reconnect every session resyncs.
+    pub async fn run(self, client: redis::Client) {
+        let mut backoff = Duration::from_millis(100);
+        let mut first = true;
+        loop {
+            match self.listen(&client, &mut first, &mut backoff).await {
+                Ok(()) => tracing::warn!("redis pub/sub stream ended; reconnecting"),
+                Err(err) => tracing::warn!(%err, "redis pub/sub failed; reconnecting"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn listen(
+        &self,
+        client: &redis::Client,
+        first: &mut bool,
+        backoff: &mut Duration,
+    ) -> redis::RedisResult<()> {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.psubscribe(CHANGE_CHANNEL_PATTERN).await?;
+        pubsub.subscribe(NEWFEED_CHANNEL).await?;
+        *backoff = Duration::from_millis(100);
+        if !std::mem::replace(first, false) {
+            tracing::info!("redis pub/sub reconnected; sessions resync from the change logs");
+            self.dispatch_resync();
+        }
+        let mut messages = pubsub.on_message();
+        while let Some(msg) = messages.next().await {
+            let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
+            if msg.get_channel_name() == NEWFEED_CHANNEL {
+                let name = payload.split(|b| *b == 0).next().unwrap_or_default();
+                match std::str::from_utf8(name).map(FeedName::new) {
+                    Ok(Ok(feed)) => self.dispatch_new_feed(feed),
+                    _ => tracing::warn!("ignoring a newfeed message with an invalid feed name"),
+                }
+                continue;
+            }
+            match serde_json::from_slice::<ChangeNotice>(&payload) {
+                Ok(notice) => self.dispatch_change(notice),
+                Err(err) => tracing::warn!(
+                    channel = msg.get_channel_name(),
+                    %err,
+                    "ignoring a malformed change notice"
+                ),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Registry {
+    fn unindex(&mut self, feed: &FeedName, session: SessionId) {
+        if let Some(set) = self.by_feed.get_mut(feed) {
+            set.remove(&session);
+            if set.is_empty() {
+                self.by_feed.remove(feed);
+            }
+        }
+    }
+}
+
+impl Follower {
+    /// Queues an event without waiting. A session whose queue is full misses
+    /// the event and is marked lagged, so it catches up from the change logs
+    /// once it has drained its queue instead of silently skipping.
+    fn offer(&mut self, event: HubEvent) {
+        if self.tx.try_send(event).is_err() {
+            self.lagged.store(true, Ordering::Release);
+        }
+    }
+}

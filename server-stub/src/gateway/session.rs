@@ -1,0 +1,531 @@
+//! One client connection: the protocol state machine of the gateway.
+//!
+//! A session authenticates the `hello`, then serves subscriptions: for each
+//! feed it sends a snapshot or the changes since the client's `(epoch, rev)`,
+//! then live events strictly in revision order. It follows each feed in the
+//! hub *before* reading its state, so no change falls between the read and the
+//! live stream; events at or below the revision already sent are dropped, and
+//! a gap (a lost notice) is filled from the change log.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use thoonk_protocol::{
+    ChangeRequest, ClientMessage, ErrorCode, FeedName, FeedPattern, FeedPosition, Operation,
+    Outcome, ServerMessage, PROTOCOL_VERSION,
+};
+
+use super::access::{AccessRules, User};
+use super::hub::{Hub, HubEvent, Membership};
+use crate::feeds::{ChangeNotice, FeedStore, Since};
+
+/// Limits that protect the gateway from one client.
+#[derive(Clone, Debug)]
+pub struct SessionLimits {
+    /// Largest accepted frame, in bytes; larger ones get a `too_large` error.
+    pub max_frame: usize,
+    /// Most patterns one connection may subscribe to.
+    pub max_subscriptions: usize,
+    /// Most changes sent in one `changes` frame of a replay.
+    pub replay_batch: usize,
+    /// How long a send may wait on a client that does not read before it is dropped.
+    pub send_timeout: Duration,
+    /// How long a connection may stay silent (no frame, not even `ping`) before it is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            max_frame: 256 * 1024,
+            max_subscriptions: 256,
+            replay_batch: 500,
+            send_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+/// What every session of a gateway shares.
+#[derive(Clone)]
+pub struct Shared {
+    /// The feed store.
+    pub store: FeedStore,
+    /// The fan-out hub.
+    pub hub: Hub,
+    /// Authentication and authorization.
+    pub access: Arc<dyn AccessRules>,
+    /// Per-connection limits.
+    pub limits: SessionLimits,
+}
+
+/// Why a session ends.
+#[derive(Debug, thiserror::Error)]
+enum SessionEnd {
+    #[error("the client closed the connection")]
+    ClientClosed,
+    #[error("{message}")]
+    Refused { code: ErrorCode, message: String },
+    #[error("the client did not read its frames in time")]
+    SlowClient,
+    #[error("websocket: {0}")]
+    Socket(#[from] axum::Error),
+}
+
+/// The last state of a feed that this session sent to its client.
+#[derive(Clone, Copy, Debug)]
+struct Sent {
+    epoch: u64,
+    rev: u64,
+}
+
+struct Session {
+    shared: Shared,
+    socket: WebSocket,
+    membership: Membership,
+    user: Option<User>,
+    patterns: HashSet<FeedPattern>,
+    feeds: HashMap<FeedName, Sent>,
+}
+
+/// Serves one upgraded WebSocket until it closes.
+pub async fn serve(shared: Shared, socket: WebSocket) {
+    let membership = shared.hub.join();
+    let session_id = membership.id;
+    let hub = shared.hub.clone();
+    let mut session = Session {
+        shared,
+        socket,
+        membership,
+        user: None,
+        patterns: HashSet::new(),
+        feeds: HashMap::new(),
+    };
+    let end = session.run().await;
+    hub.leave(session_id);
+    match end {
+        SessionEnd::ClientClosed => tracing::debug!(session_id, "session closed"),
+        SessionEnd::Refused { code, message } => {
+            tracing::info!(session_id, code = code.as_str(), %message, "session refused");
+            let frame = ServerMessage::Error { code, message };
+            let _ = session.send(&frame).await;
+            let _ = session
+                .socket
+                .send(Message::Close(Some(CloseFrame {
+                    code: 1008,
+                    reason: code.as_str().into(),
+                })))
+                .await;
+        }
+        other => tracing::info!(session_id, reason = %other, "session ended"),
+    }
+}
+
+impl Session {
+    async fn run(&mut self) -> SessionEnd {
+        loop {
+            let idle = tokio::time::sleep(self.shared.limits.idle_timeout);
+            let result = tokio::select! {
+                frame = self.socket.recv() => match frame {
+                    None | Some(Ok(Message::Close(_))) => return SessionEnd::ClientClosed,
+                    Some(Err(err)) => return SessionEnd::Socket(err),
+                    Some(Ok(message)) => self.on_frame(message).await,
+                },
+                Some(event) = self.membership.events.recv() => self.on_hub(event).await,
+                () = idle => return SessionEnd::Refused {
+                    code: ErrorCode::BadRequest,
+                    message: "no frame for too long: send `ping` as a heartbeat".into(),
+                },
+            };
+            if let Err(end) = result {
+                return end;
+            }
+            if self.membership.take_lag() {
+                if let Err(end) = self.resync_all().await {
+                    return end;
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, message: &ServerMessage) -> Result<(), SessionEnd> {
+        let text = serde_json::to_string(message).expect("server messages always serialize");
+        match tokio::time::timeout(
+            self.shared.limits.send_timeout,
+            self.socket.send(Message::Text(text.into())),
+        )
+        .await
+        {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(SessionEnd::SlowClient),
+        }
+    }
+
+    async fn send_error(&mut self, code: ErrorCode, message: String) -> Result<(), SessionEnd> {
+        self.send(&ServerMessage::Error { code, message }).await
+    }
+
+    async fn on_frame(&mut self, message: Message) -> Result<(), SessionEnd> {
+        let text = match message {
+            Message::Text(text) => text,
+            Message::Binary(_) => {
+                return self
+                    .send_error(
+                        ErrorCode::BadRequest,
+                        "frames are JSON text, not binary".into(),
+                    )
+                    .await
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => return Ok(()),
+        };
+        if text.len() > self.shared.limits.max_frame {
+            let message = format!(
+                "frame of {} bytes exceeds the limit of {} bytes",
+                text.len(),
+                self.shared.limits.max_frame
+            );
+            return self.send_error(ErrorCode::TooLarge, message).await;
+        }
+        let request = match serde_json::from_str::<ClientMessage>(&text) {
+            Ok(request) => request,
+            Err(err) => {
+                let message = format!("malformed frame: {err}");
+                return match self.user {
+                    Some(_) => self.send_error(ErrorCode::BadRequest, message).await,
+                    None => Err(SessionEnd::Refused {
+                        code: ErrorCode::BadRequest,
+                        message,
+                    }),
+                };
+            }
+        };
+        match (request, self.user.is_some()) {
+            (
+                ClientMessage::Hello {
+                    protocol, token, ..
+                },
+                false,
+            ) => self.on_hello(protocol, &token).await,
+            (ClientMessage::Hello { .. }, true) => {
+                self.send_error(ErrorCode::BadRequest, "hello was already received".into())
+                    .await
+            }
+            (_, false) => Err(SessionEnd::Refused {
+                code: ErrorCode::Unauthorized,
+                message: "the first frame must be `hello` with a token".into(),
+            }),
+            (ClientMessage::Subscribe { pattern, known }, true) => {
+                self.on_subscribe(pattern, known).await
+            }
+            (ClientMessage::Unsubscribe { pattern }, true) => {
+                self.on_unsubscribe(&pattern);
+                Ok(())
+            }
+            (ClientMessage::Replay { feed, from }, true) => {
+                if self.feeds.contains_key(&feed) {
+                    self.catch_up(&feed, Some(from)).await
+                } else {
+                    let message = format!(
+                        "replay of {feed}, which this connection does not follow: subscribe first"
+                    );
+                    self.send_error(ErrorCode::BadRequest, message).await
+                }
+            }
+            (ClientMessage::Submit { change }, true) => self.on_submit(change).await,
+            (ClientMessage::Ping, true) => self.send(&ServerMessage::Pong).await,
+        }
+    }
+
+    async fn on_hello(&mut self, protocol: u32, token: &str) -> Result<(), SessionEnd> {
+        if protocol != PROTOCOL_VERSION {
+            return Err(SessionEnd::Refused {
+                code: ErrorCode::UnsupportedVersion,
+                message: format!(
+                    "this server speaks protocol {PROTOCOL_VERSION}, the client {protocol}: update the client"
+                ),
+            });
+        }
+        let Some(user) = self.shared.access.authenticate(token) else {
+            return Err(SessionEnd::Refused {
+                code: ErrorCode::Unauthorized,
+                message: "the token is not valid: sign in again".into(),
+            });
+        };
+        let welcome = ServerMessage::Welcome {
+            protocol: PROTOCOL_VERSION,
+            user: user.name.clone(),
+        };
+        self.user = Some(user);
+        self.send(&welcome).await
+    }
+
+    fn user(&self) -> &User {
+        self.user.as_ref().expect("only called after hello")
+    }
+
+    async fn on_subscribe(
+        &mut self,
+        pattern: FeedPattern,
+        known: BTreeMap<FeedName, FeedPosition>,
+    ) -> Result<(), SessionEnd> {
+        if !self.patterns.contains(&pattern)
+            && self.patterns.len() >= self.shared.limits.max_subscriptions
+        {
+            let message = format!(
+                "at most {} subscriptions per connection: unsubscribe first",
+                self.shared.limits.max_subscriptions
+            );
+            return self.send_error(ErrorCode::RateLimited, message).await;
+        }
+        let feeds = if pattern.is_concrete() {
+            let feed = FeedName::new(pattern.as_str()).expect("a concrete pattern is a feed name");
+            if !self.shared.access.can_read(self.user(), &feed) {
+                let message = format!("you may not read {feed}");
+                return self.send_error(ErrorCode::Forbidden, message).await;
+            }
+            vec![feed]
+        } else {
+            let all = match self.shared.store.feeds().await {
+                Ok(all) => all,
+                Err(err) => return self.internal(err).await,
+            };
+            all.into_iter()
+                .filter(|feed| {
+                    pattern.matches(feed) && self.shared.access.can_read(self.user(), feed)
+                })
+                .collect()
+        };
+        let id = self.membership.id;
+        if !pattern.is_concrete() {
+            self.shared.hub.follow_pattern(id, &pattern);
+        }
+        self.patterns.insert(pattern.clone());
+        self.send(&ServerMessage::Subscribed {
+            pattern,
+            feeds: feeds.clone(),
+        })
+        .await?;
+        for feed in feeds {
+            let from = known.get(&feed).copied();
+            self.follow(feed, from).await?;
+        }
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, pattern: &FeedPattern) {
+        if !self.patterns.remove(pattern) {
+            return;
+        }
+        let id = self.membership.id;
+        self.shared.hub.unfollow_pattern(id, pattern);
+        let still_wanted = |feed: &FeedName, patterns: &HashSet<FeedPattern>| {
+            patterns.iter().any(|p| p.matches(feed))
+        };
+        let dropped: Vec<FeedName> = self
+            .feeds
+            .keys()
+            .filter(|feed| !still_wanted(feed, &self.patterns))
+            .cloned()
+            .collect();
+        for feed in dropped {
+            self.feeds.remove(&feed);
+            self.shared.hub.unfollow_feed(id, &feed);
+        }
+    }
+
+    /// Follows a feed (if not already) and brings the client up to date on it.
+    async fn follow(
+        &mut self,
+        feed: FeedName,
+        from: Option<FeedPosition>,
+    ) -> Result<(), SessionEnd> {
+        if let Some(sent) = self.feeds.get(&feed) {
+            // Already streaming: only a client that is behind needs a catch-up.
+            let behind = from.is_none_or(|f| f.epoch != sent.epoch || f.rev < sent.rev);
+            let from = from.filter(|f| f.epoch == sent.epoch);
+            return if behind {
+                self.catch_up(&feed, from).await
+            } else {
+                Ok(())
+            };
+        }
+        self.shared.hub.follow_feed(self.membership.id, &feed);
+        self.catch_up(&feed, from).await
+    }
+
+    /// Sends what the client lacks of `feed` after `from` (a snapshot when
+    /// `from` is unknown or history no longer reaches back) and records it.
+    async fn catch_up(
+        &mut self,
+        feed: &FeedName,
+        from: Option<FeedPosition>,
+    ) -> Result<(), SessionEnd> {
+        let since = match from {
+            Some(from) => self.shared.store.changes_since(feed, from).await,
+            None => self.shared.store.snapshot(feed).await.map(Since::Reset),
+        };
+        let since = match since {
+            Ok(since) => since,
+            Err(err) => return self.internal(err).await,
+        };
+        match since {
+            Since::Reset(snapshot) => {
+                self.feeds.insert(
+                    feed.clone(),
+                    Sent {
+                        epoch: snapshot.epoch,
+                        rev: snapshot.rev,
+                    },
+                );
+                self.send(&ServerMessage::Snapshot {
+                    feed: feed.clone(),
+                    epoch: snapshot.epoch,
+                    rev: snapshot.rev,
+                    items: snapshot.items,
+                })
+                .await
+            }
+            Since::Changes { epoch, events } => {
+                let base = from.map_or(0, |f| f.rev);
+                let last = events.last().map_or(base, |e| e.rev);
+                self.feeds.insert(feed.clone(), Sent { epoch, rev: last });
+                let batch = self.shared.limits.replay_batch.max(1);
+                for chunk in events.chunks(batch) {
+                    self.send(&ServerMessage::Changes {
+                        feed: feed.clone(),
+                        epoch,
+                        events: chunk.to_vec(),
+                    })
+                    .await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn resync_all(&mut self) -> Result<(), SessionEnd> {
+        let feeds: Vec<(FeedName, Sent)> =
+            self.feeds.iter().map(|(f, s)| (f.clone(), *s)).collect();
+        for (feed, sent) in feeds {
+            let from = FeedPosition {
+                epoch: sent.epoch,
+                rev: sent.rev,
+            };
+            self.catch_up(&feed, Some(from)).await?;
+        }
+        Ok(())
+    }
+
+    async fn on_hub(&mut self, event: HubEvent) -> Result<(), SessionEnd> {
+        match event {
+            HubEvent::Change(notice) => self.on_change(&notice).await,
+            HubEvent::NewFeed(feed) => {
+                let matching: Vec<FeedPattern> = self
+                    .patterns
+                    .iter()
+                    .filter(|p| p.matches(&feed))
+                    .cloned()
+                    .collect();
+                if matching.is_empty()
+                    || self.feeds.contains_key(&feed)
+                    || !self.shared.access.can_read(self.user(), &feed)
+                {
+                    return Ok(());
+                }
+                for pattern in matching {
+                    self.send(&ServerMessage::Subscribed {
+                        pattern,
+                        feeds: vec![feed.clone()],
+                    })
+                    .await?;
+                }
+                self.follow(feed, None).await
+            }
+            HubEvent::Resync => Ok(()),
+        }
+    }
+
+    async fn on_change(&mut self, notice: &ChangeNotice) -> Result<(), SessionEnd> {
+        let Some(sent) = self.feeds.get(&notice.feed).copied() else {
+            return Ok(());
+        };
+        if notice.epoch == sent.epoch && notice.rev <= sent.rev {
+            return Ok(()); // already sent (in a snapshot or replay)
+        }
+        // (0, 0) stands for a feed that did not exist: the first change of any
+        // epoch follows it with nothing missed.
+        let next = (notice.epoch == sent.epoch || (sent.epoch, sent.rev) == (0, 0))
+            && notice.rev == sent.rev + 1;
+        if next {
+            self.feeds.insert(
+                notice.feed.clone(),
+                Sent {
+                    epoch: notice.epoch,
+                    rev: notice.rev,
+                },
+            );
+            return self
+                .send(&ServerMessage::Event {
+                    feed: notice.feed.clone(),
+                    epoch: notice.epoch,
+                    rev: notice.rev,
+                    change: notice.change.clone(),
+                })
+                .await;
+        }
+        // A gap or a new epoch: the change log decides what the client gets.
+        let from = FeedPosition {
+            epoch: sent.epoch,
+            rev: sent.rev,
+        };
+        self.catch_up(&notice.feed, Some(from)).await
+    }
+
+    async fn on_submit(&mut self, change: ChangeRequest) -> Result<(), SessionEnd> {
+        let id = change.id.clone();
+        if let Some(feed) = change.op.feed() {
+            if !self.shared.access.can_write(self.user(), feed) {
+                let outcome = Outcome::Rejected {
+                    code: ErrorCode::Forbidden,
+                    message: format!("you may not write {feed}"),
+                };
+                return self.send(&ServerMessage::Outcome { id, outcome }).await;
+            }
+        }
+        let outcome = match &change.op {
+            Operation::Publish {
+                feed,
+                id: item_id,
+                item,
+                position: None,
+            } => {
+                match self
+                    .shared
+                    .store
+                    .publish(feed, Some(item_id), item, Some(&change.id.0))
+                    .await
+                {
+                    Ok(applied) => Outcome::Accepted {
+                        result: serde_json::Value::Null,
+                        revs: BTreeMap::from([(feed.clone(), applied.rev)]),
+                    },
+                    Err(err) => return self.internal(err).await,
+                }
+            }
+            _ => Outcome::Rejected {
+                code: ErrorCode::BadRequest,
+                message: "this server applies only `publish` at the end of a feed".into(),
+            },
+        };
+        self.send(&ServerMessage::Ack { id: id.clone() }).await?;
+        self.send(&ServerMessage::Outcome { id, outcome }).await
+    }
+
+    async fn internal(&mut self, err: impl std::fmt::Display) -> Result<(), SessionEnd> {
+        tracing::error!(%err, "request failed");
+        self.send_error(ErrorCode::Internal, "the server failed; retry later".into())
+            .await
+    }
+}
