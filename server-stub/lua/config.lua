@@ -1,6 +1,7 @@
 -- config.lua: changes a feed's settings and announces it on conffeed.
 -- Lowering max_length trims the oldest items at once (each trim is a
--- retract with its own revision); lowering retention trims the change log.
+-- retract with its own revision); setting retention trims the change log to
+-- exactly that many entries (writes trim it approximately).
 -- KEYS[1..8] the feed's keys, in the prelude's order (see publish.lua)
 -- ARGV[1] instance id of this process
 -- ARGV[2] max_length, or '' to keep it (0 = unbounded; type feed only)

@@ -4,7 +4,7 @@
 -- KEYS[1..8] the feed's keys, in the prelude's order (see publish.lua)
 -- ARGV[1] type: feed | sorted_feed
 -- ARGV[2] max_length, or '' (time-ordered feeds only; 0 = unbounded)
--- ARGV[3] retention: change-log entries kept, or '' for the default
+-- ARGV[3] retention: change-log entries kept at least (>= 1), or '' for the default
 -- Reply: { created (1|0), type, epoch } (the existing type when not created)
 -- Errors: BADARG, KEYTYPE (feed.ids:N/feed.items:N hold another Redis type), BADKEYS
 return run(function()
@@ -15,6 +15,12 @@ return run(function()
   end
   if ARGV[2] ~= '' and kind ~= 'feed' then
     fail('BADARG', 'max_length applies to time-ordered feeds (type feed) only')
+  end
+  if ARGV[2] ~= '' and not string.match(ARGV[2], '^%d+$') then
+    fail('BADARG', 'max_length must be a whole number, not ' .. ARGV[2])
+  end
+  if ARGV[3] ~= '' and (not string.match(ARGV[3], '^%d+$') or tonumber(ARGV[3]) < 1) then
+    fail('BADARG', 'retention must be a whole number >= 1, not ' .. ARGV[3])
   end
   read_feed(f)
   if f.type then

@@ -45,13 +45,20 @@ local function num(n)
   return string.format('%.0f', n)
 end
 
--- Redis server time: milliseconds (string) and microseconds (number).
+-- Redis server time, read once per script run (a script is atomic, so
+-- every change it makes happens at the same instant).
+local clock
+local function now()
+  if not clock then clock = redis.call('TIME') end
+  return clock
+end
+-- Milliseconds (string) and microseconds (number) since 1970.
 local function now_ms()
-  local t = redis.call('TIME')
+  local t = now()
   return t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
 end
 local function now_us()
-  local t = redis.call('TIME')
+  local t = now()
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
@@ -183,7 +190,9 @@ local function record(f, c)
   f.rev = f.rev + 1
   local rev = num(f.rev)
   redis.call('SET', f.rev_key, rev)
-  local entry = { 'XADD', f.log, 'MAXLEN', '=', f.retention, rev .. '-0', 'op', c.op, 'id', c.id }
+  -- Approximate trimming (whole stream nodes) keeps at least `retention`
+  -- entries at a fraction of the cost of exact trimming.
+  local entry = { 'XADD', f.log, 'MAXLEN', '~', f.retention, rev .. '-0', 'op', c.op, 'id', c.id }
   local json = { '{"op":"', c.op, '","id":', cjson.encode(c.id) }
   if c.item then
     entry[#entry + 1] = 'item'; entry[#entry + 1] = c.item
@@ -209,7 +218,10 @@ local function record(f, c)
   else
     redis.call('HSET', f.itemrevs, c.id, rev)
   end
-  queue(NOTICE_PREFIX .. f.name, '{"feed":' .. cjson.encode(f.name) .. ',"epoch":' .. num(f.epoch)
+  if not f.notice_head then
+    f.notice_head = '{"feed":' .. cjson.encode(f.name) .. ',"epoch":'
+  end
+  queue(NOTICE_PREFIX .. f.name, f.notice_head .. num(f.epoch)
     .. ',"rev":' .. rev .. ',"change":' .. table.concat(json) .. '}')
   return f.rev
 end

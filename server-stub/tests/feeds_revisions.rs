@@ -460,32 +460,54 @@ async fn the_log_keeps_the_configured_retention() {
         retention: Some(3),
     };
     let epoch = env.store.create(&feed, &settings).await.unwrap();
-    for n in 0..6 {
+    for n in 0..250 {
         env.store
             .publish(&feed, Some(&id(&format!("i{n}"))), &json!(n), None)
             .await
             .unwrap();
     }
-    let history = env.store.history(&feed, 0, 100).await.unwrap();
-    assert_eq!(history.oldest, 4);
+    // Writes trim whole stream nodes: at least `retention` entries stay, and
+    // the log is contiguous up to the current revision.
+    let history = env.store.history(&feed, 0, 1000).await.unwrap();
+    let revs: Vec<u64> = history.events.iter().map(|e| e.rev).collect();
+    assert!(
+        revs.len() >= 3 && revs.len() < 250,
+        "{} entries kept",
+        revs.len()
+    );
+    assert_eq!(revs, (history.oldest..=250).collect::<Vec<_>>());
+
+    // Configuring the retention trims exactly.
+    env.store
+        .configure(
+            &feed,
+            &ConfigChange {
+                max_length: None,
+                retention: Some(3),
+            },
+        )
+        .await
+        .unwrap();
+    let history = env.store.history(&feed, 0, 1000).await.unwrap();
+    assert_eq!(history.oldest, 248);
     assert_eq!(
         history.events.iter().map(|e| e.rev).collect::<Vec<_>>(),
-        [4, 5, 6]
+        [248, 249, 250]
     );
     assert!(matches!(
         env.store
-            .changes_since(&feed, FeedPosition { epoch, rev: 2 })
+            .changes_since(&feed, FeedPosition { epoch, rev: 246 })
             .await
             .unwrap(),
         Since::Reset(_)
     ));
     let Since::Changes { events, .. } = env
         .store
-        .changes_since(&feed, FeedPosition { epoch, rev: 3 })
+        .changes_since(&feed, FeedPosition { epoch, rev: 247 })
         .await
         .unwrap()
     else {
-        panic!("rev 4 is still logged");
+        panic!("rev 248 is still logged");
     };
     assert_eq!(events.len(), 3);
 }

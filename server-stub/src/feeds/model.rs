@@ -34,7 +34,8 @@ pub struct FeedSettings {
     /// Most items kept (time-ordered feeds only); older items are retracted. `None` or 0: unbounded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_length: Option<u64>,
-    /// Change-log entries kept; `None`: the default ([`DEFAULT_RETENTION`]).
+    /// Change-log entries kept at least; `None`: the default ([`DEFAULT_RETENTION`]).
+    /// Writes trim the log in whole stream nodes, so somewhat more may stay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<u64>,
 }
@@ -50,7 +51,7 @@ impl FeedSettings {
     }
 }
 
-/// Change-log entries a feed keeps unless configured otherwise.
+/// Change-log entries a feed keeps at least unless configured otherwise.
 pub const DEFAULT_RETENTION: u64 = 10_000;
 
 /// A change of settings; `None` keeps a setting as it is.
@@ -59,7 +60,7 @@ pub struct ConfigChange {
     /// New `max_length` (0: unbounded); lowering it trims the feed at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_length: Option<u64>,
-    /// New change-log retention (≥ 1); lowering it trims the log at once.
+    /// New change-log retention (≥ 1); setting it trims the log to exactly that at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<u64>,
 }
@@ -74,7 +75,7 @@ pub struct FeedInfo {
     pub kind: String,
     /// Its `max_length` (0: unbounded).
     pub max_length: u64,
-    /// Change-log entries kept.
+    /// Change-log entries kept at least.
     pub retention: u64,
     /// Its epoch (0 before its first change through this store).
     pub epoch: Epoch,
