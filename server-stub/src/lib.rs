@@ -4,3 +4,4 @@
 pub mod feeds;
 pub mod gateway;
 pub mod http;
+pub mod jobs;

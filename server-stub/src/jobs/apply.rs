@@ -1,0 +1,244 @@
+//! Applies a [`Plan`] to the feeds in one `job_apply.lua` run: exactly once
+//! (the applied record), with conflict detection against base revisions.
+
+use std::collections::BTreeMap;
+
+use redis::aio::ConnectionManager;
+use redis::RedisError;
+use thoonk_protocol::{ErrorCode, FeedName, ItemId, Outcome, Position, Rev};
+
+use super::keys::applied_key;
+use super::plan::{FeedWrite, Plan, WriteKind};
+use super::scripts::Scripts;
+use crate::feeds::{feed_keys, FeedError, FeedSettings, FeedStore};
+
+/// How often a write retries after creating a missing feed.
+const CREATE_ATTEMPTS: usize = 3;
+/// Most change-log entries a conflict carries.
+const CONFLICT_HISTORY_LIMIT: usize = 10_000;
+
+/// What applying a plan came to.
+#[derive(Debug)]
+pub(crate) enum Applied {
+    /// Finished: accepted (now or on an earlier attempt), conflict or rejected.
+    Done(Outcome),
+    /// An item changed between the handler's read and the write: run the handler again.
+    Stale,
+}
+
+fn json_text(value: &serde_json::Value) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
+}
+
+fn position_args(position: Option<&Position>) -> (&'static str, &str) {
+    match position {
+        None => ("", ""),
+        Some(Position::Begin) => ("begin", ""),
+        Some(Position::End) => ("end", ""),
+        Some(Position::Before(rel)) => ("before", rel.as_str()),
+        Some(Position::After(rel)) => ("after", rel.as_str()),
+    }
+}
+
+/// The feeds of a plan in order of first use.
+fn feeds_of(plan: &Plan) -> Vec<FeedName> {
+    let mut feeds: Vec<FeedName> = Vec::new();
+    for write in &plan.writes {
+        if !feeds.contains(&write.feed) {
+            feeds.push(write.feed.clone());
+        }
+    }
+    feeds
+}
+
+/// A script refusal: code, the write it concerns, and the message.
+struct Refusal {
+    code: String,
+    write: usize,
+    message: String,
+}
+
+fn refusal(err: &RedisError) -> Option<Refusal> {
+    let code = err.code()?.to_owned();
+    let detail = err.detail().unwrap_or_default().trim();
+    let (index, message) = detail.split_once(' ').unwrap_or((detail, ""));
+    let write = index.parse::<usize>().ok()?.checked_sub(1)?;
+    Some(Refusal {
+        code,
+        write,
+        message: message.to_owned(),
+    })
+}
+
+/// Applies `plan` for job `job`; the applied record is kept for `retention_ms`.
+pub(crate) async fn apply(
+    conn: &ConnectionManager,
+    scripts: &Scripts,
+    store: &FeedStore,
+    job: &str,
+    plan: &Plan,
+    retention_ms: &str,
+) -> Result<Applied, FeedError> {
+    let feeds = feeds_of(plan);
+    let Some(first) = feeds.first() else {
+        return Ok(Applied::Done(Outcome::Accepted {
+            result: plan.result.clone(),
+            revs: BTreeMap::new(),
+        }));
+    };
+    let mut invocation = scripts.apply.prepare_invoke();
+    invocation.key(applied_key(first, job));
+    for feed in &feeds {
+        for key in feed_keys(feed) {
+            invocation.key(key);
+        }
+    }
+    invocation
+        .arg(job)
+        .arg(retention_ms)
+        .arg(json_text(&plan.result))
+        .arg(plan.writes.len());
+    for write in &plan.writes {
+        let index = feeds.iter().position(|f| *f == write.feed).unwrap_or(0) + 1;
+        let (kind, item, position) = match &write.kind {
+            WriteKind::Upsert { item, position } => ("upsert", json_text(item), position.as_ref()),
+            WriteKind::Insert { item, position } => ("insert", json_text(item), position.as_ref()),
+            WriteKind::Edit { item } => ("edit", json_text(item), None),
+            WriteKind::Retract => ("retract", String::new(), None),
+            WriteKind::Move { position } => ("move", String::new(), Some(position)),
+        };
+        let (pos, rel) = position_args(position);
+        invocation
+            .arg(index)
+            .arg(kind)
+            .arg(write.id.as_str())
+            .arg(item)
+            .arg(pos)
+            .arg(rel)
+            .arg(write.base.map(|r| r.to_string()).unwrap_or_default())
+            .arg(write.guard.map(|r| r.to_string()).unwrap_or_default());
+    }
+    let mut created = 0;
+    loop {
+        let mut c = conn.clone();
+        let reply: Result<(String, String), RedisError> = invocation.invoke_async(&mut c).await;
+        let err = match reply {
+            Ok((_, outcome)) => {
+                let outcome = serde_json::from_str(&outcome).map_err(|e| FeedError::Corrupt {
+                    feed: first.to_string(),
+                    reason: format!("applied record of job {job} is not an outcome: {e}"),
+                })?;
+                return Ok(Applied::Done(outcome));
+            }
+            Err(err) => err,
+        };
+        let Some(refused) = refusal(&err) else {
+            return Err(FeedError::Redis(err));
+        };
+        let Some(write) = plan.writes.get(refused.write) else {
+            return Err(FeedError::Redis(err));
+        };
+        match refused.code.as_str() {
+            "STALE" => return Ok(Applied::Stale),
+            "CONFLICT" => {
+                let base = write.base.unwrap_or(0);
+                return Ok(Applied::Done(
+                    conflict(store, &write.feed, &write.id, base).await?,
+                ));
+            }
+            "NOFEED" if write.create.is_some() && created < CREATE_ATTEMPTS => {
+                created += 1;
+                create_feed(store, write).await?;
+            }
+            code => return Ok(Applied::Done(rejection(code, write, &refused.message))),
+        }
+    }
+}
+
+async fn create_feed(store: &FeedStore, write: &FeedWrite) -> Result<(), FeedError> {
+    let kind = write.create.unwrap_or(crate::feeds::FeedType::Feed);
+    match store.create(&write.feed, &FeedSettings::new(kind)).await {
+        Ok(_) | Err(FeedError::FeedExists { .. }) => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+/// The rejected outcome of a script refusal.
+fn rejection(code: &str, write: &FeedWrite, message: &str) -> Outcome {
+    let (code, message) = match code {
+        "NOFEED" => (
+            ErrorCode::NotFound,
+            format!("feed {} does not exist", write.feed),
+        ),
+        "NOITEM" => (
+            ErrorCode::NotFound,
+            format!(
+                "item {} does not exist in feed {} (it may have been removed)",
+                write.id, write.feed
+            ),
+        ),
+        "EXISTS" => (
+            ErrorCode::BadRequest,
+            format!(
+                "item {} already exists in feed {}: choose another id",
+                write.id, write.feed
+            ),
+        ),
+        "FEEDTYPE" => (
+            ErrorCode::BadRequest,
+            format!(
+                "feed {} is a {}: this change does not apply to it",
+                write.feed,
+                message
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("different kind")
+            ),
+        ),
+        _ => (ErrorCode::BadRequest, message.to_owned()),
+    };
+    Outcome::Rejected { code, message }
+}
+
+/// The conflict outcome for item `id` of `feed` changed after `base`: its
+/// value at `base`, its current value, and the feed's changes since `base`.
+/// When the change log no longer reaches `base`, the base value is `None`.
+pub(crate) async fn conflict(
+    store: &FeedStore,
+    feed: &FeedName,
+    id: &ItemId,
+    base: Rev,
+) -> Result<Outcome, FeedError> {
+    let base_value = match store.item_at(feed, id, base).await {
+        Ok(version) => version.item,
+        Err(FeedError::HistoryGone { .. } | FeedError::FutureRevision { .. }) => None,
+        Err(err) => return Err(err),
+    };
+    // Read the history and the current value at the same revision (a write
+    // in between makes the pair disagree: read again).
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let history = match store.history(feed, base, CONFLICT_HISTORY_LIMIT).await {
+            Ok(history) => history,
+            Err(FeedError::HistoryGone { .. }) => crate::feeds::History {
+                epoch: 0,
+                rev: 0,
+                oldest: 0,
+                events: Vec::new(),
+            },
+            Err(err) => return Err(err),
+        };
+        let current = store.get(feed, id).await?;
+        if current.rev == history.rev || attempt >= 3 {
+            return Ok(Outcome::Conflict {
+                feed: feed.clone(),
+                id: id.clone(),
+                base: base_value,
+                current: current.item.map(|item| item.item),
+                rev: current.rev,
+                history: history.events,
+            });
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Admin commands on job queues (`thoonk-server job …`) and the worker
+//! command (`thoonk-server work`). Each admin command prints one JSON value.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value as Json};
+use thoonk_protocol::{ChangeId, ChangeRequest};
+
+use super::error::JobError;
+use super::handlers::Handlers;
+use super::payload::{JobPayload, Priority};
+use super::queue::{JobQueue, Submitted};
+use super::settings::QueueSettings;
+use super::worker::run_workers;
+use crate::gateway::access::AccessRules;
+
+/// A job admin command: investigate a stalled job, edit it, retry it.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum JobCommand {
+    /// Every unfinished job: available (next first), claimed, stalled, orphaned.
+    List {
+        /// The queue.
+        queue: String,
+    },
+    /// The stalled jobs (dead letters) with their last errors.
+    Stalled {
+        /// The queue.
+        queue: String,
+    },
+    /// One job: state, payload, failures, last error, and its ledger record.
+    Show {
+        /// The queue.
+        queue: String,
+        /// The job id (the change id).
+        id: String,
+    },
+    /// Put a stalled job back on the queue with a fresh failure count.
+    Retry {
+        /// The queue.
+        queue: String,
+        /// The job id.
+        id: String,
+    },
+    /// Remove a job wherever it is; a waiting submitter gets a rejected outcome.
+    Retract {
+        /// The queue.
+        queue: String,
+        /// The job id.
+        id: String,
+    },
+    /// The stored outcome and ledger record of a change id.
+    Result {
+        /// The queue.
+        queue: String,
+        /// The job id (the change id).
+        id: String,
+    },
+    /// Replace the payload of an available or stalled job (JSON, see docs/JOBS.md).
+    Edit {
+        /// The queue.
+        queue: String,
+        /// The job id.
+        id: String,
+        /// The new payload.
+        payload: String,
+    },
+    /// Put a change (a JSON change request `{"id", "op", "base"}`) as a job for a user.
+    Put {
+        /// The queue (created when missing).
+        queue: String,
+        /// The user the change is made for.
+        #[arg(long)]
+        user: String,
+        /// The change request.
+        change: String,
+        /// Serve it next instead of at the back of the queue.
+        #[arg(long)]
+        high: bool,
+    },
+    /// Put every claim older than the timeout back on the queue now.
+    Sweep {
+        /// The queue.
+        queue: String,
+        /// The claim timeout, in milliseconds.
+        #[arg(long, default_value_t = 30_000)]
+        claim_timeout_ms: u64,
+        /// Failures allowed before a job stalls.
+        #[arg(long, default_value_t = 3)]
+        max_retries: u32,
+    },
+}
+
+fn submitted(s: Submitted) -> Json {
+    match s {
+        Submitted::Queued => json!({"submitted": "queued"}),
+        Submitted::AlreadyQueued => json!({"submitted": "already_queued"}),
+        Submitted::Finished(outcome) => json!({"submitted": "finished", "outcome": outcome}),
+    }
+}
+
+/// Runs one admin command; returns what it prints.
+pub async fn run(cmd: JobCommand, client: &redis::Client) -> Result<Json, JobError> {
+    let defaults = QueueSettings::default;
+    Ok(match cmd {
+        JobCommand::List { queue } => {
+            let q = JobQueue::attach(client, &queue, defaults()).await?;
+            json!({"queue": queue, "jobs": q.list().await?})
+        }
+        JobCommand::Stalled { queue } => {
+            let q = JobQueue::attach(client, &queue, defaults()).await?;
+            let stalled: Vec<_> = q
+                .list()
+                .await?
+                .into_iter()
+                .filter(|j| j.state == "stalled")
+                .collect();
+            json!({"queue": queue, "stalled": stalled})
+        }
+        JobCommand::Show { queue, id } => {
+            let q = JobQueue::attach(client, &queue, defaults()).await?;
+            let job = q.show(&id).await?;
+            let record = q.record(&id).await?;
+            if job.is_none() && record.is_none() {
+                return Err(JobError::NoSuchJob { queue, id });
+            }
+            json!({"queue": queue, "id": id, "job": job, "ledger": record})
+        }
+        JobCommand::Retry { queue, id } => {
+            let q = JobQueue::attach(client, &queue, defaults()).await?;
+            q.retry(&id).await?;
+            json!({"queue": queue, "id": id, "retried": true})
+        }
+        JobCommand::Retract { queue, id } => {
+            let q = JobQueue::attach(client, &queue, defaults()).await?;
+            let state = q.retract(&id).await?;
+            if state == "none" {
+                return Err(JobError::NoSuchJob { queue, id });
+            }
+            json!({"queue": queue, "id": id, "retracted_from": state})
+        }
+        JobCommand::Result { queue, id } => {
+            let q = JobQueue::attach(client, &queue, defaults()).await?;
+            let Some(record) = q.record(&id).await? else {
+                return Err(JobError::NoSuchJob { queue, id });
+            };
+            let outcome = q.outcome(&ChangeId(id.clone())).await?;
+            json!({"queue": queue, "id": id, "outcome": outcome, "ledger": record})
+        }
+        JobCommand::Edit { queue, id, payload } => {
+            let q = JobQueue::attach(client, &queue, defaults()).await?;
+            let payload = JobPayload::parse(&payload)?;
+            q.edit(&id, &payload).await?;
+            json!({"queue": queue, "id": id, "edited": true})
+        }
+        JobCommand::Put {
+            queue,
+            user,
+            change,
+            high,
+        } => {
+            let q = JobQueue::open(client, &queue, defaults()).await?;
+            let change: ChangeRequest =
+                serde_json::from_str(&change).map_err(|e| JobError::BadPayload {
+                    reason: format!("the change request: {e}"),
+                })?;
+            let priority = if high {
+                Priority::High
+            } else {
+                Priority::Normal
+            };
+            let payload = JobPayload::new(&user, &change);
+            let mut out = submitted(q.put_payload(&payload, priority).await?);
+            out["queue"] = json!(queue);
+            out["id"] = json!(change.id);
+            out
+        }
+        JobCommand::Sweep {
+            queue,
+            claim_timeout_ms,
+            max_retries,
+        } => {
+            let settings = QueueSettings {
+                claim_timeout: Duration::from_millis(claim_timeout_ms),
+                max_retries,
+                ..defaults()
+            };
+            let q = JobQueue::attach(client, &queue, settings).await?;
+            let (requeued, stalled) = q.sweep().await?;
+            json!({"queue": queue, "requeued": requeued, "stalled": stalled})
+        }
+    })
+}
+
+/// A queue's settings as command-line options.
+#[derive(clap::Args, Debug, Clone)]
+pub struct QueueArgs {
+    /// A job claimed longer than this goes back to the queue (milliseconds).
+    #[arg(long, env = "THOONK_CLAIM_TIMEOUT_MS", default_value_t = 30_000)]
+    pub claim_timeout_ms: u64,
+    /// Failures allowed before a job stalls.
+    #[arg(long, env = "THOONK_MAX_RETRIES", default_value_t = 3)]
+    pub max_retries: u32,
+    /// How long outcomes and the exactly-once ledger are kept (seconds; default 30 days).
+    #[arg(long, env = "THOONK_JOB_RETENTION_SECS", default_value_t = 30 * 24 * 3600)]
+    pub retention_secs: u64,
+    /// How often an idle worker looks for jobs put without a notice (milliseconds).
+    #[arg(long, default_value_t = 1000)]
+    pub poll_interval_ms: u64,
+    /// How often to sweep for claims past their timeout (milliseconds).
+    #[arg(long, default_value_t = 1000)]
+    pub sweep_interval_ms: u64,
+}
+
+impl QueueArgs {
+    /// The settings these options give.
+    pub fn settings(&self) -> QueueSettings {
+        QueueSettings {
+            claim_timeout: Duration::from_millis(self.claim_timeout_ms.max(1)),
+            max_retries: self.max_retries,
+            retention: Duration::from_secs(self.retention_secs.max(1)),
+            poll_interval: Duration::from_millis(self.poll_interval_ms.max(1)),
+            sweep_interval: Duration::from_millis(self.sweep_interval_ms.max(1)),
+        }
+    }
+}
+
+/// Options of `thoonk-server work`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct WorkArgs {
+    /// The job queue to work.
+    #[arg(long, env = "THOONK_QUEUE", default_value = super::DEFAULT_QUEUE)]
+    pub queue: String,
+    /// Jobs worked at once by this process.
+    #[arg(long, env = "THOONK_CONCURRENCY", default_value_t = 4)]
+    pub concurrency: usize,
+    /// The queue's settings.
+    #[command(flatten)]
+    pub settings: QueueArgs,
+}
+
+/// Runs the standard workers ([`Handlers::standard`]) until Ctrl-C or SIGTERM.
+pub async fn work(
+    args: WorkArgs,
+    client: redis::Client,
+    access: Arc<dyn AccessRules>,
+) -> Result<(), JobError> {
+    run_workers(
+        client,
+        args.queue,
+        args.settings.settings(),
+        Handlers::standard(),
+        access,
+        args.concurrency,
+        shutdown_signal(),
+    )
+    .await
+}
+
+async fn shutdown_signal() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! The job payload stored in `feed.items:<queue>`: JSON that any process can write.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use thoonk_protocol::{ChangeId, ChangeRequest, FeedName, Operation, Rev};
+
+use super::error::JobError;
+
+/// One job as stored: the client's change and the user who made it.
+///
+/// ```json
+/// {"id": "c1:7", "user": "alice",
+///  "op": {"kind": "action", "name": "complete_task",
+///         "payload": {"feed": "team:353:member:alice:tasks", "id": "t1"}},
+///  "base": {"team:353:member:alice:tasks": 12}}
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobPayload {
+    /// The change id, also the job id.
+    pub id: ChangeId,
+    /// The user the change is made for; the workers check the ACL as this user.
+    pub user: String,
+    /// What to do.
+    pub op: Operation,
+    /// The revision of each feed the change was made against; a feed missing
+    /// here is written without a conflict check.
+    #[serde(default)]
+    pub base: BTreeMap<FeedName, Rev>,
+}
+
+impl JobPayload {
+    /// The payload of `change` made by `user`.
+    pub fn new(user: &str, change: &ChangeRequest) -> Self {
+        Self {
+            id: change.id.clone(),
+            user: user.to_owned(),
+            op: change.op.clone(),
+            base: change.base.clone(),
+        }
+    }
+
+    /// Parses a stored payload.
+    pub fn parse(text: &str) -> Result<Self, JobError> {
+        serde_json::from_str(text).map_err(|e| JobError::BadPayload {
+            reason: e.to_string(),
+        })
+    }
+
+    /// The payload as JSON text.
+    pub fn to_json(&self) -> String {
+        // Serializing these plain types cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Where a put job goes in the queue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Priority {
+    /// The back of the queue (first in, first out).
+    #[default]
+    Normal,
+    /// The front: served next (last in, first out among high-priority jobs, as in classic Thoonk).
+    High,
+}

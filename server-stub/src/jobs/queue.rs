@@ -1,0 +1,492 @@
+//! [`JobQueue`]: a classic Thoonk job queue with an exactly-once ledger,
+//! stored outcomes, failure counts, stalls and claim timeouts.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, RedisError, Script, ScriptInvocation};
+use serde::Serialize;
+use serde_json::Value as Json;
+use thoonk_protocol::{ChangeId, ChangeRequest, ErrorCode, FeedName, Outcome};
+
+use super::error::JobError;
+use super::keys::{
+    ledger_key, queue_keys, CANCELLED, CLAIMED, ERRORS, IDS, ITEMS, PUBLISHED, STALLED,
+};
+use super::payload::{JobPayload, Priority};
+use super::scripts::Scripts;
+use super::settings::QueueSettings;
+use crate::feeds::{CONFFEED_CHANNEL, NEWFEED_CHANNEL, REGISTRY};
+use crate::gateway::access::User;
+
+/// What became of a submitted change.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Submitted {
+    /// Durably queued now.
+    Queued,
+    /// The id was queued before and has not finished yet; nothing was added.
+    AlreadyQueued,
+    /// The id finished before; this is its stored outcome. Nothing was added.
+    Finished(Outcome),
+}
+
+/// A claimed job, handed to a worker.
+#[derive(Clone, Debug)]
+pub(crate) struct Claimed {
+    pub id: String,
+    pub payload: String,
+    pub failures: u64,
+}
+
+/// What a failure did to a claimed job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Failed {
+    /// Back on the queue after `failures` failures.
+    Retry(u64),
+    /// Stalled after `failures` failures.
+    Stalled(u64),
+    /// Not claimed any more (timed out and taken by the sweep, or retracted).
+    Gone,
+}
+
+/// One job as the admin commands show it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct JobInfo {
+    /// The job id.
+    pub id: String,
+    /// `available`, `claimed`, `stalled` or `orphaned` (payload without a
+    /// place: left by a classic worker that died between pop and claim).
+    pub state: &'static str,
+    /// When it was put or last retried (ms since 1970), if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub put: Option<f64>,
+    /// When it was claimed (ms since 1970), if in flight.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claimed: Option<f64>,
+    /// Failures since it was put or retried.
+    pub failures: u64,
+    /// The last failure: `{"error", "failures", "at"}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<Json>,
+    /// The payload (a JSON string when it is not JSON).
+    pub payload: Json,
+}
+
+/// A job queue in Redis. Cheap to clone; clones share one multiplexed,
+/// auto-reconnecting connection.
+#[derive(Clone)]
+pub struct JobQueue {
+    conn: ConnectionManager,
+    scripts: Arc<Scripts>,
+    name: Arc<str>,
+    keys: Arc<[String; 10]>,
+    settings: QueueSettings,
+}
+
+fn parse_outcome(queue: &str, text: &str) -> Result<Outcome, JobError> {
+    serde_json::from_str(text).map_err(|e| JobError::Corrupt {
+        queue: queue.to_owned(),
+        reason: format!("stored outcome {text:?} is not an outcome: {e}"),
+    })
+}
+
+fn json_or_text(text: &str) -> Json {
+    serde_json::from_str(text).unwrap_or_else(|_| Json::String(text.to_owned()))
+}
+
+impl JobQueue {
+    /// Connects, loads the scripts and creates the queue (classic: `feeds`
+    /// set, `feed.config:N` with `type=job`, `newfeed` + `conffeed`) unless it exists.
+    pub async fn open(
+        client: &redis::Client,
+        queue: &str,
+        settings: QueueSettings,
+    ) -> Result<JobQueue, JobError> {
+        Self::connect(client, queue, settings, true).await
+    }
+
+    /// Connects to an existing queue; fails with [`JobError::NoSuchQueue`]
+    /// when there is none (for admin commands, which should not create one).
+    pub async fn attach(
+        client: &redis::Client,
+        queue: &str,
+        settings: QueueSettings,
+    ) -> Result<JobQueue, JobError> {
+        Self::connect(client, queue, settings, false).await
+    }
+
+    async fn connect(
+        client: &redis::Client,
+        queue: &str,
+        settings: QueueSettings,
+        create: bool,
+    ) -> Result<JobQueue, JobError> {
+        FeedName::new(queue).map_err(|e| JobError::BadQueueName {
+            queue: queue.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let mut conn = client.get_connection_manager().await?;
+        let scripts = Scripts::new();
+        for script in scripts.all() {
+            script.load_async(&mut conn).await?;
+        }
+        let keys = queue_keys(queue);
+        let kind: Option<String> = conn.hget(&keys[0], "type").await?;
+        match kind.as_deref() {
+            Some("job") => {}
+            Some(other) => {
+                return Err(JobError::NotAQueue {
+                    queue: queue.to_owned(),
+                    kind: other.to_owned(),
+                })
+            }
+            None if !create => {
+                return Err(JobError::NoSuchQueue {
+                    queue: queue.to_owned(),
+                })
+            }
+            None => {
+                // The classic create: separate, idempotent steps.
+                let instance = format!("thoonk-server-{}", std::process::id());
+                let added: i64 = conn.sadd(REGISTRY, queue).await?;
+                let _: () = conn.hset(&keys[0], "type", "job").await?;
+                let announce = format!("{queue}\0{instance}");
+                if added == 1 {
+                    let _: () = conn.publish(NEWFEED_CHANNEL, &announce).await?;
+                }
+                let _: () = conn.publish(CONFFEED_CHANNEL, &announce).await?;
+            }
+        }
+        Ok(JobQueue {
+            conn,
+            scripts: Arc::new(scripts),
+            name: queue.into(),
+            keys: Arc::new(keys),
+            settings,
+        })
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The queue's settings.
+    pub fn settings(&self) -> &QueueSettings {
+        &self.settings
+    }
+
+    pub(crate) fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    pub(crate) fn scripts(&self) -> &Scripts {
+        &self.scripts
+    }
+
+    fn invocation<'a>(&self, script: &'a Script, id: Option<&str>) -> ScriptInvocation<'a> {
+        let mut invocation = script.prepare_invoke();
+        for key in self.keys.iter() {
+            invocation.key(key);
+        }
+        if let Some(id) = id {
+            invocation.key(ledger_key(&self.name, id));
+        }
+        invocation
+    }
+
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        invocation: ScriptInvocation<'_>,
+    ) -> Result<T, RedisError> {
+        let mut conn = self.conn.clone();
+        invocation.invoke_async(&mut conn).await
+    }
+
+    fn job_error(&self, id: &str, err: RedisError) -> JobError {
+        let queue = self.name.to_string();
+        let id = id.to_owned();
+        match err.code() {
+            Some("NOQUEUE") => JobError::NotAQueue {
+                queue,
+                kind: err.detail().unwrap_or("missing").trim().to_owned(),
+            },
+            Some("WRONGUSER") => JobError::WrongUser {
+                id,
+                owner: err.detail().unwrap_or_default().trim().to_owned(),
+            },
+            Some("NOTSTALLED") => JobError::NotStalled { queue, id },
+            Some("NOJOB") => JobError::NoSuchJob { queue, id },
+            Some("CLAIMED") => JobError::InFlight { queue, id },
+            _ => JobError::Redis(err),
+        }
+    }
+
+    /// Durably queues a client change as a job whose id is the change id,
+    /// unless that id was seen before (exactly-once ledger, kept for the
+    /// queue's retention; records the submitting user: the same id from
+    /// another user is refused with [`JobError::WrongUser`]).
+    pub async fn submit(&self, user: &User, change: &ChangeRequest) -> Result<Submitted, JobError> {
+        self.put(user, change, Priority::Normal).await
+    }
+
+    /// Like [`JobQueue::submit`], with a priority.
+    pub async fn put(
+        &self,
+        user: &User,
+        change: &ChangeRequest,
+        priority: Priority,
+    ) -> Result<Submitted, JobError> {
+        self.put_payload(&JobPayload::new(&user.name, change), priority)
+            .await
+    }
+
+    /// Puts a job payload as it is stored (see [`JobPayload`]).
+    pub async fn put_payload(
+        &self,
+        payload: &JobPayload,
+        priority: Priority,
+    ) -> Result<Submitted, JobError> {
+        let id = payload.id.0.as_str();
+        let mut invocation = self.invocation(&self.scripts.submit, Some(id));
+        invocation
+            .arg(id)
+            .arg(payload.to_json())
+            .arg(&payload.user)
+            .arg(match priority {
+                Priority::High => "high",
+                Priority::Normal => "normal",
+            })
+            .arg(self.settings.retention_ms());
+        let reply: Vec<String> = self
+            .invoke(invocation)
+            .await
+            .map_err(|e| self.job_error(id, e))?;
+        match reply.as_slice() {
+            [state] if state == "queued" => Ok(Submitted::Queued),
+            [state] if state == "already_queued" => Ok(Submitted::AlreadyQueued),
+            [state, outcome] if state == "finished" => {
+                Ok(Submitted::Finished(parse_outcome(&self.name, outcome)?))
+            }
+            other => Err(JobError::Corrupt {
+                queue: self.name.to_string(),
+                reason: format!("submit reply {other:?}"),
+            }),
+        }
+    }
+
+    /// The stored outcome of a change id, if it finished (for reconnecting clients).
+    pub async fn outcome(&self, id: &ChangeId) -> Result<Option<Outcome>, JobError> {
+        let mut conn = self.conn.clone();
+        let text: Option<String> = conn.hget(ledger_key(&self.name, &id.0), "outcome").await?;
+        text.map(|t| parse_outcome(&self.name, &t)).transpose()
+    }
+
+    /// Takes the next available job, atomically marking it claimed.
+    pub(crate) async fn claim(&self) -> Result<Option<Claimed>, JobError> {
+        let reply: Option<(String, String, u64)> = self
+            .invoke(self.invocation(&self.scripts.claim, None))
+            .await?;
+        Ok(reply.map(|(id, payload, failures)| Claimed {
+            id,
+            payload,
+            failures,
+        }))
+    }
+
+    /// Finishes a job with `outcome`: stores it, publishes it on
+    /// `job.finish:N`. Returns the outcome as stored (the first one wins),
+    /// or `None` when the job is not on the queue any more.
+    pub(crate) async fn finish(
+        &self,
+        id: &str,
+        outcome: &Outcome,
+    ) -> Result<Option<Outcome>, JobError> {
+        let text = serde_json::to_string(outcome).unwrap_or_default();
+        self.finish_text(id, &text).await
+    }
+
+    /// Like [`JobQueue::finish`] with the outcome as JSON text.
+    pub(crate) async fn finish_text(
+        &self,
+        id: &str,
+        outcome: &str,
+    ) -> Result<Option<Outcome>, JobError> {
+        let mut invocation = self.invocation(&self.scripts.finish, Some(id));
+        invocation
+            .arg(id)
+            .arg(outcome)
+            .arg(self.settings.retention_ms());
+        let reply: Vec<String> = self.invoke(invocation).await?;
+        match reply.as_slice() {
+            [state, stored] if state == "finished" => Ok(Some(parse_outcome(&self.name, stored)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Counts a failure of a claimed job: back on the queue, or stalled past max retries.
+    pub(crate) async fn fail(&self, id: &str, error: &str) -> Result<Failed, JobError> {
+        let mut invocation = self.invocation(&self.scripts.fail, None);
+        invocation.arg(id).arg(error).arg(self.settings.max_retries);
+        let reply: (String, u64) = self.invoke(invocation).await?;
+        Ok(match reply.0.as_str() {
+            "retry" => Failed::Retry(reply.1),
+            "stalled" => Failed::Stalled(reply.1),
+            _ => Failed::Gone,
+        })
+    }
+
+    /// Puts every job claimed longer than the claim timeout back on the
+    /// queue (or stalls it). Returns the requeued and the stalled ids.
+    pub async fn sweep(&self) -> Result<(Vec<String>, Vec<String>), JobError> {
+        let mut invocation = self.invocation(&self.scripts.sweep, None);
+        invocation
+            .arg(self.settings.claim_timeout_ms())
+            .arg(self.settings.max_retries)
+            .arg(1000);
+        Ok(self.invoke(invocation).await?)
+    }
+
+    /// Every unfinished job, in queue order: available (next first), claimed, stalled, orphaned.
+    pub async fn list(&self) -> Result<Vec<JobInfo>, JobError> {
+        let k = &self.keys;
+        type Reads = (
+            HashMap<String, String>,
+            Vec<String>,
+            Vec<(String, f64)>,
+            HashSet<String>,
+            HashMap<String, u64>,
+            HashMap<String, String>,
+            HashMap<String, f64>,
+        );
+        let mut conn = self.conn.clone();
+        let (items, ids, claimed, stalled, cancelled, errors, published): Reads = redis::pipe()
+            .atomic()
+            .hgetall(&k[ITEMS])
+            .lrange(&k[IDS], 0, -1)
+            .zrange_withscores(&k[CLAIMED], 0, -1)
+            .smembers(&k[STALLED])
+            .hgetall(&k[CANCELLED])
+            .hgetall(&k[ERRORS])
+            .zrange_withscores(&k[PUBLISHED], 0, -1)
+            .query_async(&mut conn)
+            .await?;
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let info = |id: &str, state: &'static str, claimed_at: Option<f64>| {
+            let error = errors.get(id).map(|e| json_or_text(e));
+            JobInfo {
+                id: id.to_owned(),
+                state,
+                put: published.get(id).copied(),
+                claimed: claimed_at,
+                failures: cancelled.get(id).copied().unwrap_or_else(|| {
+                    error
+                        .as_ref()
+                        .and_then(|e| e.get("failures"))
+                        .and_then(Json::as_u64)
+                        .unwrap_or(0)
+                }),
+                last_error: error,
+                payload: items.get(id).map(|p| json_or_text(p)).unwrap_or(Json::Null),
+            }
+        };
+        for id in ids.iter().rev() {
+            if items.contains_key(id) && seen.insert(id.clone()) {
+                out.push(info(id, "available", None));
+            }
+        }
+        for (id, at) in &claimed {
+            if seen.insert(id.clone()) {
+                out.push(info(id, "claimed", Some(*at)));
+            }
+        }
+        let mut stalled: Vec<&String> = stalled.iter().collect();
+        stalled.sort();
+        for id in stalled {
+            if seen.insert(id.clone()) {
+                out.push(info(id, "stalled", None));
+            }
+        }
+        let mut rest: Vec<&String> = items.keys().filter(|id| !seen.contains(*id)).collect();
+        rest.sort();
+        for id in rest {
+            out.push(info(id, "orphaned", None));
+        }
+        Ok(out)
+    }
+
+    /// One unfinished job, if it is on the queue.
+    pub async fn show(&self, id: &str) -> Result<Option<JobInfo>, JobError> {
+        Ok(self.list().await?.into_iter().find(|j| j.id == id))
+    }
+
+    /// Puts a stalled job back on the queue with a fresh failure count.
+    pub async fn retry(&self, id: &str) -> Result<(), JobError> {
+        let mut invocation = self.invocation(&self.scripts.retry, None);
+        invocation.arg(id);
+        let _: i64 = self
+            .invoke(invocation)
+            .await
+            .map_err(|e| self.job_error(id, e))?;
+        Ok(())
+    }
+
+    /// Removes a job wherever it is; returns the state it was in (`none`
+    /// when it was not on the queue). A submitter still waiting gets a
+    /// rejected outcome saying an administrator withdrew the change.
+    pub async fn retract(&self, id: &str) -> Result<String, JobError> {
+        let outcome = Outcome::Rejected {
+            code: ErrorCode::BadRequest,
+            message: "an administrator withdrew this change".into(),
+        };
+        let mut invocation = self.invocation(&self.scripts.retract, Some(id));
+        invocation
+            .arg(id)
+            .arg(serde_json::to_string(&outcome).unwrap_or_default())
+            .arg(self.settings.retention_ms());
+        self.invoke(invocation)
+            .await
+            .map_err(|e| self.job_error(id, e))
+    }
+
+    /// Replaces the payload of a job that is available or stalled.
+    pub async fn edit(&self, id: &str, payload: &JobPayload) -> Result<(), JobError> {
+        if payload.id.0 != id {
+            return Err(JobError::BadPayload {
+                reason: format!("its id {} is not the job id {id}", payload.id.0),
+            });
+        }
+        let mut invocation = self.invocation(&self.scripts.edit, None);
+        invocation.arg(id).arg(payload.to_json());
+        let _: i64 = self
+            .invoke(invocation)
+            .await
+            .map_err(|e| self.job_error(id, e))?;
+        Ok(())
+    }
+
+    /// The ledger record of a change id: `{"user", "state", "put", "finished", "outcome"}`
+    /// (`None` when unknown or expired).
+    pub async fn record(&self, id: &str) -> Result<Option<Json>, JobError> {
+        let mut conn = self.conn.clone();
+        let fields: BTreeMap<String, String> = conn.hgetall(ledger_key(&self.name, id)).await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let mut record = serde_json::Map::new();
+        for (name, value) in fields {
+            let value = match name.as_str() {
+                "outcome" => json_or_text(&value),
+                "put" | "finished" => value
+                    .parse::<u64>()
+                    .map(Json::from)
+                    .unwrap_or(Json::String(value)),
+                _ => Json::String(value),
+            };
+            record.insert(name, value);
+        }
+        Ok(Some(Json::Object(record)))
+    }
+}

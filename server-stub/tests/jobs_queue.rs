@@ -1,0 +1,624 @@
+//! Job queue tests against a real Redis with in-process workers: the
+//! exactly-once ledger, conflicts, delegation, ACL codes, priority, panics,
+//! and a job put by a foreign process through Redis alone.
+
+mod jobs_support;
+
+use std::sync::Arc;
+
+use jobs_support::*;
+use redis::AsyncCommands;
+use serde_json::json;
+use thoonk_protocol::{ChangeId, ErrorCode, ItemId, Operation, Outcome};
+use thoonk_server::feeds::{FeedSettings, FeedStore, FeedType};
+use thoonk_server::gateway::access::{AccessConfig, ConfigRules, User};
+use thoonk_server::gateway::OpenAccess;
+use thoonk_server::jobs::{
+    finish_channel, HandlerError, Handlers, JobError, JobQueue, Plan, Priority, Submitted,
+};
+use thoonk_testkit::RedisServer;
+
+fn user(name: &str) -> User {
+    User { name: name.into() }
+}
+
+fn team_rules() -> Arc<ConfigRules> {
+    let config: AccessConfig = serde_json::from_value(json!({
+        "users": [
+            {"name": "ann", "token": "t-ann", "teams": {"353": "admin"}},
+            {"name": "bob", "token": "t-bob", "teams": {"353": "member"}},
+            {"name": "cat", "token": "t-cat", "teams": {"353": "member"}},
+            {"name": "eve", "token": "t-eve", "teams": {"7": "member"}}
+        ],
+        "read": ["team:<team>:**"],
+        "write": ["team:<team>:member:<user>:tasks"],
+        "admin": ["team:<admin_team>:**"]
+    }))
+    .unwrap();
+    Arc::new(ConfigRules::new(config).unwrap())
+}
+
+fn action(name: &str, payload: serde_json::Value) -> Operation {
+    Operation::Action {
+        name: name.into(),
+        payload,
+    }
+}
+
+async fn open(redis: &RedisServer, queue: &str) -> (redis::Client, JobQueue, FeedStore) {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let q = JobQueue::open(&client, queue, fast_settings(2))
+        .await
+        .unwrap();
+    let store = FeedStore::open(&client, "test").await.unwrap();
+    (client, q, store)
+}
+
+#[tokio::test]
+async fn the_same_change_id_is_applied_once_and_answers_with_its_outcome() {
+    let redis = RedisServer::start();
+    let (client, q, store) = open(&redis, "changes").await;
+    let f = feed("notes");
+    let c = change(
+        "c1:1",
+        Operation::Publish {
+            feed: f.clone(),
+            id: ItemId::new("n1").unwrap(),
+            item: json!({"text": "hello"}),
+            position: None,
+        },
+    );
+    let alice = user("alice");
+    assert_eq!(q.submit(&alice, &c).await.unwrap(), Submitted::Queued);
+    // Again while queued: nothing added.
+    assert_eq!(
+        q.submit(&alice, &c).await.unwrap(),
+        Submitted::AlreadyQueued
+    );
+    assert_eq!(q.list().await.unwrap().len(), 1);
+    // The same id from another user is refused.
+    let err = q.submit(&user("mallory"), &c).await.unwrap_err();
+    assert!(
+        matches!(err, JobError::WrongUser { ref owner, .. } if owner == "alice"),
+        "{err}"
+    );
+
+    let workers = InProcess::start(
+        &redis.url(),
+        "changes",
+        fast_settings(2),
+        Handlers::standard(),
+        Arc::new(OpenAccess),
+        2,
+    );
+    let outcome = outcome_of(&q, &c.id).await;
+    let Outcome::Accepted { ref revs, .. } = outcome else {
+        panic!("expected accepted, got {outcome:?}");
+    };
+    assert_eq!(revs.get(&f), Some(&1));
+    // After finishing, the classic job record is gone; the ledger still answers.
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let exists: bool = conn.hexists("feed.items:changes", "c1:1").await.unwrap();
+    assert!(!exists, "the finished job's payload is removed");
+    let published: Option<f64> = conn.zscore("feed.published:changes", "c1:1").await.unwrap();
+    assert_eq!(published, None);
+    assert_eq!(
+        q.submit(&alice, &c).await.unwrap(),
+        Submitted::Finished(outcome.clone())
+    );
+    assert_eq!(q.list().await.unwrap().len(), 0, "nothing was queued again");
+    workers.stop().await;
+    assert_eq!(applied_count(&store, &f, "c1:1").await, 1);
+    let finishes: u64 = conn.get("feed.finishes:changes").await.unwrap();
+    assert_eq!(finishes, 1);
+}
+
+#[tokio::test]
+async fn a_change_to_an_item_changed_since_its_base_is_a_conflict_with_history() {
+    let redis = RedisServer::start();
+    let (_client, q, store) = open(&redis, "changes").await;
+    let f = feed("team:353:member:bob:tasks");
+    store
+        .create(&f, &FeedSettings::new(FeedType::SortedFeed))
+        .await
+        .unwrap();
+    let t1 = ItemId::new("t1").unwrap();
+    let t2 = ItemId::new("t2").unwrap();
+    store
+        .publish(&f, Some(&t1), &json!({"title": "v1", "done": false}), None)
+        .await
+        .unwrap(); // rev 1
+    store
+        .publish(
+            &f,
+            Some(&t2),
+            &json!({"title": "other", "done": false}),
+            None,
+        )
+        .await
+        .unwrap(); // rev 2
+                   // Another client edits t1 after the base revision 2, and t2 is edited by bob's own client.
+    store
+        .edit(
+            &f,
+            &t1,
+            &json!({"title": "v2", "done": false}),
+            Some("other:1"),
+        )
+        .await
+        .unwrap(); // rev 3
+    store
+        .edit(
+            &f,
+            &t2,
+            &json!({"title": "mine", "done": false}),
+            Some("bobs-phone:1"),
+        )
+        .await
+        .unwrap(); // rev 4
+    let workers = InProcess::start(
+        &redis.url(),
+        "changes",
+        fast_settings(2),
+        Handlers::standard(),
+        team_rules(),
+        1,
+    );
+    let bob = user("bob");
+
+    let mut stale = change(
+        "bobs-phone:2",
+        action("complete_task", json!({"feed": f, "id": "t1"})),
+    );
+    stale.base.insert(f.clone(), 2);
+    q.submit(&bob, &stale).await.unwrap();
+    match outcome_of(&q, &stale.id).await {
+        Outcome::Conflict {
+            feed,
+            id,
+            base,
+            current,
+            rev,
+            history,
+        } => {
+            assert_eq!(feed, f);
+            assert_eq!(id, t1);
+            assert_eq!(base, Some(json!({"title": "v1", "done": false})));
+            assert_eq!(current, Some(json!({"title": "v2", "done": false})));
+            assert_eq!(rev, 4);
+            let revs: Vec<u64> = history.iter().map(|e| e.rev).collect();
+            assert_eq!(revs, vec![3, 4], "the feed's changes after the base");
+            assert_eq!(history[0].change.id, t1);
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    // Nothing was applied.
+    let now = store.get(&f, &t1).await.unwrap();
+    assert_eq!(now.rev, 4);
+
+    // The client's own earlier change after the base is not a conflict.
+    let mut own = change(
+        "bobs-phone:3",
+        action("complete_task", json!({"feed": f, "id": "t2"})),
+    );
+    own.base.insert(f.clone(), 2);
+    q.submit(&bob, &own).await.unwrap();
+    assert!(matches!(
+        outcome_of(&q, &own.id).await,
+        Outcome::Accepted { .. }
+    ));
+    let t2_now = store.get(&f, &t2).await.unwrap().item.unwrap().item;
+    assert_eq!(t2_now, json!({"title": "mine", "done": true}));
+
+    // An item retracted after the base: conflict with no current value.
+    store.retract(&f, &t1, Some("other:2")).await.unwrap(); // rev 6
+    let mut gone = change(
+        "bobs-phone:4",
+        action(
+            "edit_task",
+            json!({"feed": f, "id": "t1", "fields": {"title": "v3"}}),
+        ),
+    );
+    gone.base.insert(f.clone(), 5);
+    q.submit(&bob, &gone).await.unwrap();
+    match outcome_of(&q, &gone.id).await {
+        Outcome::Conflict {
+            base,
+            current,
+            history,
+            ..
+        } => {
+            assert_eq!(base, Some(json!({"title": "v2", "done": false})));
+            assert_eq!(current, None);
+            assert_eq!(history.len(), 1);
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    workers.stop().await;
+}
+
+#[tokio::test]
+async fn delegation_moves_a_task_atomically_or_not_at_all() {
+    let redis = RedisServer::start();
+    let (_client, q, store) = open(&redis, "changes").await;
+    let rules = team_rules();
+    let workers = InProcess::start(
+        &redis.url(),
+        "changes",
+        fast_settings(2),
+        Handlers::standard(),
+        rules,
+        1,
+    );
+    let bob = user("bob");
+    let bobs = feed("team:353:member:bob:tasks");
+    let cats = feed("team:353:member:cat:tasks");
+    let t1 = ItemId::new("t1").unwrap();
+
+    let create = change(
+        "bob-1:1",
+        action(
+            "create_task",
+            json!({"feed": bobs, "id": "t1", "task": {"title": "write docs"}}),
+        ),
+    );
+    q.submit(&bob, &create).await.unwrap();
+    assert!(matches!(
+        outcome_of(&q, &create.id).await,
+        Outcome::Accepted { .. }
+    ));
+    // cat already has a task t1: the delegation must fail and change nothing.
+    let cat_task = change(
+        "cat-1:1",
+        action(
+            "create_task",
+            json!({"feed": cats, "id": "t1", "task": {"title": "cat's own"}}),
+        ),
+    );
+    q.submit(&user("cat"), &cat_task).await.unwrap();
+    assert!(matches!(
+        outcome_of(&q, &cat_task.id).await,
+        Outcome::Accepted { .. }
+    ));
+    let before = (
+        store.snapshot(&bobs).await.unwrap(),
+        store.snapshot(&cats).await.unwrap(),
+    );
+
+    let clash = change(
+        "bob-1:2",
+        action(
+            "delegate_task",
+            json!({"feed": bobs, "id": "t1", "to": "cat"}),
+        ),
+    );
+    q.submit(&bob, &clash).await.unwrap();
+    match outcome_of(&q, &clash.id).await {
+        Outcome::Rejected { code, message } => {
+            assert_eq!(code, ErrorCode::BadRequest);
+            assert!(message.contains("already exists"), "{message}");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    let after = (
+        store.snapshot(&bobs).await.unwrap(),
+        store.snapshot(&cats).await.unwrap(),
+    );
+    assert_eq!(
+        before, after,
+        "a failed delegation leaves both feeds untouched"
+    );
+
+    // cat deletes hers; now the delegation goes through, both feeds in one step.
+    let delete = change(
+        "cat-1:2",
+        action("delete_task", json!({"feed": cats, "id": "t1"})),
+    );
+    q.submit(&user("cat"), &delete).await.unwrap();
+    assert!(matches!(
+        outcome_of(&q, &delete.id).await,
+        Outcome::Accepted { .. }
+    ));
+    let ok = change(
+        "bob-1:3",
+        action(
+            "delegate_task",
+            json!({"feed": bobs, "id": "t1", "to": "cat"}),
+        ),
+    );
+    q.submit(&bob, &ok).await.unwrap();
+    match outcome_of(&q, &ok.id).await {
+        Outcome::Accepted { revs, result } => {
+            assert_eq!(revs.len(), 2, "both feeds changed: {revs:?}");
+            assert_eq!(result, json!({"feed": cats}));
+        }
+        other => panic!("expected accepted, got {other:?}"),
+    }
+    assert!(store.get(&bobs, &t1).await.unwrap().item.is_none());
+    let moved = store.get(&cats, &t1).await.unwrap().item.unwrap().item;
+    assert_eq!(
+        moved,
+        json!({"title": "write docs", "done": false, "delegated_by": "bob"})
+    );
+    workers.stop().await;
+}
+
+#[tokio::test]
+async fn acl_rejections_carry_clear_codes() {
+    let redis = RedisServer::start();
+    let (_client, q, _store) = open(&redis, "changes").await;
+    let workers = InProcess::start(
+        &redis.url(),
+        "changes",
+        fast_settings(2),
+        Handlers::standard(),
+        team_rules(),
+        2,
+    );
+    let bobs = feed("team:353:member:bob:tasks");
+    let mut n = 0;
+    let mut run = |who: &str, op: Operation| {
+        n += 1;
+        (user(who), change(&format!("acl:{n}"), op))
+    };
+    let cases = vec![
+        (
+            run(
+                "bob",
+                action(
+                    "create_task",
+                    json!({"feed": bobs, "id": "t1", "task": {"title": "mine"}}),
+                ),
+            ),
+            None,
+        ),
+        (
+            run(
+                "eve",
+                action(
+                    "create_task",
+                    json!({"feed": bobs, "id": "t2", "task": {"title": "x"}}),
+                ),
+            ),
+            Some(ErrorCode::Forbidden),
+        ),
+        (
+            run(
+                "cat",
+                action("complete_task", json!({"feed": bobs, "id": "t1"})),
+            ),
+            Some(ErrorCode::Forbidden),
+        ),
+        (
+            run(
+                "ann",
+                action("complete_task", json!({"feed": bobs, "id": "t1"})),
+            ),
+            None,
+        ),
+        (
+            run(
+                "bob",
+                action(
+                    "delegate_task",
+                    json!({"feed": bobs, "id": "t1", "to": "eve"}),
+                ),
+            ),
+            Some(ErrorCode::Forbidden),
+        ),
+        (
+            run(
+                "bob",
+                action(
+                    "delegate_task",
+                    json!({"feed": bobs, "id": "t1", "to": "nobody"}),
+                ),
+            ),
+            Some(ErrorCode::NotFound),
+        ),
+        (
+            run(
+                "bob",
+                action(
+                    "create_task",
+                    json!({"feed": bobs, "id": "t3", "task": {"title": ""}}),
+                ),
+            ),
+            Some(ErrorCode::BadRequest),
+        ),
+        (
+            run("bob", action("launch_rockets", json!({}))),
+            Some(ErrorCode::BadRequest),
+        ),
+        (
+            run(
+                "bob",
+                action(
+                    "edit_task",
+                    json!({"feed": bobs, "id": "missing", "fields": {"title": "x"}}),
+                ),
+            ),
+            Some(ErrorCode::NotFound),
+        ),
+        (
+            run(
+                "cat",
+                Operation::Retract {
+                    feed: bobs.clone(),
+                    id: ItemId::new("t1").unwrap(),
+                },
+            ),
+            Some(ErrorCode::Forbidden),
+        ),
+        (
+            run(
+                "ghost",
+                Operation::Retract {
+                    feed: bobs.clone(),
+                    id: ItemId::new("t1").unwrap(),
+                },
+            ),
+            Some(ErrorCode::Unauthorized),
+        ),
+    ];
+    for ((who, c), expected) in cases {
+        q.submit(&who, &c).await.unwrap();
+        let outcome = outcome_of(&q, &c.id).await;
+        match (expected, &outcome) {
+            (None, Outcome::Accepted { .. }) => {}
+            (Some(code), Outcome::Rejected { code: got, message }) => {
+                assert_eq!(*got, code, "{}: {message}", c.id.0);
+                assert!(!message.is_empty());
+            }
+            _ => panic!("{}: expected {expected:?}, got {outcome:?}", c.id.0),
+        }
+    }
+    workers.stop().await;
+}
+
+#[tokio::test]
+async fn high_priority_jobs_are_served_first_and_a_panic_fails_only_its_job() {
+    let redis = RedisServer::start();
+    let (_client, q, _store) = open(&redis, "changes").await;
+    let f = feed("notes");
+    let publish = |id: &str| Operation::Publish {
+        feed: f.clone(),
+        id: ItemId::new(id).unwrap(),
+        item: json!(id),
+        position: None,
+    };
+    let alice = user("alice");
+    q.put(&alice, &change("a:1", publish("one")), Priority::Normal)
+        .await
+        .unwrap();
+    q.put(&alice, &change("a:2", publish("two")), Priority::Normal)
+        .await
+        .unwrap();
+    q.put(
+        &alice,
+        &change("a:3", action("boom", json!({}))),
+        Priority::High,
+    )
+    .await
+    .unwrap();
+    let order: Vec<String> = q.list().await.unwrap().into_iter().map(|j| j.id).collect();
+    assert_eq!(order, ["a:3", "a:1", "a:2"]);
+
+    let mut handlers = Handlers::standard();
+    handlers.register("boom", |_ctx, _payload| async move {
+        if true {
+            panic!("boom");
+        }
+        Ok::<Plan, HandlerError>(Plan::default())
+    });
+    let workers = InProcess::start(
+        &redis.url(),
+        "changes",
+        fast_settings(0),
+        handlers,
+        Arc::new(OpenAccess),
+        1,
+    );
+    for id in ["a:1", "a:2"] {
+        let outcome = outcome_of(&q, &ChangeId(id.into())).await;
+        assert!(
+            matches!(outcome, Outcome::Accepted { .. }),
+            "{id}: {outcome:?}"
+        );
+    }
+    let stalled = eventually("the panicking job stalls", || async {
+        let jobs = q.list().await.unwrap();
+        jobs.into_iter().find(|j| j.state == "stalled")
+    })
+    .await;
+    assert_eq!(stalled.id, "a:3");
+    let error = stalled.last_error.unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains("panicked: boom"),
+        "{error}"
+    );
+    workers.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_put_through_redis_alone_is_worked_and_its_outcome_published_and_stored() {
+    let redis = RedisServer::start();
+    let (client, _q, store) = open(&redis, "changes").await;
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe(finish_channel("changes")).await.unwrap();
+    let workers = InProcess::start(
+        &redis.url(),
+        "changes",
+        fast_settings(2),
+        Handlers::standard(),
+        Arc::new(OpenAccess),
+        1,
+    );
+    // A foreign process with only redis-cli: the classic put (as thoonk.py/js do it).
+    let payload = json!({"id": "py:1", "user": "alice", "op": {"kind": "publish", "feed": "notes", "id": "n1", "item": {"text": "from outside"}}}).to_string();
+    let port = redis.port().to_string();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &port])
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let script = concat!(
+        "redis.call('LPUSH', KEYS[1], ARGV[1]); redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]);",
+        "redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1]); redis.call('INCR', KEYS[4]); return 1"
+    );
+    cli(&[
+        "EVAL",
+        script,
+        "4",
+        "feed.ids:changes",
+        "feed.items:changes",
+        "feed.published:changes",
+        "feed.publishes:changes",
+        "py:1",
+        &payload,
+        "1700000000000",
+    ]);
+    // And one through job_submit.lua, as docs/JOBS.md shows.
+    let submit = concat!(env!("CARGO_MANIFEST_DIR"), "/lua/job_submit.lua");
+    let payload2 = json!({"id": "py:2", "user": "alice", "op": {"kind": "retract", "feed": "notes", "id": "n1"}}).to_string();
+    let keys: Vec<String> = thoonk_server::jobs::queue_keys("changes")
+        .into_iter()
+        .chain([thoonk_server::jobs::ledger_key("changes", "py:2")])
+        .collect();
+    let mut args: Vec<&str> = vec!["--eval", submit];
+    args.extend(keys.iter().map(String::as_str));
+    args.extend([",", "py:2", &payload2, "alice", "normal", "86400000"]);
+    assert_eq!(cli(&args), "queued");
+
+    let mut messages = pubsub.on_message();
+    let mut finished = Vec::new();
+    while finished.len() < 2 {
+        let message = tokio::time::timeout(PATIENCE, futures::StreamExt::next(&mut messages))
+            .await
+            .expect("a job.finish message")
+            .unwrap();
+        let text: String = message.get_payload().unwrap();
+        let (id, outcome) = text.split_once('\0').expect("id\\0outcome, with the NUL");
+        let outcome: Outcome = serde_json::from_str(outcome).unwrap();
+        assert!(
+            matches!(outcome, Outcome::Accepted { .. }),
+            "{id}: {outcome:?}"
+        );
+        finished.push(id.to_owned());
+    }
+    assert_eq!(finished, ["py:1", "py:2"]);
+    // The outcome is readable later through Redis alone too.
+    let stored = cli(&["HGET", "job.ledger:changes:py:1", "outcome"]);
+    assert!(stored.contains("\"status\":\"accepted\""), "{stored}");
+    assert_eq!(applied_count(&store, &feed("notes"), "py:1").await, 1);
+    drop(messages);
+    workers.stop().await;
+}

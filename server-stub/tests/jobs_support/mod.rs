@@ -1,0 +1,201 @@
+//! Helpers shared by the job tests: worker processes, in-process workers, polling.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use thoonk_protocol::{ChangeId, ChangeRequest, FeedName, Operation, Outcome};
+use thoonk_server::feeds::FeedStore;
+use thoonk_server::gateway::AccessRules;
+use thoonk_server::jobs::{run_workers, Handlers, JobQueue, QueueSettings};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Upper bound for any state a test waits for.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Settings with short timeouts, so that recovery tests stay fast.
+pub fn fast_settings(max_retries: u32) -> QueueSettings {
+    QueueSettings {
+        claim_timeout: Duration::from_millis(300),
+        max_retries,
+        retention: Duration::from_secs(3600),
+        poll_interval: Duration::from_millis(50),
+        sweep_interval: Duration::from_millis(50),
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing the test after [`PATIENCE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{what}: not reached within {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits for the stored outcome of `id`.
+pub async fn outcome_of(queue: &JobQueue, id: &ChangeId) -> Outcome {
+    eventually(&format!("outcome of {}", id.0), || async {
+        queue.outcome(id).await.expect("read the outcome")
+    })
+    .await
+}
+
+pub fn feed(name: &str) -> FeedName {
+    FeedName::new(name).expect("a valid feed name")
+}
+
+pub fn change(id: &str, op: Operation) -> ChangeRequest {
+    ChangeRequest {
+        id: ChangeId(id.to_owned()),
+        op,
+        base: Default::default(),
+    }
+}
+
+/// How many change-log entries of `feed` the job `id` caused.
+pub async fn applied_count(store: &FeedStore, feed: &FeedName, id: &str) -> usize {
+    store
+        .history(feed, 0, 100_000)
+        .await
+        .expect("read the change log")
+        .events
+        .iter()
+        .filter(|e| e.change.job.as_deref() == Some(id))
+        .count()
+}
+
+/// Workers running in this process until dropped.
+pub struct InProcess {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl InProcess {
+    pub fn start(
+        url: &str,
+        queue: &str,
+        settings: QueueSettings,
+        handlers: Handlers,
+        access: Arc<dyn AccessRules>,
+        concurrency: usize,
+    ) -> Self {
+        let client = redis::Client::open(url).expect("a redis URL");
+        let (stop, stopped) = oneshot::channel();
+        let queue = queue.to_owned();
+        let task = tokio::spawn(async move {
+            run_workers(
+                client,
+                queue,
+                settings,
+                handlers,
+                access,
+                concurrency,
+                async {
+                    let _ = stopped.await;
+                },
+            )
+            .await
+            .expect("run the workers");
+        });
+        Self {
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the workers and waits until they are done.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("the workers end cleanly");
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The example worker binary (built by `cargo test`, or `cargo build --example job_worker`).
+fn worker_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let debug = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the target folder");
+    let bin = debug.join("examples").join("job_worker");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo test -p thoonk-server` (it builds the examples) or `cargo build -p thoonk-server --example job_worker`",
+        bin.display()
+    );
+    bin
+}
+
+/// A worker process (`examples/job_worker.rs`), killed with SIGKILL when dropped.
+pub struct WorkerProcess {
+    child: Child,
+}
+
+impl WorkerProcess {
+    pub fn start(url: &str, queue: &str, settings: &QueueSettings, extra: &[&str]) -> Self {
+        let child = Command::new(worker_binary())
+            .args(["--redis", url, "--queue", queue, "--concurrency", "2"])
+            .args([
+                "--claim-timeout-ms",
+                &settings.claim_timeout.as_millis().to_string(),
+            ])
+            .args(["--max-retries", &settings.max_retries.to_string()])
+            .args([
+                "--retention-secs",
+                &settings.retention.as_secs().to_string(),
+            ])
+            .args([
+                "--poll-interval-ms",
+                &settings.poll_interval.as_millis().to_string(),
+            ])
+            .args([
+                "--sweep-interval-ms",
+                &settings.sweep_interval.as_millis().to_string(),
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the job_worker example");
+        Self { child }
+    }
+
+    /// `kill -9`: the process dies at once, wherever it is.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
