@@ -62,6 +62,21 @@ local function now_us()
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
+local MAX_NAME_LEN = 256
+
+-- Checks a feed name or item id: 1..256 bytes, no NUL (Thoonk's field
+-- separator); feed names also hold no glob character (* ? [ ] \\).
+local function check_name(what, value, is_feed)
+  if value == nil or value == '' then fail('BADNAME', what .. ' is empty') end
+  if #value > MAX_NAME_LEN then
+    fail('BADNAME', what .. ' is ' .. #value .. ' bytes long; the limit is ' .. MAX_NAME_LEN)
+  end
+  if string.find(value, '\0', 1, true) then fail('BADNAME', what .. ' contains a NUL byte') end
+  if is_feed and string.find(value, '[%*%?%[%]\\]') then
+    fail('BADNAME', what .. ' contains a glob character')
+  end
+end
+
 -- The feed whose keys start at KEYS[base]; checks the 8 key names.
 local function feed_at(base)
   local first = KEYS[base]
@@ -69,6 +84,7 @@ local function feed_at(base)
     fail('BADKEYS', 'KEYS[' .. base .. '] must be feed.config:<name>')
   end
   local name = string.sub(first, 13)
+  check_name('feed name', name, true)
   local f = { name = name }
   local fields = { 'config', 'ids', 'items', 'publishes', 'idincr', 'rev_key', 'itemrevs', 'log' }
   for i = 1, FEED_KEY_COUNT do
@@ -258,6 +274,7 @@ local function check_position(f, id, pos, rel)
   if pos ~= 'before' and pos ~= 'after' then
     fail('BADPOS', 'position must be begin, end, before or after, not ' .. pos)
   end
+  check_name('reference item id', rel)
   if rel == id then
     fail('BADPOS', 'an item cannot be placed ' .. pos .. ' itself')
   end
@@ -279,6 +296,7 @@ local function check_publish(f, mode, id, gen_id, item, pos, rel, job)
     if mode == 'edit' then fail('BADARG', 'edit needs an item id') end
     if gen_id ~= '' then id = gen_id else p.generate = true end
   end
+  if not p.generate then check_name('item id', id) end
   p.id = id
   p.exists = (not p.generate) and item_exists(f, id)
   if mode == 'edit' and not p.exists then
@@ -307,6 +325,7 @@ end
 
 local function check_retract(f, id, job)
   check_feed(f)
+  check_name('item id', id)
   if not item_exists(f, id) then
     fail('NOITEM', 'item ' .. id .. ' does not exist in feed ' .. f.name)
   end
@@ -318,6 +337,7 @@ local function check_move(f, id, pos, rel, job)
   if f.type ~= 'sorted_feed' then
     fail('FEEDTYPE', f.type)
   end
+  check_name('item id', id)
   if not item_exists(f, id) then
     fail('NOITEM', 'item ' .. id .. ' does not exist in feed ' .. f.name)
   end

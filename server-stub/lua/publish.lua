@@ -12,7 +12,7 @@
 -- ARGV[6] the reference item id for before/after, else ''
 -- ARGV[7] the id of the job that causes the change, or ''
 -- Reply: { epoch, rev, id, op } with op publish | edit
--- Errors: NOFEED, FEEDTYPE <type>, EXISTS, BADPOS, NOREL, BADARG, BADKEYS
+-- Errors: NOFEED, FEEDTYPE <type>, EXISTS, BADPOS, NOREL, BADARG, BADNAME, BADKEYS
 return run(function()
   local f = feed_at(1)
   local mode = ARGV[1]

@@ -426,3 +426,47 @@ async fn a_feed_with_a_hash_tag_runs_on_redis_cluster() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn scripts_validate_names_for_every_caller() {
+    let env = Env::start().await;
+    env.store
+        .publish(&name("f"), Some(&id("i")), &json!(0), None)
+        .await
+        .unwrap();
+    let mut conn = env.conn().await;
+    let before = dump_all(&mut conn).await;
+    let publish = redis::Script::new(&format!(
+        "{}\n{}",
+        thoonk_server::feeds::PRELUDE,
+        include_str!("../lua/publish.lua")
+    ));
+    let call = |keys: Vec<String>, item_id: &str| {
+        let mut invocation = publish.prepare_invoke();
+        for key in keys {
+            invocation.key(key);
+        }
+        invocation.arg(&["upsert", item_id, "", "1", "", "", ""]);
+        invocation
+    };
+    let good = feed_keys(&name("f"));
+    let long = "x".repeat(257);
+    let bad_name: Vec<String> = good.iter().map(|k| k.replace(":f", ":f*")).collect();
+    let mut wrong_order = good.to_vec();
+    wrong_order.swap(1, 2);
+    let cases = [
+        (good.to_vec(), "a\0b", "BADNAME"),
+        (good.to_vec(), long.as_str(), "BADNAME"),
+        (bad_name, "a", "BADNAME"),
+        (wrong_order, "a", "BADKEYS"),
+        (good[..7].to_vec(), "a", "BADKEYS"),
+    ];
+    for (keys, item_id, code) in cases {
+        let err = call(keys, item_id)
+            .invoke_async::<redis::Value>(&mut conn)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(code), "{err}");
+    }
+    assert_eq!(dump_all(&mut conn).await, before);
+}

@@ -73,7 +73,7 @@ impl Ctx<'_> {
                 feed,
                 reason: detail,
             },
-            Some("BADARG" | "BADKEYS") => FeedError::BadArgument {
+            Some("BADARG" | "BADKEYS" | "BADNAME") => FeedError::BadArgument {
                 feed,
                 reason: detail,
             },
@@ -161,7 +161,7 @@ impl FeedStore {
         let ctx = Ctx {
             feed,
             id: None,
-            what: "create",
+            what: "it cannot be created as a feed",
         };
         let max_length = settings
             .max_length
@@ -239,7 +239,7 @@ impl FeedStore {
         let ctx = Ctx {
             feed,
             id: None,
-            what: "it has no such settings",
+            what: "only feeds and sorted feeds are configured here",
         };
         let max_length = change.max_length.map(|n| n.to_string()).unwrap_or_default();
         let retention = change.retention.map(|n| n.to_string()).unwrap_or_default();
@@ -268,7 +268,7 @@ impl FeedStore {
         let ctx = Ctx {
             feed,
             id: None,
-            what: "delete",
+            what: "it cannot be deleted here",
         };
         let existed = self
             .invoke(&self.scripts.delete, feed, &[])
@@ -311,7 +311,7 @@ impl FeedStore {
         let ctx = Ctx {
             feed,
             id,
-            what: "items can only be added at the end",
+            what: "only feeds and sorted feeds take published items",
         };
         let text = json_text(item);
         let (pos, rel) = position_args(position);
@@ -390,7 +390,7 @@ impl FeedStore {
         let ctx = Ctx {
             feed,
             id: Some(id),
-            what: "it holds no items",
+            what: "only feeds and sorted feeds have editable items",
         };
         let reply = self
             .invoke(
@@ -413,7 +413,7 @@ impl FeedStore {
         let ctx = Ctx {
             feed,
             id: Some(id),
-            what: "it holds no items",
+            what: "only feeds and sorted feeds have retractable items",
         };
         let reply = self
             .invoke(
@@ -457,7 +457,7 @@ impl FeedStore {
         let ctx = Ctx {
             feed,
             id: None,
-            what: "it is not a feed",
+            what: "only feeds and sorted feeds can be read here",
         };
         let reply = self
             .invoke(&self.scripts.snapshot, feed, &[])
@@ -477,7 +477,7 @@ impl FeedStore {
         let ctx = Ctx {
             feed,
             id: None,
-            what: "it is not a feed",
+            what: "only feeds and sorted feeds can be read here",
         };
         let reply = self
             .invoke(
@@ -511,7 +511,7 @@ impl FeedStore {
         let ctx = Ctx {
             feed,
             id: Some(id),
-            what: "it is not a feed",
+            what: "only feeds and sorted feeds can be read here",
         };
         let reply = self
             .invoke(&self.scripts.get, feed, &[id.as_str()])
@@ -551,7 +551,7 @@ impl FeedStore {
         let ctx = Ctx {
             feed,
             id: Some(id),
-            what: "it is not a feed",
+            what: "only feeds and sorted feeds can be read here",
         };
         let reply = match self
             .invoke(&self.scripts.item_at, feed, &[id.as_str(), &at.to_string()])
@@ -610,7 +610,7 @@ impl FeedStore {
         let ctx = Ctx {
             feed,
             id: None,
-            what: "it is not a feed",
+            what: "only feeds and sorted feeds can be read here",
         };
         let reply = self
             .invoke(
