@@ -622,3 +622,21 @@ async fn a_job_put_through_redis_alone_is_worked_and_its_outcome_published_and_s
     drop(messages);
     workers.stop().await;
 }
+
+#[test]
+fn finish_messages_parse_only_with_the_nul_and_an_outcome() {
+    let (id, outcome) = thoonk_server::jobs::parse_finish(
+        "c1:9\0{\"status\":\"rejected\",\"code\":\"forbidden\",\"message\":\"no\"}",
+    )
+    .expect("a finish message");
+    assert_eq!(id, ChangeId("c1:9".into()));
+    assert!(matches!(
+        outcome,
+        Outcome::Rejected {
+            code: ErrorCode::Forbidden,
+            ..
+        }
+    ));
+    assert!(thoonk_server::jobs::parse_finish("c1:9").is_none());
+    assert!(thoonk_server::jobs::parse_finish("c1:9\0done").is_none());
+}

@@ -1,6 +1,6 @@
 //! Redis key and channel names of a job queue (see docs/JOBS.md).
 
-use thoonk_protocol::FeedName;
+use thoonk_protocol::{ChangeId, FeedName, Outcome};
 
 /// The prefixes of a queue's keys, in the order every queue script takes
 /// them in KEYS (`server-stub/lua/job_submit.lua`). All but the last are
@@ -54,6 +54,14 @@ pub fn applied_key(first_feed: &FeedName, id: &str) -> String {
 /// The classic finish channel `job.finish:<queue>`; payload `"id\0<outcome as JSON>"`.
 pub fn finish_channel(queue: &str) -> String {
     format!("job.finish:{queue}")
+}
+
+/// Parses a `job.finish:N` message `"id\0<outcome as JSON>"`. `None` when it
+/// has no NUL or the result is not an outcome (a foreign worker's result).
+pub fn parse_finish(payload: &str) -> Option<(ChangeId, Outcome)> {
+    let (id, outcome) = payload.split_once('\0')?;
+    let outcome = serde_json::from_str(outcome).ok()?;
+    Some((ChangeId(id.to_owned()), outcome))
 }
 
 /// The channel that rings when a job becomes available on `queue`

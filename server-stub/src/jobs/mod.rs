@@ -26,14 +26,14 @@ mod worker;
 pub use error::JobError;
 pub use handlers::{ActionHandler, AfterApply, HandlerFuture, Handlers, JobContext};
 pub use keys::{
-    applied_key, classic_put_channel, finish_channel, ledger_key, put_channel, queue_keys,
-    QUEUE_KEY_PREFIXES,
+    applied_key, classic_put_channel, finish_channel, ledger_key, parse_finish, put_channel,
+    queue_keys, QUEUE_KEY_PREFIXES,
 };
 pub use payload::{JobPayload, Priority};
 pub use plan::{FeedWrite, HandlerError, Plan, WriteKind};
 pub use queue::{JobInfo, JobQueue, Submitted};
 pub use settings::QueueSettings;
-pub use worker::run_workers;
+pub use worker::{run_sweeper, run_workers};
 
 /// The queue the gateway submits client changes to unless configured otherwise.
 pub const DEFAULT_QUEUE: &str = "changes";

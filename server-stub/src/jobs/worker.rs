@@ -82,6 +82,23 @@ pub async fn run_workers(
     Ok(())
 }
 
+/// Runs only the claim-timeout sweep of `queue` until `shutdown` resolves
+/// (for server processes that run no workers; [`run_workers`] sweeps too).
+pub async fn run_sweeper(
+    client: redis::Client,
+    queue: String,
+    settings: QueueSettings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), JobError> {
+    let job_queue = JobQueue::open(&client, &queue, settings).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sweeper = tokio::spawn(sweep_loop(job_queue, stop_rx));
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    let _ = sweeper.await;
+    Ok(())
+}
+
 /// Rings `doorbell` on every put notice of the queue (`job.put:N`, and
 /// thoonk.py's `feed.publishes:N`); reconnects after errors.
 async fn listen(
