@@ -5,7 +5,7 @@
 -- ARGV[2] the new item, JSON text
 -- ARGV[3] the id of the job that causes the change, or ''
 -- Reply: { epoch, rev, id, 'edit' }
--- Errors: NOFEED, FEEDTYPE <type>, NOITEM, BADARG, BADKEYS
+-- Errors: NOFEED, FEEDTYPE <type>, NOITEM, BADARG, BADNAME, BADKEYS
 return run(function()
   local f = feed_at(1)
   local p = check_publish(f, 'edit', ARGV[1], '', ARGV[2], '', '', ARGV[3])

@@ -6,7 +6,7 @@
 -- ARGV[4] the id of the job that causes the change, or ''
 -- Reply: { epoch, rev, id, 'position' }
 -- Errors: NOFEED, FEEDTYPE <type> (also for a time-ordered feed), NOITEM,
---         BADPOS, NOREL, BADKEYS
+--         BADPOS, NOREL, BADNAME, BADKEYS
 return run(function()
   local f = feed_at(1)
   local p = check_move(f, ARGV[1], ARGV[2], ARGV[3], ARGV[4])

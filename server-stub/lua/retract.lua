@@ -3,7 +3,7 @@
 -- ARGV[1] item id
 -- ARGV[2] the id of the job that causes the change, or ''
 -- Reply: { epoch, rev, id, 'retract' }
--- Errors: NOFEED, FEEDTYPE <type>, NOITEM, BADKEYS
+-- Errors: NOFEED, FEEDTYPE <type>, NOITEM, BADNAME, BADKEYS
 return run(function()
   local f = feed_at(1)
   local p = check_retract(f, ARGV[1], ARGV[2])

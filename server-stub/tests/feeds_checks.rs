@@ -158,6 +158,12 @@ async fn a_failed_check_writes_and_publishes_nothing() {
             .map(drop),
         ),
         (
+            "insert at the start of a missing feed",
+            s.insert(&missing, Some(&x), &json!(0), Some(&Position::Begin), None)
+                .await
+                .map(drop),
+        ),
+        (
             "create an existing feed",
             s.create(&sorted, &FeedSettings::new(FeedType::SortedFeed))
                 .await
@@ -176,7 +182,9 @@ async fn a_failed_check_writes_and_publishes_nothing() {
         match (*what, err) {
             (w, FeedError::ItemNotFound { .. }) if w.contains("missing item") => {}
             (
-                "edit in missing feed" | "configure a missing feed",
+                "edit in missing feed"
+                | "configure a missing feed"
+                | "insert at the start of a missing feed",
                 FeedError::FeedNotFound { .. },
             ) => {}
             (w, FeedError::BadPosition { .. })

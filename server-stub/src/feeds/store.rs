@@ -316,6 +316,8 @@ impl FeedStore {
         let text = json_text(item);
         let (pos, rel) = position_args(position);
         let id_arg = id.map(ItemId::as_str).unwrap_or("");
+        // Only a write a time-ordered feed accepts creates one.
+        let may_create = matches!(position, None | Some(Position::End));
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -328,7 +330,9 @@ impl FeedStore {
                 .await;
             match reply {
                 Ok(reply) => return Decoder { feed }.applied(&reply),
-                Err(err) if err.code() == Some("NOFEED") && attempt < CREATE_ATTEMPTS => {
+                Err(err)
+                    if may_create && err.code() == Some("NOFEED") && attempt < CREATE_ATTEMPTS =>
+                {
                     self.ensure(feed, &FeedSettings::new(FeedType::Feed))
                         .await?;
                 }
@@ -352,7 +356,8 @@ impl FeedStore {
 
     /// Like [`FeedStore::publish`], placing a new item at `position` (sorted
     /// feeds; a time-ordered feed accepts only the end). An existing item is
-    /// edited in place and the position is ignored.
+    /// edited in place and the position is ignored. A missing feed is created
+    /// (type `feed`) only when the position is the end or none.
     pub async fn publish_at(
         &self,
         feed: &FeedName,
@@ -366,7 +371,8 @@ impl FeedStore {
     }
 
     /// Adds a new item at `position`; fails with [`FeedError::ItemExists`]
-    /// when the id is taken. Creates a missing feed (type `feed`).
+    /// when the id is taken. Creates a missing feed (type `feed`) when the
+    /// position is the end or none.
     pub async fn insert(
         &self,
         feed: &FeedName,
