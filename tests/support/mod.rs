@@ -1,0 +1,600 @@
+//! Shared helpers of the gateway tests: a real Redis, real `thoonk-server`
+//! processes, and a WebSocket test client that speaks the protocol types and
+//! checks, frame by frame, that every feed's revisions arrive dense and in order.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use thoonk_protocol::{
+    ChangeOp, ClientMessage, Epoch, ErrorCode, FeedEvent, FeedName, FeedPattern, FeedPosition,
+    Item, ItemId, Position, Rev, ServerMessage, PROTOCOL_VERSION,
+};
+use thoonk_server::feeds::FeedStore;
+use thoonk_testkit::{RedisServer, ThoonkServer};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Upper bound for one awaited frame or state. A bound is a failure
+/// condition (the thing never happened), not a measured speed.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The instance id the tests' stores announce in newfeed/delfeed/conffeed.
+pub const INSTANCE: &str = "gateway-tests";
+
+/// The `thoonk-server` binary, built once per test process.
+///
+/// `CARGO_BIN_EXE_*` is only set for the tests of the crate that owns the
+/// binary, so this crate builds it (a no-op when it is up to date) and finds
+/// it in the target folder.
+pub fn server_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "thoonk-server",
+                "--bin",
+                "thoonk-server",
+            ])
+            .arg("--manifest-path")
+            .arg(root.join("Cargo.toml"))
+            .status()
+            .expect("run cargo build -p thoonk-server");
+        assert!(status.success(), "cargo build -p thoonk-server failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .map(|dir| {
+                if dir.is_relative() {
+                    root.join(dir)
+                } else {
+                    dir
+                }
+            })
+            .unwrap_or_else(|| root.join("target"));
+        let bin = target.join("debug").join("thoonk-server");
+        assert!(bin.exists(), "{} was not built", bin.display());
+        bin
+    })
+}
+
+pub fn name(s: &str) -> FeedName {
+    FeedName::new(s).expect("valid feed name")
+}
+
+pub fn pattern(s: &str) -> FeedPattern {
+    FeedPattern::new(s).expect("valid feed pattern")
+}
+
+pub fn id(s: &str) -> ItemId {
+    ItemId::new(s).expect("valid item id")
+}
+
+/// A Redis of its own with a feed store on it.
+pub struct Env {
+    pub redis: RedisServer,
+    pub client: redis::Client,
+    pub store: FeedStore,
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        let redis = RedisServer::start();
+        let client = redis::Client::open(redis.url()).expect("redis url");
+        let store = FeedStore::open(&client, INSTANCE)
+            .await
+            .expect("open the feed store");
+        Env {
+            redis,
+            client,
+            store,
+        }
+    }
+
+    /// A plain Redis connection.
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        self.client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to redis")
+    }
+
+    /// Another feed store on its own connection (for concurrent writers).
+    pub async fn other_store(&self) -> FeedStore {
+        FeedStore::open(&self.client, INSTANCE)
+            .await
+            .expect("open a feed store")
+    }
+
+    /// Starts a gateway on this Redis (open access unless `extra` has
+    /// `--config`) and waits until its hub listens to Redis pub/sub, so no
+    /// notice published afterwards can be missed for lack of a subscriber.
+    pub async fn gateway(&self, extra: &[&str]) -> ThoonkServer {
+        let before = self.hub_subscribers().await;
+        let server = ThoonkServer::start(server_bin(), &self.redis.url(), extra);
+        self.wait_for_hubs(before + 1).await;
+        server
+    }
+
+    /// How many connections are subscribed to `newfeed`: one per gateway hub
+    /// (the hub subscribes to it after the change channels).
+    pub async fn hub_subscribers(&self) -> usize {
+        let (_, n): (String, usize) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg("newfeed")
+            .query_async(&mut self.conn().await)
+            .await
+            .expect("PUBSUB NUMSUB");
+        n
+    }
+
+    /// Waits until `n` gateway hubs are subscribed.
+    pub async fn wait_for_hubs(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.hub_subscribers().await < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{n} gateway hub(s) did not subscribe to redis within {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Publishes `count` items `{prefix}{i}` (i from `first`) one after the other.
+    pub async fn publish_many(&self, feed: &FeedName, prefix: &str, first: usize, count: usize) {
+        for i in first..first + count {
+            self.store
+                .publish(
+                    feed,
+                    Some(&id(&format!("{prefix}{i}"))),
+                    &json!({ "n": i }),
+                    None,
+                )
+                .await
+                .expect("publish");
+        }
+    }
+}
+
+/// Writes an access config file into a fresh temporary folder; removed on drop.
+pub struct ConfigFile {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl ConfigFile {
+    pub fn write(config: &Value) -> ConfigFile {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("thoonk-gateway-config-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create the config folder");
+        let path = dir.join("access.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(config).unwrap()).expect("write config");
+        ConfigFile { dir, path }
+    }
+
+    pub fn path(&self) -> &str {
+        self.path.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What a client mirrors of one feed, built only from the frames it received.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FeedMirror {
+    pub epoch: Epoch,
+    pub rev: Rev,
+    pub items: Vec<Item>,
+    /// Every change applied since the last snapshot, in the order applied.
+    pub events: Vec<FeedEvent>,
+    /// Snapshots taken, in order, as (epoch, rev).
+    pub snapshots: Vec<(Epoch, Rev)>,
+}
+
+impl FeedMirror {
+    fn apply(&mut self, feed: &FeedName, epoch: Epoch, event: &FeedEvent) {
+        // A snapshot of a feed that did not exist yet reads (0, 0); its first
+        // change may then come under any epoch.
+        let fresh = self.epoch == 0 && self.rev == 0;
+        assert!(
+            epoch == self.epoch || fresh,
+            "{feed}: change of epoch {epoch} while mirroring epoch {} (rev {}) without a snapshot",
+            self.epoch,
+            self.rev
+        );
+        assert_eq!(
+            event.rev,
+            self.rev + 1,
+            "{feed}: revision {} arrived after {} (epoch {epoch}): a gap or a repeat",
+            event.rev,
+            self.rev
+        );
+        self.epoch = epoch;
+        self.rev = event.rev;
+        let change = &event.change;
+        let at = self.items.iter().position(|i| i.id == change.id);
+        match change.op {
+            ChangeOp::Publish | ChangeOp::Edit => {
+                let item = Item {
+                    id: change.id.clone(),
+                    item: change.item.clone().unwrap_or(Value::Null),
+                    rev: event.rev,
+                };
+                match (at, &change.position) {
+                    (Some(i), None) => self.items[i] = item,
+                    (Some(i), Some(position)) => {
+                        self.items.remove(i);
+                        self.place(item, position);
+                    }
+                    (None, position) => {
+                        self.place(item, position.as_ref().unwrap_or(&Position::End))
+                    }
+                }
+            }
+            ChangeOp::Retract => {
+                if let Some(i) = at {
+                    self.items.remove(i);
+                }
+            }
+            ChangeOp::Position => {
+                let i = at.unwrap_or_else(|| panic!("{feed}: move of unknown item {}", change.id));
+                let mut item = self.items.remove(i);
+                item.rev = event.rev;
+                self.place(item, change.position.as_ref().unwrap_or(&Position::End));
+            }
+        }
+        self.events.push(event.clone());
+    }
+
+    fn place(&mut self, item: Item, position: &Position) {
+        let index = match position {
+            Position::Begin => 0,
+            Position::End => self.items.len(),
+            Position::Before(rel) => self.index_of(rel),
+            Position::After(rel) => self.index_of(rel) + 1,
+        };
+        self.items.insert(index, item);
+    }
+
+    fn index_of(&self, rel: &ItemId) -> usize {
+        self.items
+            .iter()
+            .position(|i| &i.id == rel)
+            .unwrap_or(self.items.len())
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.items.iter().map(|i| i.id.to_string()).collect()
+    }
+}
+
+/// Every feed a client mirrors; checks each frame against what came before.
+#[derive(Debug, Default)]
+pub struct Mirror {
+    pub feeds: BTreeMap<FeedName, FeedMirror>,
+}
+
+impl Mirror {
+    /// Records that the client already mirrors `feed` at `(epoch, rev)` (sent as `known`).
+    pub fn assume(&mut self, feed: &FeedName, epoch: Epoch, rev: Rev) {
+        let mirror = self.feeds.entry(feed.clone()).or_default();
+        mirror.epoch = epoch;
+        mirror.rev = rev;
+    }
+
+    pub fn get(&self, feed: &FeedName) -> Option<&FeedMirror> {
+        self.feeds.get(feed)
+    }
+
+    pub fn rev(&self, feed: &FeedName) -> Option<Rev> {
+        self.feeds.get(feed).map(|m| m.rev)
+    }
+
+    pub fn apply(&mut self, message: &ServerMessage) {
+        match message {
+            ServerMessage::Snapshot {
+                feed,
+                epoch,
+                rev,
+                items,
+            } => {
+                let mirror = self.feeds.entry(feed.clone()).or_default();
+                mirror.epoch = *epoch;
+                mirror.rev = *rev;
+                mirror.items = items.clone();
+                mirror.events.clear();
+                mirror.snapshots.push((*epoch, *rev));
+            }
+            ServerMessage::Changes {
+                feed,
+                epoch,
+                events,
+            } => {
+                let mirror = self.feeds.get_mut(feed).unwrap_or_else(|| {
+                    panic!("{feed}: changes before any snapshot or known state")
+                });
+                for event in events {
+                    mirror.apply(feed, *epoch, event);
+                }
+            }
+            ServerMessage::Event {
+                feed,
+                epoch,
+                rev,
+                change,
+            } => {
+                let mirror = self
+                    .feeds
+                    .get_mut(feed)
+                    .unwrap_or_else(|| panic!("{feed}: event before any snapshot or known state"));
+                let event = FeedEvent {
+                    rev: *rev,
+                    change: change.clone(),
+                };
+                mirror.apply(feed, *epoch, &event);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One received frame, or the end of the connection.
+#[derive(Debug)]
+pub enum Frame {
+    Message(ServerMessage),
+    Closed(Option<CloseFrame>),
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket client of the gateway. Every message it receives is kept (as
+/// text in `log`) and applied to `mirror`, which panics on any gap, repeat or
+/// epoch mix-up.
+pub struct WsClient {
+    ws: Socket,
+    pub log: Vec<String>,
+    pub mirror: Mirror,
+    pub closed: Option<Option<CloseFrame>>,
+}
+
+impl WsClient {
+    /// Opens a WebSocket without sending anything.
+    pub async fn connect(url: &str) -> WsClient {
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("the websocket handshake finishes")
+            .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+        Self::wrap(ws)
+    }
+
+    /// Opens a WebSocket whose TCP receive buffer is tiny, so that the server
+    /// blocks soon when this client stops reading.
+    pub async fn connect_small_buffer(url: &str, port: u16) -> WsClient {
+        let socket = TcpSocket::new_v4().expect("tcp socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let stream = socket
+            .connect(([127, 0, 0, 1], port).into())
+            .await
+            .expect("tcp connect");
+        let (ws, _) = tokio::time::timeout(
+            WAIT,
+            tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)),
+        )
+        .await
+        .expect("the websocket handshake finishes")
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+        Self::wrap(ws)
+    }
+
+    fn wrap(ws: Socket) -> WsClient {
+        WsClient {
+            ws,
+            log: Vec::new(),
+            mirror: Mirror::default(),
+            closed: None,
+        }
+    }
+
+    /// Connects, says hello with `token` and waits for `welcome`.
+    pub async fn signed_in(url: &str, token: &str) -> WsClient {
+        let mut client = Self::connect(url).await;
+        client.hello(token).await;
+        client
+    }
+
+    /// Sends `hello` and expects `welcome`; returns the user name.
+    pub async fn hello(&mut self, token: &str) -> String {
+        self.send(&ClientMessage::Hello {
+            protocol: PROTOCOL_VERSION,
+            token: token.into(),
+            client_id: format!("test-{token}"),
+        })
+        .await;
+        match self.next().await {
+            ServerMessage::Welcome { protocol, user } => {
+                assert_eq!(protocol, PROTOCOL_VERSION);
+                user
+            }
+            other => panic!("expected welcome, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, message: &ClientMessage) {
+        let text = serde_json::to_string(message).expect("client messages serialize");
+        self.send_text(text).await;
+    }
+
+    pub async fn send_text(&mut self, text: String) {
+        tokio::time::timeout(WAIT, self.ws.send(Message::text(text)))
+            .await
+            .expect("the frame is sent")
+            .expect("send a frame");
+    }
+
+    /// Subscribes to `pattern` with no known state.
+    pub async fn subscribe(&mut self, pattern: &str) {
+        self.subscribe_known(pattern, &[]).await;
+    }
+
+    /// Subscribes to `pattern`, telling the server what the client mirrors.
+    pub async fn subscribe_known(&mut self, pattern_text: &str, known: &[(&FeedName, Epoch, Rev)]) {
+        for (feed, epoch, rev) in known {
+            self.mirror.assume(feed, *epoch, *rev);
+        }
+        let known = known
+            .iter()
+            .map(|(feed, epoch, rev)| {
+                (
+                    (*feed).clone(),
+                    FeedPosition {
+                        epoch: *epoch,
+                        rev: *rev,
+                    },
+                )
+            })
+            .collect();
+        self.send(&ClientMessage::Subscribe {
+            pattern: pattern(pattern_text),
+            known,
+        })
+        .await;
+    }
+
+    /// The next frame or the end of the connection, within [`WAIT`].
+    pub async fn next_frame(&mut self) -> Frame {
+        if let Some(close) = &self.closed {
+            return Frame::Closed(close.clone());
+        }
+        loop {
+            let next = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "no frame within {WAIT:?}; received so far: {:#?}",
+                        self.tail()
+                    )
+                });
+            let message = match next {
+                None | Some(Err(_)) => {
+                    self.closed = Some(None);
+                    return Frame::Closed(None);
+                }
+                Some(Ok(message)) => message,
+            };
+            match message {
+                Message::Text(text) => {
+                    let parsed: ServerMessage = serde_json::from_str(&text)
+                        .unwrap_or_else(|e| panic!("undecodable server frame ({e}): {text}"));
+                    self.log.push(text.to_string());
+                    self.mirror.apply(&parsed);
+                    return Frame::Message(parsed);
+                }
+                Message::Close(frame) => {
+                    self.closed = Some(frame.clone());
+                    return Frame::Closed(frame);
+                }
+                Message::Binary(_) => panic!("the server sent a binary frame"),
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            }
+        }
+    }
+
+    /// The next message; panics when the connection ends.
+    pub async fn next(&mut self) -> ServerMessage {
+        match self.next_frame().await {
+            Frame::Message(message) => message,
+            Frame::Closed(frame) => panic!(
+                "the connection closed ({frame:?}); received so far: {:#?}",
+                self.tail()
+            ),
+        }
+    }
+
+    /// Reads until a message for which `pick` returns `Some`, within [`WAIT`]
+    /// per frame; other messages are kept in the log and mirror.
+    pub async fn until<T>(
+        &mut self,
+        what: &str,
+        mut pick: impl FnMut(&ServerMessage) -> Option<T>,
+    ) -> T {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not received within {WAIT:?}; received so far: {:#?}",
+                self.tail()
+            );
+            let message = self.next().await;
+            if let Some(found) = pick(&message) {
+                return found;
+            }
+        }
+    }
+
+    /// Reads until the mirror of `feed` reaches revision `rev` (of any epoch).
+    pub async fn until_rev(&mut self, feed: &FeedName, rev: Rev) -> &FeedMirror {
+        let deadline = tokio::time::Instant::now() + WAIT * 2;
+        while self.mirror.rev(feed).is_none_or(|r| r < rev) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{feed}: revision {rev} not reached; mirror at {:?}; last frames: {:#?}",
+                self.mirror.rev(feed),
+                self.tail()
+            );
+            self.next().await;
+        }
+        let mirror = self.mirror.get(feed).expect("mirrored");
+        assert_eq!(mirror.rev, rev, "{feed}: went past revision {rev}");
+        mirror
+    }
+
+    /// Sends `ping` and reads until `pong`: every frame the server sent
+    /// before answering is then in the log.
+    pub async fn ping(&mut self) {
+        self.send(&ClientMessage::Ping).await;
+        self.until("pong", |m| matches!(m, ServerMessage::Pong).then_some(()))
+            .await;
+    }
+
+    /// Expects an `error` frame with `code` next (skipping nothing).
+    pub async fn expect_error(&mut self, code: ErrorCode) -> String {
+        match self.next().await {
+            ServerMessage::Error { code: got, message } => {
+                assert_eq!(got, code, "error code (message: {message})");
+                message
+            }
+            other => panic!("expected an error {code:?}, got {other:?}"),
+        }
+    }
+
+    /// Expects the server to close the connection next.
+    pub async fn expect_closed(&mut self) -> Option<CloseFrame> {
+        match self.next_frame().await {
+            Frame::Closed(frame) => frame,
+            Frame::Message(message) => panic!("expected the connection to close, got {message:?}"),
+        }
+    }
+
+    /// The last frames received, for failure messages.
+    pub fn tail(&self) -> &[String] {
+        let n = self.log.len();
+        &self.log[n.saturating_sub(20)..]
+    }
+}
