@@ -2,7 +2,7 @@
 -- also moves the item to the end (its score becomes now), as classic does.
 -- KEYS[1..8] the feed's keys, in the prelude's order (see publish.lua)
 -- ARGV[1] item id
--- ARGV[2] the new item, JSON text
+-- ARGV[2] the new item, strict JSON text (not re-parsed: embedded as is in the notice)
 -- ARGV[3] the id of the job that causes the change, or ''
 -- Reply: { epoch, rev, id, 'edit' }
 -- Errors: NOFEED, FEEDTYPE <type>, NOITEM, BADARG, BADNAME, BADKEYS

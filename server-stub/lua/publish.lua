@@ -6,7 +6,7 @@
 -- ARGV[2] item id, or '' to generate one
 -- ARGV[3] the id to use when ARGV[2] is '', or '' to take the next
 --         INCR feed.idincr:N that is not an item id yet
--- ARGV[4] the item, JSON text
+-- ARGV[4] the item, strict JSON text (not re-parsed: embedded as is in the notice)
 -- ARGV[5] position of a new item: '' or end | begin | before | after
 --         (a time-ordered feed accepts only '' and end)
 -- ARGV[6] the reference item id for before/after, else ''
