@@ -23,6 +23,7 @@ local FEED_KEY_PREFIXES = {
 local FEED_KEY_COUNT = 8
 local DEFAULT_RETENTION = 10000
 local NOTICE_PREFIX = 'feed.changes:'
+local HMGET_CHUNK = 1000
 
 -- Aborts the read-and-check phase with an error reply "CODE message".
 local FAIL_MARK = 'thoonk-fail:'
@@ -446,8 +447,19 @@ local function read_items(f)
   else
     return {}, {}, {}
   end
-  if #ids == 0 then return ids, {}, {} end
-  return ids, redis.call('HMGET', f.items, unpack(ids)), redis.call('HMGET', f.itemrevs, unpack(ids))
+  local items, revs = {}, {}
+  -- HMGET in chunks: Lua's unpack() is limited to a few thousand values.
+  for first = 1, #ids, HMGET_CHUNK do
+    local last = math.min(first + HMGET_CHUNK - 1, #ids)
+    local chunk = { unpack(ids, first, last) }
+    local values = redis.call('HMGET', f.items, unpack(chunk))
+    local item_revs = redis.call('HMGET', f.itemrevs, unpack(chunk))
+    for i = 1, #chunk do
+      items[first + i - 1] = values[i]
+      revs[first + i - 1] = item_revs[i]
+    end
+  end
+  return ids, items, revs
 end
 
 -- A snapshot reply: { epoch, rev, ids, items, revs }. A feed without a

@@ -149,3 +149,41 @@ async fn foreign_items_that_are_not_json_read_as_strings() {
         Some(json!("plain text, not JSON"))
     );
 }
+
+#[tokio::test]
+async fn snapshots_of_large_feeds_are_complete() {
+    const ITEMS: usize = 12_345;
+    let env = Env::start().await;
+    let feed = name("large");
+    env.store
+        .create(
+            &feed,
+            &thoonk_server::feeds::FeedSettings::new(thoonk_server::feeds::FeedType::SortedFeed),
+        )
+        .await
+        .unwrap();
+    // Filled the classic way (no revisions), in one pipeline.
+    let mut pipe = redis::pipe();
+    for n in 0..ITEMS {
+        pipe.rpush("feed.ids:large", format!("i{n}"))
+            .hset("feed.items:large", format!("i{n}"), n.to_string())
+            .ignore()
+            .ignore();
+    }
+    let _: () = pipe.query_async(&mut env.conn().await).await.unwrap();
+    let last = env
+        .store
+        .publish(&feed, Some(&id("last")), &json!("end"), None)
+        .await
+        .unwrap();
+
+    let snap = env.store.snapshot(&feed).await.unwrap();
+    assert_eq!(snap.items.len(), ITEMS + 1);
+    for (n, item) in snap.items[..ITEMS].iter().enumerate() {
+        assert_eq!(
+            (item.id.as_str(), &item.item, item.rev),
+            (format!("i{n}").as_str(), &json!(n), 0)
+        );
+    }
+    assert_eq!(snap.items[ITEMS].rev, last.rev);
+}
