@@ -5,7 +5,7 @@ mod feeds_support;
 use feeds_support::{id, name, Env};
 use serde_json::json;
 use thoonk_protocol::{ChangeOp, FeedPosition, Position};
-use thoonk_server::feeds::{Since, Snapshot};
+use thoonk_server::feeds::{change_channel, ChangeNotice, Since, Snapshot};
 
 #[tokio::test]
 async fn publish_creates_the_feed_and_snapshot_reads_it_back() {
@@ -139,6 +139,7 @@ async fn foreign_items_that_are_not_json_read_as_strings() {
     let snap = env.store.snapshot(&feed).await.unwrap();
     assert_eq!(snap.items[0].item, json!("plain text, not JSON"));
     // Its previous value in the change log and notices reads the same way.
+    let mut rec = env.listen(&[change_channel(&feed)], &[]).await;
     env.store
         .publish(&feed, Some(&id("a")), &json!(2), None)
         .await
@@ -148,6 +149,12 @@ async fn foreign_items_that_are_not_json_read_as_strings() {
         history.events[0].change.prev,
         Some(json!("plain text, not JSON"))
     );
+    let notices = rec.drain().await;
+    assert_eq!(notices.len(), 1);
+    let notice: ChangeNotice = serde_json::from_slice(&notices[0].1).unwrap();
+    assert_eq!(notice.feed, feed);
+    assert_eq!((notice.epoch, notice.rev), (history.epoch, 2));
+    assert_eq!(notice.change, history.events[0].change);
 }
 
 #[tokio::test]
