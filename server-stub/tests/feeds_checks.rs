@@ -163,6 +163,7 @@ async fn a_failed_check_writes_and_publishes_nothing() {
                 .await
                 .map(drop),
         ),
+        ("delete a job queue", s.delete(&job).await.map(drop)),
         (
             "create an existing feed",
             s.create(&sorted, &FeedSettings::new(FeedType::SortedFeed))

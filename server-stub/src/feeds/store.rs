@@ -268,7 +268,7 @@ impl FeedStore {
         let ctx = Ctx {
             feed,
             id: None,
-            what: "it cannot be deleted here",
+            what: "delete it with the job commands",
         };
         let existed = self
             .invoke(&self.scripts.delete, feed, &[])
