@@ -381,13 +381,16 @@ impl JobQueue {
                 state,
                 put: published.get(id).copied(),
                 claimed: claimed_at,
-                failures: cancelled.get(id).copied().unwrap_or_else(|| {
-                    error
+                // A stall clears the classic count; its last error keeps it.
+                failures: match (cancelled.get(id), state) {
+                    (Some(n), _) => *n,
+                    (None, "stalled") => error
                         .as_ref()
                         .and_then(|e| e.get("failures"))
                         .and_then(Json::as_u64)
-                        .unwrap_or(0)
-                }),
+                        .unwrap_or(0),
+                    (None, _) => 0,
+                },
                 last_error: error,
                 payload: items.get(id).map(|p| json_or_text(p)).unwrap_or(Json::Null),
             }

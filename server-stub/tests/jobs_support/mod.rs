@@ -137,20 +137,31 @@ impl Drop for InProcess {
     }
 }
 
-/// The example worker binary (built by `cargo test`, or `cargo build --example job_worker`).
+/// The example worker binary, built for this test run: `cargo test` builds
+/// examples, but `cargo test --test NAME` does not, so build it once here.
 fn worker_binary() -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "thoonk-server",
+                "--example",
+                "job_worker",
+            ])
+            .status()
+            .expect("run cargo to build the job_worker example");
+        assert!(status.success(), "building the job_worker example failed");
+    });
     let exe = std::env::current_exe().expect("the test binary's path");
     let debug = exe
         .parent()
         .and_then(|deps| deps.parent())
         .expect("the target folder");
-    let bin = debug.join("examples").join("job_worker");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo test -p thoonk-server` (it builds the examples) or `cargo build -p thoonk-server --example job_worker`",
-        bin.display()
-    );
-    bin
+    debug.join("examples").join("job_worker")
 }
 
 /// A worker process (`examples/job_worker.rs`), killed with SIGKILL when dropped.

@@ -1,0 +1,325 @@
+//! The job lifecycle against a real Redis, step by step without workers:
+//! retract, edit, retry, sweep, stall, orphans, queue checks, and a classic
+//! (thoonk.py-style) worker on our queue.
+
+mod jobs_support;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use jobs_support::*;
+use redis::AsyncCommands;
+use serde_json::json;
+use thoonk_protocol::{ChangeId, ErrorCode, ItemId, Operation, Outcome};
+use thoonk_server::gateway::access::User;
+use thoonk_server::jobs::cli::{run, JobCommand};
+use thoonk_server::jobs::{finish_channel, JobError, JobPayload, JobQueue, QueueSettings};
+use thoonk_testkit::RedisServer;
+
+fn bob() -> User {
+    User { name: "bob".into() }
+}
+
+fn publish(id: &str) -> Operation {
+    Operation::Publish {
+        feed: feed("notes"),
+        id: ItemId::new(id).unwrap(),
+        item: json!(id),
+        position: None,
+    }
+}
+
+/// Claims the next job the way a classic worker does (BRPOP, then ZADD feed.claimed).
+async fn classic_claim(conn: &mut redis::aio::MultiplexedConnection, at_ms: u64) -> String {
+    let id: String = conn.rpop("feed.ids:changes", None).await.unwrap();
+    let _: () = conn.zadd("feed.claimed:changes", &id, at_ms).await.unwrap();
+    id
+}
+
+async fn setup(
+    settings: QueueSettings,
+) -> (
+    RedisServer,
+    redis::Client,
+    JobQueue,
+    redis::aio::MultiplexedConnection,
+) {
+    let redis = RedisServer::start();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let q = JobQueue::open(&client, "changes", settings).await.unwrap();
+    let conn = client.get_multiplexed_async_connection().await.unwrap();
+    (redis, client, q, conn)
+}
+
+#[tokio::test]
+async fn queues_are_created_classically_and_other_thoonk_objects_are_refused() {
+    let (_redis, client, _q, mut conn) = setup(fast_settings(1)).await;
+    let kind: String = conn.hget("feed.config:changes", "type").await.unwrap();
+    assert_eq!(kind, "job");
+    let registered: bool = conn.sismember("feeds", "changes").await.unwrap();
+    assert!(registered);
+    let _: () = conn
+        .hset("feed.config:notes", "type", "sorted_feed")
+        .await
+        .unwrap();
+    let err = JobQueue::open(&client, "notes", fast_settings(1))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, JobError::NotAQueue { ref kind, .. } if kind == "sorted_feed"),
+        "{err}"
+    );
+    let err = JobQueue::attach(&client, "nothing", fast_settings(1))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, JobError::NoSuchQueue { .. }), "{err}");
+    let err = JobQueue::open(&client, "bad*name", fast_settings(1))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, JobError::BadQueueName { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn retract_removes_a_job_from_any_state_and_tells_a_waiting_submitter() {
+    let (_redis, client, q, mut conn) = setup(fast_settings(0)).await;
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe(finish_channel("changes")).await.unwrap();
+    for id in ["r:1", "r:2", "r:3"] {
+        q.submit(&bob(), &change(id, publish(id))).await.unwrap();
+    }
+    // r:1 claimed, r:2 stalled (claim timed out, no retries allowed), r:3 available.
+    assert_eq!(classic_claim(&mut conn, 1).await, "r:1");
+    assert_eq!(classic_claim(&mut conn, 1).await, "r:2");
+    let _: () = conn
+        .zadd("feed.claimed:changes", "r:1", u64::MAX >> 12)
+        .await
+        .unwrap();
+    let (requeued, stalled) = q.sweep().await.unwrap();
+    assert_eq!((requeued.len(), stalled), (0, vec!["r:2".to_owned()]));
+    let states: Vec<(String, &str)> = q
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| (j.id, j.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("r:3".into(), "available"),
+            ("r:1".into(), "claimed"),
+            ("r:2".into(), "stalled")
+        ]
+    );
+
+    for (id, state) in [("r:1", "claimed"), ("r:2", "stalled"), ("r:3", "available")] {
+        let out = run(
+            JobCommand::Retract {
+                queue: "changes".into(),
+                id: id.into(),
+            },
+            &client,
+        )
+        .await
+        .unwrap();
+        assert_eq!(out["retracted_from"], state);
+        match q.outcome(&ChangeId(id.into())).await.unwrap() {
+            Some(Outcome::Rejected {
+                code: ErrorCode::BadRequest,
+                message,
+            }) => assert!(message.contains("withdrew")),
+            other => panic!("{id}: {other:?}"),
+        }
+    }
+    assert!(q.list().await.unwrap().is_empty());
+    for key in [
+        "feed.items:changes",
+        "feed.cancelled:changes",
+        "job.errors:changes",
+    ] {
+        let len: u64 = conn.hlen(key).await.unwrap();
+        assert_eq!(len, 0, "{key} is empty");
+    }
+    let mut messages = pubsub.on_message();
+    for _ in 0..3 {
+        let message = tokio::time::timeout(PATIENCE, messages.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let text: String = message.get_payload().unwrap();
+        assert!(
+            thoonk_server::jobs::parse_finish(&text).is_some(),
+            "{text:?}"
+        );
+    }
+    let err = run(
+        JobCommand::Retract {
+            queue: "changes".into(),
+            id: "r:1".into(),
+        },
+        &client,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, JobError::NoSuchJob { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn timed_out_claims_count_failures_then_stall_and_only_stalled_jobs_retry() {
+    let (_redis, client, q, mut conn) = setup(QueueSettings {
+        claim_timeout: Duration::from_millis(1),
+        ..fast_settings(1)
+    })
+    .await;
+    q.submit(&bob(), &change("t:1", publish("t1")))
+        .await
+        .unwrap();
+    let err = q.retry("t:1").await.unwrap_err();
+    assert!(
+        matches!(err, JobError::NotStalled { .. }),
+        "an available job is not retried: {err}"
+    );
+
+    classic_claim(&mut conn, 1).await;
+    assert_eq!(q.sweep().await.unwrap(), (vec!["t:1".to_owned()], vec![]));
+    let job = q.show("t:1").await.unwrap().unwrap();
+    assert_eq!((job.state, job.failures), ("available", 1));
+    assert!(job.last_error.unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .contains("claim timed out"));
+    let put_notice: Option<f64> = conn.zscore("feed.published:changes", "t:1").await.unwrap();
+    assert!(put_notice.is_some(), "a requeued job stays published");
+
+    classic_claim(&mut conn, 1).await;
+    assert_eq!(q.sweep().await.unwrap(), (vec![], vec!["t:1".to_owned()]));
+    let job = q.show("t:1").await.unwrap().unwrap();
+    assert_eq!((job.state, job.failures), ("stalled", 2));
+    let put_notice: Option<f64> = conn.zscore("feed.published:changes", "t:1").await.unwrap();
+    assert_eq!(
+        put_notice, None,
+        "a stalled job leaves feed.published, as classic stall does"
+    );
+
+    run(
+        JobCommand::Retry {
+            queue: "changes".into(),
+            id: "t:1".into(),
+        },
+        &client,
+    )
+    .await
+    .unwrap();
+    let job = q.show("t:1").await.unwrap().unwrap();
+    assert_eq!((job.state, job.failures), ("available", 0));
+    let err = q.retry("t:1").await.unwrap_err();
+    assert!(matches!(err, JobError::NotStalled { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn an_admin_edits_only_jobs_not_in_flight() {
+    let (_redis, client, q, mut conn) = setup(fast_settings(1)).await;
+    q.submit(&bob(), &change("e:1", publish("e1")))
+        .await
+        .unwrap();
+    let mut payload = JobPayload::new("bob", &change("e:1", publish("fixed")));
+    q.edit("e:1", &payload).await.unwrap();
+    let job = q.show("e:1").await.unwrap().unwrap();
+    assert_eq!(job.payload["op"]["id"], "fixed");
+
+    payload.id = ChangeId("e:2".into());
+    let err = q.edit("e:1", &payload).await.unwrap_err();
+    assert!(matches!(err, JobError::BadPayload { .. }), "{err}");
+    let err = run(
+        JobCommand::Edit {
+            queue: "changes".into(),
+            id: "e:1".into(),
+            payload: "{not json".into(),
+        },
+        &client,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, JobError::BadPayload { .. }), "{err}");
+
+    classic_claim(&mut conn, 1).await;
+    let err = q
+        .edit(
+            "e:1",
+            &JobPayload::new("bob", &change("e:1", publish("late"))),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, JobError::InFlight { .. }), "{err}");
+    let err = q
+        .edit("e:9", &JobPayload::new("bob", &change("e:9", publish("x"))))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, JobError::NoSuchJob { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_classic_worker_can_work_our_jobs_and_orphans_are_listed() {
+    let (_redis, client, q, mut conn) = setup(fast_settings(1)).await;
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe(finish_channel("changes")).await.unwrap();
+    q.submit(&bob(), &change("c:1", publish("c1")))
+        .await
+        .unwrap();
+    q.submit(&bob(), &change("c:2", publish("c2")))
+        .await
+        .unwrap();
+    // thoonk.py get: BRPOP, then MULTI ZADD claimed / HGET item / HGET cancelled.
+    let (_, id): (String, String) = conn.brpop("feed.ids:changes", 1.0).await.unwrap();
+    assert_eq!(id, "c:1", "first in, first out");
+    let (_, item, cancelled): ((), String, Option<String>) = redis::pipe()
+        .atomic()
+        .zadd("feed.claimed:changes", &id, 1_700_000_000_000u64)
+        .hget("feed.items:changes", &id)
+        .hget("feed.cancelled:changes", &id)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let payload: JobPayload = serde_json::from_str(&item).unwrap();
+    assert_eq!((payload.user.as_str(), cancelled), ("bob", None));
+    // thoonk.py finish with a result.
+    let _: () = redis::pipe()
+        .atomic()
+        .zrem("feed.claimed:changes", &id)
+        .hdel("feed.cancelled:changes", &id)
+        .zrem("feed.published:changes", &id)
+        .incr("feed.finishes:changes", 1)
+        .publish("job.finish:changes", format!("{id}\0done"))
+        .hdel("feed.items:changes", &id)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut messages = pubsub.on_message();
+    let message = tokio::time::timeout(PATIENCE, messages.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(message.get_payload::<String>().unwrap(), "c:1\0done");
+    let states: Vec<(String, &str)> = q
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| (j.id, j.state))
+        .collect();
+    assert_eq!(states, [("c:2".into(), "available")]);
+
+    // A classic worker that died between BRPOP and its claim leaves an orphan.
+    let _: String = conn.rpop("feed.ids:changes", None).await.unwrap();
+    let states: Vec<(String, &str)> = q
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| (j.id, j.state))
+        .collect();
+    assert_eq!(states, [("c:2".into(), "orphaned")]);
+}
