@@ -13,6 +13,10 @@ pub struct Timing {
     pub submit_timeout: u64,
     /// Longest such wait.
     pub submit_timeout_max: u64,
+    /// How long an acknowledged change may wait for its outcome before the
+    /// core asks again (by submitting the same id: the server's ledger
+    /// answers with the recorded outcome and never applies it twice).
+    pub outcome_timeout: u64,
     /// First wait for the answer to a replay request before asking again.
     pub replay_timeout: u64,
     /// Longest such wait.
@@ -31,6 +35,7 @@ impl Default for Timing {
             handshake_timeout: 10_000,
             submit_timeout: 5_000,
             submit_timeout_max: 60_000,
+            outcome_timeout: 30_000,
             replay_timeout: 5_000,
             replay_timeout_max: 60_000,
             ping_interval: 25_000,

@@ -400,6 +400,7 @@ fn outcome_writes() -> Vec<StoreWrite> {
             outcome: OutcomeRecord {
                 id: ChangeId::new("client-1", i as u64 + 1),
                 seq: i as u64 + 1,
+                wire_id: ChangeId::new("client-1", i as u64 + 11),
                 op: op.clone(),
                 outcome,
                 at: 1_000 + i as u64,

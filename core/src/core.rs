@@ -14,7 +14,7 @@ use crate::effects::{Effects, ItemView, Notification, Status};
 use crate::error::{CoreError, ServerFault, StorageFault};
 use crate::items::OrderedItems;
 use crate::journal::Journal;
-use crate::mirror::{FeedMirror, Mirror};
+use crate::mirror::{FeedMirror, Mirror, Retry};
 use crate::outbox::{item_of, Outbox};
 use crate::outcome::{ChangeOutcome, ConflictCase, OutcomeRecord, ResolutionKind};
 use crate::resolver::{MergeResolver, Resolution, Resolver};
@@ -52,6 +52,8 @@ pub struct SyncCore {
     reconnects: u32,
     status: Status,
     subscriptions: BTreeSet<FeedPattern>,
+    /// Subscriptions sent on this connection and not yet answered.
+    unanswered: BTreeMap<FeedPattern, Retry>,
     mirror: Mirror,
     outbox: Outbox,
     outcomes: BTreeMap<ChangeId, OutcomeRecord>,
@@ -138,6 +140,7 @@ impl SyncCore {
             reconnects: 0,
             status: Status::Connecting,
             subscriptions: state.subscriptions,
+            unanswered: BTreeMap::new(),
             mirror,
             outbox,
             outcomes: state.outcomes,
@@ -326,6 +329,7 @@ impl SyncCore {
             ServerMessage::Pong => Ok(()),
             other if !welcomed => Err(ServerFault::BeforeWelcome(frame_name(&other)).into()),
             ServerMessage::Subscribed { pattern, feeds } => {
+                self.unanswered.remove(&pattern);
                 if self.subscriptions.contains(&pattern) {
                     for feed in feeds.iter().filter(|f| pattern.matches(f)) {
                         self.mirror.expect(feed, now, &self.config.timing);
@@ -364,7 +368,8 @@ impl SyncCore {
             | ServerMessage::Changes { .. }
             | ServerMessage::Event { .. } => Ok(()),
             ServerMessage::Ack { id } => {
-                self.outbox.ack(&id);
+                self.outbox
+                    .ack(&id, now, &self.config.timing, &mut self.rng);
                 Ok(())
             }
             ServerMessage::Outcome { id, outcome } => self.on_outcome(&id, outcome, now),
@@ -403,7 +408,7 @@ impl SyncCore {
         self.set_status(Status::Online);
         let patterns: Vec<FeedPattern> = self.subscriptions.iter().cloned().collect();
         for pattern in patterns {
-            self.send_subscribe(pattern);
+            self.send_subscribe(pattern, now);
         }
         Ok(())
     }
@@ -441,7 +446,7 @@ impl SyncCore {
         if self.subscriptions.insert(pattern.clone()) {
             self.journal.subscriptions.insert(pattern.clone());
             if matches!(self.conn, Conn::Online { .. }) {
-                self.send_subscribe(pattern);
+                self.send_subscribe(pattern, now);
             }
         }
         self.finish(now);
@@ -453,6 +458,7 @@ impl SyncCore {
     pub fn unsubscribe(&mut self, pattern: &FeedPattern, now: u64) -> Result<(), CoreError> {
         self.check_usable()?;
         if self.subscriptions.remove(pattern) {
+            self.unanswered.remove(pattern);
             self.journal.subscriptions.insert(pattern.clone());
             if matches!(self.conn, Conn::Online { .. }) {
                 self.effects.send.push(ClientMessage::Unsubscribe {
@@ -475,7 +481,22 @@ impl SyncCore {
         Ok(())
     }
 
-    fn send_subscribe(&mut self, pattern: FeedPattern) {
+    fn send_subscribe(&mut self, pattern: FeedPattern, now: u64) {
+        let attempt = self.unanswered.get(&pattern).map_or(0, |r| r.attempt + 1);
+        let t = &self.config.timing;
+        let delay = backoff(
+            t.replay_timeout,
+            t.replay_timeout_max,
+            attempt,
+            &mut self.rng,
+        );
+        self.unanswered.insert(
+            pattern.clone(),
+            Retry {
+                deadline: now + delay,
+                attempt,
+            },
+        );
         let known: BTreeMap<FeedName, FeedPosition> = self
             .mirror
             .feeds
@@ -866,6 +887,7 @@ impl SyncCore {
         let stored = OutcomeRecord {
             id: record.id.clone(),
             seq,
+            wire_id: record.wire_id.clone(),
             op: record.op.clone(),
             outcome: outcome.clone(),
             at: now,
@@ -977,6 +999,7 @@ impl SyncCore {
         };
         self.outbox.reset_sends();
         self.mirror.forget_requests();
+        self.unanswered.clear();
         self.set_status(Status::Offline);
     }
 
@@ -1004,6 +1027,15 @@ impl SyncCore {
     /// store batch and view notifications.
     fn finish(&mut self, now: u64) {
         if matches!(self.conn, Conn::Online { .. }) {
+            let due: Vec<FeedPattern> = self
+                .unanswered
+                .iter()
+                .filter(|(_, r)| r.deadline <= now)
+                .map(|(p, _)| p.clone())
+                .collect();
+            for pattern in due {
+                self.send_subscribe(pattern, now);
+            }
             let timing = self.config.timing.clone();
             let awaited = self
                 .outbox

@@ -5,8 +5,10 @@
 //! gap (or an event of another epoch, or a feed not mirrored yet) makes the
 //! feed ask for a replay from its last applied position — one request at a
 //! time, asked again with backoff when unanswered; a snapshot or an epoch
-//! change replaces the feed in one batch; duplicates and older revisions are
-//! ignored, and so is anything of an epoch the feed has already left.
+//! change replaces the feed in one batch (events of the new epoch that
+//! arrive before its snapshot are kept and applied after it); duplicates and
+//! older revisions are ignored, and so is anything of an epoch the feed has
+//! already left.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -38,8 +40,9 @@ pub(crate) struct FeedMirror {
     pub items: OrderedItems,
     /// Events of the current epoch received ahead of a gap.
     ahead: BTreeMap<Rev, Change>,
-    /// An event of this other epoch arrived: the feed must be reset.
-    reset_to: Option<Epoch>,
+    /// Events of an epoch not mirrored yet (the feed must be reset to it);
+    /// kept so that the snapshot of that epoch can be continued with them.
+    foreign: Option<(Epoch, BTreeMap<Rev, Change>)>,
     /// Epochs this feed has left; their messages are stale.
     retired: BTreeSet<Epoch>,
     /// A replay (or initial snapshot) is awaited.
@@ -53,7 +56,7 @@ impl FeedMirror {
     pub fn needs_sync(&self, awaited: Rev) -> bool {
         match self.head {
             None => true,
-            Some(head) => !self.ahead.is_empty() || self.reset_to.is_some() || awaited > head.rev,
+            Some(head) => !self.ahead.is_empty() || self.foreign.is_some() || awaited > head.rev,
         }
     }
 
@@ -65,6 +68,13 @@ impl FeedMirror {
                 rev: h.rev,
             },
             None => FeedPosition { epoch: 0, rev: 0 },
+        }
+    }
+
+    fn keep_foreign(&mut self, epoch: Epoch, events: impl IntoIterator<Item = (Rev, Change)>) {
+        match &mut self.foreign {
+            Some((e, kept)) if *e == epoch => kept.extend(events),
+            _ => self.foreign = Some((epoch, events.into_iter().collect())),
         }
     }
 
@@ -123,13 +133,13 @@ impl Mirror {
             return;
         }
         match m.head {
-            None => {}
-            Some(head) if head.epoch != epoch => m.reset_to = Some(epoch),
-            Some(head) if rev > head.rev => {
-                m.ahead.insert(rev, change);
-                m.drain(feed, journal, jobs);
+            Some(head) if head.epoch == epoch => {
+                if rev > head.rev {
+                    m.ahead.insert(rev, change);
+                    m.drain(feed, journal, jobs);
+                }
             }
-            Some(_) => {}
+            _ => m.keep_foreign(epoch, [(rev, change)]),
         }
     }
 
@@ -154,17 +164,16 @@ impl Mirror {
             return fault.map_or(Ok(()), Err);
         }
         match m.head {
-            None => {}
-            Some(head) if head.epoch != epoch => m.reset_to = Some(epoch),
-            Some(head) => {
+            Some(head) if head.epoch == epoch => {
                 for event in events {
                     if event.rev > head.rev {
                         m.ahead.insert(event.rev, event.change);
                     }
                 }
-                m.reset_to = None;
+                m.foreign = None;
                 m.drain(feed, journal, jobs);
             }
+            _ => m.keep_foreign(epoch, events.into_iter().map(|e| (e.rev, e.change))),
         }
         fault.map_or(Ok(()), Err)
     }
@@ -199,10 +208,16 @@ impl Mirror {
                 m.ahead.clear();
             }
         }
+        if let Some((e, kept)) = m.foreign.take() {
+            if e == epoch {
+                m.ahead.extend(kept);
+            } else {
+                m.foreign = Some((e, kept));
+            }
+        }
         m.ahead.retain(|r, _| *r > rev);
         m.items = OrderedItems::from_ordered(items.into_iter().map(|i| (i.id, i.item, i.rev)));
         m.head = Some(FeedHead { epoch, rev });
-        m.reset_to = None;
         journal.clear(feed);
         for id in m.items.ids() {
             journal.item(feed, &id);
@@ -421,6 +436,19 @@ mod tests {
         ));
         assert_eq!(m.head(&feed()).unwrap().rev, 3);
         assert_eq!(replays(&mut m, 0).len(), 1, "the hole is asked for");
+    }
+
+    #[test]
+    fn events_of_a_new_epoch_wait_for_its_snapshot() {
+        let (mut m, mut j, mut jobs) = seeded();
+        m.on_event(&feed(), 2, 8, publish("late", 8), &mut j, &mut jobs);
+        m.on_event(&feed(), 2, 7, publish("early", 7), &mut j, &mut jobs);
+        assert_eq!(m.head(&feed()).unwrap().epoch, 1);
+        m.on_snapshot(&feed(), 2, 6, vec![], &mut j, &mut jobs)
+            .unwrap();
+        assert_eq!(m.head(&feed()), Some(FeedHead { epoch: 2, rev: 8 }));
+        assert_eq!(ids(&m), ["early", "late"]);
+        assert!(replays(&mut m, 0).is_empty());
     }
 
     #[test]

@@ -5,10 +5,12 @@
 //! head of a lane is its oldest change the server has not accepted yet; later
 //! changes of the lane wait for its outcome, so a rejected, conflicting or
 //! stuck change never holds up another feed. A change that got no `ack` is
-//! sent again with backoff and jitter; an acknowledged one is not sent again
-//! on that connection. After a reconnect every change without an outcome is
-//! sent again: the server's exactly-once ledger answers a known id with its
-//! recorded outcome instead of applying it twice.
+//! sent again with backoff and jitter. An acknowledged one is only asked
+//! about again when its outcome is overdue (`outcome_timeout`, with backoff),
+//! and after a reconnect every change without an outcome is sent again: the
+//! server's exactly-once ledger answers a known id with its recorded outcome
+//! instead of applying it twice, so a resend is a question, never a second
+//! write.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -26,8 +28,8 @@ pub(crate) enum SendState {
     Unsent,
     /// Sent; sent again at the deadline unless acknowledged.
     InFlight(Retry),
-    /// The server has queued it; its outcome will follow.
-    Acked,
+    /// The server has queued it; its outcome is due by the deadline.
+    Acked(Retry),
 }
 
 /// One outbox entry in memory.
@@ -122,8 +124,8 @@ impl Outbox {
             }
             let attempt = match entry.send {
                 SendState::Unsent => 0,
-                SendState::InFlight(r) if r.deadline <= now => r.attempt + 1,
-                SendState::InFlight(_) | SendState::Acked => continue,
+                SendState::InFlight(r) | SendState::Acked(r) if r.deadline <= now => r.attempt + 1,
+                SendState::InFlight(_) | SendState::Acked(_) => continue,
             };
             out.push(ClientMessage::Submit {
                 change: ChangeRequest {
@@ -145,12 +147,22 @@ impl Outbox {
         }
     }
 
-    /// Marks the change submitted under `wire_id` as queued by the server.
-    pub fn ack(&mut self, wire_id: &ChangeId) {
+    /// Marks the change submitted under `wire_id` as queued by the server:
+    /// its outcome is now awaited without resending until `outcome_timeout`.
+    pub fn ack(&mut self, wire_id: &ChangeId, now: u64, timing: &Timing, rng: &mut SplitMix64) {
         if let Some(seq) = self.seq_of_wire(wire_id) {
             let entry = self.entries.get_mut(&seq).expect("found above");
-            if matches!(entry.send, SendState::InFlight(_)) {
-                entry.send = SendState::Acked;
+            if let SendState::InFlight(r) = entry.send {
+                entry.send = SendState::Acked(Retry {
+                    deadline: now
+                        + backoff(
+                            timing.outcome_timeout,
+                            timing.submit_timeout_max.max(timing.outcome_timeout),
+                            r.attempt,
+                            rng,
+                        ),
+                    attempt: r.attempt,
+                });
             }
         }
     }
@@ -166,9 +178,10 @@ impl Outbox {
     pub fn next_deadline(&self) -> Option<u64> {
         self.entries
             .values()
+            .filter(|e| e.record.accepted.is_none())
             .filter_map(|e| match e.send {
-                SendState::InFlight(r) => Some(r.deadline),
-                _ => None,
+                SendState::InFlight(r) | SendState::Acked(r) => Some(r.deadline),
+                SendState::Unsent => None,
             })
             .min()
     }
@@ -271,13 +284,24 @@ mod tests {
         out.clear();
         outbox.poll_sends(1, &t, &mut rng, &mut out);
         assert!(out.is_empty(), "nothing is due before the timeout");
-        outbox.ack(&ChangeId::new("c", 1));
+        outbox.ack(&ChangeId::new("c", 1), 0, &t, &mut rng);
         let deadline = outbox.next_deadline().unwrap();
+        assert!(
+            deadline <= t.submit_timeout,
+            "the unacknowledged change is due first"
+        );
         outbox.poll_sends(deadline, &t, &mut rng, &mut out);
         assert_eq!(
             sent(&out),
             ["c:3"],
             "the unacknowledged change is sent again, the acked one not"
+        );
+        out.clear();
+        outbox.poll_sends(t.outcome_timeout, &t, &mut rng, &mut out);
+        assert_eq!(
+            sent(&out),
+            ["c:1", "c:3"],
+            "an overdue outcome is asked for again"
         );
         out.clear();
         outbox.remove(1);

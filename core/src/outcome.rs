@@ -104,6 +104,8 @@ pub struct OutcomeRecord {
     pub id: ChangeId,
     /// The change's sequence number (its order among the client's changes).
     pub seq: u64,
+    /// The id it was last submitted under (differs from `id` after a conflict resubmission).
+    pub wire_id: ChangeId,
     /// The operation as last submitted (after a conflict: the resolved one).
     pub op: Operation,
     /// How it ended.

@@ -20,18 +20,25 @@ pub(crate) fn build<'a>(
     outbox: impl Iterator<Item = &'a Entry>,
     outcomes: impl Iterator<Item = &'a OutcomeRecord>,
 ) -> Vec<ItemView> {
-    let mut items = confirmed.cloned().unwrap_or_default();
-    let mut pending: BTreeMap<ItemId, Vec<ChangeId>> = BTreeMap::new();
-    for entry in outbox {
-        if entry.record.op.feed() != Some(feed) {
-            continue;
+    let ours: Vec<&Entry> = outbox
+        .filter(|e| e.record.op.feed() == Some(feed))
+        .collect();
+    let overlaid;
+    let items = match (confirmed, ours.is_empty()) {
+        (Some(items), true) => items,
+        (confirmed, _) => {
+            let mut items = confirmed.cloned().unwrap_or_default();
+            for entry in &ours {
+                apply_operation(&mut items, &entry.record.op);
+            }
+            overlaid = items;
+            &overlaid
         }
-        apply_operation(&mut items, &entry.record.op);
+    };
+    let mut pending: BTreeMap<&ItemId, Vec<ChangeId>> = BTreeMap::new();
+    for entry in &ours {
         if let Some((_, id)) = item_of(&entry.record.op) {
-            pending
-                .entry(id.clone())
-                .or_default()
-                .push(entry.record.id.clone());
+            pending.entry(id).or_default().push(entry.record.id.clone());
         }
     }
     let mut latest: BTreeMap<&ItemId, &OutcomeRecord> = BTreeMap::new();

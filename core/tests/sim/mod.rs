@@ -1,0 +1,5 @@
+//! The deterministic client/server simulation.
+
+pub mod network;
+pub mod server;
+pub mod world;
