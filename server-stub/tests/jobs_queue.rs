@@ -640,3 +640,185 @@ fn finish_messages_parse_only_with_the_nul_and_an_outcome() {
     assert!(thoonk_server::jobs::parse_finish("c1:9").is_none());
     assert!(thoonk_server::jobs::parse_finish("c1:9\0done").is_none());
 }
+
+#[tokio::test]
+async fn generic_operations_apply_with_base_revisions_and_report_conflicts() {
+    let redis = RedisServer::start();
+    let (_client, q, store) = open(&redis, "changes").await;
+    let workers = InProcess::start(
+        &redis.url(),
+        "changes",
+        fast_settings(2),
+        Handlers::standard(),
+        Arc::new(OpenAccess),
+        1,
+    );
+    let list = feed("lists:groceries");
+    let id = |s: &str| ItemId::new(s).unwrap();
+    let alice = user("alice");
+    let mut n = 0;
+    let mut submit = |op: Operation, base: Option<u64>| {
+        n += 1;
+        let mut c = change(&format!("phone:{n}"), op);
+        if let Some(base) = base {
+            c.base.insert(list.clone(), base);
+        }
+        c
+    };
+    let steps = vec![
+        // A publish with a position creates a sorted feed.
+        submit(
+            Operation::Publish {
+                feed: list.clone(),
+                id: id("milk"),
+                item: json!("milk"),
+                position: Some(thoonk_protocol::Position::Begin),
+            },
+            None,
+        ),
+        submit(
+            Operation::Publish {
+                feed: list.clone(),
+                id: id("eggs"),
+                item: json!("eggs"),
+                position: Some(thoonk_protocol::Position::Begin),
+            },
+            Some(1),
+        ),
+        submit(
+            Operation::Move {
+                feed: list.clone(),
+                id: id("milk"),
+                position: thoonk_protocol::Position::Begin,
+            },
+            Some(2),
+        ),
+        submit(
+            Operation::Edit {
+                feed: list.clone(),
+                id: id("eggs"),
+                item: json!("6 eggs"),
+            },
+            Some(3),
+        ),
+    ];
+    for c in &steps {
+        q.submit(&alice, c).await.unwrap();
+        let outcome = outcome_of(&q, &c.id).await;
+        assert!(
+            matches!(outcome, Outcome::Accepted { .. }),
+            "{}: {outcome:?}",
+            c.id.0
+        );
+    }
+    let snapshot = store.snapshot(&list).await.unwrap();
+    let items: Vec<(String, serde_json::Value)> = snapshot
+        .items
+        .into_iter()
+        .map(|i| (i.id.to_string(), i.item))
+        .collect();
+    assert_eq!(
+        items,
+        [
+            ("milk".to_owned(), json!("milk")),
+            ("eggs".to_owned(), json!("6 eggs"))
+        ]
+    );
+    assert_eq!(snapshot.rev, 4);
+
+    // Another client's edit after base 3 makes this retract a conflict.
+    let other = change(
+        "laptop:1",
+        Operation::Edit {
+            feed: list.clone(),
+            id: id("milk"),
+            item: json!("oat milk"),
+        },
+    );
+    q.submit(&alice, &other).await.unwrap();
+    outcome_of(&q, &other.id).await;
+    let late = submit(
+        Operation::Retract {
+            feed: list.clone(),
+            id: id("milk"),
+        },
+        Some(3),
+    );
+    q.submit(&alice, &late).await.unwrap();
+    match outcome_of(&q, &late.id).await {
+        Outcome::Conflict {
+            base,
+            current,
+            rev,
+            history,
+            ..
+        } => {
+            assert_eq!(
+                (base, current, rev),
+                (Some(json!("milk")), Some(json!("oat milk")), 5)
+            );
+            assert_eq!(history.len(), 2, "changes 4 and 5");
+            assert_eq!(history[1].change.job.as_deref(), Some("laptop:1"));
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    // Without a base it is applied (last writer wins); a missing item is not_found.
+    let blind = submit(
+        Operation::Retract {
+            feed: list.clone(),
+            id: id("milk"),
+        },
+        None,
+    );
+    q.submit(&alice, &blind).await.unwrap();
+    assert!(matches!(
+        outcome_of(&q, &blind.id).await,
+        Outcome::Accepted { .. }
+    ));
+    let missing = submit(
+        Operation::Edit {
+            feed: list.clone(),
+            id: id("milk"),
+            item: json!("x"),
+        },
+        None,
+    );
+    q.submit(&alice, &missing).await.unwrap();
+    assert!(matches!(
+        outcome_of(&q, &missing.id).await,
+        Outcome::Rejected {
+            code: ErrorCode::NotFound,
+            ..
+        }
+    ));
+    // Moving within a time-ordered feed is refused with a reason.
+    let notes = feed("notes");
+    let first = change(
+        "tablet:1",
+        Operation::Publish {
+            feed: notes.clone(),
+            id: id("a"),
+            item: json!(1),
+            position: None,
+        },
+    );
+    q.submit(&alice, &first).await.unwrap();
+    outcome_of(&q, &first.id).await;
+    let mv = change(
+        "tablet:2",
+        Operation::Move {
+            feed: notes.clone(),
+            id: id("a"),
+            position: thoonk_protocol::Position::Begin,
+        },
+    );
+    q.submit(&alice, &mv).await.unwrap();
+    match outcome_of(&q, &mv.id).await {
+        Outcome::Rejected { code, message } => {
+            assert_eq!(code, ErrorCode::BadRequest);
+            assert!(message.contains("notes"), "{message}");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    workers.stop().await;
+}

@@ -128,22 +128,12 @@ impl Handlers {
 /// A generic operation: the user needs `can_write` on the feed. Items are
 /// not owned: any writer may change any item of a feed it may write.
 fn generic(ctx: &JobContext, op: &Operation) -> Result<Plan, HandlerError> {
-    let Some(feed) = op.feed() else {
-        return Err(HandlerError::rejected(
-            ErrorCode::BadRequest,
-            "not a feed operation",
-        ));
-    };
-    if !ctx.access.can_write(&ctx.user, feed) {
-        return Err(HandlerError::rejected(
-            ErrorCode::Forbidden,
-            format!("{} may not write feed {feed}", ctx.user.name),
-        ));
-    }
-    let base = ctx.base_of(feed);
-    let (id, kind, create) = match op {
+    let (feed, id, kind, create) = match op {
         Operation::Publish {
-            id, item, position, ..
+            feed,
+            id,
+            item,
+            position,
         } => {
             let sorted = matches!(position, Some(p) if *p != Position::End);
             let create = if sorted {
@@ -155,24 +145,38 @@ fn generic(ctx: &JobContext, op: &Operation) -> Result<Plan, HandlerError> {
                 item: item.clone(),
                 position: position.clone(),
             };
-            (id, kind, Some(create))
+            (feed, id, kind, Some(create))
         }
-        Operation::Edit { id, item, .. } => (id, WriteKind::Edit { item: item.clone() }, None),
-        Operation::Retract { id, .. } => (id, WriteKind::Retract, None),
-        Operation::Move { id, position, .. } => (
+        Operation::Edit { feed, id, item } => {
+            (feed, id, WriteKind::Edit { item: item.clone() }, None)
+        }
+        Operation::Retract { feed, id } => (feed, id, WriteKind::Retract, None),
+        Operation::Move { feed, id, position } => (
+            feed,
             id,
             WriteKind::Move {
                 position: position.clone(),
             },
             None,
         ),
-        Operation::Action { .. } => unreachable!("actions have no feed"),
+        Operation::Action { name, .. } => {
+            return Err(HandlerError::rejected(
+                ErrorCode::BadRequest,
+                format!("action {name:?} is not a feed operation"),
+            ))
+        }
     };
+    if !ctx.access.can_write(&ctx.user, feed) {
+        return Err(HandlerError::rejected(
+            ErrorCode::Forbidden,
+            format!("{} may not write feed {feed}", ctx.user.name),
+        ));
+    }
     Ok(Plan::one(FeedWrite {
         feed: feed.clone(),
         id: id.clone(),
         kind,
-        base,
+        base: ctx.base_of(feed),
         guard: None,
         create,
     }))
