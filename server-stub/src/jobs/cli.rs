@@ -270,3 +270,62 @@ async fn shutdown_signal() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    /// The commands as the server binary nests them.
+    #[derive(Parser)]
+    struct Cli {
+        #[arg(long, global = true, default_value = "redis://127.0.0.1:6379/")]
+        redis: String,
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    #[derive(clap::Subcommand)]
+    enum Command {
+        #[command(subcommand)]
+        Job(JobCommand),
+        Work(WorkArgs),
+    }
+
+    #[test]
+    fn the_commands_parse_as_documented() {
+        Cli::command().debug_assert();
+        let cli = Cli::parse_from(["thoonk-server", "job", "retry", "changes", "c1:7"]);
+        assert!(matches!(
+            cli.command,
+            Command::Job(JobCommand::Retry { ref queue, ref id }) if queue == "changes" && id == "c1:7"
+        ));
+        let cli = Cli::parse_from([
+            "thoonk-server",
+            "--redis",
+            "redis://h:1/",
+            "work",
+            "--queue",
+            "q",
+            "--claim-timeout-ms",
+            "250",
+            "--max-retries",
+            "0",
+        ]);
+        let Command::Work(args) = cli.command else {
+            panic!("expected work");
+        };
+        let settings = args.settings.settings();
+        assert_eq!(args.queue, "q");
+        assert_eq!(settings.claim_timeout, Duration::from_millis(250));
+        assert_eq!(settings.max_retries, 0);
+        assert_eq!(settings.retention, Duration::from_secs(30 * 24 * 3600));
+        let cli = Cli::parse_from(["thoonk-server", "work"]);
+        let Command::Work(args) = cli.command else {
+            panic!("expected work");
+        };
+        assert_eq!(args.queue, crate::jobs::DEFAULT_QUEUE);
+        assert_eq!(args.settings.settings(), QueueSettings::default());
+    }
+}

@@ -1,5 +1,7 @@
 //! Errors of the job layer, by who is at fault: the caller, Redis, or the stored data.
 
+use thoonk_protocol::ErrorCode;
+
 use crate::feeds::FeedError;
 
 /// Why a job-queue operation failed.
@@ -83,4 +85,25 @@ pub enum JobError {
     /// Redis: the connection or the server failed; retry later or check the server.
     #[error("redis failed: {0}")]
     Redis(#[from] redis::RedisError),
+}
+
+impl JobError {
+    /// True when the caller's input is at fault (retrying the same call fails again).
+    pub fn is_caller_error(&self) -> bool {
+        match self {
+            Self::Redis(_) | Self::Corrupt { .. } => false,
+            Self::Feed(err) => err.is_caller_error(),
+            _ => true,
+        }
+    }
+
+    /// The protocol error code for a client whose request failed this way.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::NoSuchJob { .. } | Self::NoSuchQueue { .. } => ErrorCode::NotFound,
+            Self::WrongUser { .. } => ErrorCode::Forbidden,
+            _ if self.is_caller_error() => ErrorCode::BadRequest,
+            _ => ErrorCode::Internal,
+        }
+    }
 }
