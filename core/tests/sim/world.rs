@@ -39,6 +39,8 @@ pub struct Stats {
     pub disconnects: u64,
     /// Submits sent (including resends).
     pub submits: u64,
+    /// Inputs the client handled.
+    pub inputs: u64,
 }
 
 impl Stats {
@@ -54,6 +56,7 @@ impl Stats {
         self.restarts += other.restarts;
         self.disconnects += other.disconnects;
         self.submits += other.submits;
+        self.inputs += other.inputs;
     }
 }
 
@@ -75,7 +78,7 @@ enum Link {
 
 const WORDS: &[&str] = &["alpha", "beta", "gamma", "delta", "eps"];
 /// Steps of random activity before the world is healed.
-pub const STEPS: u32 = 50;
+pub const STEPS: u32 = 36;
 
 /// The simulated world.
 pub struct World {
@@ -474,7 +477,8 @@ impl World {
             self.store.apply(batch).map_err(|e| e.to_string())?;
         }
         self.pumps += 1;
-        if fx.store.is_some() && self.pumps % 16 == 0 {
+        self.stats.inputs += 1;
+        if fx.store.is_some() && self.pumps % 64 == 0 {
             self.check_store()?;
         }
         if fx.close {
