@@ -3,6 +3,8 @@
 
 mod jobs_support;
 
+use std::time::Duration;
+
 use jobs_support::*;
 use redis::AsyncCommands;
 use serde_json::json;
@@ -109,7 +111,11 @@ async fn a_worker_killed_after_its_script_applied_does_not_cause_a_second_apply(
 #[tokio::test]
 async fn a_job_past_max_retries_stalls_and_an_admin_edits_and_retries_it() {
     let redis = RedisServer::start();
-    let settings = fast_settings(1);
+    // No claim times out here, even on a loaded machine: only the handler fails.
+    let settings = QueueSettings {
+        claim_timeout: Duration::from_secs(5),
+        ..fast_settings(1)
+    };
     let (client, q, store) = open(&redis, &settings).await;
     let c = change("k:3", test_action("fail_while", "n3", true));
     q.submit(&alice(), &c).await.unwrap();
@@ -192,7 +198,11 @@ async fn a_job_past_max_retries_stalls_and_an_admin_edits_and_retries_it() {
 #[tokio::test]
 async fn two_processes_sweeping_at_once_requeue_each_timed_out_claim_once() {
     let redis = RedisServer::start();
-    let settings = fast_settings(3);
+    // The dead worker's claims are ancient; the workers' own claims never time out here.
+    let settings = QueueSettings {
+        claim_timeout: Duration::from_secs(5),
+        ..fast_settings(3)
+    };
     let (client, q, store) = open(&redis, &settings).await;
     let notes = feed("notes");
     let ids: Vec<String> = (0..20).map(|i| format!("s:{i}")).collect();
