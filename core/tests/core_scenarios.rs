@@ -1,0 +1,547 @@
+//! Scenarios that drive one `SyncCore` by hand and check its effects.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+use thoonk_protocol::{
+    Change, ChangeId, ChangeOp, ClientMessage, ErrorCode, FeedName, FeedPattern, Item, ItemId,
+    Operation, Outcome, ServerMessage, PROTOCOL_VERSION,
+};
+use thoonk_sync_core::{
+    ChangeOutcome, Config, CoreError, Effects, FnResolver, ItemState, MemoryStore, Notification,
+    Resolution, ResolutionKind, ResolverError, Status, StorageFault, Store, StoreWrite,
+    StoredState, SyncCore,
+};
+
+fn feed() -> FeedName {
+    FeedName::new("team:1:tasks").unwrap()
+}
+
+fn id(s: &str) -> ItemId {
+    ItemId::new(s).unwrap()
+}
+
+/// A core, its store, and helpers to feed it and carry out its effects.
+struct Harness {
+    core: SyncCore,
+    store: MemoryStore,
+    now: u64,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let mut store = MemoryStore::new();
+        let core = SyncCore::open(Config::new("c1", "tok", 7), store.load().unwrap(), 0).unwrap();
+        let mut h = Self {
+            core,
+            store,
+            now: 0,
+        };
+        h.effects();
+        h
+    }
+
+    fn reopen(&mut self) -> Effects {
+        let state = self.store.load().unwrap();
+        self.core = SyncCore::open(Config::new("other-id", "tok", 8), state, self.now).unwrap();
+        self.effects()
+    }
+
+    fn effects(&mut self) -> Effects {
+        let fx = self.core.take_effects();
+        if let Some(batch) = &fx.store {
+            self.store.apply(batch).unwrap();
+        }
+        fx
+    }
+
+    fn server(&mut self, msg: ServerMessage) -> Effects {
+        self.now += 1;
+        self.core.handle_server(msg, self.now).unwrap();
+        self.effects()
+    }
+
+    /// Connects, subscribes and loads a snapshot with items `a` (rev 1) and `b` (rev 2).
+    fn online(&mut self) -> Effects {
+        self.core
+            .subscribe(FeedPattern::new("team:1:*").unwrap(), 0)
+            .unwrap();
+        self.effects();
+        self.core.connected(1).unwrap();
+        let fx = self.effects();
+        assert!(matches!(fx.send[..], [ClientMessage::Hello { .. }]));
+        let fx = self.server(ServerMessage::Welcome {
+            protocol: PROTOCOL_VERSION,
+            user: "u".into(),
+        });
+        assert!(matches!(fx.send[0], ClientMessage::Subscribe { .. }));
+        self.server(ServerMessage::Subscribed {
+            pattern: FeedPattern::new("team:1:*").unwrap(),
+            feeds: vec![feed()],
+        });
+        self.server(ServerMessage::Snapshot {
+            feed: feed(),
+            epoch: 1,
+            rev: 2,
+            items: vec![
+                Item {
+                    id: id("a"),
+                    item: json!({"title": "a", "done": false}),
+                    rev: 1,
+                },
+                Item {
+                    id: id("b"),
+                    item: json!({"title": "b"}),
+                    rev: 2,
+                },
+            ],
+        })
+    }
+
+    fn edit(&mut self, item: &str, value: Value) -> (ChangeId, Effects) {
+        self.now += 1;
+        let change = self.core.edit(feed(), id(item), value, self.now).unwrap();
+        (change, self.effects())
+    }
+}
+
+fn submitted(fx: &Effects) -> Vec<(ChangeId, Operation, BTreeMap<FeedName, u64>)> {
+    fx.send
+        .iter()
+        .filter_map(|m| match m {
+            ClientMessage::Submit { change } => {
+                Some((change.id.clone(), change.op.clone(), change.base.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn outcomes(fx: &Effects) -> Vec<(ChangeId, ChangeOutcome)> {
+    fx.notify
+        .iter()
+        .filter_map(|n| match n {
+            Notification::Outcome { change, outcome } => Some((change.clone(), outcome.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn state_of(core: &SyncCore, item: &str) -> ItemState {
+    core.view(&feed())
+        .into_iter()
+        .find(|v| v.id == id(item))
+        .map(|v| v.state)
+        .expect("the item is in the view")
+}
+
+#[test]
+fn a_change_is_stored_with_its_overlay_before_it_is_sent() {
+    let mut h = Harness::new();
+    h.online();
+    let (change, fx) = h.edit("a", json!({"title": "A", "done": false}));
+    assert_eq!(change, ChangeId::new("c1", 1));
+    let batch = fx.store.as_ref().expect("the outbox entry is written");
+    assert!(batch
+        .writes
+        .iter()
+        .any(|w| matches!(w, StoreWrite::PutOutbox { entry } if entry.id == change)));
+    assert!(batch
+        .writes
+        .iter()
+        .any(|w| matches!(w, StoreWrite::PutMeta { meta } if meta.next_seq == 2)));
+    let sent = submitted(&fx);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0].2,
+        BTreeMap::from([(feed(), 2)]),
+        "the base is the mirrored rev"
+    );
+    assert!(fx
+        .notify
+        .iter()
+        .any(|n| matches!(n, Notification::Items { changed, .. }
+        if changed[0].value == json!({"title": "A", "done": false}))));
+    assert_eq!(
+        state_of(&h.core, "a"),
+        ItemState::Pending {
+            changes: vec![change.clone()]
+        }
+    );
+
+    h.server(ServerMessage::Ack { id: change.clone() });
+    let fx = h.server(ServerMessage::Outcome {
+        id: change.clone(),
+        outcome: Outcome::Accepted {
+            result: json!(null),
+            revs: BTreeMap::from([(feed(), 3)]),
+        },
+    });
+    assert!(matches!(&outcomes(&fx)[..], [(c, ChangeOutcome::Accepted { .. })] if c == &change));
+    assert!(
+        matches!(state_of(&h.core, "a"), ItemState::Pending { .. }),
+        "pending until the event shows it"
+    );
+    h.server(ServerMessage::Event {
+        feed: feed(),
+        epoch: 1,
+        rev: 3,
+        change: Change {
+            op: ChangeOp::Edit,
+            id: id("a"),
+            item: Some(json!({"title": "A", "done": false})),
+            position: None,
+            prev: None,
+            job: Some(change.0.clone()),
+        },
+    });
+    assert_eq!(state_of(&h.core, "a"), ItemState::Confirmed);
+    assert!(h.core.pending().is_empty());
+    assert_eq!(h.store.state(), &h.core.stored_state());
+}
+
+#[test]
+fn nothing_is_sent_before_welcome_and_everything_after_a_reconnect() {
+    let mut h = Harness::new();
+    let (_, fx) = h.edit("x", json!(1));
+    assert!(submitted(&fx).is_empty(), "offline: queued only");
+    h.online();
+    h.core.disconnected(h.now).unwrap();
+    let fx = h.effects();
+    assert_eq!(h.core.status(), &Status::Offline);
+    assert!(fx.notify.contains(&Notification::Status {
+        status: Status::Offline
+    }));
+    let at = h.core.poll_timeout().expect("a reconnect is scheduled");
+    h.core.handle_timeout(at).unwrap();
+    assert!(h.effects().connect);
+    h.core.connected(at).unwrap();
+    h.effects();
+    let fx = h.server(ServerMessage::Welcome {
+        protocol: PROTOCOL_VERSION,
+        user: "u".into(),
+    });
+    let known = fx.send.iter().find_map(|m| match m {
+        ClientMessage::Subscribe { known, .. } => Some(known.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        known.unwrap()[&feed()].rev,
+        2,
+        "resubscribes from its position"
+    );
+    assert_eq!(
+        submitted(&fx).len(),
+        1,
+        "the unconfirmed change is sent again"
+    );
+}
+
+#[test]
+fn a_conflict_is_merged_and_resubmitted_against_the_new_revision() {
+    let mut h = Harness::new();
+    h.online();
+    let (change, _) = h.edit("a", json!({"title": "mine", "done": false}));
+    let fx = h.server(ServerMessage::Outcome {
+        id: change.clone(),
+        outcome: Outcome::Conflict {
+            feed: feed(),
+            id: id("a"),
+            base: Some(json!({"title": "a", "done": false})),
+            current: Some(json!({"title": "a", "done": true})),
+            rev: 5,
+            history: vec![],
+        },
+    });
+    let sent = submitted(&fx);
+    assert_eq!(sent.len(), 1);
+    let (wire, op, base) = &sent[0];
+    assert_ne!(wire, &change, "a resubmission has a fresh id");
+    assert_eq!(base, &BTreeMap::from([(feed(), 5)]));
+    assert!(
+        matches!(op, Operation::Edit { item, .. } if item == &json!({"title": "mine", "done": true}))
+    );
+    assert!(outcomes(&fx).is_empty(), "not settled yet");
+    let fx = h.server(ServerMessage::Outcome {
+        id: wire.clone(),
+        outcome: Outcome::Accepted {
+            result: json!(null),
+            revs: BTreeMap::from([(feed(), 6)]),
+        },
+    });
+    assert!(matches!(
+        &outcomes(&fx)[..],
+        [(c, ChangeOutcome::ConflictResolved { resolution: ResolutionKind::Merged, .. })] if c == &change
+    ));
+}
+
+#[test]
+fn a_conflict_on_the_same_field_is_unresolved_and_marks_the_item() {
+    let mut h = Harness::new();
+    h.online();
+    let (change, _) = h.edit("a", json!({"title": "mine", "done": false}));
+    let fx = h.server(ServerMessage::Outcome {
+        id: change.clone(),
+        outcome: Outcome::Conflict {
+            feed: feed(),
+            id: id("a"),
+            base: Some(json!({"title": "a", "done": false})),
+            current: Some(json!({"title": "theirs", "done": false})),
+            rev: 5,
+            history: vec![],
+        },
+    });
+    assert!(submitted(&fx).is_empty());
+    let [(_, ChangeOutcome::Unresolved { conflict, reason })] = &outcomes(&fx)[..] else {
+        panic!("expected an unresolved outcome: {fx:?}")
+    };
+    assert_eq!(conflict.ours, Some(json!({"title": "mine", "done": false})));
+    assert!(reason.contains("/title"), "{reason}");
+    assert_eq!(
+        state_of(&h.core, "a"),
+        ItemState::Rejected {
+            change: change.clone()
+        }
+    );
+
+    let fx = h.reopen();
+    assert_eq!(h.core.client_id(), "c1", "the stored client id wins");
+    assert!(
+        outcomes(&fx).iter().any(|(c, _)| c == &change),
+        "stored outcomes are delivered again after a restart"
+    );
+    assert!(matches!(state_of(&h.core, "a"), ItemState::Rejected { .. }));
+    h.core.dismiss_outcome(&change, h.now).unwrap();
+    h.effects();
+    assert_eq!(state_of(&h.core, "a"), ItemState::Confirmed);
+    assert!(h.store.state().outcomes.is_empty());
+}
+
+#[test]
+fn the_app_resolver_decides_and_its_failure_is_reported() {
+    let mut h = Harness::new();
+    h.online();
+    h.core.set_resolver(Box::new(FnResolver(
+        |case: &thoonk_sync_core::ConflictCase| match case.id.as_str() {
+            "a" => Ok(Resolution::DropOurs),
+            "b" => Ok(Resolution::Merged(Some(json!({"title": "both"})))),
+            _ => Err(ResolverError("cannot decide".into())),
+        },
+    )));
+    let conflict = |item: &str| Outcome::Conflict {
+        feed: feed(),
+        id: id(item),
+        base: Some(json!({})),
+        current: Some(json!({"title": "theirs"})),
+        rev: 9,
+        history: vec![],
+    };
+    let (a, _) = h.edit("a", json!({"title": "mine"}));
+    let fx = h.server(ServerMessage::Outcome {
+        id: a,
+        outcome: conflict("a"),
+    });
+    assert!(matches!(
+        &outcomes(&fx)[..],
+        [(
+            _,
+            ChangeOutcome::ConflictResolved {
+                resolution: ResolutionKind::DroppedOurs,
+                ..
+            }
+        )]
+    ));
+    let (b, _) = h.edit("b", json!({"title": "mine"}));
+    let fx = h.server(ServerMessage::Outcome {
+        id: b,
+        outcome: conflict("b"),
+    });
+    assert!(
+        matches!(&submitted(&fx)[..], [(_, Operation::Edit { item, .. }, _)] if item == &json!({"title": "both"}))
+    );
+    h.now += 1;
+    let c = h
+        .core
+        .publish(feed(), id("c"), json!({"title": "mine"}), None, h.now)
+        .unwrap();
+    h.effects();
+    let err = h
+        .core
+        .handle_server(
+            ServerMessage::Outcome {
+                id: c.clone(),
+                outcome: conflict("c"),
+            },
+            h.now,
+        )
+        .unwrap_err();
+    assert!(matches!(err, CoreError::Resolver(_)), "{err}");
+    let fx = h.effects();
+    assert!(matches!(&outcomes(&fx)[..], [(id, ChangeOutcome::Unresolved { .. })] if id == &c));
+}
+
+#[test]
+fn a_rejection_never_blocks_another_feed_and_lanes_keep_order() {
+    let mut h = Harness::new();
+    h.online();
+    let (first, fx) = h.edit("a", json!({"v": 1}));
+    assert_eq!(submitted(&fx).len(), 1);
+    let (_, fx) = h.edit("b", json!({"v": 2}));
+    assert!(submitted(&fx).is_empty(), "same feed: waits for the first");
+    h.now += 1;
+    let action = h
+        .core
+        .action("archive", json!({"all": true}), h.now)
+        .unwrap();
+    let fx = h.effects();
+    assert!(
+        matches!(&submitted(&fx)[..], [(id, Operation::Action { .. }, base)] if id == &action && base.is_empty()),
+        "another lane goes at once"
+    );
+    let fx = h.server(ServerMessage::Outcome {
+        id: first,
+        outcome: Outcome::Rejected {
+            code: ErrorCode::Forbidden,
+            message: "no".into(),
+        },
+    });
+    assert_eq!(submitted(&fx).len(), 1, "the lane moves on");
+    assert!(matches!(state_of(&h.core, "a"), ItemState::Rejected { .. }));
+}
+
+#[test]
+fn a_newer_protocol_stops_the_core() {
+    let mut h = Harness::new();
+    h.core.connected(1).unwrap();
+    h.effects();
+    let err = h
+        .core
+        .handle_server(
+            ServerMessage::Welcome {
+                protocol: PROTOCOL_VERSION + 1,
+                user: "u".into(),
+            },
+            2,
+        )
+        .unwrap_err();
+    assert!(matches!(err, CoreError::ProtocolMismatch { .. }));
+    let fx = h.effects();
+    assert!(fx.close);
+    assert!(matches!(h.core.status(), Status::Stopped { .. }));
+    assert_eq!(h.core.poll_timeout(), None, "no reconnect");
+}
+
+#[test]
+fn an_unauthorized_token_waits_for_a_new_one() {
+    let mut h = Harness::new();
+    h.online();
+    let fx = h.server(ServerMessage::Error {
+        code: ErrorCode::Unauthorized,
+        message: "expired".into(),
+    });
+    assert!(fx.close);
+    assert_eq!(h.core.status(), &Status::Unauthorized);
+    assert_eq!(h.core.poll_timeout(), None);
+    h.core.set_token("fresh", 100).unwrap();
+    h.effects();
+    let at = h.core.poll_timeout().unwrap();
+    h.core.handle_timeout(at).unwrap();
+    assert!(h.effects().connect);
+    h.core.connected(at).unwrap();
+    let fx = h.effects();
+    assert!(matches!(&fx.send[..], [ClientMessage::Hello { token, .. }] if token == "fresh"));
+}
+
+#[test]
+fn a_failed_batch_stops_the_core_and_the_store_keeps_the_outbox() {
+    let mut h = Harness::new();
+    h.online();
+    let (kept, _) = h.edit("a", json!({"v": 1}));
+    h.now += 1;
+    h.core
+        .edit(feed(), id("b"), json!({"v": 2}), h.now)
+        .unwrap();
+    let fx = h.core.take_effects();
+    assert!(fx.store.is_some(), "this batch is the one that fails");
+    assert!(
+        submitted(&fx).is_empty(),
+        "the same lane waits for the first change"
+    );
+    h.core.storage_failed("quota exceeded");
+    assert!(h.core.take_effects().close);
+    assert!(matches!(
+        h.core.edit(feed(), id("b"), json!({}), h.now),
+        Err(CoreError::Storage(StorageFault::BatchFailed(_)))
+    ));
+    h.reopen();
+    let pending: Vec<ChangeId> = h.core.pending().into_iter().map(|r| r.id).collect();
+    assert_eq!(
+        pending,
+        [kept],
+        "what was stored survives; the failed change is gone"
+    );
+    h.now += 1;
+    let next = h
+        .core
+        .edit(feed(), id("b"), json!({"v": 3}), h.now)
+        .unwrap();
+    assert_eq!(
+        next,
+        ChangeId::new("c1", 2),
+        "the failed change never left the client (its frames are not sent), so its id is free"
+    );
+}
+
+#[test]
+fn a_gap_asks_for_one_replay_and_the_answer_fills_it() {
+    let mut h = Harness::new();
+    h.online();
+    let event = |rev: u64, item: &str| ServerMessage::Event {
+        feed: feed(),
+        epoch: 1,
+        rev,
+        change: Change {
+            op: ChangeOp::Publish,
+            id: id(item),
+            item: Some(json!(rev)),
+            position: None,
+            prev: None,
+            job: None,
+        },
+    };
+    let fx = h.server(event(4, "d"));
+    let replays: Vec<&ClientMessage> = fx
+        .send
+        .iter()
+        .filter(|m| matches!(m, ClientMessage::Replay { .. }))
+        .collect();
+    assert_eq!(replays.len(), 1);
+    let fx = h.server(event(5, "e"));
+    assert!(fx.send.is_empty(), "no second request while one is out");
+    h.server(ServerMessage::Changes {
+        feed: feed(),
+        epoch: 1,
+        events: vec![thoonk_protocol::FeedEvent {
+            rev: 3,
+            change: Change {
+                op: ChangeOp::Retract,
+                id: id("a"),
+                item: None,
+                position: None,
+                prev: None,
+                job: None,
+            },
+        }],
+    });
+    let ids: Vec<String> = h
+        .core
+        .view(&feed())
+        .iter()
+        .map(|v| v.id.to_string())
+        .collect();
+    assert_eq!(ids, ["b", "d", "e"]);
+    assert_eq!(h.core.position(&feed()).unwrap().rev, 5);
+    assert_eq!(h.store.state(), &h.core.stored_state());
+    let reloaded = StoredState::clone(h.store.state());
+    assert_eq!(reloaded.feed_items(&feed()).len(), 3);
+}
