@@ -3,7 +3,8 @@
 -- could). Ids whose payload is gone (left by a foreign retract) are dropped.
 -- KEYS[1..10] the queue's keys (see job_submit.lua)
 -- ARGV: none
--- Reply: nil when no job is available, else { id, payload, failure count }
+-- Reply: nil when no job is available, else { id, payload, failure count,
+--        claim time (ms; job_fail.lua takes it to fail only its own claim) }
 local t = redis.call('TIME')
 local now = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
 for _ = 1, 16 do
@@ -13,7 +14,7 @@ for _ = 1, 16 do
   if payload then
     redis.call('ZADD', KEYS[5], now, id)
     local failures = redis.call('HGET', KEYS[6], id) or '0'
-    return { id, payload, failures }
+    return { id, payload, failures, now }
   end
 end
 return false

@@ -6,10 +6,14 @@
 -- ARGV[1] job id
 -- ARGV[2] the error, in words
 -- ARGV[3] max retries: failures allowed before the job stalls
--- Reply: { 'retry', failures } | { 'stalled', failures } | { 'gone', 0 } (not claimed)
-local id, err, max = ARGV[1], ARGV[2], tonumber(ARGV[3])
+-- ARGV[4] the claim time job_claim.lua returned, or '' for any claim: when the
+--         job timed out and was claimed again since, this failure is not counted
+-- Reply: { 'retry', failures } | { 'stalled', failures }
+--      | { 'gone', 0 } (not claimed, or claimed again since)
+local id, err, max, claimed_at = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local name = string.sub(KEYS[1], 13)
-if not redis.call('ZSCORE', KEYS[5], id) then
+local score = redis.call('ZSCORE', KEYS[5], id)
+if not score or (claimed_at ~= '' and tonumber(score) ~= tonumber(claimed_at)) then
   return { 'gone', 0 }
 end
 local t = redis.call('TIME')

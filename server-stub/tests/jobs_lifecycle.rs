@@ -323,3 +323,40 @@ async fn a_classic_worker_can_work_our_jobs_and_orphans_are_listed() {
         .collect();
     assert_eq!(states, [("c:2".into(), "orphaned")]);
 }
+
+#[tokio::test]
+async fn a_failure_counts_only_against_the_claim_it_belongs_to() {
+    let (_redis, _client, q, mut conn) = setup(fast_settings(3)).await;
+    q.submit(&bob(), &change("f:1", publish("f1")))
+        .await
+        .unwrap();
+    let keys = thoonk_server::jobs::queue_keys("changes");
+    let claim = redis::Script::new(include_str!("../lua/job_claim.lua"));
+    let fail = redis::Script::new(include_str!("../lua/job_fail.lua"));
+    let mut invocation = claim.prepare_invoke();
+    for key in &keys {
+        invocation.key(key);
+    }
+    let (id, _payload, failures, claimed_at): (String, String, u64, String) =
+        invocation.invoke_async(&mut conn).await.unwrap();
+    assert_eq!((id.as_str(), failures), ("f:1", 0));
+    let score: f64 = conn.zscore("feed.claimed:changes", "f:1").await.unwrap();
+    assert_eq!(score.to_string(), claimed_at, "claimed in the same step");
+
+    let run_fail = |token: String| {
+        let mut invocation = fail.prepare_invoke();
+        for key in &keys {
+            invocation.key(key);
+        }
+        invocation.arg("f:1").arg("boom").arg(3).arg(token);
+        invocation
+    };
+    // A worker whose claim timed out (the job was claimed again since) counts nothing.
+    let stale: (String, u64) = run_fail("1".into()).invoke_async(&mut conn).await.unwrap();
+    assert_eq!(stale, ("gone".into(), 0));
+    assert_eq!(q.show("f:1").await.unwrap().unwrap().state, "claimed");
+    let own: (String, u64) = run_fail(claimed_at).invoke_async(&mut conn).await.unwrap();
+    assert_eq!(own, ("retry".into(), 1));
+    let job = q.show("f:1").await.unwrap().unwrap();
+    assert_eq!((job.state, job.failures), ("available", 1));
+}

@@ -37,6 +37,8 @@ pub(crate) struct Claimed {
     pub id: String,
     pub payload: String,
     pub failures: u64,
+    /// The claim time (ms), which identifies this claim.
+    pub claimed_at: String,
 }
 
 /// What a failure did to a claimed job.
@@ -285,13 +287,14 @@ impl JobQueue {
 
     /// Takes the next available job, atomically marking it claimed.
     pub(crate) async fn claim(&self) -> Result<Option<Claimed>, JobError> {
-        let reply: Option<(String, String, u64)> = self
+        let reply: Option<(String, String, u64, String)> = self
             .invoke(self.invocation(&self.scripts.claim, None))
             .await?;
-        Ok(reply.map(|(id, payload, failures)| Claimed {
+        Ok(reply.map(|(id, payload, failures, claimed_at)| Claimed {
             id,
             payload,
             failures,
+            claimed_at,
         }))
     }
 
@@ -325,10 +328,20 @@ impl JobQueue {
         }
     }
 
-    /// Counts a failure of a claimed job: back on the queue, or stalled past max retries.
-    pub(crate) async fn fail(&self, id: &str, error: &str) -> Result<Failed, JobError> {
+    /// Counts a failure of the claim made at `claimed_at` (`None`: any
+    /// claim): back on the queue, or stalled past max retries.
+    pub(crate) async fn fail(
+        &self,
+        id: &str,
+        claimed_at: Option<&str>,
+        error: &str,
+    ) -> Result<Failed, JobError> {
         let mut invocation = self.invocation(&self.scripts.fail, None);
-        invocation.arg(id).arg(error).arg(self.settings.max_retries);
+        invocation
+            .arg(id)
+            .arg(error)
+            .arg(self.settings.max_retries)
+            .arg(claimed_at.unwrap_or(""));
         let reply: (String, u64) = self.invoke(invocation).await?;
         Ok(match reply.0.as_str() {
             "retry" => Failed::Retry(reply.1),

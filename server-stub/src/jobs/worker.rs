@@ -175,13 +175,13 @@ async fn worker(shared: Arc<Shared>, doorbell: Arc<Notify>, mut stop: watch::Rec
         match shared.queue.claim().await {
             Ok(Some(job)) => {
                 // Run the job in its own task: a panic in it ends that task only.
-                let id = job.id.clone();
+                let (id, claimed_at) = (job.id.clone(), job.claimed_at.clone());
                 let run = tokio::spawn(work_one(shared.clone(), job));
                 let ending = match run.await {
                     Ok(ending) => ending,
                     Err(err) => Ending::Fail(panic_message(err)),
                 };
-                record(&shared.queue, &id, ending).await;
+                record(&shared.queue, &id, &claimed_at, ending).await;
             }
             Ok(None) => {
                 tokio::select! {
@@ -215,8 +215,9 @@ fn panic_message(err: tokio::task::JoinError) -> String {
 }
 
 /// Finishes or fails the job; Redis errors are retried a few times, then
-/// left to the claim-timeout sweep.
-async fn record(queue: &JobQueue, id: &str, ending: Ending) {
+/// left to the claim-timeout sweep. A failure counts only against this
+/// worker's own claim: after a timeout another worker may have claimed the job.
+async fn record(queue: &JobQueue, id: &str, claimed_at: &str, ending: Ending) {
     for attempt in 1..=3 {
         let result = match &ending {
             Ending::Finish(outcome) => queue.finish(id, outcome).await.map(|stored| {
@@ -228,24 +229,35 @@ async fn record(queue: &JobQueue, id: &str, ending: Ending) {
                     );
                 }
             }),
-            Ending::Fail(error) => queue.fail(id, error).await.map(|failed| match failed {
-                Failed::Retry(n) => tracing::warn!(
-                    queue = queue.name(),
-                    id,
-                    error,
-                    failures = n,
-                    "job failed; retrying"
-                ),
-                Failed::Stalled(n) => {
-                    tracing::error!(queue = queue.name(), id, error, failures = n, "job stalled")
-                }
-                Failed::Gone => tracing::info!(
-                    queue = queue.name(),
-                    id,
-                    error,
-                    "failed job no longer claimed"
-                ),
-            }),
+            Ending::Fail(error) => {
+                queue
+                    .fail(id, Some(claimed_at), error)
+                    .await
+                    .map(|failed| match failed {
+                        Failed::Retry(n) => tracing::warn!(
+                            queue = queue.name(),
+                            id,
+                            error,
+                            failures = n,
+                            "job failed; retrying"
+                        ),
+                        Failed::Stalled(n) => {
+                            tracing::error!(
+                                queue = queue.name(),
+                                id,
+                                error,
+                                failures = n,
+                                "job stalled"
+                            )
+                        }
+                        Failed::Gone => tracing::info!(
+                            queue = queue.name(),
+                            id,
+                            error,
+                            "failed job no longer claimed"
+                        ),
+                    })
+            }
         };
         match result {
             Ok(()) => return,
