@@ -10,15 +10,22 @@
 -- Reply: { 'finished', outcome JSON as stored } | { 'gone' } (retracted or finished already)
 local id, outcome, ttl = ARGV[1], ARGV[2], ARGV[3]
 local name = string.sub(KEYS[1], 13)
-if not redis.call('ZSCORE', KEYS[5], id) and not redis.call('LPOS', KEYS[2], id) then
+-- A claimed job is not in feed.ids:N (a stray copy there is dropped by the
+-- claim, which finds no payload), so only an unclaimed one is looked up and
+-- removed from the list: LPOS and LREM scan it.
+local claimed = redis.call('ZSCORE', KEYS[5], id)
+if not claimed and not redis.call('LPOS', KEYS[2], id) then
   return { 'gone' }
 end
 local t = redis.call('TIME')
 local now = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
 local stored = redis.call('HGET', KEYS[11], 'outcome')
 if stored then outcome = stored end
-redis.call('ZREM', KEYS[5], id)
-redis.call('LREM', KEYS[2], 0, id)
+if claimed then
+  redis.call('ZREM', KEYS[5], id)
+else
+  redis.call('LREM', KEYS[2], 0, id)
+end
 redis.call('HDEL', KEYS[6], id)
 redis.call('HDEL', KEYS[10], id)
 redis.call('ZREM', KEYS[4], id)
