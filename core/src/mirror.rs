@@ -7,8 +7,9 @@
 //! time, asked again with backoff when unanswered; a snapshot or an epoch
 //! change replaces the feed in one batch (events of the new epoch that
 //! arrive before its snapshot are kept and applied after it); duplicates and
-//! older revisions are ignored, and so is anything of an epoch the feed has
-//! already left.
+//! older revisions are ignored. The server's epochs only grow, so anything of
+//! an older epoch than the mirrored one is stale and ignored — except a
+//! snapshot of epoch 0, which is how a deleted feed is announced.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -43,8 +44,6 @@ pub(crate) struct FeedMirror {
     /// Events of an epoch not mirrored yet (the feed must be reset to it);
     /// kept so that the snapshot of that epoch can be continued with them.
     foreign: Option<(Epoch, BTreeMap<Rev, Change>)>,
-    /// Epochs this feed has left; their messages are stale.
-    retired: BTreeSet<Epoch>,
     /// A replay (or initial snapshot) is awaited.
     pub request: Option<Retry>,
 }
@@ -71,9 +70,16 @@ impl FeedMirror {
         }
     }
 
+    /// True for a message of an epoch older than the mirrored one: the
+    /// server's epochs only grow, so it is stale.
+    fn is_stale(&self, epoch: Epoch) -> bool {
+        self.head.is_some_and(|h| epoch < h.epoch)
+    }
+
     fn keep_foreign(&mut self, epoch: Epoch, events: impl IntoIterator<Item = (Rev, Change)>) {
         match &mut self.foreign {
             Some((e, kept)) if *e == epoch => kept.extend(events),
+            Some((e, _)) if *e > epoch => {}
             _ => self.foreign = Some((epoch, events.into_iter().collect())),
         }
     }
@@ -129,7 +135,7 @@ impl Mirror {
         jobs: &mut Vec<String>,
     ) {
         let m = self.feeds.entry(feed.clone()).or_default();
-        if m.retired.contains(&epoch) {
+        if m.is_stale(epoch) {
             return;
         }
         match m.head {
@@ -160,7 +166,7 @@ impl Mirror {
             })
         });
         let m = self.feeds.entry(feed.clone()).or_default();
-        if m.retired.contains(&epoch) {
+        if m.is_stale(epoch) {
             return fault.map_or(Ok(()), Err);
         }
         match m.head {
@@ -170,7 +176,6 @@ impl Mirror {
                         m.ahead.insert(event.rev, event.change);
                     }
                 }
-                m.foreign = None;
                 m.drain(feed, journal, jobs);
             }
             _ => m.keep_foreign(epoch, events.into_iter().map(|e| (e.rev, e.change))),
@@ -196,7 +201,7 @@ impl Mirror {
             })
         });
         let m = self.feeds.entry(feed.clone()).or_default();
-        if m.retired.contains(&epoch) {
+        if m.is_stale(epoch) && epoch != 0 {
             return fault.map_or(Ok(()), Err);
         }
         if let Some(head) = m.head {
@@ -204,16 +209,13 @@ impl Mirror {
                 return fault.map_or(Ok(()), Err);
             }
             if head.epoch != epoch {
-                m.retired.insert(head.epoch);
                 m.ahead.clear();
             }
         }
-        if let Some((e, kept)) = m.foreign.take() {
-            if e == epoch {
-                m.ahead.extend(kept);
-            } else {
-                m.foreign = Some((e, kept));
-            }
+        match m.foreign.take() {
+            Some((e, kept)) if e == epoch => m.ahead.extend(kept),
+            Some((e, kept)) if e > epoch => m.foreign = Some((e, kept)),
+            _ => {}
         }
         m.ahead.retain(|r, _| *r > rev);
         m.items = OrderedItems::from_ordered(items.into_iter().map(|i| (i.id, i.item, i.rev)));
@@ -449,6 +451,52 @@ mod tests {
         assert_eq!(m.head(&feed()), Some(FeedHead { epoch: 2, rev: 8 }));
         assert_eq!(ids(&m), ["early", "late"]);
         assert!(replays(&mut m, 0).is_empty());
+    }
+
+    #[test]
+    fn older_epochs_are_stale_but_a_deleted_feed_is_not() {
+        let (mut m, mut j, mut jobs) = seeded();
+        m.on_snapshot(&feed(), 5, 1, vec![], &mut j, &mut jobs)
+            .unwrap();
+        m.on_event(&feed(), 3, 9, publish("stale", 9), &mut j, &mut jobs);
+        m.on_changes(
+            &feed(),
+            1,
+            vec![FeedEvent {
+                rev: 3,
+                change: publish("x", 3),
+            }],
+            &mut j,
+            &mut jobs,
+        )
+        .unwrap();
+        m.on_snapshot(&feed(), 4, 9, vec![], &mut j, &mut jobs)
+            .unwrap();
+        assert_eq!(m.head(&feed()), Some(FeedHead { epoch: 5, rev: 1 }));
+        assert!(
+            replays(&mut m, 0).is_empty(),
+            "nothing stale asks for anything"
+        );
+        m.on_event(&feed(), 8, 3, publish("next", 3), &mut j, &mut jobs);
+        m.on_event(&feed(), 7, 3, publish("between", 3), &mut j, &mut jobs);
+        m.on_changes(&feed(), 5, vec![], &mut j, &mut jobs).unwrap();
+        assert_eq!(
+            replays(&mut m, 0).len(),
+            1,
+            "an answer in epoch 5 does not cancel epoch 8"
+        );
+        m.on_snapshot(&feed(), 8, 2, vec![], &mut j, &mut jobs)
+            .unwrap();
+        assert_eq!(m.head(&feed()), Some(FeedHead { epoch: 8, rev: 3 }));
+        assert_eq!(ids(&m), ["next"]);
+        m.on_snapshot(&feed(), 0, 0, vec![], &mut j, &mut jobs)
+            .unwrap();
+        assert_eq!(
+            m.head(&feed()),
+            Some(FeedHead { epoch: 0, rev: 0 }),
+            "the feed was deleted"
+        );
+        assert!(ids(&m).is_empty());
     }
 
     #[test]

@@ -135,3 +135,17 @@ fn regression_seed_582_accepted_change_kept_its_timer() {
 fn regression_seed_121_new_epoch_event_before_snapshot() {
     World::new(121).with_steps(50).run().unwrap();
 }
+
+/// A late answer to a replay of the old epoch cancelled the wait for the new
+/// epoch's snapshot, leaving the feed behind for good.
+#[test]
+fn regression_seed_20029_late_answer_cancelled_a_new_epoch() {
+    World::new(20029).with_steps(36).run().unwrap();
+}
+
+/// A late snapshot of an older epoch replaced a newer one, and the newer epoch
+/// was then refused as "left".
+#[test]
+fn regression_seed_13538_late_snapshot_of_an_older_epoch() {
+    World::new(13538).with_steps(36).run().unwrap();
+}

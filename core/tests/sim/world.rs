@@ -177,7 +177,7 @@ impl World {
     }
 
     fn fail(&self, what: String) -> String {
-        let tail: Vec<&String> = self.trace.iter().rev().take(60).collect();
+        let tail: Vec<&String> = self.trace.iter().rev().take(200).collect();
         let tail: Vec<&String> = tail.into_iter().rev().collect();
         format!(
             "seed {}: {what}\nfaults: {:?}\nlast events:\n{}",
