@@ -384,11 +384,13 @@ impl WsClient {
         Self::wrap(ws)
     }
 
-    /// Opens a WebSocket whose TCP receive buffer is tiny, so that the server
-    /// blocks soon when this client stops reading.
+    /// Opens a WebSocket with a fixed TCP receive buffer of 256 KiB (no
+    /// autotuning up to tens of MiB), so that the server's writes block soon
+    /// after this client stops reading. (Far smaller than loopback's 64 KiB
+    /// segment size would stall TCP itself.)
     pub async fn connect_small_buffer(url: &str, port: u16) -> WsClient {
         let socket = TcpSocket::new_v4().expect("tcp socket");
-        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        socket.set_recv_buffer_size(256 * 1024).expect("SO_RCVBUF");
         let stream = socket
             .connect(([127, 0, 0, 1], port).into())
             .await
@@ -442,10 +444,23 @@ impl WsClient {
     }
 
     pub async fn send_text(&mut self, text: String) {
-        tokio::time::timeout(WAIT, self.ws.send(Message::text(text)))
+        self.send_message(Message::text(text)).await;
+    }
+
+    /// Sends any WebSocket message (binary, say).
+    pub async fn send_message(&mut self, message: Message) {
+        tokio::time::timeout(WAIT, self.ws.send(message))
             .await
             .expect("the frame is sent")
             .expect("send a frame");
+    }
+
+    /// Sends a message that the server may refuse by closing the connection.
+    pub async fn try_send_message(
+        &mut self,
+        message: Message,
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+        self.ws.send(message).await
     }
 
     /// Subscribes to `pattern` with no known state.
@@ -592,9 +607,15 @@ impl WsClient {
         }
     }
 
-    /// The last frames received, for failure messages.
-    pub fn tail(&self) -> &[String] {
+    /// The last frames received (each cut to 300 bytes), for failure messages.
+    pub fn tail(&self) -> Vec<String> {
         let n = self.log.len();
-        &self.log[n.saturating_sub(20)..]
+        self.log[n.saturating_sub(20)..]
+            .iter()
+            .map(|frame| match frame.char_indices().nth(300) {
+                Some((cut, _)) => format!("{}…", &frame[..cut]),
+                None => frame.clone(),
+            })
+            .collect()
     }
 }
