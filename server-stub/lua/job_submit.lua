@@ -11,6 +11,7 @@
 -- ARGV[4] 'high' to be served next, anything else for the back of the queue
 -- ARGV[5] ledger retention in milliseconds
 -- Reply: { 'queued' } | { 'already_queued' } | { 'finished', outcome JSON }
+--        (a job put again after its payload was lost replies 'queued')
 -- Errors: NOQUEUE <type or missing> (N is not a job queue),
 --         WRONGUSER <owner> (the id was submitted by another user)
 local id, payload, user, priority, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -26,7 +27,10 @@ end
 if seen[2] then
   return { 'finished', seen[2] }
 end
-if seen[1] or redis.call('HEXISTS', KEYS[3], id) == 1 then
+-- Queued before and still on the queue: nothing to do. A ledger record whose
+-- job is gone without an outcome (its payload deleted by something other
+-- than these scripts) is put again, so that the change is not lost.
+if redis.call('HEXISTS', KEYS[3], id) == 1 then
   return { 'already_queued' }
 end
 local t = redis.call('TIME')

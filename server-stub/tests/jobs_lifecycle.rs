@@ -13,7 +13,9 @@ use serde_json::json;
 use thoonk_protocol::{ChangeId, ErrorCode, ItemId, Operation, Outcome};
 use thoonk_server::gateway::access::User;
 use thoonk_server::jobs::cli::{run, JobCommand};
-use thoonk_server::jobs::{finish_channel, JobError, JobPayload, JobQueue, QueueSettings};
+use thoonk_server::jobs::{
+    finish_channel, JobError, JobPayload, JobQueue, QueueSettings, Submitted,
+};
 use thoonk_testkit::RedisServer;
 
 fn bob() -> User {
@@ -359,4 +361,20 @@ async fn a_failure_counts_only_against_the_claim_it_belongs_to() {
     assert_eq!(own, ("retry".into(), 1));
     let job = q.show("f:1").await.unwrap().unwrap();
     assert_eq!((job.state, job.failures), ("available", 1));
+}
+
+#[tokio::test]
+async fn a_queued_change_whose_job_was_lost_is_put_again_on_resubmit() {
+    let (_redis, _client, q, mut conn) = setup(fast_settings(1)).await;
+    let c = change("l:1", publish("l1"));
+    assert_eq!(q.submit(&bob(), &c).await.unwrap(), Submitted::Queued);
+    // Something outside the job scripts deletes the queue's payloads.
+    let _: () = conn.del("feed.items:changes").await.unwrap();
+    assert_eq!(q.submit(&bob(), &c).await.unwrap(), Submitted::Queued);
+    let job = q.show("l:1").await.unwrap().unwrap();
+    assert_eq!(job.payload["user"], "bob");
+    assert_eq!(
+        q.submit(&bob(), &c).await.unwrap(),
+        Submitted::AlreadyQueued
+    );
 }
