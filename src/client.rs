@@ -1,567 +1,693 @@
-//! The JavaScript API: `Client.open`, `subscribe`, `items`, `rev`, `publish`, `close`.
+//! The JavaScript API (wasm-bindgen): `Client` and the types of its events.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use futures::channel::{mpsc, oneshot};
-use futures::{SinkExt, StreamExt};
-use gloo_net::websocket::{futures::WebSocket, Message};
 use serde::{Deserialize, Serialize};
-use thoonk_protocol::{
-    ChangeId, ChangeRequest, ClientMessage, Epoch, FeedEvent, FeedName, FeedPattern, FeedPosition,
-    ItemId, Operation, Outcome, ServerMessage, PROTOCOL_VERSION,
+use serde_json::Value;
+use thoonk_protocol::{ChangeId, FeedName, FeedPattern, ItemId, Operation, Position};
+use thoonk_sync_core::{
+    ChangeOutcome, Config, ConflictCase, CoreError, ItemState, ItemView, Notification, Resolution,
+    Resolver, ResolverError, Status,
 };
 use wasm_bindgen::prelude::*;
 
-use crate::mirror::{Applied, FeedMirror};
-use crate::store::{MirrorStore, StoreError};
+use crate::idb::IdbStore;
+use crate::shell::{AppHooks, Shell};
 
-/// Options of `Client.open`.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OpenOptions {
-    url: String,
-    token: String,
-    db_name: String,
-    #[serde(default)]
-    client_id: Option<String>,
+#[wasm_bindgen(typescript_custom_section)]
+const TYPES: &str = r#"
+/** Options of `Client.open`. Give `token`, or `getToken` to fetch (and refresh) one. */
+export interface ClientOptions {
+  /** The server's WebSocket URL, e.g. `ws://localhost:8080/ws`. */
+  url: string;
+  /** The bearer token. */
+  token?: string;
+  /** Called for a token at start and whenever the server refuses the current one. */
+  getToken?: () => string | Promise<string>;
+  /** The IndexedDB database holding this client's mirror and outbox. */
+  dbName: string;
+  /** Settles conflicts the default three-way merge cannot. */
+  resolveConflict?: (conflict: Conflict) => Resolution | undefined;
 }
+/** An item as the app sees it. */
+export interface Item {
+  id: string;
+  item: unknown;
+  /** The feed revision of its last confirmed change (0 while only local). */
+  rev: number;
+  state: "confirmed" | "pending" | "rejected";
+  /** The local changes laid over it (pending) or the one that failed (rejected). */
+  changes: string[];
+}
+/** What changed in one feed. */
+export interface FeedChange {
+  feed: string;
+  /** Items that appeared or changed (value or state). */
+  changed: Item[];
+  /** Ids of items that disappeared. */
+  removed: string[];
+  /** The full order of ids, when it changed other than by appends and removals. */
+  order: string[] | null;
+}
+export type Position = "begin" | "end" | { before: string } | { after: string };
+export type Outcome =
+  | { status: "accepted"; result: unknown; revs: Record<string, number> }
+  | { status: "rejected"; code: string; message: string }
+  | { status: "conflict_resolved"; resolution: "kept_theirs" | "kept_ours" | "merged" | "dropped_ours"; result: unknown; revs: Record<string, number> }
+  | { status: "unresolved"; conflict: Conflict; reason: string };
+export interface Conflict {
+  change: string; feed: string; id: string;
+  base: unknown | null; ours: unknown | null; theirs: unknown | null; rev: number;
+}
+/** What a conflict resolver returns: keep the server's value, keep ours, a merged value, drop ours, or leave it unresolved. */
+export type Resolution = "theirs" | "ours" | "drop" | { merged: unknown } | { unresolved: string };
+/** A change the client made: durably queued; `outcome` settles when the server decided. */
+export interface PendingChange { id: string; outcome: Promise<Outcome>; }
+export interface OutcomeEvent { id: string; outcome: Outcome; }
+export interface Status {
+  connection: "offline" | "connecting" | "online" | "unauthorized" | "stopped";
+  /** Local changes not yet confirmed. */
+  pending: number;
+  /** Each mirrored feed's epoch and revision. */
+  feeds: Record<string, { epoch: number; rev: number }>;
+  /** The last storage failure, if any (e.g. quota). */
+  storageError: string | null;
+}
+export interface OutboxEntry { id: string; op: unknown; createdAt: number; conflicts: number; accepted: boolean; }
+"#;
 
-/// A change event handed to `subscribe` callbacks.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ChangeEvent<'a> {
-    /// `publish`, `edit`, `retract`, `position`, or `reset` (whole feed replaced).
-    kind: &'a str,
-    feed: &'a FeedName,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a ItemId>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    item: Option<&'a serde_json::Value>,
-    rev: u64,
-    state: &'a str,
+#[wasm_bindgen]
+extern "C" {
+    /// `ClientOptions` in TypeScript.
+    #[wasm_bindgen(typescript_type = "ClientOptions")]
+    pub type ClientOptions;
+    /// `(change: FeedChange) => void` in TypeScript.
+    #[wasm_bindgen(typescript_type = "(change: FeedChange) => void")]
+    pub type OnChange;
+    /// `() => void` in TypeScript.
+    #[wasm_bindgen(typescript_type = "() => void")]
+    pub type Unsubscribe;
+    /// `Item[]` in TypeScript.
+    #[wasm_bindgen(typescript_type = "Item[]")]
+    pub type Items;
+    /// `Promise<PendingChange>` in TypeScript.
+    #[wasm_bindgen(typescript_type = "Promise<PendingChange>")]
+    pub type PendingChangePromise;
+    /// `Position` in TypeScript.
+    #[wasm_bindgen(typescript_type = "Position")]
+    pub type PositionJs;
+    /// `Status` in TypeScript.
+    #[wasm_bindgen(typescript_type = "Status")]
+    pub type StatusJs;
+    /// `(status: Status) => void` in TypeScript.
+    #[wasm_bindgen(typescript_type = "(status: Status) => void")]
+    pub type OnStatus;
+    /// `(event: OutcomeEvent) => void` in TypeScript.
+    #[wasm_bindgen(typescript_type = "(event: OutcomeEvent) => void")]
+    pub type OnOutcome;
+    /// `OutboxEntry[]` in TypeScript.
+    #[wasm_bindgen(typescript_type = "OutboxEntry[]")]
+    pub type OutboxEntries;
+    /// `Promise<Client>` in TypeScript.
+    #[wasm_bindgen(typescript_type = "Promise<Client>")]
+    pub type ClientPromise;
 }
 
 /// Builds a JS `Error` carrying a machine-readable `code`.
-fn js_error(code: &str, message: &str) -> JsValue {
-    let error = js_sys::Error::new(message);
+fn js_error(code: &str, message: impl std::fmt::Display) -> JsValue {
+    let error = js_sys::Error::new(&message.to_string());
     let _ = js_sys::Reflect::set(&error, &"code".into(), &code.into());
     error.into()
 }
 
-fn to_js<T: Serialize>(value: &T) -> JsValue {
+fn core_error(err: CoreError) -> JsValue {
+    let code = match &err {
+        CoreError::Usage(_) => "bad_request",
+        CoreError::Storage(_) => "storage",
+        CoreError::Server(_) => "server",
+        CoreError::ProtocolMismatch { .. } => "unsupported_version",
+        CoreError::Resolver(_) => "resolver",
+    };
+    js_error(code, err)
+}
+
+fn to_js<T: Serialize + ?Sized>(value: &T) -> JsValue {
     value
         .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
         .unwrap_or(JsValue::NULL)
 }
 
-impl From<StoreError> for JsValue {
-    fn from(err: StoreError) -> Self {
-        js_error("storage", &err.to_string())
+fn from_js<T: for<'de> Deserialize<'de>>(value: JsValue, what: &str) -> Result<T, JsValue> {
+    serde_wasm_bindgen::from_value(value)
+        .map_err(|err| js_error("bad_request", format!("{what}: {err}")))
+}
+
+fn feed_name(feed: String) -> Result<FeedName, JsValue> {
+    FeedName::new(feed).map_err(|err| js_error("bad_request", err))
+}
+
+fn item_id(id: String) -> Result<ItemId, JsValue> {
+    ItemId::new(id).map_err(|err| js_error("bad_request", err))
+}
+
+/// An item as the JS API shows it.
+#[derive(Serialize)]
+struct ItemJs<'a> {
+    id: &'a ItemId,
+    item: &'a Value,
+    rev: u64,
+    state: &'static str,
+    changes: Vec<&'a ChangeId>,
+}
+
+impl<'a> From<&'a ItemView> for ItemJs<'a> {
+    fn from(view: &'a ItemView) -> Self {
+        let (state, changes) = match &view.state {
+            ItemState::Confirmed => ("confirmed", vec![]),
+            ItemState::Pending { changes } => ("pending", changes.iter().collect()),
+            ItemState::Rejected { change } => ("rejected", vec![change]),
+        };
+        Self {
+            id: &view.id,
+            item: &view.value,
+            rev: view.rev,
+            state,
+            changes,
+        }
     }
 }
 
-struct Subscription {
+#[derive(Serialize)]
+struct FeedChangeJs<'a> {
+    feed: &'a FeedName,
+    changed: Vec<ItemJs<'a>>,
+    removed: &'a [ItemId],
+    order: &'a Option<Vec<ItemId>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusJsValue {
+    connection: &'static str,
+    pending: usize,
+    feeds: BTreeMap<FeedName, FeedHeadJs>,
+    storage_error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct FeedHeadJs {
+    epoch: u64,
+    rev: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OutboxEntryJs<'a> {
+    id: &'a ChangeId,
+    op: &'a Operation,
+    created_at: u64,
+    conflicts: u32,
+    accepted: bool,
+}
+
+struct Listener {
     id: u32,
     pattern: FeedPattern,
     on_change: js_sys::Function,
 }
 
-struct Inner {
-    options: OpenOptions,
-    client_id: String,
-    store: RefCell<Option<Rc<MirrorStore>>>,
-    mirrors: RefCell<HashMap<FeedName, FeedMirror>>,
-    subscriptions: RefCell<Vec<Subscription>>,
-    next_subscription: Cell<u32>,
-    outgoing: mpsc::UnboundedSender<ClientMessage>,
-    connected: Cell<bool>,
-    closed: Cell<bool>,
-    seq: Cell<u64>,
-    waiting: RefCell<HashMap<ChangeId, oneshot::Sender<Outcome>>>,
+/// The app's side of the shell: callbacks registered through the API.
+#[derive(Default)]
+struct App {
+    listeners: RefCell<Vec<Listener>>,
+    next_listener: Cell<u32>,
     status_listeners: RefCell<Vec<js_sys::Function>>,
+    outcome_listeners: RefCell<Vec<js_sys::Function>>,
+    storage_error: RefCell<Option<String>>,
+    last_status: RefCell<Option<String>>,
+    get_token: Option<js_sys::Function>,
+    shell: RefCell<std::rc::Weak<Shell>>,
 }
 
-/// A sync client: mirrors subscribed feeds in IndexedDB and keeps them live
-/// over a WebSocket to a thoonk-server.
+fn call_each(callbacks: &[js_sys::Function], value: &JsValue) {
+    for callback in callbacks {
+        if let Err(err) = callback.call1(&JsValue::NULL, value) {
+            web_sys::console::error_2(&"thoonk-sync: a callback threw".into(), &err);
+        }
+    }
+}
+
+impl App {
+    fn status(&self, shell: &Shell) -> StatusJsValue {
+        shell.with_core(|core| StatusJsValue {
+            connection: match core.status() {
+                Status::Offline => "offline",
+                Status::Connecting => "connecting",
+                Status::Online => "online",
+                Status::Unauthorized => "unauthorized",
+                Status::Stopped { .. } => "stopped",
+            },
+            pending: core.pending().len(),
+            feeds: core
+                .feeds()
+                .into_iter()
+                .filter_map(|feed| {
+                    let head = core.position(&feed)?;
+                    Some((
+                        feed,
+                        FeedHeadJs {
+                            epoch: head.epoch,
+                            rev: head.rev,
+                        },
+                    ))
+                })
+                .collect(),
+            storage_error: self.storage_error.borrow().clone(),
+        })
+    }
+
+    fn refresh_token(self: &Rc<Self>) {
+        let (Some(get_token), Some(shell)) =
+            (self.get_token.clone(), self.shell.borrow().upgrade())
+        else {
+            return;
+        };
+        wasm_bindgen_futures::spawn_local(async move {
+            match call_get_token(&get_token).await {
+                Ok(token) => {
+                    let _ = shell.input(|core, now| core.set_token(token, now));
+                }
+                Err(err) => web_sys::console::error_2(&"thoonk-sync: getToken failed".into(), &err),
+            }
+        });
+    }
+}
+
+async fn call_get_token(get_token: &js_sys::Function) -> Result<String, JsValue> {
+    let value = get_token.call0(&JsValue::NULL)?;
+    let value = match value.dyn_ref::<js_sys::Promise>() {
+        Some(promise) => wasm_bindgen_futures::JsFuture::from(promise.clone()).await?,
+        None => value,
+    };
+    value
+        .as_string()
+        .ok_or_else(|| js_error("bad_request", "getToken must return a string"))
+}
+
+struct Hooks(Rc<App>);
+
+impl AppHooks for Hooks {
+    fn notify(&self, notification: &Notification) {
+        let app = &self.0;
+        match notification {
+            Notification::Items {
+                feed,
+                changed,
+                removed,
+                order,
+            } => {
+                let callbacks: Vec<js_sys::Function> = app
+                    .listeners
+                    .borrow()
+                    .iter()
+                    .filter(|l| l.pattern.matches(feed))
+                    .map(|l| l.on_change.clone())
+                    .collect();
+                if callbacks.is_empty() {
+                    return;
+                }
+                let change = FeedChangeJs {
+                    feed,
+                    changed: changed.iter().map(ItemJs::from).collect(),
+                    removed,
+                    order,
+                };
+                call_each(&callbacks, &to_js(&change));
+            }
+            Notification::Outcome { change, outcome } => {
+                let event = to_js(&serde_json::json!({ "id": change, "outcome": outcome }));
+                let callbacks = app.outcome_listeners.borrow().clone();
+                call_each(&callbacks, &event);
+            }
+            Notification::Status { status } => {
+                if *status == Status::Unauthorized {
+                    app.refresh_token();
+                }
+            }
+            Notification::ServerError { code, message } => {
+                web_sys::console::warn_1(
+                    &format!("thoonk-sync: server error {}: {message}", code.as_str()).into(),
+                );
+            }
+        }
+    }
+
+    fn storage_failed(&self, message: &str) {
+        *self.0.storage_error.borrow_mut() = Some(message.to_owned());
+        web_sys::console::error_1(&format!("thoonk-sync: {message}").into());
+    }
+
+    fn settled(&self) {
+        let app = &self.0;
+        let Some(shell) = app.shell.borrow().upgrade() else {
+            return;
+        };
+        let status = app.status(&shell);
+        let text = serde_json::to_string(&status).unwrap_or_default();
+        if app.last_status.borrow().as_deref() == Some(text.as_str()) {
+            return;
+        }
+        *app.last_status.borrow_mut() = Some(text);
+        let callbacks = app.status_listeners.borrow().clone();
+        call_each(&callbacks, &to_js(&status));
+    }
+}
+
+/// Calls the app's `resolveConflict` for conflicts the three-way merge leaves.
+struct JsResolver(js_sys::Function);
+
+impl Resolver for JsResolver {
+    fn resolve(&mut self, case: &ConflictCase) -> Result<Resolution, ResolverError> {
+        let answer = self
+            .0
+            .call1(&JsValue::NULL, &to_js(case))
+            .map_err(|err| ResolverError(format!("resolveConflict threw: {err:?}")))?;
+        if answer.is_undefined() || answer.is_null() {
+            return thoonk_sync_core::MergeResolver.resolve(case);
+        }
+        if let Some(word) = answer.as_string() {
+            return match word.as_str() {
+                "theirs" => Ok(Resolution::KeepTheirs),
+                "ours" => Ok(Resolution::KeepOurs),
+                "drop" => Ok(Resolution::DropOurs),
+                other => Err(ResolverError(format!("resolveConflict returned {other:?}"))),
+            };
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        enum Answer {
+            Merged(Option<Value>),
+            Unresolved(String),
+        }
+        match serde_wasm_bindgen::from_value::<Answer>(answer) {
+            Ok(Answer::Merged(value)) => Ok(Resolution::Merged(value)),
+            Ok(Answer::Unresolved(reason)) => Ok(Resolution::Unresolved(reason)),
+            Err(err) => Err(ResolverError(format!(
+                "resolveConflict returned an unknown answer: {err}"
+            ))),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Options {
+    url: String,
+    #[serde(default)]
+    token: Option<String>,
+    db_name: String,
+}
+
+fn random_seed() -> u64 {
+    let high = (js_sys::Math::random() * 4_294_967_296.0) as u64;
+    let low = (js_sys::Math::random() * 4_294_967_296.0) as u64;
+    (high << 32) | low
+}
+
+/// A sync client: mirrors subscribed feeds in IndexedDB, keeps them live over
+/// a WebSocket, and queues the user's changes durably until the server decides.
 #[wasm_bindgen]
 pub struct Client {
-    inner: Rc<Inner>,
+    shell: Rc<Shell>,
+    app: Rc<App>,
 }
 
 #[wasm_bindgen]
 impl Client {
-    /// Opens the local database, loads the mirrored feeds and starts connecting.
-    ///
-    /// `options`: `{ url, token, dbName, clientId? }`.
-    pub async fn open(options: JsValue) -> Result<Client, JsValue> {
-        let options: OpenOptions = serde_wasm_bindgen::from_value(options)
-            .map_err(|err| js_error("bad_request", &format!("Client.open options: {err}")))?;
-        let store = MirrorStore::open(&options.db_name).await?;
-        let mirrors = store.load().await?;
-        let client_id = options
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("c{:x}", (js_sys::Math::random() * 2f64.powi(52)) as u64));
-        let (outgoing, rx) = mpsc::unbounded();
-        let inner = Rc::new(Inner {
-            options,
-            client_id,
-            store: RefCell::new(Some(Rc::new(store))),
-            mirrors: RefCell::new(mirrors),
-            subscriptions: RefCell::default(),
-            next_subscription: Cell::new(1),
-            outgoing,
-            connected: Cell::new(false),
-            closed: Cell::new(false),
-            seq: Cell::new(0),
-            waiting: RefCell::default(),
-            status_listeners: RefCell::default(),
+    /// Opens the local database, loads the mirror and the outbox, and starts syncing.
+    #[wasm_bindgen(unchecked_return_type = "Client")]
+    pub async fn open(options: ClientOptions) -> Result<Client, JsValue> {
+        let raw: JsValue = options.into();
+        let get_token = js_sys::Reflect::get(&raw, &"getToken".into())
+            .ok()
+            .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+        let resolver = js_sys::Reflect::get(&raw, &"resolveConflict".into())
+            .ok()
+            .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+        let options: Options = from_js(raw, "Client.open options")?;
+        let token = match (&options.token, &get_token) {
+            (Some(token), _) => token.clone(),
+            (None, Some(get_token)) => call_get_token(get_token).await?,
+            (None, None) => {
+                return Err(js_error(
+                    "bad_request",
+                    "Client.open needs `token` or `getToken`",
+                ))
+            }
+        };
+        let store = IdbStore::open(&options.db_name)
+            .await
+            .map_err(|err| js_error("storage", err))?;
+        let seed = random_seed();
+        let config = Config::new(format!("c{seed:016x}"), token, seed);
+        let shell = Shell::start(config, store, options.url)
+            .await
+            .map_err(|err| js_error("storage", err))?;
+        if let Some(resolver) = resolver {
+            let _ = shell.input(|core, _| {
+                core.set_resolver(Box::new(JsResolver(resolver)));
+                Ok(())
+            });
+        }
+        let app = Rc::new(App {
+            get_token,
+            next_listener: Cell::new(1),
+            shell: RefCell::new(Rc::downgrade(&shell)),
+            ..App::default()
         });
-        wasm_bindgen_futures::spawn_local(run_connection(inner.clone(), rx));
-        Ok(Client { inner })
+        shell.run(Rc::new(Hooks(app.clone())));
+        // The first round (stored outcomes, the first connect) is carried out
+        // before the app can register listeners; `onOutcome` replays what is stored.
+        shell.settled().await;
+        Ok(Client { shell, app })
     }
 
-    /// Follows a feed or pattern; `onChange(event)` is called for every change
-    /// of a matching feed. Returns a function that unsubscribes.
-    pub fn subscribe(
-        &self,
-        pattern: String,
-        on_change: js_sys::Function,
-    ) -> Result<js_sys::Function, JsValue> {
-        let pattern =
-            FeedPattern::new(pattern).map_err(|err| js_error("bad_request", &err.to_string()))?;
-        let id = self.inner.next_subscription.get();
-        self.inner.next_subscription.set(id + 1);
-        self.inner.subscriptions.borrow_mut().push(Subscription {
+    /// Follows a feed or pattern (`team:353:member:*:tasks`); `onChange` hears
+    /// every change of a matching feed. Returns a function that unsubscribes.
+    pub fn subscribe(&self, pattern: String, on_change: OnChange) -> Result<Unsubscribe, JsValue> {
+        let pattern = FeedPattern::new(pattern).map_err(|err| js_error("bad_request", err))?;
+        let on_change: js_sys::Function = JsValue::from(on_change)
+            .dyn_into()
+            .map_err(|_| js_error("bad_request", "onChange must be a function"))?;
+        let id = self.app.next_listener.get();
+        self.app.next_listener.set(id + 1);
+        self.app.listeners.borrow_mut().push(Listener {
             id,
             pattern: pattern.clone(),
             on_change,
         });
-        if self.inner.connected.get() {
-            let known = self.inner.known(&pattern);
-            let _ = self
-                .inner
-                .outgoing
-                .unbounded_send(ClientMessage::Subscribe { pattern, known });
-        }
-        let inner = Rc::downgrade(&self.inner);
+        self.shell
+            .input(|core, now| core.subscribe(pattern, now))
+            .map_err(core_error)?;
+        let app = Rc::downgrade(&self.app);
+        let shell = Rc::downgrade(&self.shell);
         let unsubscribe = Closure::once_into_js(move || {
-            if let Some(inner) = inner.upgrade() {
-                inner.unsubscribe(id);
+            let (Some(app), Some(shell)) = (app.upgrade(), shell.upgrade()) else {
+                return;
+            };
+            let mut listeners = app.listeners.borrow_mut();
+            let Some(index) = listeners.iter().position(|l| l.id == id) else {
+                return;
+            };
+            let pattern = listeners.remove(index).pattern;
+            if !listeners.iter().any(|l| l.pattern == pattern) {
+                drop(listeners);
+                let _ = shell.input(|core, now| core.unsubscribe(&pattern, now));
             }
         });
         Ok(unsubscribe.unchecked_into())
     }
 
-    /// The mirrored items of `feed`, in order: `[{ id, item, rev }]`.
-    pub fn items(&self, feed: String) -> Result<JsValue, JsValue> {
-        let feed = FeedName::new(feed).map_err(|err| js_error("bad_request", &err.to_string()))?;
-        let mirrors = self.inner.mirrors.borrow();
-        Ok(match mirrors.get(&feed) {
-            Some(mirror) => to_js(&mirror.items),
-            None => js_sys::Array::new().into(),
-        })
+    /// The items of `feed` as the app should show them: confirmed values with
+    /// pending local changes laid over them, in feed order.
+    pub fn items(&self, feed: String) -> Result<Items, JsValue> {
+        let feed = feed_name(feed)?;
+        let views = self.shell.with_core(|core| core.view(&feed));
+        let items: Vec<ItemJs<'_>> = views.iter().map(ItemJs::from).collect();
+        Ok(to_js(&items).unchecked_into())
     }
 
-    /// The mirrored revision of `feed`, or `undefined` when it is not mirrored.
-    pub fn rev(&self, feed: String) -> Option<f64> {
-        let feed = FeedName::new(feed).ok()?;
-        self.inner.mirrors.borrow().get(&feed).map(|m| m.rev as f64)
+    /// The mirrored revision of `feed`, or `undefined` when it is not mirrored yet.
+    pub fn rev(&self, feed: String) -> Result<Option<f64>, JsValue> {
+        let feed = feed_name(feed)?;
+        Ok(self
+            .shell
+            .with_core(|core| core.position(&feed))
+            .map(|head| head.rev as f64))
     }
 
-    /// Publishes `item` to `feed` under `id` (generated when absent).
-    /// Resolves to the outcome: `{ status: "accepted" | "rejected" | "conflict", … }`.
-    pub async fn publish(
+    /// Publishes `item` to `feed` under `id` (generated when absent), at
+    /// `position` (the end when absent).
+    pub fn publish(
         &self,
         feed: String,
         item: JsValue,
         id: Option<String>,
-    ) -> Result<JsValue, JsValue> {
-        let bad = |err: &dyn std::fmt::Display| js_error("bad_request", &err.to_string());
-        let feed = FeedName::new(feed).map_err(|e| bad(&e))?;
-        let item: serde_json::Value = serde_wasm_bindgen::from_value(item).map_err(|e| bad(&e))?;
-        let seq = self.inner.seq.get() + 1;
-        self.inner.seq.set(seq);
-        let change_id = ChangeId::new(&self.inner.client_id, seq);
-        let item_id =
-            ItemId::new(id.unwrap_or_else(|| change_id.0.clone())).map_err(|e| bad(&e))?;
-        let base = self
-            .inner
-            .mirrors
-            .borrow()
-            .get(&feed)
-            .map(|m| BTreeMap::from([(feed.clone(), m.rev)]))
-            .unwrap_or_default();
-        let (tx, rx) = oneshot::channel();
-        self.inner
-            .waiting
-            .borrow_mut()
-            .insert(change_id.clone(), tx);
-        let change = ChangeRequest {
-            id: change_id,
-            op: Operation::Publish {
-                feed,
-                id: item_id,
-                item,
-                position: None,
-            },
-            base,
+        position: Option<PositionJs>,
+    ) -> Result<PendingChangePromise, JsValue> {
+        let feed = feed_name(feed)?;
+        let item: Value = from_js(item, "item")?;
+        let id = match id {
+            Some(id) => item_id(id)?,
+            None => item_id(format!("i{:016x}", random_seed()))?,
         };
-        self.inner
-            .outgoing
-            .unbounded_send(ClientMessage::Submit { change })
-            .map_err(|_| js_error("closed", "the client is closed"))?;
-        let outcome = rx
-            .await
-            .map_err(|_| js_error("closed", "the client closed before the outcome arrived"))?;
-        Ok(to_js(&outcome))
+        let position = position
+            .map(|p| from_js::<Position>(p.into(), "position"))
+            .transpose()?;
+        self.change(Operation::Publish {
+            feed,
+            id,
+            item,
+            position,
+        })
     }
 
-    /// The connection state: `"online"` (connected and signed in),
-    /// `"offline"` (connecting or waiting to reconnect) or `"closed"`.
-    pub fn status(&self) -> String {
-        self.inner.status().into()
+    /// Replaces the value of item `id` in `feed`.
+    pub fn edit(
+        &self,
+        feed: String,
+        id: String,
+        item: JsValue,
+    ) -> Result<PendingChangePromise, JsValue> {
+        let op = Operation::Edit {
+            feed: feed_name(feed)?,
+            id: item_id(id)?,
+            item: from_js(item, "item")?,
+        };
+        self.change(op)
+    }
+
+    /// Removes item `id` from `feed`.
+    pub fn retract(&self, feed: String, id: String) -> Result<PendingChangePromise, JsValue> {
+        let op = Operation::Retract {
+            feed: feed_name(feed)?,
+            id: item_id(id)?,
+        };
+        self.change(op)
+    }
+
+    /// Moves item `id` of a sorted feed to `position`.
+    #[wasm_bindgen(js_name = "move")]
+    pub fn move_item(
+        &self,
+        feed: String,
+        id: String,
+        position: PositionJs,
+    ) -> Result<PendingChangePromise, JsValue> {
+        let op = Operation::Move {
+            feed: feed_name(feed)?,
+            id: item_id(id)?,
+            position: from_js(position.into(), "position")?,
+        };
+        self.change(op)
+    }
+
+    /// Submits the named application action `name` with `payload` (a worker on
+    /// the server validates it and applies it to one or more feeds atomically).
+    pub fn action(&self, name: String, payload: JsValue) -> Result<PendingChangePromise, JsValue> {
+        let op = Operation::Action {
+            name,
+            payload: from_js(payload, "payload")?,
+        };
+        self.change(op)
+    }
+
+    fn change(&self, op: Operation) -> Result<PendingChangePromise, JsValue> {
+        let id = self
+            .shell
+            .input(|core, now| core.change(op, now))
+            .map_err(core_error)?;
+        let shell = self.shell.clone();
+        let promise = wasm_bindgen_futures::future_to_promise(async move {
+            shell.settled().await;
+            let outcome = shell.outcome(id.clone());
+            let outcome = wasm_bindgen_futures::future_to_promise(async move {
+                let outcome: ChangeOutcome = outcome.await.map_err(|_| {
+                    js_error("closed", "the client closed before the outcome arrived")
+                })?;
+                Ok(to_js(&outcome))
+            });
+            let pending = js_sys::Object::new();
+            js_sys::Reflect::set(&pending, &"id".into(), &id.0.as_str().into())?;
+            js_sys::Reflect::set(&pending, &"outcome".into(), &outcome)?;
+            Ok(pending.into())
+        });
+        Ok(promise.unchecked_into())
+    }
+
+    /// Connection state, pending count and each feed's revision.
+    pub fn status(&self) -> StatusJs {
+        to_js(&self.app.status(&self.shell)).unchecked_into()
     }
 
     /// Calls `callback(status)` whenever [`Client::status`] changes.
     #[wasm_bindgen(js_name = onStatus)]
-    pub fn on_status(&self, callback: js_sys::Function) {
-        self.inner.status_listeners.borrow_mut().push(callback);
+    pub fn on_status(&self, callback: OnStatus) -> Result<(), JsValue> {
+        let callback: js_sys::Function = JsValue::from(callback)
+            .dyn_into()
+            .map_err(|_| js_error("bad_request", "onStatus needs a function"))?;
+        self.app.status_listeners.borrow_mut().push(callback);
+        Ok(())
+    }
+
+    /// Calls `callback({ id, outcome })` for every change that ends, including
+    /// outcomes kept from before a reload until they are dismissed.
+    #[wasm_bindgen(js_name = onOutcome)]
+    pub fn on_outcome(&self, callback: OnOutcome) -> Result<(), JsValue> {
+        let callback: js_sys::Function = JsValue::from(callback)
+            .dyn_into()
+            .map_err(|_| js_error("bad_request", "onOutcome needs a function"))?;
+        let stored: Vec<JsValue> = self.shell.with_core(|core| {
+            core.outcomes()
+                .values()
+                .map(|r| to_js(&serde_json::json!({ "id": r.id, "outcome": r.outcome })))
+                .collect()
+        });
+        for event in stored {
+            call_each(std::slice::from_ref(&callback), &event);
+        }
+        self.app.outcome_listeners.borrow_mut().push(callback);
+        Ok(())
+    }
+
+    /// Forgets a stored outcome once the app has shown it.
+    #[wasm_bindgen(js_name = dismissOutcome)]
+    pub fn dismiss_outcome(&self, id: String) -> Result<(), JsValue> {
+        self.shell
+            .input(|core, now| core.dismiss_outcome(&ChangeId(id), now))
+            .map_err(core_error)
+    }
+
+    /// The local changes not yet confirmed, oldest first.
+    pub fn outbox(&self) -> OutboxEntries {
+        let entries = self.shell.with_core(|core| core.pending());
+        let entries: Vec<OutboxEntryJs<'_>> = entries
+            .iter()
+            .map(|e| OutboxEntryJs {
+                id: &e.id,
+                op: &e.op,
+                created_at: e.created_at,
+                conflicts: e.conflicts,
+                accepted: e.accepted.is_some(),
+            })
+            .collect();
+        to_js(&entries).unchecked_into()
     }
 
     /// Stops syncing and closes the database.
     pub fn close(&self) {
-        self.inner.closed.set(true);
-        self.inner.set_connected(false);
-        self.inner.outgoing.close_channel();
-        if let Some(store) = self.inner.store.borrow_mut().take() {
-            if let Ok(store) = Rc::try_unwrap(store) {
-                store.close();
-            }
-        }
-    }
-}
-
-impl Inner {
-    fn status(&self) -> &'static str {
-        match (self.closed.get(), self.connected.get()) {
-            (true, _) => "closed",
-            (false, true) => "online",
-            (false, false) => "offline",
-        }
-    }
-
-    fn set_connected(&self, connected: bool) {
-        let before = self.status();
-        self.connected.set(connected);
-        let status = self.status();
-        if before == status {
-            return;
-        }
-        let listeners = self.status_listeners.borrow().clone();
-        for listener in listeners {
-            let _ = listener.call1(&JsValue::NULL, &status.into());
-        }
-    }
-
-    fn known(&self, pattern: &FeedPattern) -> BTreeMap<FeedName, FeedPosition> {
-        self.mirrors
-            .borrow()
-            .iter()
-            .filter(|(feed, m)| pattern.matches(feed) && m.epoch != 0)
-            .map(|(feed, m)| {
-                (
-                    feed.clone(),
-                    FeedPosition {
-                        epoch: m.epoch,
-                        rev: m.rev,
-                    },
-                )
-            })
-            .collect()
-    }
-
-    fn unsubscribe(&self, id: u32) {
-        let mut subscriptions = self.subscriptions.borrow_mut();
-        let Some(index) = subscriptions.iter().position(|s| s.id == id) else {
-            return;
-        };
-        let pattern = subscriptions.remove(index).pattern;
-        if !subscriptions.iter().any(|s| s.pattern == pattern) && self.connected.get() {
-            let _ = self
-                .outgoing
-                .unbounded_send(ClientMessage::Unsubscribe { pattern });
-        }
-    }
-
-    fn notify(&self, feed: &FeedName, event: &ChangeEvent<'_>) {
-        let value = to_js(event);
-        let callbacks: Vec<js_sys::Function> = self
-            .subscriptions
-            .borrow()
-            .iter()
-            .filter(|s| s.pattern.matches(feed))
-            .map(|s| s.on_change.clone())
-            .collect();
-        for callback in callbacks {
-            if let Err(err) = callback.call1(&JsValue::NULL, &value) {
-                web_sys::console::error_2(&"thoonk-sync: onChange threw".into(), &err);
-            }
-        }
-    }
-
-    async fn persist(
-        &self,
-        feed: &FeedName,
-        changed: &[ItemId],
-        replace_all: bool,
-    ) -> Result<(), StoreError> {
-        let Some(store) = self.store.borrow().clone() else {
-            return Ok(());
-        };
-        let mirror = self.mirrors.borrow().get(feed).cloned().unwrap_or_default();
-        store.save(feed, &mirror, changed, replace_all).await
-    }
-
-    /// Handles one server frame; returns the replay request to send, if any.
-    async fn on_message(
-        &self,
-        message: ServerMessage,
-    ) -> Result<Option<ClientMessage>, StoreError> {
-        match message {
-            ServerMessage::Snapshot {
-                feed,
-                epoch,
-                rev,
-                items,
-            } => {
-                self.mirrors
-                    .borrow_mut()
-                    .entry(feed.clone())
-                    .or_default()
-                    .reset(epoch, rev, items);
-                self.persist(&feed, &[], true).await?;
-                let event = ChangeEvent {
-                    kind: "reset",
-                    feed: &feed,
-                    id: None,
-                    item: None,
-                    rev,
-                    state: "confirmed",
-                };
-                self.notify(&feed, &event);
-            }
-            ServerMessage::Changes {
-                feed,
-                epoch,
-                events,
-            } => {
-                for event in &events {
-                    if let Some(replay) = self.on_event(&feed, epoch, event).await? {
-                        return Ok(Some(replay));
-                    }
-                }
-            }
-            ServerMessage::Event {
-                feed,
-                epoch,
-                rev,
-                change,
-            } => {
-                return self
-                    .on_event(&feed, epoch, &FeedEvent { rev, change })
-                    .await;
-            }
-            ServerMessage::Outcome { id, outcome } => {
-                if let Some(tx) = self.waiting.borrow_mut().remove(&id) {
-                    let _ = tx.send(outcome);
-                }
-            }
-            ServerMessage::Error { code, message } => {
-                web_sys::console::warn_1(
-                    &format!("thoonk-sync: server error {}: {message}", code.as_str()).into(),
-                );
-            }
-            ServerMessage::Welcome { .. }
-            | ServerMessage::Subscribed { .. }
-            | ServerMessage::Ack { .. }
-            | ServerMessage::Pong => {}
-        }
-        Ok(None)
-    }
-
-    async fn on_event(
-        &self,
-        feed: &FeedName,
-        epoch: Epoch,
-        event: &FeedEvent,
-    ) -> Result<Option<ClientMessage>, StoreError> {
-        let applied = self
-            .mirrors
-            .borrow_mut()
-            .entry(feed.clone())
-            .or_default()
-            .apply(epoch, event);
-        match applied {
-            Applied::Stale => Ok(None),
-            Applied::Gap => {
-                let mirrors = self.mirrors.borrow();
-                let mirror = mirrors.get(feed).cloned().unwrap_or_default();
-                Ok(Some(ClientMessage::Replay {
-                    feed: feed.clone(),
-                    from: FeedPosition {
-                        epoch: mirror.epoch,
-                        rev: mirror.rev,
-                    },
-                }))
-            }
-            Applied::Yes => {
-                self.persist(feed, std::slice::from_ref(&event.change.id), false)
-                    .await?;
-                let kind = serde_json::to_value(event.change.op).ok();
-                let kind = kind.as_ref().and_then(|k| k.as_str()).unwrap_or("change");
-                let item = self.mirrors.borrow().get(feed).and_then(|m| {
-                    m.items
-                        .iter()
-                        .find(|i| i.id == event.change.id)
-                        .map(|i| i.item.clone())
-                });
-                let change = ChangeEvent {
-                    kind,
-                    feed,
-                    id: Some(&event.change.id),
-                    item: item.as_ref(),
-                    rev: event.rev,
-                    state: "confirmed",
-                };
-                self.notify(feed, &change);
-                Ok(None)
-            }
-        }
-    }
-}
-
-enum Input {
-    Server(Option<Result<Message, gloo_net::websocket::WebSocketError>>),
-    Local(Option<ClientMessage>),
-}
-
-/// Waits `ms` milliseconds on the browser's timer.
-async fn sleep(ms: i32) {
-    let promise = js_sys::Promise::new(&mut |resolve, _| {
-        if let Some(window) = web_sys::window() {
-            let _ = window.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
-        }
-    });
-    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
-}
-
-fn encode(message: &ClientMessage) -> Message {
-    Message::Text(serde_json::to_string(message).expect("client messages always serialize"))
-}
-
-/// Keeps a connection open while the client lives, reconnecting with
-/// exponential backoff and jitter.
-async fn run_connection(inner: Rc<Inner>, mut outgoing: mpsc::UnboundedReceiver<ClientMessage>) {
-    let mut backoff_ms = 250.0;
-    while !inner.closed.get() {
-        match WebSocket::open(&inner.options.url) {
-            Ok(socket) => {
-                if session(&inner, socket, &mut outgoing).await {
-                    backoff_ms = 250.0;
-                }
-            }
-            Err(err) => {
-                web_sys::console::warn_1(&format!("thoonk-sync: cannot connect: {err}").into())
-            }
-        }
-        inner.set_connected(false);
-        if inner.closed.get() {
-            break;
-        }
-        let delay = backoff_ms * (0.5 + js_sys::Math::random());
-        sleep(delay as i32).await;
-        backoff_ms = (backoff_ms * 2.0).min(10_000.0);
-    }
-}
-
-/// Runs one connection until it drops; true when it got as far as `welcome`.
-async fn session(
-    inner: &Inner,
-    socket: WebSocket,
-    outgoing: &mut mpsc::UnboundedReceiver<ClientMessage>,
-) -> bool {
-    let (mut sink, stream) = socket.split();
-    let hello = ClientMessage::Hello {
-        protocol: PROTOCOL_VERSION,
-        token: inner.options.token.clone(),
-        client_id: inner.client_id.clone(),
-    };
-    if sink.send(encode(&hello)).await.is_err() {
-        return false;
-    }
-    let mut stream = stream;
-    let mut welcomed = false;
-    loop {
-        let next = futures::future::select(stream.next(), outgoing.next()).await;
-        let input = match next {
-            futures::future::Either::Left((frame, _)) => Input::Server(frame),
-            futures::future::Either::Right((message, _)) => Input::Local(message),
-        };
-        let reply = match input {
-            Input::Local(None) => return welcomed, // closed
-            Input::Local(Some(message)) => Some(message),
-            Input::Server(None) | Input::Server(Some(Err(_))) => return welcomed,
-            Input::Server(Some(Ok(Message::Bytes(_)))) => None,
-            Input::Server(Some(Ok(Message::Text(text)))) => {
-                let message = match serde_json::from_str::<ServerMessage>(&text) {
-                    Ok(message) => message,
-                    Err(err) => {
-                        web_sys::console::warn_1(
-                            &format!("thoonk-sync: ignoring an unreadable frame: {err}").into(),
-                        );
-                        continue;
-                    }
-                };
-                if let ServerMessage::Welcome { .. } = message {
-                    welcomed = true;
-                    inner.set_connected(true);
-                    let patterns: Vec<FeedPattern> = inner
-                        .subscriptions
-                        .borrow()
-                        .iter()
-                        .map(|s| s.pattern.clone())
-                        .collect();
-                    let mut sent = std::collections::BTreeSet::new();
-                    for pattern in patterns {
-                        if sent.insert(pattern.clone()) {
-                            let known = inner.known(&pattern);
-                            if sink
-                                .send(encode(&ClientMessage::Subscribe { pattern, known }))
-                                .await
-                                .is_err()
-                            {
-                                return welcomed;
-                            }
-                        }
-                    }
-                    continue;
-                }
-                match inner.on_message(message).await {
-                    Ok(reply) => reply,
-                    Err(err) => {
-                        web_sys::console::error_1(&format!("thoonk-sync: {err}").into());
-                        None
-                    }
-                }
-            }
-        };
-        if let Some(message) = reply {
-            if sink.send(encode(&message)).await.is_err() {
-                return welcomed;
-            }
-        }
+        self.shell.close();
     }
 }

@@ -1,16 +1,18 @@
 //! thoonk-sync: an offline-first sync client for feed-shaped web apps.
 //!
 //! The app subscribes to feeds by name or pattern; the client mirrors them in
-//! IndexedDB and keeps them live over a WebSocket to a thoonk-server, applying
-//! each feed's changes strictly in revision order and asking for a replay when
-//! it sees a gap.
-
-pub mod mirror;
+//! IndexedDB and keeps them live over a WebSocket to a thoonk-server. The sync
+//! logic lives in the sans-IO core (`thoonk-sync-core`); this crate holds the
+//! browser shells around it (IndexedDB, WebSocket, timers) and the JS API.
 
 #[cfg(target_arch = "wasm32")]
 mod client;
 #[cfg(target_arch = "wasm32")]
-mod store;
+mod idb;
+#[cfg(target_arch = "wasm32")]
+mod shell;
+#[cfg(target_arch = "wasm32")]
+mod socket;
 
 #[cfg(target_arch = "wasm32")]
-pub use client::Client;
+pub use client::{Client, ClientOptions, OnChange};

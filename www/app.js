@@ -9,16 +9,17 @@ const statusEl = document.getElementById('status');
 const list = document.getElementById('items');
 document.getElementById('feed-name').textContent = feed;
 
-function showStatus(status) {
-  statusEl.textContent = status === 'online' ? 'live' : status;
-  statusEl.className = status;
+function showStatus({ connection, pending }) {
+  statusEl.textContent = (connection === 'online' ? 'live' : connection) + (pending ? ` · ${pending} pending` : '');
+  statusEl.className = connection;
 }
 
 function render(client) {
   const items = client.items(feed);
-  list.replaceChildren(...items.map(({ id, item }) => {
+  list.replaceChildren(...items.map(({ id, item, state }) => {
     const li = document.createElement('li');
     li.dataset.id = id;
+    li.dataset.state = state;
     li.textContent = typeof item === 'object' && item !== null && 'title' in item ? item.title : JSON.stringify(item);
     return li;
   }));
@@ -37,6 +38,7 @@ document.getElementById('add').addEventListener('submit', async (event) => {
   const title = input.value.trim();
   if (!title) return;
   input.value = '';
-  const outcome = await client.publish(feed, { title });
-  if (outcome.status !== 'accepted') statusEl.textContent = `rejected: ${outcome.message ?? outcome.status}`;
+  const { outcome } = await client.publish(feed, { title });
+  const result = await outcome;
+  if (result.status === 'rejected') statusEl.textContent = `rejected: ${result.message}`;
 });

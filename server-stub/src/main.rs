@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 use thoonk_server::feeds::{cli::FeedCommand, FeedStore};
 use thoonk_server::gateway::{AccessRules, ConfigRules, Hub, OpenAccess, SessionLimits, Shared};
 use thoonk_server::http::{router, StaticDir};
+use thoonk_server::jobs::cli::{JobCommand, QueueArgs, WorkArgs};
+use thoonk_server::jobs::{run_workers, Handlers, JobQueue};
 use tracing_subscriber::EnvFilter;
 
 /// The thoonk-sync server: feeds and jobs in Redis with the Thoonk layout, and
@@ -32,9 +34,23 @@ struct Cli {
 enum Command {
     /// Run the WebSocket gateway (and serve static files for the demo).
     Serve(ServeArgs),
+    /// Run job workers only (no gateway).
+    Work(WorkCommand),
     /// Inspect and change feeds; prints JSON.
     #[command(subcommand)]
     Feed(FeedCommand),
+    /// Inspect jobs: list, stalled, retry, retract, result…; prints JSON.
+    #[command(subcommand)]
+    Job(JobCommand),
+}
+
+#[derive(clap::Args)]
+struct WorkCommand {
+    #[command(flatten)]
+    work: WorkArgs,
+    /// Users and access rules (JSON), as for `serve`.
+    #[arg(long, env = "THOONK_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -52,6 +68,14 @@ struct ServeArgs {
     /// Name of this process in the classic `newfeed`/`conffeed` events.
     #[arg(long, env = "THOONK_INSTANCE")]
     instance: Option<String>,
+    /// The job queue client changes go to.
+    #[arg(long, env = "THOONK_QUEUE", default_value = thoonk_server::jobs::DEFAULT_QUEUE)]
+    queue: String,
+    /// Job workers run inside this process (0: only `thoonk-server work` processes work the queue).
+    #[arg(long, env = "THOONK_WORKERS", default_value_t = 2)]
+    workers: usize,
+    #[command(flatten)]
+    queue_settings: QueueArgs,
 }
 
 #[tokio::main]
@@ -65,6 +89,15 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("{} is not a valid Redis URL", cli.redis))?;
     match cli.command {
         Command::Serve(args) => serve(client, args).await,
+        Command::Work(args) => {
+            let access = load_access(args.config.as_deref())?;
+            Ok(thoonk_server::jobs::cli::work(args.work, client, access).await?)
+        }
+        Command::Job(command) => {
+            let output = thoonk_server::jobs::cli::run(command, &client).await?;
+            println!("{}", serde_json::to_string_pretty(&output)?);
+            Ok(())
+        }
         Command::Feed(command) => {
             let store = FeedStore::open(&client, &instance_name(None)).await?;
             let output = thoonk_server::feeds::cli::run(command, &store).await?;
@@ -78,8 +111,8 @@ fn instance_name(given: Option<String>) -> String {
     given.unwrap_or_else(|| format!("thoonk-server-{}", std::process::id()))
 }
 
-async fn serve(client: redis::Client, args: ServeArgs) -> anyhow::Result<()> {
-    let access: Arc<dyn AccessRules> = match &args.config {
+fn load_access(config: Option<&std::path::Path>) -> anyhow::Result<Arc<dyn AccessRules>> {
+    Ok(match config {
         Some(path) => Arc::new(ConfigRules::load(path)?),
         None => {
             tracing::warn!(
@@ -87,26 +120,64 @@ async fn serve(client: redis::Client, args: ServeArgs) -> anyhow::Result<()> {
             );
             Arc::new(OpenAccess)
         }
-    };
+    })
+}
+
+async fn serve(client: redis::Client, args: ServeArgs) -> anyhow::Result<()> {
+    let access = load_access(args.config.as_deref())?;
+    let settings = args.queue_settings.settings();
+    let jobs = JobQueue::open(&client, &args.queue, settings.clone())
+        .await
+        .context("open the job queue")?;
     let store = FeedStore::open(&client, &instance_name(args.instance))
         .await
         .context("open the feed store (is Redis running?)")?;
     let limits = SessionLimits::default();
-    let hub = Hub::new(1024);
-    tokio::spawn(hub.clone().run(client));
+    let hub = Hub::new(1024, &args.queue);
+    tokio::spawn(hub.clone().run(client.clone()));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    if args.workers > 0 {
+        let mut until = stopped.clone();
+        let workers = run_workers(
+            client,
+            args.queue.clone(),
+            settings,
+            Handlers::standard(),
+            access.clone(),
+            args.workers,
+            async move {
+                let _ = until.wait_for(|stop| *stop).await;
+            },
+        );
+        tokio::spawn(async move {
+            if let Err(err) = workers.await {
+                tracing::error!(%err, "job workers stopped");
+            }
+        });
+    }
     let shared = Shared {
         store,
+        jobs,
         hub,
         access,
         limits,
+        shutdown: stopped.clone(),
     };
     let app = router(shared, &args.statics);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listen on {}", args.listen))?;
     tracing::info!(listen = %args.listen, "thoonk-server serving; WebSocket at /ws");
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: closing sessions");
+        let _ = stop.send(true);
+    });
+    let mut stopped = stopped;
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        })
         .await?;
     tracing::info!("thoonk-server stopped");
     Ok(())

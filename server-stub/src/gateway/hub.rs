@@ -14,10 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use thoonk_protocol::{FeedName, FeedPattern};
+use thoonk_protocol::{ChangeId, FeedName, FeedPattern, Outcome};
 use tokio::sync::mpsc;
 
 use crate::feeds::{ChangeNotice, CHANGE_CHANNEL_PATTERN};
+use crate::jobs::{finish_channel, parse_finish};
 
 /// The classic Thoonk channel announcing a new feed: payload `"name\0instance"`.
 const NEWFEED_CHANNEL: &str = "newfeed";
@@ -29,6 +30,8 @@ pub enum HubEvent {
     Change(Arc<ChangeNotice>),
     /// A feed was created whose name matches one of the session's patterns.
     NewFeed(FeedName),
+    /// A change submitted by the session's client finished.
+    Outcome(ChangeId, Arc<Outcome>),
     /// Notices may have been missed: check [`Membership::take_lag`].
     Resync,
 }
@@ -58,6 +61,7 @@ struct Follower {
     tx: mpsc::Sender<HubEvent>,
     feeds: HashSet<FeedName>,
     patterns: HashSet<FeedPattern>,
+    client: Option<String>,
     lagged: Arc<AtomicBool>,
 }
 
@@ -65,6 +69,7 @@ struct Follower {
 struct Registry {
     followers: HashMap<SessionId, Follower>,
     by_feed: HashMap<FeedName, HashSet<SessionId>>,
+    by_client: HashMap<String, HashSet<SessionId>>,
 }
 
 /// The per-process fan-out hub. Cheap to clone.
@@ -73,15 +78,18 @@ pub struct Hub {
     registry: Arc<Mutex<Registry>>,
     next_id: Arc<AtomicU64>,
     queue_len: usize,
+    job_queue: String,
 }
 
 impl Hub {
-    /// Creates a hub whose sessions each queue at most `queue_len` events.
-    pub fn new(queue_len: usize) -> Self {
+    /// Creates a hub whose sessions each queue at most `queue_len` events and
+    /// hear the outcomes of their changes on `job_queue`.
+    pub fn new(queue_len: usize, job_queue: &str) -> Self {
         Self {
             registry: Arc::default(),
             next_id: Arc::new(AtomicU64::new(1)),
             queue_len,
+            job_queue: job_queue.to_owned(),
         }
     }
 
@@ -94,6 +102,7 @@ impl Hub {
             tx,
             feeds: HashSet::new(),
             patterns: HashSet::new(),
+            client: None,
             lagged: lagged.clone(),
         };
         self.lock().followers.insert(id, follower);
@@ -107,6 +116,21 @@ impl Hub {
             for feed in follower.feeds {
                 reg.unindex(&feed, session);
             }
+            if let Some(client) = follower.client {
+                reg.unindex_client(&client, session);
+            }
+        }
+    }
+
+    /// Delivers the outcomes of changes whose id starts with `client_id:` to `session`.
+    pub fn follow_client(&self, session: SessionId, client_id: &str) {
+        let mut reg = self.lock();
+        if let Some(follower) = reg.followers.get_mut(&session) {
+            follower.client = Some(client_id.to_owned());
+            reg.by_client
+                .entry(client_id.to_owned())
+                .or_default()
+                .insert(session);
         }
     }
 
@@ -179,6 +203,23 @@ impl Hub {
         }
     }
 
+    /// Hands an outcome to the sessions of the client that made the change.
+    pub fn dispatch_outcome(&self, id: ChangeId, outcome: Outcome) {
+        let Some((client, _)) = id.0.rsplit_once(':') else {
+            return;
+        };
+        let mut reg = self.lock();
+        let Some(sessions) = reg.by_client.get(client).cloned() else {
+            return;
+        };
+        let outcome = Arc::new(outcome);
+        for session in sessions {
+            if let Some(follower) = reg.followers.get_mut(&session) {
+                follower.offer(HubEvent::Outcome(id.clone(), outcome.clone()));
+            }
+        }
+    }
+
     /// Tells every session to catch up from the change logs.
     pub fn dispatch_resync(&self) {
         let mut reg = self.lock();
@@ -213,6 +254,8 @@ impl Hub {
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.psubscribe(CHANGE_CHANNEL_PATTERN).await?;
         pubsub.subscribe(NEWFEED_CHANNEL).await?;
+        let finish = finish_channel(&self.job_queue);
+        pubsub.subscribe(&finish).await?;
         *backoff = Duration::from_millis(100);
         if !std::mem::replace(first, false) {
             tracing::info!("redis pub/sub reconnected; sessions resync from the change logs");
@@ -221,6 +264,13 @@ impl Hub {
         let mut messages = pubsub.on_message();
         while let Some(msg) = messages.next().await {
             let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
+            if msg.get_channel_name() == finish {
+                match std::str::from_utf8(&payload).ok().and_then(parse_finish) {
+                    Some((id, outcome)) => self.dispatch_outcome(id, outcome),
+                    None => tracing::debug!("ignoring a job.finish message that is not an outcome"),
+                }
+                continue;
+            }
             if msg.get_channel_name() == NEWFEED_CHANNEL {
                 let name = payload.split(|b| *b == 0).next().unwrap_or_default();
                 match std::str::from_utf8(name).map(FeedName::new) {
@@ -243,6 +293,15 @@ impl Hub {
 }
 
 impl Registry {
+    fn unindex_client(&mut self, client: &str, session: SessionId) {
+        if let Some(set) = self.by_client.get_mut(client) {
+            set.remove(&session);
+            if set.is_empty() {
+                self.by_client.remove(client);
+            }
+        }
+    }
+
     fn unindex(&mut self, feed: &FeedName, session: SessionId) {
         if let Some(set) = self.by_feed.get_mut(feed) {
             set.remove(&session);
@@ -257,7 +316,7 @@ impl Follower {
     /// Queues an event without waiting. A session whose queue is full misses
     /// the event and is marked lagged, so it catches up from the change logs
     /// once it has drained its queue instead of silently skipping.
-    fn offer(&mut self, event: HubEvent) {
+    fn offer(&self, event: HubEvent) {
         if self.tx.try_send(event).is_err() {
             self.lagged.store(true, Ordering::Release);
         }

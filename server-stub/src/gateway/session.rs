@@ -13,13 +13,14 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use thoonk_protocol::{
-    ChangeRequest, ClientMessage, ErrorCode, FeedName, FeedPattern, FeedPosition, Operation,
-    Outcome, ServerMessage, PROTOCOL_VERSION,
+    ChangeRequest, ClientMessage, ErrorCode, FeedName, FeedPattern, FeedPosition, Outcome,
+    ServerMessage, PROTOCOL_VERSION,
 };
 
 use super::access::{AccessRules, User};
 use super::hub::{Hub, HubEvent, Membership};
 use crate::feeds::{ChangeNotice, FeedStore, Since};
+use crate::jobs::{JobQueue, Submitted};
 
 /// Limits that protect the gateway from one client.
 #[derive(Clone, Debug)]
@@ -53,12 +54,16 @@ impl Default for SessionLimits {
 pub struct Shared {
     /// The feed store.
     pub store: FeedStore,
+    /// The queue client changes are submitted to.
+    pub jobs: JobQueue,
     /// The fan-out hub.
     pub hub: Hub,
     /// Authentication and authorization.
     pub access: Arc<dyn AccessRules>,
     /// Per-connection limits.
     pub limits: SessionLimits,
+    /// Turns true when the server shuts down: sessions close with "going away".
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Why a session ends.
@@ -70,6 +75,8 @@ enum SessionEnd {
     Refused { code: ErrorCode, message: String },
     #[error("the client did not read its frames in time")]
     SlowClient,
+    #[error("the server is shutting down")]
+    Shutdown,
     #[error("websocket: {0}")]
     Socket(#[from] axum::Error),
 }
@@ -86,6 +93,7 @@ struct Session {
     socket: WebSocket,
     membership: Membership,
     user: Option<User>,
+    client_id: String,
     patterns: HashSet<FeedPattern>,
     feeds: HashMap<FeedName, Sent>,
 }
@@ -100,6 +108,7 @@ pub async fn serve(shared: Shared, socket: WebSocket) {
         socket,
         membership,
         user: None,
+        client_id: String::new(),
         patterns: HashSet::new(),
         feeds: HashMap::new(),
     };
@@ -119,15 +128,28 @@ pub async fn serve(shared: Shared, socket: WebSocket) {
                 })))
                 .await;
         }
+        SessionEnd::Shutdown => {
+            // 1001 "going away": the client reconnects, to this or another gateway.
+            let close = CloseFrame {
+                code: 1001,
+                reason: "server shutting down; reconnect".into(),
+            };
+            let _ = session.socket.send(Message::Close(Some(close))).await;
+        }
         other => tracing::info!(session_id, reason = %other, "session ended"),
     }
 }
 
 impl Session {
     async fn run(&mut self) -> SessionEnd {
+        let mut shutdown = self.shared.shutdown.clone();
         loop {
+            if *shutdown.borrow_and_update() {
+                return SessionEnd::Shutdown;
+            }
             let idle = tokio::time::sleep(self.shared.limits.idle_timeout);
             let result = tokio::select! {
+                _ = shutdown.changed() => return SessionEnd::Shutdown,
                 frame = self.socket.recv() => match frame {
                     None | Some(Ok(Message::Close(_))) => return SessionEnd::ClientClosed,
                     Some(Err(err)) => return SessionEnd::Socket(err),
@@ -204,10 +226,12 @@ impl Session {
         match (request, self.user.is_some()) {
             (
                 ClientMessage::Hello {
-                    protocol, token, ..
+                    protocol,
+                    token,
+                    client_id,
                 },
                 false,
-            ) => self.on_hello(protocol, &token).await,
+            ) => self.on_hello(protocol, &token, client_id).await,
             (ClientMessage::Hello { .. }, true) => {
                 self.send_error(ErrorCode::BadRequest, "hello was already received".into())
                     .await
@@ -238,7 +262,12 @@ impl Session {
         }
     }
 
-    async fn on_hello(&mut self, protocol: u32, token: &str) -> Result<(), SessionEnd> {
+    async fn on_hello(
+        &mut self,
+        protocol: u32,
+        token: &str,
+        client_id: String,
+    ) -> Result<(), SessionEnd> {
         if protocol != PROTOCOL_VERSION {
             return Err(SessionEnd::Refused {
                 code: ErrorCode::UnsupportedVersion,
@@ -253,6 +282,16 @@ impl Session {
                 message: "the token is not valid: sign in again".into(),
             });
         };
+        if client_id.is_empty() || client_id.len() > 128 || client_id.contains([':', '\0']) {
+            return Err(SessionEnd::Refused {
+                code: ErrorCode::BadRequest,
+                message: "client_id must be 1-128 bytes without `:` or NUL".into(),
+            });
+        }
+        self.shared
+            .hub
+            .follow_client(self.membership.id, &client_id);
+        self.client_id = client_id;
         let welcome = ServerMessage::Welcome {
             protocol: PROTOCOL_VERSION,
             user: user.name.clone(),
@@ -443,6 +482,10 @@ impl Session {
                 }
                 self.follow(feed, None).await
             }
+            HubEvent::Outcome(id, outcome) => {
+                let outcome = Outcome::clone(&outcome);
+                self.send(&ServerMessage::Outcome { id, outcome }).await
+            }
             HubEvent::Resync => Ok(()),
         }
     }
@@ -485,42 +528,34 @@ impl Session {
 
     async fn on_submit(&mut self, change: ChangeRequest) -> Result<(), SessionEnd> {
         let id = change.id.clone();
-        if let Some(feed) = change.op.feed() {
-            if !self.shared.access.can_write(self.user(), feed) {
-                let outcome = Outcome::Rejected {
-                    code: ErrorCode::Forbidden,
-                    message: format!("you may not write {feed}"),
-                };
-                return self.send(&ServerMessage::Outcome { id, outcome }).await;
-            }
+        let own =
+            id.0.strip_prefix(self.client_id.as_str())
+                .is_some_and(|rest| rest.starts_with(':') && rest.len() > 1);
+        if !own {
+            let message = format!(
+                "change id {} does not start with this connection's client id `{}:`",
+                id.0, self.client_id
+            );
+            return self.send_error(ErrorCode::Forbidden, message).await;
         }
-        let outcome = match &change.op {
-            Operation::Publish {
-                feed,
-                id: item_id,
-                item,
-                position: None,
-            } => {
-                match self
-                    .shared
-                    .store
-                    .publish(feed, Some(item_id), item, Some(&change.id.0))
-                    .await
-                {
-                    Ok(applied) => Outcome::Accepted {
-                        result: serde_json::Value::Null,
-                        revs: BTreeMap::from([(feed.clone(), applied.rev)]),
-                    },
-                    Err(err) => return self.internal(err).await,
-                }
+        let user = self.user().clone();
+        match self.shared.jobs.submit(&user, &change).await {
+            Ok(Submitted::Queued | Submitted::AlreadyQueued) => {
+                self.send(&ServerMessage::Ack { id }).await
             }
-            _ => Outcome::Rejected {
-                code: ErrorCode::BadRequest,
-                message: "this server applies only `publish` at the end of a feed".into(),
-            },
-        };
-        self.send(&ServerMessage::Ack { id: id.clone() }).await?;
-        self.send(&ServerMessage::Outcome { id, outcome }).await
+            Ok(Submitted::Finished(outcome)) => {
+                self.send(&ServerMessage::Ack { id: id.clone() }).await?;
+                self.send(&ServerMessage::Outcome { id, outcome }).await
+            }
+            Err(err) if err.is_caller_error() => {
+                let outcome = Outcome::Rejected {
+                    code: err.code(),
+                    message: err.to_string(),
+                };
+                self.send(&ServerMessage::Outcome { id, outcome }).await
+            }
+            Err(err) => self.internal(err).await,
+        }
     }
 
     async fn internal(&mut self, err: impl std::fmt::Display) -> Result<(), SessionEnd> {

@@ -1,0 +1,272 @@
+//! The IndexedDB store of the sync core.
+//!
+//! Implements the core's storage contract ("load everything at start, apply
+//! one batch atomically") over IndexedDB with the `idb` crate, the layer rexie
+//! is built on, because batches that hold outbox writes ask for
+//! `durability: "strict"`, which rexie cannot pass.
+//!
+//! Schema (version 2): object stores `meta`, `subscriptions`, `heads`,
+//! `mirror` (key `[feed, id]`), `outbox` (key `seq`) and `outcomes` (key
+//! change id), each value a JSON text of the core's record. Version 1 held only
+//! a cache of feeds (`feeds`, `items`), which the upgrade drops; no migration
+//! ever drops `outbox` or `outcomes`.
+
+use idb::builder::{DatabaseBuilder, ObjectStoreBuilder};
+use idb::{KeyRange, Query, TransactionResult};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use thoonk_protocol::{FeedName, FeedPattern};
+use thoonk_sync_core::{
+    ClientMeta, FeedHead, OutboxRecord, OutcomeRecord, StoreBatch, StoreWrite, StoredItem,
+    StoredState,
+};
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::JsValue;
+use web_sys::IdbDatabase;
+
+const SCHEMA_VERSION: u32 = 2;
+const META: &str = "meta";
+const SUBSCRIPTIONS: &str = "subscriptions";
+const HEADS: &str = "heads";
+const MIRROR: &str = "mirror";
+const OUTBOX: &str = "outbox";
+const OUTCOMES: &str = "outcomes";
+const STORES: [&str; 6] = [META, SUBSCRIPTIONS, HEADS, MIRROR, OUTBOX, OUTCOMES];
+const META_KEY: &str = "client";
+
+/// The browser's storage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The browser's storage quota is used up: the write was not made.
+    #[error("browser storage is full ({0}); free space or evict cached feeds")]
+    QuotaExceeded(String),
+    /// IndexedDB refused or failed a request (private mode, blocked upgrade, closed database).
+    #[error("IndexedDB failed: {0}; check the browser's storage permissions")]
+    IndexedDb(String),
+    /// A stored record does not have the expected shape: the database was
+    /// written by another program or version; delete it to start over.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    fn from_idb(err: idb::Error) -> Self {
+        let text = err.to_string();
+        if text.contains("QuotaExceeded") {
+            Self::QuotaExceeded(text)
+        } else {
+            Self::IndexedDb(text)
+        }
+    }
+}
+
+fn text<T: Serialize>(value: &T) -> JsValue {
+    JsValue::from_str(&serde_json::to_string(value).expect("store records always serialize"))
+}
+
+fn parse<T: DeserializeOwned>(value: JsValue, what: &str) -> Result<T, StoreError> {
+    let text = value
+        .as_string()
+        .ok_or_else(|| StoreError::Corrupt(format!("a {what} record is not text")))?;
+    serde_json::from_str(&text)
+        .map_err(|err| StoreError::Corrupt(format!("a {what} record: {err}")))
+}
+
+fn item_key(feed: &FeedName, id: &str) -> JsValue {
+    js_sys::Array::of2(&feed.as_str().into(), &id.into()).into()
+}
+
+/// Every `[feed, id]` key of one feed: `[feed]` < `[feed, id]` < `[feed, []]`.
+fn feed_range(feed: &FeedName) -> Result<Query, StoreError> {
+    let lower = js_sys::Array::of1(&feed.as_str().into());
+    let upper = js_sys::Array::of2(&feed.as_str().into(), &js_sys::Array::new());
+    let range =
+        KeyRange::bound(&lower, &upper, Some(false), Some(false)).map_err(StoreError::from_idb)?;
+    Ok(range.into())
+}
+
+/// One IndexedDB database holding a client's whole sync state.
+pub struct IdbStore {
+    db: IdbDatabase,
+    /// Closes this connection when another tab upgrades the schema, so that
+    /// the upgrade is not blocked; kept alive as long as the store.
+    _on_version_change: Closure<dyn FnMut()>,
+}
+
+impl IdbStore {
+    /// Opens (creating or upgrading) the database `name`.
+    pub async fn open(name: &str) -> Result<Self, StoreError> {
+        let mut builder = DatabaseBuilder::new(name).version(SCHEMA_VERSION);
+        for store in STORES {
+            builder = builder.add_object_store(ObjectStoreBuilder::new(store));
+        }
+        let db: IdbDatabase = builder.build().await.map_err(StoreError::from_idb)?.into();
+        let to_close = db.clone();
+        let on_version_change = Closure::<dyn FnMut()>::new(move || to_close.close());
+        db.set_onversionchange(Some(on_version_change.as_ref().unchecked_ref()));
+        Ok(Self {
+            db,
+            _on_version_change: on_version_change,
+        })
+    }
+
+    /// Loads everything, in one read-only transaction.
+    pub async fn load(&self) -> Result<StoredState, StoreError> {
+        let tx = self.transaction("readonly", false)?;
+        // Each request is awaited as soon as it is made: a request's future
+        // only hears its result if it is listening when the result comes.
+        let store = |name: &str| tx.object_store(name).map_err(StoreError::from_idb);
+        let mut state = StoredState::default();
+        let values = |name: &'static str| async move {
+            store(name)?
+                .get_all(None, None)
+                .map_err(StoreError::from_idb)?
+                .await
+                .map_err(StoreError::from_idb)
+        };
+        for value in values(META).await? {
+            state.meta = Some(parse::<ClientMeta>(value, "meta")?);
+        }
+        for value in values(SUBSCRIPTIONS).await? {
+            state
+                .subscriptions
+                .insert(parse::<FeedPattern>(value, "subscription")?);
+        }
+        let heads = values(HEADS).await?;
+        let head_keys = store(HEADS)?
+            .get_all_keys(None, None)
+            .map_err(StoreError::from_idb)?
+            .await
+            .map_err(StoreError::from_idb)?;
+        for (key, value) in head_keys.into_iter().zip(heads) {
+            let feed = key
+                .as_string()
+                .and_then(|k| FeedName::new(k).ok())
+                .ok_or_else(|| {
+                    StoreError::Corrupt("a feed head's key is not a feed name".into())
+                })?;
+            state
+                .feeds
+                .insert(feed, parse::<FeedHead>(value, "feed head")?);
+        }
+        for value in values(MIRROR).await? {
+            let item = parse::<StoredItem>(value, "item")?;
+            state
+                .items
+                .insert((item.feed.clone(), item.id.clone()), item);
+        }
+        for value in values(OUTBOX).await? {
+            let entry = parse::<OutboxRecord>(value, "outbox")?;
+            state.outbox.insert(entry.seq, entry);
+        }
+        for value in values(OUTCOMES).await? {
+            let outcome = parse::<OutcomeRecord>(value, "outcome")?;
+            state.outcomes.insert(outcome.id.clone(), outcome);
+        }
+        Ok(state)
+    }
+
+    /// Applies one batch in one read-write transaction: every write or none.
+    /// Batches that touch the outbox or outcomes ask for strict durability.
+    pub async fn apply(&self, batch: &StoreBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let strict = batch.writes.iter().any(|w| {
+            matches!(
+                w,
+                StoreWrite::PutOutbox { .. }
+                    | StoreWrite::DeleteOutbox { .. }
+                    | StoreWrite::PutOutcome { .. }
+                    | StoreWrite::PutMeta { .. }
+            )
+        });
+        let tx = self.transaction("readwrite", strict)?;
+        let store = |name: &str| tx.object_store(name).map_err(StoreError::from_idb);
+        let (meta, subscriptions, heads, mirror, outbox, outcomes) = (
+            store(META)?,
+            store(SUBSCRIPTIONS)?,
+            store(HEADS)?,
+            store(MIRROR)?,
+            store(OUTBOX)?,
+            store(OUTCOMES)?,
+        );
+        // Requests are queued without awaiting each: the transaction runs them
+        // in order and commits all or, on the first failure, none.
+        for write in &batch.writes {
+            let queued = match write {
+                StoreWrite::PutMeta { meta: value } => {
+                    meta.put(&text(value), Some(&META_KEY.into())).map(drop)
+                }
+                StoreWrite::PutSubscription { pattern } => subscriptions
+                    .put(&text(pattern), Some(&pattern.as_str().into()))
+                    .map(drop),
+                StoreWrite::DeleteSubscription { pattern } => subscriptions
+                    .delete(JsValue::from_str(pattern.as_str()))
+                    .map(drop),
+                StoreWrite::ClearFeed { feed } => {
+                    heads
+                        .delete(JsValue::from_str(feed.as_str()))
+                        .map_err(StoreError::from_idb)?;
+                    mirror.delete(feed_range(feed)?).map(drop)
+                }
+                StoreWrite::PutFeed { feed, head } => heads
+                    .put(&text(head), Some(&feed.as_str().into()))
+                    .map(drop),
+                StoreWrite::PutItem { item } => mirror
+                    .put(&text(item), Some(&item_key(&item.feed, item.id.as_str())))
+                    .map(drop),
+                StoreWrite::DeleteItem { feed, id } => {
+                    mirror.delete(item_key(feed, id.as_str())).map(drop)
+                }
+                StoreWrite::PutOutbox { entry } => outbox
+                    .put(&text(entry), Some(&JsValue::from_f64(entry.seq as f64)))
+                    .map(drop),
+                StoreWrite::DeleteOutbox { seq } => {
+                    outbox.delete(JsValue::from_f64(*seq as f64)).map(drop)
+                }
+                StoreWrite::PutOutcome { outcome } => outcomes
+                    .put(&text(outcome), Some(&outcome.id.0.as_str().into()))
+                    .map(drop),
+                StoreWrite::DeleteOutcome { id } => {
+                    outcomes.delete(JsValue::from_str(&id.0)).map(drop)
+                }
+            };
+            queued.map_err(StoreError::from_idb)?;
+        }
+        match tx.await.map_err(StoreError::from_idb)? {
+            TransactionResult::Committed => Ok(()),
+            TransactionResult::Aborted => {
+                Err(StoreError::IndexedDb("the transaction was aborted".into()))
+            }
+        }
+    }
+
+    /// A transaction over every store; `durability: "strict"` when asked.
+    /// (web-sys gates the options argument behind an unstable cfg, so the
+    /// call goes through `Reflect`.)
+    fn transaction(&self, mode: &str, strict: bool) -> Result<idb::Transaction, StoreError> {
+        let failed =
+            |err: JsValue| StoreError::IndexedDb(format!("cannot start a transaction: {err:?}"));
+        let names = js_sys::Array::new();
+        for name in STORES {
+            names.push(&name.into());
+        }
+        let options = js_sys::Object::new();
+        let durability = if strict { "strict" } else { "default" };
+        js_sys::Reflect::set(&options, &"durability".into(), &durability.into()).map_err(failed)?;
+        let method: js_sys::Function = js_sys::Reflect::get(&self.db, &"transaction".into())
+            .map_err(failed)?
+            .unchecked_into();
+        let tx = method
+            .call3(&self.db, &names, &mode.into(), &options)
+            .map_err(failed)?;
+        Ok(tx.unchecked_into::<web_sys::IdbTransaction>().into())
+    }
+
+    /// Closes the database connection.
+    pub fn close(&self) {
+        self.db.close();
+    }
+}

@@ -1,0 +1,317 @@
+//! Drives the sans-IO core in the browser: applies its store batches to
+//! IndexedDB, moves frames over the WebSocket, arms its timer, and hands its
+//! notifications to the app.
+//!
+//! Inputs (a frame, a timer, a local change) go into the core at once; a
+//! single "pump" task then carries out the accumulated effects in the order
+//! the core prescribes: the store batch first (one transaction), then the
+//! frames, so a change is never on the wire before it is durable.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
+
+use futures::channel::oneshot;
+use thoonk_protocol::{ChangeId, ServerMessage};
+use thoonk_sync_core::{ChangeOutcome, Config, CoreError, Effects, Notification, SyncCore};
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::JsCast;
+
+use crate::idb::IdbStore;
+use crate::socket::{Connection, SocketEvent};
+
+/// Milliseconds since 1970 from the browser's clock: the core's `now`.
+pub fn now() -> u64 {
+    js_sys::Date::now() as u64
+}
+
+/// What the shell tells the app (implemented by the JS API layer).
+pub trait AppHooks {
+    /// A notification from the core.
+    fn notify(&self, notification: &Notification);
+    /// The store failed; the core was reopened from what IndexedDB holds.
+    fn storage_failed(&self, message: &str);
+    /// The pump finished a round (counts such as pending changes may have changed).
+    fn settled(&self);
+}
+
+struct Timer {
+    handle: i32,
+    _callback: Closure<dyn FnMut()>,
+}
+
+/// The running client: the core and everything around it.
+pub struct Shell {
+    core: RefCell<SyncCore>,
+    config: Config,
+    store: IdbStore,
+    url: String,
+    connection: RefCell<Option<Connection>>,
+    generation: Cell<u64>,
+    pumping: Cell<bool>,
+    timer: RefCell<Option<Timer>>,
+    idle_waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    outcome_waiters: RefCell<HashMap<ChangeId, Vec<oneshot::Sender<ChangeOutcome>>>>,
+    hooks: RefCell<Option<Rc<dyn AppHooks>>>,
+    closed: Cell<bool>,
+}
+
+impl Shell {
+    /// Opens the core over what `store` holds and starts it.
+    pub async fn start(config: Config, store: IdbStore, url: String) -> Result<Rc<Self>, String> {
+        let state = store.load().await.map_err(|err| err.to_string())?;
+        let core = SyncCore::open(config.clone(), state, now()).map_err(|err| err.to_string())?;
+        Ok(Rc::new(Self {
+            core: RefCell::new(core),
+            config,
+            store,
+            url,
+            connection: RefCell::default(),
+            generation: Cell::new(0),
+            pumping: Cell::new(false),
+            timer: RefCell::default(),
+            idle_waiters: RefCell::default(),
+            outcome_waiters: RefCell::default(),
+            hooks: RefCell::default(),
+            closed: Cell::new(false),
+        }))
+    }
+
+    /// Sets who hears notifications, then carries out the core's first effects.
+    pub fn run(self: &Rc<Self>, hooks: Rc<dyn AppHooks>) {
+        *self.hooks.borrow_mut() = Some(hooks);
+        self.schedule_pump();
+    }
+
+    /// Reads the core.
+    pub fn with_core<R>(&self, read: impl FnOnce(&SyncCore) -> R) -> R {
+        read(&self.core.borrow())
+    }
+
+    /// Gives the core an input, then lets the pump carry out its effects.
+    pub fn input<R>(
+        self: &Rc<Self>,
+        apply: impl FnOnce(&mut SyncCore, u64) -> Result<R, CoreError>,
+    ) -> Result<R, CoreError> {
+        let result = apply(&mut self.core.borrow_mut(), now());
+        self.schedule_pump();
+        result
+    }
+
+    /// Resolves once every effect produced so far was carried out (in
+    /// particular, once a new change is durably in the outbox).
+    pub async fn settled(self: &Rc<Self>) {
+        if !self.pumping.get() {
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.idle_waiters.borrow_mut().push(tx);
+        let _ = rx.await;
+    }
+
+    /// Resolves with the outcome of change `id` (which may come after a reload).
+    pub fn outcome(&self, id: ChangeId) -> oneshot::Receiver<ChangeOutcome> {
+        let (tx, rx) = oneshot::channel();
+        if let Some(record) = self.core.borrow().outcomes().get(&id) {
+            let _ = tx.send(record.outcome.clone());
+        } else {
+            self.outcome_waiters
+                .borrow_mut()
+                .entry(id)
+                .or_default()
+                .push(tx);
+        }
+        rx
+    }
+
+    /// Stops: closes the socket, the timer and the database.
+    pub fn close(&self) {
+        self.closed.set(true);
+        self.generation.set(self.generation.get() + 1);
+        self.connection.borrow_mut().take();
+        self.cancel_timer();
+        self.outcome_waiters.borrow_mut().clear();
+        self.store.close();
+    }
+
+    fn schedule_pump(self: &Rc<Self>) {
+        if self.pumping.replace(true) || self.closed.get() {
+            return;
+        }
+        let shell = self.clone();
+        wasm_bindgen_futures::spawn_local(async move { shell.pump().await });
+    }
+
+    async fn pump(self: Rc<Self>) {
+        loop {
+            if self.closed.get() {
+                break;
+            }
+            let effects = self.core.borrow_mut().take_effects();
+            if effects.is_empty() {
+                break;
+            }
+            self.carry_out(effects).await;
+        }
+        self.pumping.set(false);
+        for waiter in self.idle_waiters.borrow_mut().drain(..) {
+            let _ = waiter.send(());
+        }
+        if !self.closed.get() {
+            self.arm_timer();
+            if let Some(hooks) = self.hooks() {
+                hooks.settled();
+            }
+        }
+    }
+
+    fn hooks(&self) -> Option<Rc<dyn AppHooks>> {
+        self.hooks.borrow().clone()
+    }
+
+    async fn carry_out(self: &Rc<Self>, effects: Effects) {
+        if let Some(batch) = &effects.store {
+            if let Err(err) = self.store.apply(batch).await {
+                self.recover_from_storage_failure(err.to_string()).await;
+                return;
+            }
+        }
+        if effects.close {
+            self.drop_connection();
+            let _ = self.core.borrow_mut().disconnected(now());
+        }
+        if let Some(connection) = self.connection.borrow().as_ref() {
+            for message in &effects.send {
+                connection.send(
+                    serde_json::to_string(message).expect("client messages always serialize"),
+                );
+            }
+        }
+        if effects.connect {
+            self.connect();
+        }
+        let hooks = self.hooks();
+        for notification in &effects.notify {
+            if let Notification::Outcome { change, outcome } = notification {
+                for waiter in self
+                    .outcome_waiters
+                    .borrow_mut()
+                    .remove(change)
+                    .unwrap_or_default()
+                {
+                    let _ = waiter.send(outcome.clone());
+                }
+            }
+            if let Some(hooks) = &hooks {
+                hooks.notify(notification);
+            }
+        }
+    }
+
+    /// A batch failed (quota, closed database): nothing of it was written and
+    /// nothing of it is sent. The core is reopened from what the store holds,
+    /// so memory and IndexedDB agree again; the app hears why.
+    async fn recover_from_storage_failure(self: &Rc<Self>, message: String) {
+        self.core.borrow_mut().storage_failed(message.clone());
+        if let Some(hooks) = self.hooks() {
+            hooks.storage_failed(&message);
+        }
+        self.drop_connection();
+        match self.store.load().await {
+            Ok(state) => match SyncCore::open(self.config.clone(), state, now()) {
+                Ok(core) => *self.core.borrow_mut() = core,
+                Err(err) => {
+                    web_sys::console::error_1(&format!("thoonk-sync: cannot reopen: {err}").into())
+                }
+            },
+            Err(err) => web_sys::console::error_1(
+                &format!("thoonk-sync: cannot reload the store: {err}").into(),
+            ),
+        }
+    }
+
+    fn drop_connection(&self) {
+        self.generation.set(self.generation.get() + 1);
+        self.connection.borrow_mut().take();
+    }
+
+    fn connect(self: &Rc<Self>) {
+        self.drop_connection();
+        let generation = self.generation.get();
+        let weak: Weak<Self> = Rc::downgrade(self);
+        let on_event: Rc<dyn Fn(SocketEvent)> = Rc::new(move |event| {
+            if let Some(shell) = weak.upgrade() {
+                if shell.generation.get() == generation {
+                    shell.on_socket(event);
+                }
+            }
+        });
+        match Connection::open(&self.url, on_event) {
+            Ok(connection) => *self.connection.borrow_mut() = Some(connection),
+            Err(err) => {
+                web_sys::console::warn_1(
+                    &format!("thoonk-sync: cannot open {}: {err}", self.url).into(),
+                );
+                let _ = self.input(|core, now| core.disconnected(now));
+            }
+        }
+    }
+
+    fn on_socket(self: &Rc<Self>, event: SocketEvent) {
+        let result = match event {
+            SocketEvent::Opened => self.input(|core, now| core.connected(now)),
+            SocketEvent::Closed => {
+                self.connection.borrow_mut().take();
+                self.input(|core, now| core.disconnected(now))
+            }
+            SocketEvent::Frame(text) => match serde_json::from_str::<ServerMessage>(&text) {
+                Ok(message) => self.input(|core, now| core.handle_server(message, now)),
+                Err(err) => {
+                    web_sys::console::warn_1(
+                        &format!("thoonk-sync: ignoring an unreadable frame: {err}").into(),
+                    );
+                    Ok(())
+                }
+            },
+        };
+        if let Err(err) = result {
+            web_sys::console::warn_1(&format!("thoonk-sync: {err}").into());
+        }
+    }
+
+    fn cancel_timer(&self) {
+        if let Some(timer) = self.timer.borrow_mut().take() {
+            if let Some(window) = web_sys::window() {
+                window.clear_timeout_with_handle(timer.handle);
+            }
+        }
+    }
+
+    fn arm_timer(self: &Rc<Self>) {
+        self.cancel_timer();
+        let Some(deadline) = self.core.borrow().poll_timeout() else {
+            return;
+        };
+        let Some(window) = web_sys::window() else {
+            return;
+        };
+        let delay = deadline.saturating_sub(now()).min(i32::MAX as u64) as i32;
+        let weak = Rc::downgrade(self);
+        let callback = Closure::<dyn FnMut()>::new(move || {
+            if let Some(shell) = weak.upgrade() {
+                if !shell.closed.get() {
+                    let _ = shell.input(|core, now| core.handle_timeout(now));
+                }
+            }
+        });
+        if let Ok(handle) = window.set_timeout_with_callback_and_timeout_and_arguments_0(
+            callback.as_ref().unchecked_ref(),
+            delay,
+        ) {
+            *self.timer.borrow_mut() = Some(Timer {
+                handle,
+                _callback: callback,
+            });
+        }
+    }
+}
