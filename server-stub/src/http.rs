@@ -43,9 +43,15 @@ impl std::str::FromStr for StaticDir {
     }
 }
 
-/// Builds the router: `GET /ws` upgrades to the sync protocol; everything else
-/// is looked up in the static folders.
-pub fn router(shared: Shared, statics: &[StaticDir]) -> Router {
+/// Builds the router: `GET /ws` upgrades to the sync protocol;
+/// `GET /demo/users.json` lists `demo_users` when given (the demo's sign-in
+/// picker; never give it in production: it holds tokens); everything else is
+/// looked up in the static folders.
+pub fn router(
+    shared: Shared,
+    statics: &[StaticDir],
+    demo_users: Option<serde_json::Value>,
+) -> Router {
     let max_frame = shared.limits.max_frame;
     let mut router = Router::new()
         .route(
@@ -57,6 +63,12 @@ pub fn router(shared: Shared, statics: &[StaticDir]) -> Router {
             ),
         )
         .with_state(shared);
+    if let Some(users) = demo_users {
+        router = router.route(
+            "/demo/users.json",
+            get(move || async move { axum::Json(users) }),
+        );
+    }
     for dir in statics {
         let service = ServeDir::new(&dir.dir).append_index_html_on_directories(true);
         router = if dir.prefix == "/" {

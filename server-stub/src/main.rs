@@ -68,6 +68,10 @@ struct ServeArgs {
     /// Name of this process in the classic `newfeed`/`conffeed` events.
     #[arg(long, env = "THOONK_INSTANCE")]
     instance: Option<String>,
+    /// Serve the config's users with their tokens at `/demo/users.json`, for
+    /// the demo's sign-in picker. Development only: it gives every token away.
+    #[arg(long, requires = "config")]
+    demo_users: bool,
     /// The job queue client changes go to.
     #[arg(long, env = "THOONK_QUEUE", default_value = thoonk_server::jobs::DEFAULT_QUEUE)]
     queue: String,
@@ -113,7 +117,7 @@ fn instance_name(given: Option<String>) -> String {
 
 fn load_access(config: Option<&std::path::Path>) -> anyhow::Result<Arc<dyn AccessRules>> {
     Ok(match config {
-        Some(path) => Arc::new(ConfigRules::load(path)?),
+        Some(path) => Arc::new(ConfigRules::load(path)?) as Arc<dyn AccessRules>,
         None => {
             tracing::warn!(
                 "no --config: every token is accepted and may read and write every feed"
@@ -163,7 +167,11 @@ async fn serve(client: redis::Client, args: ServeArgs) -> anyhow::Result<()> {
         limits,
         shutdown: stopped.clone(),
     };
-    let app = router(shared, &args.statics);
+    let demo_users = match (&args.config, args.demo_users) {
+        (Some(path), true) => Some(serde_json::to_value(ConfigRules::load(path)?.users())?),
+        _ => None,
+    };
+    let app = router(shared, &args.statics, demo_users);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listen on {}", args.listen))?;

@@ -62,7 +62,7 @@ impl AccessRules for OpenAccess {
 }
 
 /// A user's role in a team.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TeamRole {
     /// A member.
@@ -72,7 +72,7 @@ pub enum TeamRole {
 }
 
 /// One user of the config file.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserEntry {
     /// The user's name.
