@@ -422,6 +422,27 @@ fn random_seed() -> u64 {
 pub struct Client {
     shell: Rc<Shell>,
     app: Rc<App>,
+    /// Reconnects at once when the browser comes back online or the page becomes visible.
+    wake: RefCell<Option<Closure<dyn FnMut()>>>,
+}
+
+/// Listens for the browser coming back online or the page becoming visible.
+fn listen_for_wake(shell: &Rc<Shell>) -> Option<Closure<dyn FnMut()>> {
+    let window = web_sys::window()?;
+    let weak = Rc::downgrade(shell);
+    let listener = Closure::<dyn FnMut()>::new(move || {
+        let visible = web_sys::window()
+            .and_then(|w| w.document())
+            .is_none_or(|d| d.visibility_state() == web_sys::VisibilityState::Visible);
+        if let (Some(shell), true) = (weak.upgrade(), visible) {
+            shell.reconnect_now();
+        }
+    });
+    let document: web_sys::EventTarget = window.document()?.into();
+    let _ = window.add_event_listener_with_callback("online", listener.as_ref().unchecked_ref());
+    let _ = document
+        .add_event_listener_with_callback("visibilitychange", listener.as_ref().unchecked_ref());
+    Some(listener)
 }
 
 #[wasm_bindgen]
@@ -471,7 +492,8 @@ impl Client {
         // The first round (stored outcomes, the first connect) is carried out
         // before the app can register listeners; `onOutcome` replays what is stored.
         shell.settled().await;
-        Ok(Client { shell, app })
+        let wake = RefCell::new(listen_for_wake(&shell));
+        Ok(Client { shell, app, wake })
     }
 
     /// Follows a feed or pattern (`team:353:member:*:tasks`); `onChange` hears
@@ -686,8 +708,22 @@ impl Client {
         to_js(&entries).unchecked_into()
     }
 
+    /// `false` works offline: the connection closes and stays closed while
+    /// changes keep queueing durably; `true` reconnects at once.
+    #[wasm_bindgen(js_name = setOnline)]
+    pub fn set_online(&self, online: bool) {
+        self.shell.set_paused(!online);
+    }
+
     /// Stops syncing and closes the database.
     pub fn close(&self) {
         self.shell.close();
+        if let (Some(window), Some(listener)) = (web_sys::window(), self.wake.borrow_mut().take()) {
+            let callback = listener.as_ref().unchecked_ref();
+            let _ = window.remove_event_listener_with_callback("online", callback);
+            if let Some(document) = window.document() {
+                let _ = document.remove_event_listener_with_callback("visibilitychange", callback);
+            }
+        }
     }
 }

@@ -54,6 +54,8 @@ pub struct Shell {
     outcome_waiters: RefCell<HashMap<ChangeId, Vec<oneshot::Sender<ChangeOutcome>>>>,
     hooks: RefCell<Option<Rc<dyn AppHooks>>>,
     closed: Cell<bool>,
+    /// Set by the app ("work offline") or the browser's `offline` event: no socket is opened.
+    paused: Cell<bool>,
 }
 
 impl Shell {
@@ -74,6 +76,7 @@ impl Shell {
             outcome_waiters: RefCell::default(),
             hooks: RefCell::default(),
             closed: Cell::new(false),
+            paused: Cell::new(false),
         }))
     }
 
@@ -122,6 +125,29 @@ impl Shell {
                 .push(tx);
         }
         rx
+    }
+
+    /// Works offline (`true`): closes the socket and opens none until called
+    /// with `false`, which reconnects at once. Changes keep queueing meanwhile.
+    pub fn set_paused(self: &Rc<Self>, paused: bool) {
+        if self.paused.replace(paused) == paused || self.closed.get() {
+            return;
+        }
+        if paused {
+            self.drop_connection();
+            let _ = self.input(|core, now| core.disconnected(now));
+        } else {
+            self.reconnect_now();
+        }
+    }
+
+    /// Reconnects at once when offline and not paused (the browser came back
+    /// online or the page became visible), instead of waiting for the backoff.
+    pub fn reconnect_now(self: &Rc<Self>) {
+        if self.paused.get() || self.closed.get() || self.connection.borrow().is_some() {
+            return;
+        }
+        self.connect();
     }
 
     /// Stops: closes the socket, the timer and the database.
@@ -237,6 +263,10 @@ impl Shell {
 
     fn connect(self: &Rc<Self>) {
         self.drop_connection();
+        if self.paused.get() {
+            let _ = self.input(|core, now| core.disconnected(now));
+            return;
+        }
         let generation = self.generation.get();
         let weak: Weak<Self> = Rc::downgrade(self);
         let on_event: Rc<dyn Fn(SocketEvent)> = Rc::new(move |event| {
