@@ -1,0 +1,157 @@
+//! The `thoonk-server job …` admin commands and `thoonk-server work`, as
+//! real processes on a Redis set up like the demo's (config/demo.json): the
+//! seed's administrator investigates a stalled job, edits it and retries it.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use thoonk_testkit::RedisServer;
+
+const BIN: &str = env!("CARGO_BIN_EXE_thoonk-server");
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn demo_config() -> String {
+    format!("{}/../config/demo.json", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `thoonk-server --redis URL job ARGS…`; returns its JSON, or its stderr on failure.
+fn job(redis: &RedisServer, args: &[&str]) -> Result<Value, String> {
+    let out = Command::new(BIN)
+        .args(["--redis", &redis.url(), "job"])
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run thoonk-server job");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(serde_json::from_slice(&out.stdout).expect("job commands print JSON"))
+}
+
+fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &redis.port().to_string()])
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{what}: not reached within {PATIENCE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Worker(Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn an_admin_investigates_a_stalled_job_edits_it_and_retries_it() {
+    let redis = RedisServer::start();
+    let bobs = "team:353:member:bob:tasks";
+    // Something left a string where bob's task feed's id list belongs.
+    redis_cli(&redis, &["SET", &format!("feed.ids:{bobs}"), "junk"]);
+    let change = json!({"id": "web:1", "op": {"kind": "action", "name": "create_task",
+        "payload": {"feed": bobs, "id": "t1", "task": {"title": "Buy milk"}}}});
+    let put = job(
+        &redis,
+        &["put", "changes", "--user", "bob", &change.to_string()],
+    )
+    .unwrap();
+    assert_eq!(put["submitted"], "queued");
+    let again = job(
+        &redis,
+        &["put", "changes", "--user", "bob", &change.to_string()],
+    )
+    .unwrap();
+    assert_eq!(again["submitted"], "already_queued");
+    let listed = job(&redis, &["list", "changes"]).unwrap();
+    assert_eq!(listed["jobs"][0]["id"], "web:1");
+    assert_eq!(listed["jobs"][0]["state"], "available");
+
+    let _worker = Worker(
+        Command::new(BIN)
+            .args(["--redis", &redis.url(), "work", "--config", &demo_config()])
+            .args([
+                "--max-retries",
+                "0",
+                "--poll-interval-ms",
+                "50",
+                "--sweep-interval-ms",
+                "100",
+            ])
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start thoonk-server work"),
+    );
+    let stalled = eventually("the job stalls", || {
+        let out = job(&redis, &["stalled", "changes"]).unwrap();
+        out["stalled"].as_array().filter(|s| !s.is_empty()).cloned()
+    });
+    let error = stalled[0]["last_error"]["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        error.contains(&format!("feed.ids:{bobs}")),
+        "the error names the bad key: {error}"
+    );
+
+    // The admin repairs the data, edits the title and retries.
+    redis_cli(&redis, &["DEL", &format!("feed.ids:{bobs}")]);
+    let mut payload = stalled[0]["payload"].clone();
+    payload["op"]["payload"]["task"]["title"] = json!("Buy oat milk");
+    job(&redis, &["edit", "changes", "web:1", &payload.to_string()]).unwrap();
+    let shown = job(&redis, &["show", "changes", "web:1"]).unwrap();
+    assert_eq!(
+        shown["job"]["payload"]["op"]["payload"]["task"]["title"],
+        "Buy oat milk"
+    );
+    job(&redis, &["retry", "changes", "web:1"]).unwrap();
+    let result = eventually("the job finishes", || {
+        let out = job(&redis, &["result", "changes", "web:1"]).unwrap();
+        (!out["outcome"].is_null()).then_some(out)
+    });
+    assert_eq!(result["outcome"]["status"], "accepted", "{result}");
+    assert_eq!(result["ledger"]["user"], "bob");
+    let item = redis_cli(&redis, &["HGET", &format!("feed.items:{bobs}"), "t1"]);
+    let item: Value = serde_json::from_str(&item).unwrap();
+    assert_eq!(item, json!({"title": "Buy oat milk", "done": false}));
+
+    // Errors name what to do, and exit non-zero.
+    let err = job(&redis, &["retry", "changes", "web:1"]).unwrap_err();
+    assert!(err.contains("not stalled"), "{err}");
+    let err = job(&redis, &["list", "nothing"]).unwrap_err();
+    assert!(err.contains("no job queue nothing"), "{err}");
+    // Under the demo's rules, cat may not add to bob's list.
+    let foreign = json!({"id": "web:2", "op": {"kind": "action", "name": "create_task",
+        "payload": {"feed": bobs, "id": "t2", "task": {"title": "x"}}}});
+    job(
+        &redis,
+        &["put", "changes", "--user", "cat", &foreign.to_string()],
+    )
+    .unwrap();
+    let result = eventually("the rejection", || {
+        let out = job(&redis, &["result", "changes", "web:2"]).unwrap();
+        (!out["outcome"].is_null()).then_some(out)
+    });
+    assert_eq!(result["outcome"]["status"], "rejected");
+    assert_eq!(result["outcome"]["code"], "forbidden");
+}
