@@ -345,3 +345,40 @@ pub(crate) fn register(handlers: &mut Handlers) {
     handlers.register("reorder_task", reorder_task);
     handlers.register("delegate_task", delegate_task);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_feeds_are_parsed_by_segment_and_keep_hash_tags() {
+        let feed = TaskFeed::parse("team:353:member:bob:tasks").unwrap();
+        assert_eq!((feed.team.as_str(), feed.member.as_str()), ("353", "bob"));
+        let tagged = TaskFeed::parse("team:{353}:member:bob:tasks").unwrap();
+        let other = tagged.of_member("cat").unwrap();
+        assert_eq!(other.name.as_str(), "team:{353}:member:cat:tasks");
+        for bad in [
+            "team:353:tasks",
+            "team:353:member:bob:notes",
+            "x:353:member:bob:tasks",
+            "team:353:member:*:tasks",
+        ] {
+            assert!(TaskFeed::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tasks_need_a_title_and_a_boolean_done() {
+        let task = |v: Json| v.as_object().unwrap().clone();
+        assert!(check_task(&task(serde_json::json!({"title": "x"}))).is_ok());
+        assert!(check_task(&task(
+            serde_json::json!({"title": "x", "done": true, "due": 3})
+        ))
+        .is_ok());
+        assert!(check_task(&task(serde_json::json!({"title": "  "}))).is_err());
+        assert!(check_task(&task(serde_json::json!({"done": false}))).is_err());
+        assert!(check_task(&task(serde_json::json!({"title": "x", "done": "yes"}))).is_err());
+        let long = "x".repeat(MAX_TITLE + 1);
+        assert!(check_task(&task(serde_json::json!({ "title": long }))).is_err());
+    }
+}
