@@ -1,0 +1,38 @@
+// Small DOM helpers shared by the task list (app.js) and the raw feed view (raw.js).
+
+/** Creates an element: `el('button', { type: 'button' }, ['text', child])`. */
+export function el(tag, attrs = {}, children = []) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === false || value === null || value === undefined) continue;
+    if (name === 'checked' || name === 'value' || name === 'selected') node[name] = value;
+    else node.setAttribute(name, value === true ? '' : String(value));
+  }
+  node.append(...[children].flat().filter((c) => c !== null && c !== undefined));
+  return node;
+}
+
+export function formatTime(ms) {
+  return new Date(ms).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+}
+
+/** The words for a connection state; "live" only when online. */
+export function connectionText(connection) {
+  return {
+    online: 'live',
+    offline: 'offline',
+    connecting: 'connecting…',
+    unauthorized: 'not signed in',
+    stopped: 'stopped (update the page)',
+  }[connection] ?? connection;
+}
+
+/** The status bar: connection, pending count, last sync. */
+export function showStatus(node, { connection, pending, storageError }, lastSync) {
+  const parts = [connectionText(connection), `${pending} pending`];
+  if (lastSync !== undefined) parts.push(lastSync ? `last sync ${formatTime(lastSync)}` : 'never synced');
+  if (storageError) parts.push(`storage error: ${storageError}`);
+  node.textContent = parts.join(' · ');
+  node.dataset.connection = connection;
+  node.dataset.pending = String(pending);
+}
