@@ -18,6 +18,8 @@ use crate::shell::{AppHooks, Shell};
 
 #[wasm_bindgen(typescript_custom_section)]
 const TYPES: &str = r#"
+/** Any JSON value: what a feed item or an action payload may be. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 /** Options of `Client.open`. Give `token`, or `getToken` to fetch (and refresh) one. */
 export interface ClientOptions {
   /** The server's WebSocket URL, e.g. `ws://localhost:8080/ws`. */
@@ -555,7 +557,7 @@ impl Client {
     pub fn publish(
         &self,
         feed: String,
-        item: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Json")] item: JsValue,
         id: Option<String>,
         position: Option<PositionJs>,
     ) -> Result<PendingChangePromise, JsValue> {
@@ -581,7 +583,7 @@ impl Client {
         &self,
         feed: String,
         id: String,
-        item: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "Json")] item: JsValue,
     ) -> Result<PendingChangePromise, JsValue> {
         let op = Operation::Edit {
             feed: feed_name(feed)?,
@@ -618,7 +620,11 @@ impl Client {
 
     /// Submits the named application action `name` with `payload` (a worker on
     /// the server validates it and applies it to one or more feeds atomically).
-    pub fn action(&self, name: String, payload: JsValue) -> Result<PendingChangePromise, JsValue> {
+    pub fn action(
+        &self,
+        name: String,
+        #[wasm_bindgen(unchecked_param_type = "Json")] payload: JsValue,
+    ) -> Result<PendingChangePromise, JsValue> {
         let op = Operation::Action {
             name,
             payload: from_js(payload, "payload")?,
