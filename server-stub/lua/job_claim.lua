@@ -4,7 +4,8 @@
 -- KEYS[1..10] the queue's keys (see job_submit.lua)
 -- ARGV: none
 -- Reply: nil when no job is available, else { id, payload, failure count,
---        claim time (ms; job_fail.lua takes it to fail only its own claim) }
+--        claim time (ms; job_fail.lua takes it to fail only its own claim),
+--        number of ids still available }
 local t = redis.call('TIME')
 local now = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
 for _ = 1, 16 do
@@ -14,7 +15,7 @@ for _ = 1, 16 do
   if payload then
     redis.call('ZADD', KEYS[5], now, id)
     local failures = redis.call('HGET', KEYS[6], id) or '0'
-    return { id, payload, failures, now }
+    return { id, payload, failures, now, redis.call('LLEN', KEYS[2]) }
   end
 end
 return false

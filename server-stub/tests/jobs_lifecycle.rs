@@ -339,9 +339,9 @@ async fn a_failure_counts_only_against_the_claim_it_belongs_to() {
     for key in &keys {
         invocation.key(key);
     }
-    let (id, _payload, failures, claimed_at): (String, String, u64, String) =
+    let (id, _payload, failures, claimed_at, remaining): (String, String, u64, String, u64) =
         invocation.invoke_async(&mut conn).await.unwrap();
-    assert_eq!((id.as_str(), failures), ("f:1", 0));
+    assert_eq!((id.as_str(), failures, remaining), ("f:1", 0, 0));
     let score: f64 = conn.zscore("feed.claimed:changes", "f:1").await.unwrap();
     assert_eq!(score.to_string(), claimed_at, "claimed in the same step");
 

@@ -39,6 +39,8 @@ pub(crate) struct Claimed {
     pub failures: u64,
     /// The claim time (ms), which identifies this claim.
     pub claimed_at: String,
+    /// Ids still available after this claim.
+    pub remaining: u64,
 }
 
 /// What a failure did to a claimed job.
@@ -287,15 +289,18 @@ impl JobQueue {
 
     /// Takes the next available job, atomically marking it claimed.
     pub(crate) async fn claim(&self) -> Result<Option<Claimed>, JobError> {
-        let reply: Option<(String, String, u64, String)> = self
+        let reply: Option<(String, String, u64, String, u64)> = self
             .invoke(self.invocation(&self.scripts.claim, None))
             .await?;
-        Ok(reply.map(|(id, payload, failures, claimed_at)| Claimed {
-            id,
-            payload,
-            failures,
-            claimed_at,
-        }))
+        Ok(
+            reply.map(|(id, payload, failures, claimed_at, remaining)| Claimed {
+                id,
+                payload,
+                failures,
+                claimed_at,
+                remaining,
+            }),
+        )
     }
 
     /// Finishes a job with `outcome`: stores it, publishes it on

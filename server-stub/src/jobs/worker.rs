@@ -132,8 +132,9 @@ async fn listen(
         let mut messages = pubsub.on_message();
         loop {
             tokio::select! {
+                // One notice, one job: wake one idle worker (or leave it a permit).
                 message = messages.next() => match message {
-                    Some(_) => doorbell.notify_waiters(),
+                    Some(_) => doorbell.notify_one(),
                     None => break,
                 },
                 _ = stop.changed() => return,
@@ -174,6 +175,10 @@ async fn worker(shared: Arc<Shared>, doorbell: Arc<Notify>, mut stop: watch::Rec
         rang.as_mut().enable();
         match shared.queue.claim().await {
             Ok(Some(job)) => {
+                if job.remaining > 0 {
+                    // More jobs wait: pass the doorbell on to an idle worker.
+                    doorbell.notify_one();
+                }
                 // Run the job in its own task: a panic in it ends that task only.
                 let (id, claimed_at) = (job.id.clone(), job.claimed_at.clone());
                 let run = tokio::spawn(work_one(shared.clone(), job));
