@@ -91,6 +91,7 @@ class TaskApp {
     this.lastSync = Number(localStorage.getItem(this.storageKey('last-sync'))) || null;
     this.descriptions = JSON.parse(localStorage.getItem(this.storageKey('changes')) ?? '{}');
     this.offline = localStorage.getItem(this.storageKey('offline')) === 'yes';
+    this.browserOffline = !navigator.onLine;
     this.renderQueued = false;
   }
 
@@ -131,6 +132,10 @@ class TaskApp {
     $('offline-toggle').hidden = false;
     $('work-offline').checked = this.offline;
     $('work-offline').addEventListener('change', (event) => this.setOffline(event.target.checked));
+    // The browser's own offline state: an open WebSocket may outlive it, so
+    // the client is paused as with the toggle.
+    window.addEventListener('offline', () => this.setBrowserOffline(true));
+    window.addEventListener('online', () => this.setBrowserOffline(false));
     if (!this.team) {
       $('no-team').hidden = false;
       $('no-team').textContent = `${this.me.name} is not a member of any team.`;
@@ -157,10 +162,12 @@ class TaskApp {
 
   /** Opens the client (again, when "work offline" had to close it) and wires it up. */
   async openClient() {
-    const url = this.offline && !Client.prototype.setOnline ? offlineUrl() : wsUrl;
+    const paused = this.offline || this.browserOffline;
+    const url = paused && !Client.prototype.setOnline ? offlineUrl() : wsUrl;
     const client = await Client.open({ url, token: this.me.token, dbName: `thoonk-demo:${this.me.name}` });
     this.client = client;
-    if (this.offline && client.setOnline) client.setOnline(false);
+    this.paused = paused;
+    if (paused && client.setOnline) client.setOnline(false);
     client.onStatus((status) => {
       this.status = status;
       this.noteSync();
@@ -189,15 +196,28 @@ class TaskApp {
     this.render();
   }
 
-  async setOffline(offline) {
+  setOffline(offline) {
     this.offline = offline;
     localStorage.setItem(this.storageKey('offline'), offline ? 'yes' : 'no');
+    return this.applyConnection();
+  }
+
+  setBrowserOffline(offline) {
+    this.browserOffline = offline;
+    return this.applyConnection();
+  }
+
+  /** Pauses the connection while working offline or while the browser is offline. */
+  async applyConnection() {
+    const paused = this.offline || this.browserOffline;
+    if (!this.client || paused === this.paused) return;
+    this.paused = paused;
     if (this.client.setOnline) {
-      this.client.setOnline(!offline);
+      this.client.setOnline(!paused);
       return;
     }
     // Without setOnline: reopen the client against an endpoint that never
-    // answers (offline), or against the server (online).
+    // answers (paused), or against the server.
     this.client.close();
     this.client = null;
     await this.openClient();
@@ -428,7 +448,7 @@ class TaskApp {
   render() {
     if (!this.client) return;
     const active = document.activeElement?.dataset?.focus;
-    const selection = active && document.activeElement.selectionStart !== undefined
+    const selection = active && document.activeElement.type === 'text'
       ? [document.activeElement.selectionStart, document.activeElement.selectionEnd, document.activeElement.value]
       : null;
     const status = this.status ?? this.client.status();
@@ -500,8 +520,8 @@ class TaskApp {
       if (writable && !(this.editing?.feed === feed && this.editing?.id === id)) {
         const options = [el('option', { value: '' }, 'delegate to…'), ...teammates.map((m) => el('option', { value: m }, m))];
         parts.push(el('span', { class: 'actions' }, [
-          el('button', { type: 'button', 'data-action': 'up', 'aria-label': `Move “${title}” up`, disabled: index === 0, 'data-focus': `${key}|up` }, '↑'),
-          el('button', { type: 'button', 'data-action': 'down', 'aria-label': `Move “${title}” down`, disabled: index === items.length - 1, 'data-focus': `${key}|down` }, '↓'),
+          el('button', { type: 'button', 'data-action': 'up', 'aria-label': `Move “${title}” up`, 'aria-disabled': index === 0 ? 'true' : false, 'data-focus': `${key}|up` }, '↑'),
+          el('button', { type: 'button', 'data-action': 'down', 'aria-label': `Move “${title}” down`, 'aria-disabled': index === items.length - 1 ? 'true' : false, 'data-focus': `${key}|down` }, '↓'),
           el('button', { type: 'button', 'data-action': 'edit', 'aria-label': `Edit “${title}”`, 'data-focus': `${key}|edit` }, 'Edit'),
           el('label', { for: `${domId}-to`, class: 'visually-hidden' }, `Delegate “${title}” to`),
           el('select', { id: `${domId}-to`, 'data-action': 'delegate-to', 'data-focus': `${key}|to` }, options),

@@ -56,14 +56,22 @@ export async function startStack({ serverArgs = [] } = {}) {
   await waitForPort(redisPort, 'redis-server');
   const redisUrl = `redis://127.0.0.1:${redisPort}/`;
   const port = await freePort();
-  const server = spawn(serverBin, [
+  const spawnServer = (args) => spawn(serverBin, [
     '--redis', redisUrl, 'serve', '--listen', `127.0.0.1:${port}`,
-    '--static', join(root, 'www'), '--static', `/pkg=${join(root, 'pkg')}`, ...serverArgs,
+    '--static', join(root, 'www'), '--static', `/pkg=${join(root, 'pkg')}`, ...args,
   ], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' } });
+  let server = spawnServer(serverArgs);
   await waitForPort(port, 'thoonk-server');
   return {
     redisUrl,
+    port,
     url: `http://127.0.0.1:${port}/`,
+    /** Stops thoonk-server and starts it again on the same port (same Redis), with `args`. */
+    async restartServer(args = serverArgs) {
+      await stopProcess(server);
+      server = spawnServer(args);
+      await waitForPort(port, 'thoonk-server');
+    },
     /** Runs `thoonk-server ARGS…` against this Redis and returns its parsed JSON output. */
     async admin(...args) {
       const { stdout } = await promisify(execFile)(serverBin, ['--redis', redisUrl, ...args]);
@@ -86,4 +94,9 @@ export async function launchBrowser() {
       '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-dev-shm-usage',
     ],
   });
+}
+
+/** The demo's server arguments: the access config (default config/demo.json) and the sign-in list. */
+export function demoArgs(config = join(root, 'config/demo.json')) {
+  return ['--config', config, '--demo-users'];
 }

@@ -1,0 +1,348 @@
+// The demo app in a real browser: two users in two browser contexts against
+// a real thoonk-server (with config/demo.json) and Redis. Each test has a
+// stack of its own, so feeds start empty. Screenshots of the main states go
+// to tests/e2e/artifacts/ (git-ignored).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { isDeepStrictEqual } from 'node:util';
+import { join } from 'node:path';
+import { startStack, launchBrowser, demoArgs, root } from './harness.mjs';
+
+const artifacts = join(root, 'tests/e2e/artifacts');
+mkdirSync(artifacts, { recursive: true });
+const WAIT = { timeout: 30_000 };
+const feedOf = (user, team = '353') => `team:${team}:member:${user}:tasks`;
+
+let browser;
+before(async () => {
+  browser = await launchBrowser();
+});
+after(async () => {
+  await browser?.close();
+});
+
+/** A fresh stack for one test; stopped (with the test's contexts) at its end. */
+async function setup(t, serverArgs = demoArgs()) {
+  const stack = await startStack({ serverArgs });
+  const contexts = [];
+  t.after(async () => {
+    for (const context of contexts) await context.close();
+    await stack.stop();
+  });
+  /** A browser context signed in as `user`, with the page live. */
+  stack.signIn = async (user, { viewport, team = '353' } = {}) => {
+    const context = await browser.newContext(viewport ? { viewport } : {});
+    contexts.push(context);
+    const page = await context.newPage();
+    page.errors = [];
+    page.on('pageerror', (err) => page.errors.push(err.message));
+    await page.goto(`${stack.url}?user=${user}&team=${team}`);
+    await live(page);
+    return page;
+  };
+  return stack;
+}
+
+const status = (page) => page.getByRole('status');
+const live = (page) => status(page).filter({ hasText: /^live/ }).waitFor(WAIT);
+const synced = (page) => status(page).filter({ hasText: /^live · 0 pending/ }).waitFor(WAIT);
+const myTasks = (page) => page.getByRole('list', { name: 'My tasks' });
+const memberTasks = (page, member) => page.getByRole('list', { name: new RegExp(`^${member}\\b`) });
+const task = (list, title) => list.getByRole('listitem').filter({ hasText: title });
+const shot = (page, name) => page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
+
+async function addTask(page, title) {
+  await page.getByLabel('New task').fill(title);
+  await page.getByRole('button', { name: 'Add', exact: true }).click();
+  await task(myTasks(page), title).waitFor(WAIT);
+}
+
+/** Titles of a list's tasks, in order. */
+async function titles(list) {
+  return list.locator('li.task label.title').allTextContents();
+}
+
+async function serverItems(stack, feed) {
+  return stack.admin('feed', 'items', feed);
+}
+
+/** Waits until the server's feed satisfies `check` (Redis is the truth; the wait is bounded). */
+async function serverFeed(stack, feed, check) {
+  const deadline = Date.now() + WAIT.timeout;
+  for (;;) {
+    let items;
+    try {
+      items = await serverItems(stack, feed);
+      if (check(items)) return items;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+    }
+    if (Date.now() > deadline) assert.fail(`feed ${feed} never reached the expected state: ${JSON.stringify(items)}`);
+    await new Promise((ok) => setTimeout(ok, 100));
+  }
+}
+
+/** Presses Tab until the focused element is the one named `name` (keyboard only). */
+async function tabTo(page, name) {
+  for (let i = 0; i < 60; i++) {
+    await page.keyboard.press('Tab');
+    const focused = await page.evaluate(() => {
+      const el = document.activeElement;
+      if (!el) return null;
+      return el.getAttribute('aria-label') ?? el.labels?.[0]?.textContent ?? el.textContent;
+    });
+    if (focused?.trim() === name) return;
+  }
+  assert.fail(`Tab never reached ${name}`);
+}
+
+test('sign-in picker, and changes propagate live both ways between two users', async (t) => {
+  const stack = await setup(t);
+  const annContext = await browser.newContext();
+  t.after(() => annContext.close());
+  const ann = await annContext.newPage();
+  ann.errors = [];
+  ann.on('pageerror', (err) => ann.errors.push(err.message));
+  await ann.goto(stack.url);
+  await ann.getByRole('button', { name: /^ann/ }).click();
+  await live(ann);
+  await shot(ann, 'demo-ann-empty');
+  const bob = await stack.signIn('bob');
+
+  await addTask(bob, 'Draft the agenda');
+  await task(memberTasks(ann, 'bob'), 'Draft the agenda').waitFor(WAIT);
+
+  // ann (a team admin) completes bob's task: bob sees it done without a reload.
+  await task(memberTasks(ann, 'bob'), 'Draft the agenda').getByRole('checkbox').check();
+  await bob.waitForFunction(() => document.querySelector('#my-tasks li.task input[type=checkbox]')?.checked === true, null, WAIT);
+
+  await addTask(ann, 'Book the room');
+  await task(memberTasks(bob, 'ann'), 'Book the room').waitFor(WAIT);
+  // bob is a member: ann's tasks are read only for him.
+  assert.equal(await task(memberTasks(bob, 'ann'), 'Book the room').getByRole('button').count(), 0);
+  await synced(ann);
+  await synced(bob);
+  await shot(ann, 'demo-live-ann');
+  await shot(bob, 'demo-live-bob');
+
+  const items = await serverItems(stack, feedOf('bob'));
+  assert.deepEqual(items.items.map((i) => i.item), [{ title: 'Draft the agenda', done: true }]);
+  assert.deepEqual(bob.errors, []);
+  assert.deepEqual(ann.errors, []);
+});
+
+test('offline changes show as pending, survive a reload and are applied exactly once', async (t) => {
+  const stack = await setup(t);
+  const bob = await stack.signIn('bob');
+  await addTask(bob, 'Water the plants');
+  await synced(bob);
+  const context = bob.context();
+
+  await context.setOffline(true);
+  await status(bob).filter({ hasText: /^offline/ }).waitFor(WAIT);
+  await addTask(bob, 'Buy stamps');
+  await task(myTasks(bob), 'Water the plants').getByRole('checkbox').check();
+  await task(myTasks(bob), 'Water the plants').getByText('pending').waitFor(WAIT);
+  await task(myTasks(bob), 'Buy stamps').getByText('pending').waitFor(WAIT);
+  await status(bob).filter({ hasText: '2 pending' }).waitFor(WAIT);
+  await shot(bob, 'demo-offline-pending');
+
+  // Reload while still offline: the page comes from the offline cache, the
+  // tasks and the outbox from IndexedDB.
+  await bob.reload();
+  await status(bob).filter({ hasText: /^offline · 2 pending/ }).waitFor(WAIT);
+  await task(myTasks(bob), 'Buy stamps').getByText('pending').waitFor(WAIT);
+  assert.equal(await task(myTasks(bob), 'Water the plants').getByRole('checkbox').isChecked(), true);
+  await bob.locator('#inspector summary').click();
+  assert.equal(await bob.locator('#outbox tr').count(), 2);
+  await shot(bob, 'demo-offline-reloaded');
+
+  await context.setOffline(false);
+  await synced(bob);
+  await task(myTasks(bob), 'Buy stamps').and(bob.locator('[data-state="confirmed"]')).waitFor(WAIT);
+  const items = await serverFeed(stack, feedOf('bob'), (f) => f.items.length === 2);
+  assert.deepEqual(items.items.map((i) => i.item), [
+    { title: 'Water the plants', done: true },
+    { title: 'Buy stamps', done: false },
+  ]);
+  // Three changes in all (publish, edit, publish): nothing was applied twice.
+  assert.equal(items.rev, 3);
+
+  // Another reload once synced: nothing is sent again.
+  await bob.reload();
+  await synced(bob);
+  assert.deepEqual(await titles(myTasks(bob)), ['Water the plants', 'Buy stamps']);
+  assert.equal((await serverItems(stack, feedOf('bob'))).rev, 3);
+  assert.deepEqual(bob.errors, []);
+});
+
+test('delegating a task moves it from one member to the other, for both', async (t) => {
+  const stack = await setup(t);
+  const bob = await stack.signIn('bob');
+  const cat = await stack.signIn('cat');
+  await addTask(bob, 'Review the budget');
+  await addTask(bob, 'Order chairs');
+  await task(memberTasks(cat, 'bob'), 'Review the budget').waitFor(WAIT);
+
+  const row = task(myTasks(bob), 'Review the budget');
+  await row.getByLabel('Delegate “Review the budget” to').selectOption('cat');
+  await row.getByRole('button', { name: 'Delegate “Review the budget”' }).click();
+
+  await task(myTasks(cat), 'Review the budget').waitFor(WAIT);
+  await task(memberTasks(bob, 'cat'), 'Review the budget').waitFor(WAIT);
+  await task(myTasks(bob), 'Review the budget').waitFor({ state: 'detached', ...WAIT });
+  await task(memberTasks(cat, 'bob'), 'Review the budget').waitFor({ state: 'detached', ...WAIT });
+  await synced(bob);
+  await shot(bob, 'demo-delegated-bob');
+  await shot(cat, 'demo-delegated-cat');
+
+  assert.deepEqual((await serverItems(stack, feedOf('bob'))).items.map((i) => i.item.title), ['Order chairs']);
+  const catFeed = await serverItems(stack, feedOf('cat'));
+  assert.deepEqual(catFeed.items.map((i) => i.item), [{ title: 'Review the budget', done: false, delegated_by: 'bob' }]);
+});
+
+test('concurrent offline edits of one task: different fields merge, the same field asks the user', async (t) => {
+  const stack = await setup(t);
+  const bob = await stack.signIn('bob');
+  const ann = await stack.signIn('ann');
+  await addTask(bob, 'Plan the offsite');
+  await synced(bob);
+  const annRow = () => task(memberTasks(ann, 'bob'), /Plan the offsite|Offsite/);
+  await annRow().waitFor(WAIT);
+
+  // Both offline: bob through the page's toggle, ann through the browser.
+  await bob.getByLabel('Work offline').check();
+  await status(bob).filter({ hasText: /^offline/ }).waitFor(WAIT);
+  await ann.context().setOffline(true);
+  await status(ann).filter({ hasText: /^offline/ }).waitFor(WAIT);
+
+  // bob renames the task, ann completes it.
+  const bobRow = task(myTasks(bob), 'Plan the offsite');
+  await bobRow.getByRole('button', { name: 'Edit “Plan the offsite”' }).click();
+  await bob.getByLabel('Title of “Plan the offsite”').fill('Plan the offsite in May');
+  await bob.keyboard.press('Enter');
+  await task(myTasks(bob), 'Plan the offsite in May').getByText('pending').waitFor(WAIT);
+  await annRow().getByRole('checkbox').check();
+  await annRow().getByText('pending').waitFor(WAIT);
+
+  await bob.getByLabel('Work offline').uncheck();
+  await synced(bob);
+  await ann.context().setOffline(false);
+  await synced(ann);
+  await ann.getByRole('listitem').filter({ hasText: 'merged with a change someone else made' }).waitFor(WAIT);
+  await shot(ann, 'demo-merged');
+  const merged = { title: 'Plan the offsite in May', done: true };
+  await serverFeed(stack, feedOf('bob'), (f) => isDeepStrictEqual(f.items.map((i) => i.item), [merged]));
+  await bob.waitForFunction(() => document.querySelector('#my-tasks li.task input[type=checkbox]')?.checked === true, null, WAIT);
+  await task(memberTasks(ann, 'bob'), 'Plan the offsite in May').waitFor(WAIT);
+
+  // Now both rename it offline: a real conflict, shown to the one who synced last.
+  await bob.getByLabel('Work offline').check();
+  await ann.getByLabel('Work offline').check();
+  await status(bob).filter({ hasText: /^offline/ }).waitFor(WAIT);
+  await status(ann).filter({ hasText: /^offline/ }).waitFor(WAIT);
+  await task(myTasks(bob), 'Plan the offsite in May').getByRole('button', { name: /^Edit/ }).click();
+  await bob.getByLabel('Title of “Plan the offsite in May”').fill('Offsite: Lisbon');
+  await bob.keyboard.press('Enter');
+  await task(memberTasks(ann, 'bob'), 'Plan the offsite in May').getByRole('button', { name: /^Edit/ }).click();
+  await ann.getByLabel('Title of “Plan the offsite in May”').fill('Offsite: Porto');
+  await ann.keyboard.press('Enter');
+  await task(memberTasks(ann, 'bob'), 'Offsite: Porto').getByText('pending').waitFor(WAIT);
+
+  await bob.getByLabel('Work offline').uncheck();
+  await synced(bob);
+  await ann.getByLabel('Work offline').uncheck();
+  const conflict = ann.getByRole('listitem').filter({ hasText: 'conflict' });
+  await conflict.waitFor(WAIT);
+  assert.match(await conflict.textContent(), /Yours“Offsite: Porto”/);
+  assert.match(await conflict.textContent(), /Theirs“Offsite: Lisbon”/);
+  await shot(ann, 'demo-conflict');
+  await conflict.getByRole('button', { name: 'Keep mine' }).click();
+  await synced(ann);
+  await task(myTasks(bob), 'Offsite: Porto').waitFor(WAIT);
+  const items = await serverFeed(stack, feedOf('bob'), (f) => f.items[0]?.item.title === 'Offsite: Porto');
+  assert.deepEqual(items.items.map((i) => i.item), [{ title: 'Offsite: Porto', done: true }]);
+  assert.equal(await ann.getByRole('listitem').filter({ hasText: 'conflict' }).count(), 0);
+});
+
+test('a change rejected after the user left the team is shown with its reason, also after a reload', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'thoonk-demo-config-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const config = JSON.parse(readFileSync(join(root, 'config/demo.json'), 'utf8'));
+  config.users.find((u) => u.name === 'bob').teams = {};
+  const removed = join(dir, 'demo.json');
+  writeFileSync(removed, JSON.stringify(config));
+
+  const stack = await setup(t);
+  const bob = await stack.signIn('bob');
+  await addTask(bob, 'Order chairs');
+  await synced(bob);
+
+  await bob.getByLabel('Work offline').check();
+  await status(bob).filter({ hasText: /^offline/ }).waitFor(WAIT);
+  await task(myTasks(bob), 'Order chairs').getByRole('checkbox').check();
+  await task(myTasks(bob), 'Order chairs').getByText('pending').waitFor(WAIT);
+
+  // Meanwhile bob is removed from team 353 (the server restarts with the new config).
+  await stack.restartServer(demoArgs(removed));
+  await bob.getByLabel('Work offline').uncheck();
+
+  const notice = bob.getByRole('listitem').filter({ hasText: 'rejected' });
+  await notice.waitFor(WAIT);
+  assert.match(await notice.textContent(), /Complete “Order chairs”: rejected\. bob may not write feed team:353:member:bob:tasks \(forbidden\)/);
+  await task(myTasks(bob), 'Order chairs').getByText('Not saved: bob may not write feed').waitFor(WAIT);
+  await shot(bob, 'demo-rejected');
+
+  await bob.reload();
+  await bob.getByText('bob is not a member of any team.').waitFor(WAIT);
+  await notice.waitFor(WAIT);
+  assert.match(await notice.textContent(), /Complete “Order chairs”: rejected\. bob may not write feed/);
+  await shot(bob, 'demo-rejected-reloaded');
+  const items = await serverItems(stack, feedOf('bob'));
+  assert.deepEqual(items.items.map((i) => i.item), [{ title: 'Order chairs', done: false }]);
+
+  await notice.getByRole('button', { name: 'Dismiss' }).click();
+  await notice.waitFor({ state: 'detached', ...WAIT });
+  await bob.reload();
+  await status(bob).filter({ hasText: /pending/ }).waitFor(WAIT);
+  assert.equal(await bob.getByRole('listitem').filter({ hasText: 'rejected' }).count(), 0);
+});
+
+test('keyboard only: add, complete and reorder tasks', async (t) => {
+  const stack = await setup(t);
+  const bob = await stack.signIn('bob', { viewport: { width: 390, height: 844 } });
+  await bob.locator('body').focus();
+  await bob.keyboard.press('Tab');
+  assert.equal(await bob.evaluate(() => document.activeElement.textContent), 'Skip to the new task field');
+  await bob.keyboard.press('Enter');
+  assert.equal(await bob.evaluate(() => document.activeElement.id), 'new-task');
+  for (const title of ['Write minutes', 'Send invoices', 'Fix the printer']) {
+    await bob.keyboard.type(title);
+    await bob.keyboard.press('Enter');
+    await task(myTasks(bob), title).waitFor(WAIT);
+  }
+  assert.deepEqual(await titles(myTasks(bob)), ['Write minutes', 'Send invoices', 'Fix the printer']);
+
+  await tabTo(bob, 'Send invoices');
+  await bob.keyboard.press('Space');
+  await bob.waitForFunction(() => [...document.querySelectorAll('#my-tasks li.task')]
+    .find((li) => li.textContent.includes('Send invoices'))?.querySelector('input[type=checkbox]').checked, null, WAIT);
+
+  await tabTo(bob, 'Move “Fix the printer” up');
+  await bob.keyboard.press('Enter');
+  await bob.waitForFunction(() => document.querySelector('#my-tasks li.task:nth-child(2)')?.textContent.includes('Fix the printer'), null, WAIT);
+  // The focus stays on the moved task's button: press again to move it to the top.
+  await bob.keyboard.press('Enter');
+  await bob.waitForFunction(() => document.querySelector('#my-tasks li.task')?.textContent.includes('Fix the printer'), null, WAIT);
+  assert.deepEqual(await titles(myTasks(bob)), ['Fix the printer', 'Write minutes', 'Send invoices']);
+  await synced(bob);
+  await shot(bob, 'demo-keyboard-phone');
+
+  const items = await serverFeed(stack, feedOf('bob'), (f) => f.items[0]?.item.title === 'Fix the printer');
+  assert.deepEqual(items.items.map((i) => [i.item.title, i.item.done]), [
+    ['Fix the printer', false], ['Write minutes', false], ['Send invoices', true],
+  ]);
+  assert.deepEqual(bob.errors, []);
+});
