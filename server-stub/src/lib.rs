@@ -4,4 +4,5 @@
 pub mod feeds;
 pub mod gateway;
 pub mod http;
+pub mod interop;
 pub mod jobs;

@@ -1,0 +1,397 @@
+//! Adoption of foreign writes: real thoonk.py processes write feeds and
+//! sorted feeds; `adopt.lua` gives each change a revision and a change-log
+//! entry exactly once, and a reader of the log ends where the classic keys are.
+
+mod interop_support;
+
+use interop_support::*;
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+use thoonk_protocol::{ChangeOp, Position};
+use thoonk_server::interop::{adopted_key, Adopter};
+
+async fn adopt_new(
+    env: &Env,
+    adopter: &Adopter,
+    feed: &thoonk_protocol::FeedName,
+    seen: &mut usize,
+) -> Vec<String> {
+    let adopted = adopter.adopt(feed).await.expect("adopt");
+    let log = full_log(&env.store, feed).await;
+    assert_eq!(adopted.rev, log.len() as u64);
+    let new = ops(&log[*seen..]);
+    assert_eq!(adopted.changes as usize, new.len());
+    *seen = log.len();
+    let again = adopter.adopt(feed).await.expect("adopt again");
+    assert_eq!(again.changes, 0, "a second run adopts nothing");
+    assert_eq!(again.rev, adopted.rev);
+    new
+}
+
+/// The classic state as thoonk.py reads it: ids in order, values as readers
+/// see them (JSON, or a JSON string for other text).
+async fn py_view(py: &mut Py, feed: &str) -> Vec<(String, Value)> {
+    let ids = py.call(json!({"op": "ids", "feed": feed})).await;
+    let items = py.call(json!({"op": "items", "feed": feed})).await;
+    ids.as_array()
+        .expect("ids")
+        .iter()
+        .map(|i| {
+            let i = i.as_str().unwrap().to_owned();
+            let text = items[&i].as_str().unwrap();
+            let value = serde_json::from_str(text).unwrap_or_else(|_| json!(text));
+            (i, value)
+        })
+        .collect()
+}
+
+async fn assert_consistent(env: &Env, py: &mut Py, feed: &str) {
+    let log = full_log(&env.store, &name(feed)).await;
+    let mut replayed = Replayed::default();
+    replayed.apply(&log);
+    let snapshot = snapshot_items(&env.store, &name(feed)).await;
+    assert_eq!(
+        replayed.items, snapshot,
+        "{feed}: the log replays to the snapshot"
+    );
+    assert_eq!(
+        py_view(py, feed).await,
+        snapshot,
+        "{feed}: thoonk.py reads the same"
+    );
+}
+
+#[tokio::test]
+async fn each_thoonk_py_change_gets_one_revision_in_order() {
+    let env = Env::start().await;
+    let adopter = Adopter::open(&env.client).await.unwrap();
+    let mut py = env.py(false).await;
+    py.call(json!({"op": "create", "feed": "notes", "type": "feed"}))
+        .await;
+    py.call(json!({"op": "create", "feed": "tasks", "type": "sorted_feed"}))
+        .await;
+    let (notes, tasks) = (name("notes"), name("tasks"));
+    let (mut n, mut t) = (0, 0);
+
+    // A time-ordered feed.
+    py.call(json!({"op": "publish", "feed": "notes", "id": "a", "item": "{\"n\":1}"}))
+        .await;
+    assert_eq!(
+        adopt_new(&env, &adopter, &notes, &mut n).await,
+        ["publish a"]
+    );
+    let epoch = env.store.info(&notes).await.unwrap().unwrap().epoch;
+    assert!(epoch > 0, "the first adoption starts the feed's epoch");
+    py.call(json!({"op": "publish", "feed": "notes", "id": "b", "item": "plain text"}))
+        .await;
+    assert_eq!(
+        adopt_new(&env, &adopter, &notes, &mut n).await,
+        ["publish b"]
+    );
+    py.call(json!({"op": "publish", "feed": "notes", "id": "a", "item": "{\"n\":2}"}))
+        .await;
+    assert_eq!(adopt_new(&env, &adopter, &notes, &mut n).await, ["edit a"]);
+    // thoonk.py scores in seconds; adopted items get milliseconds, in log order.
+    let mut conn = env.conn().await;
+    let scores: Vec<(String, f64)> = conn
+        .zrange_withscores("feed.ids:notes", 0, -1)
+        .await
+        .unwrap();
+    assert_eq!(
+        scores.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(),
+        ["b", "a"]
+    );
+    assert!(scores.iter().all(|s| s.1 > 1e11), "{scores:?}");
+    py.call(json!({"op": "retract", "feed": "notes", "id": "b"}))
+        .await;
+    assert_eq!(
+        adopt_new(&env, &adopter, &notes, &mut n).await,
+        ["retract b"]
+    );
+    let log = full_log(&env.store, &notes).await;
+    assert_eq!(log[1].change.item, Some(json!("plain text")));
+    assert_eq!(log[2].change.prev, Some(json!({"n": 1})), "an edit's prev");
+    assert_eq!(log[2].change.position, Some(Position::End));
+    assert_eq!(
+        log[3].change.prev,
+        Some(json!("plain text")),
+        "a retract's prev"
+    );
+    assert_consistent(&env, &mut py, "notes").await;
+
+    // A sorted feed.
+    let one = py
+        .call(json!({"op": "append", "feed": "tasks", "item": "{\"t\":1}"}))
+        .await;
+    assert_eq!(one, "1");
+    assert_eq!(
+        adopt_new(&env, &adopter, &tasks, &mut t).await,
+        ["publish 1"]
+    );
+    py.call(json!({"op": "append", "feed": "tasks", "item": "{\"t\":2}"}))
+        .await;
+    assert_eq!(
+        adopt_new(&env, &adopter, &tasks, &mut t).await,
+        ["publish 2"]
+    );
+    py.call(json!({"op": "prepend", "feed": "tasks", "item": "{\"t\":3}"}))
+        .await;
+    assert_eq!(
+        adopt_new(&env, &adopter, &tasks, &mut t).await,
+        ["publish 3"]
+    );
+    py.call(json!({"op": "after", "feed": "tasks", "rel": "1", "item": "{\"t\":4}"}))
+        .await;
+    assert_eq!(
+        adopt_new(&env, &adopter, &tasks, &mut t).await,
+        ["publish 4"]
+    );
+    // thoonk.py announces this edit on feed.publish: it is still an edit.
+    py.call(json!({"op": "edit", "feed": "tasks", "id": "2", "item": "{\"t\":22}"}))
+        .await;
+    assert_eq!(adopt_new(&env, &adopter, &tasks, &mut t).await, ["edit 2"]);
+    py.call(json!({"op": "move", "feed": "tasks", "pos": ":end", "id": "3"}))
+        .await;
+    assert_eq!(
+        adopt_new(&env, &adopter, &tasks, &mut t).await,
+        ["position 3"]
+    );
+    py.call(json!({"op": "move", "feed": "tasks", "pos": "begin:", "id": "2"}))
+        .await;
+    assert_eq!(
+        adopt_new(&env, &adopter, &tasks, &mut t).await,
+        ["position 2"]
+    );
+    py.call(json!({"op": "move", "feed": "tasks", "pos": ":1", "id": "4"}))
+        .await;
+    assert_eq!(
+        adopt_new(&env, &adopter, &tasks, &mut t).await,
+        ["position 4"]
+    );
+    py.call(json!({"op": "retract", "feed": "tasks", "id": "1"}))
+        .await;
+    assert_eq!(
+        adopt_new(&env, &adopter, &tasks, &mut t).await,
+        ["retract 1"]
+    );
+    let log = full_log(&env.store, &tasks).await;
+    assert_eq!(log[2].change.position, Some(Position::Begin), "prepend");
+    assert_eq!(
+        log[3].change.position,
+        Some(Position::After(id("1"))),
+        "publish_after"
+    );
+    assert_eq!(log[4].change.prev, Some(json!({"t": 2})));
+    assert_consistent(&env, &mut py, "tasks").await;
+    let snapshot = snapshot_items(&env.store, &tasks).await;
+    let ids: Vec<&str> = snapshot.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(ids, ["2", "4", "3"]);
+}
+
+#[tokio::test]
+async fn a_burst_of_changes_is_adopted_as_the_difference_and_replays_exactly() {
+    let env = Env::start().await;
+    let adopter = Adopter::open(&env.client).await.unwrap();
+    let mut py = env.py(false).await;
+    py.call(json!({"op": "create", "feed": "s", "type": "sorted_feed"}))
+        .await;
+    for i in 0..8 {
+        py.call(json!({"op": "append", "feed": "s", "item": format!("{{\"i\":{i}}}")}))
+            .await;
+    }
+    adopter.adopt(&name("s")).await.unwrap();
+    // Many changes between two runs (as when pub/sub dropped the notices).
+    for (pos, item) in [
+        ("begin:", "8"),
+        (":end", "1"),
+        ("3:", "7"),
+        (":5", "2"),
+        ("begin:", "6"),
+    ] {
+        py.call(json!({"op": "move", "feed": "s", "pos": pos, "id": item}))
+            .await;
+    }
+    py.call(json!({"op": "edit", "feed": "s", "id": "4", "item": "four"}))
+        .await;
+    py.call(json!({"op": "retract", "feed": "s", "id": "5"}))
+        .await;
+    py.call(json!({"op": "before", "feed": "s", "rel": "6", "item": "{\"new\":1}"}))
+        .await;
+    py.call(json!({"op": "append", "feed": "s", "item": "{\"new\":2}"}))
+        .await;
+    let adopted = adopter.adopt(&name("s")).await.unwrap();
+    assert!(adopted.changes >= 4, "{adopted:?}");
+    assert_eq!(adopter.adopt(&name("s")).await.unwrap().changes, 0);
+    assert_consistent(&env, &mut py, "s").await;
+
+    py.call(json!({"op": "create", "feed": "f", "type": "feed"}))
+        .await;
+    for i in 0..5 {
+        py.call(
+            json!({"op": "publish", "feed": "f", "id": format!("k{i}"), "item": format!("{i}")}),
+        )
+        .await;
+    }
+    py.call(json!({"op": "publish", "feed": "f", "id": "k1", "item": "11"}))
+        .await;
+    py.call(json!({"op": "retract", "feed": "f", "id": "k3"}))
+        .await;
+    let adopted = adopter.adopt(&name("f")).await.unwrap();
+    assert_eq!(
+        adopted.changes, 4,
+        "k0 k2 k4 and k1 (its latest value), not k3"
+    );
+    assert_consistent(&env, &mut py, "f").await;
+}
+
+#[tokio::test]
+async fn our_own_writes_are_never_adopted_and_mix_with_foreign_ones() {
+    let env = Env::start().await;
+    let adopter = Adopter::open(&env.client).await.unwrap();
+    let mut py = env.py(false).await;
+    let s = name("mixed");
+    env.store
+        .create(
+            &s,
+            &thoonk_server::feeds::FeedSettings::new(thoonk_server::feeds::FeedType::SortedFeed),
+        )
+        .await
+        .unwrap();
+    env.store
+        .insert(
+            &s,
+            Some(&id("ours1")),
+            &json!({"by": "us"}),
+            None,
+            Some("c:1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(adopter.adopt(&s).await.unwrap().changes, 0);
+    py.call(json!({"op": "append", "feed": "mixed", "item": "{\"by\":\"py\"}"}))
+        .await;
+    env.store
+        .insert(
+            &s,
+            Some(&id("ours2")),
+            &json!({"by": "us"}),
+            Some(&Position::Begin),
+            None,
+        )
+        .await
+        .unwrap();
+    env.store
+        .move_item(&s, &id("ours1"), &Position::End, None)
+        .await
+        .unwrap();
+    let adopted = adopter.adopt(&s).await.unwrap();
+    assert_eq!(adopted.changes, 1, "only the thoonk.py append");
+    env.store
+        .edit(&s, &id("ours2"), &json!({"by": "us", "v": 2}), None)
+        .await
+        .unwrap();
+    py.call(json!({"op": "retract", "feed": "mixed", "id": "ours2"}))
+        .await;
+    assert_eq!(adopter.adopt(&s).await.unwrap().changes, 1);
+    let log = full_log(&env.store, &s).await;
+    assert_eq!(
+        ops(&log),
+        [
+            "publish ours1",
+            "publish ours2",
+            "position ours1",
+            "publish 1",
+            "edit ours2",
+            "retract ours2"
+        ],
+        "the append is adopted at the run after our writes, placed where it is"
+    );
+    assert_eq!(log[5].change.prev, Some(json!({"by": "us", "v": 2})));
+    assert_consistent(&env, &mut py, "mixed").await;
+}
+
+#[tokio::test]
+async fn concurrent_adopters_adopt_each_change_exactly_once() {
+    let env = Env::start().await;
+    let mut py = env.py(false).await;
+    py.call(json!({"op": "create", "feed": "busy", "type": "sorted_feed"}))
+        .await;
+    let feed = name("busy");
+    let mut adopters = Vec::new();
+    for _ in 0..4 {
+        adopters.push(Adopter::open(&env.client).await.unwrap());
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for adopter in adopters {
+        let (feed, stop) = (feed.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut total = 0;
+            loop {
+                let done = stop.load(std::sync::atomic::Ordering::Acquire);
+                total += adopter.adopt(&feed).await.unwrap().changes;
+                if done {
+                    return total;
+                }
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    for i in 0..20 {
+        let reply = py
+            .call(json!({"op": "append", "feed": "busy", "item": format!("{i}")}))
+            .await;
+        if i % 3 == 0 {
+            py.call(json!({"op": "move", "feed": "busy", "pos": "begin:", "id": reply}))
+                .await;
+        }
+        if i % 5 == 4 {
+            py.call(json!({"op": "edit", "feed": "busy", "id": reply, "item": "\"edited\""}))
+                .await;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.unwrap();
+    }
+    let log = full_log(&env.store, &feed).await;
+    assert_eq!(
+        total as usize,
+        log.len(),
+        "every revision was adopted by exactly one run"
+    );
+    let publishes = log
+        .iter()
+        .filter(|e| e.change.op == ChangeOp::Publish)
+        .count();
+    assert_eq!(publishes, 20, "each item was published once");
+    assert_consistent(&env, &mut py, "busy").await;
+}
+
+#[tokio::test]
+async fn a_lost_mirror_or_a_classic_delete_adopts_nothing_twice() {
+    let env = Env::start().await;
+    let adopter = Adopter::open(&env.client).await.unwrap();
+    let mut py = env.py(false).await;
+    py.call(json!({"op": "create", "feed": "f", "type": "feed"}))
+        .await;
+    for i in 0..3 {
+        py.call(json!({"op": "publish", "feed": "f", "id": format!("x{i}"), "item": "1"}))
+            .await;
+    }
+    let feed = name("f");
+    assert_eq!(adopter.adopt(&feed).await.unwrap().changes, 3);
+    let mut conn = env.conn().await;
+    let _: () = conn.del(adopted_key(&feed)).await.unwrap();
+    assert_eq!(
+        adopter.adopt(&feed).await.unwrap().changes,
+        0,
+        "rebuilt from the log"
+    );
+    // A feed that does not exist, or a job queue, is left alone.
+    assert_eq!(adopter.adopt(&name("nothing")).await.unwrap().changes, 0);
+    py.call(json!({"op": "create", "feed": "q", "type": "job"}))
+        .await;
+    assert_eq!(adopter.adopt(&name("q")).await.unwrap().rev, 0);
+}

@@ -1,0 +1,293 @@
+//! Shared helpers of the interop tests: a real Redis, real thoonk.py
+//! processes (tests/interop/driver.py in the venv scripts/setup makes), real
+//! `thoonk-server` processes, and a replay of change logs.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use thoonk_protocol::{ChangeOp, FeedEvent, FeedName, ItemId, Position};
+use thoonk_server::feeds::FeedStore;
+use thoonk_testkit::RedisServer;
+use tokio::sync::mpsc;
+
+/// Upper bound for one awaited line, frame or state: a failure condition
+/// (the thing never happened), not a measured speed.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+pub fn name(s: &str) -> FeedName {
+    FeedName::new(s).expect("valid feed name")
+}
+
+pub fn id(s: &str) -> ItemId {
+    ItemId::new(s).expect("valid item id")
+}
+
+/// The repository's root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("server-stub has a parent")
+        .to_path_buf()
+}
+
+/// The Python of the interop venv; fails the test when scripts/setup has not
+/// installed it.
+pub fn python() -> PathBuf {
+    let python = root().join(".venv-interop/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup (it installs thoonk.py for the interop tests)",
+        python.display()
+    );
+    python
+}
+
+/// A Redis of its own with a feed store on it.
+pub struct Env {
+    pub redis: RedisServer,
+    pub client: redis::Client,
+    pub store: FeedStore,
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        let redis = RedisServer::start();
+        let client = redis::Client::open(redis.url()).expect("redis url");
+        let store = FeedStore::open(&client, "interop-tests")
+            .await
+            .expect("open the feed store");
+        Env {
+            redis,
+            client,
+            store,
+        }
+    }
+
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        self.client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to redis")
+    }
+
+    /// A thoonk.py process on this Redis.
+    pub async fn py(&self, listen: bool) -> Py {
+        Py::start(self.redis.port(), listen).await
+    }
+}
+
+/// A running tests/interop/driver.py: thoonk.py commands over stdin/stdout.
+pub struct Py {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::UnboundedReceiver<Value>,
+    events: VecDeque<Value>,
+}
+
+impl Py {
+    pub async fn start(port: u16, listen: bool) -> Py {
+        let mut command = Command::new(python());
+        command
+            .arg(root().join("tests/interop/driver.py"))
+            .env("THOONK_REDIS_PORT", port.to_string())
+            .env("THOONK_REDIS_HOST", "127.0.0.1")
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if listen {
+            command.arg("--listen");
+        }
+        let mut child = command.spawn().expect("start the thoonk.py driver");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let value: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("driver wrote {line:?}: {e}"));
+                if tx.send(value).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut py = Py {
+            child,
+            stdin,
+            lines,
+            events: VecDeque::new(),
+        };
+        let ready = py.line().await;
+        assert_eq!(ready, json!({"ready": true}), "driver start-up");
+        py
+    }
+
+    async fn line(&mut self) -> Value {
+        tokio::time::timeout(WAIT, self.lines.recv())
+            .await
+            .expect("a line from the thoonk.py driver in time")
+            .expect("the thoonk.py driver exited")
+    }
+
+    /// Runs one command; returns its reply (events heard meanwhile are kept).
+    pub async fn call(&mut self, command: Value) -> Value {
+        let mut text = command.to_string();
+        text.push('\n');
+        self.stdin
+            .write_all(text.as_bytes())
+            .and_then(|()| self.stdin.flush())
+            .expect("write to the thoonk.py driver");
+        loop {
+            let line = self.line().await;
+            if let Some(reply) = line.get("reply") {
+                return reply.clone();
+            }
+            if let Some(error) = line.get("error") {
+                panic!("thoonk.py failed on {command}: {error}");
+            }
+            self.events.push_back(line);
+        }
+    }
+
+    /// The next event thoonk.py's listener heard.
+    pub async fn event(&mut self) -> Value {
+        if let Some(event) = self.events.pop_front() {
+            return event;
+        }
+        let line = self.line().await;
+        assert!(
+            line.get("event").is_some(),
+            "unexpected line from the driver while waiting for an event: {line}"
+        );
+        line
+    }
+
+    /// Events until one for which `pick` is true (returned); the others are dropped.
+    pub async fn event_where(&mut self, mut pick: impl FnMut(&Value) -> bool) -> Value {
+        loop {
+            let event = self.event().await;
+            if pick(&event) {
+                return event;
+            }
+        }
+    }
+}
+
+impl Drop for Py {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A feed as a reader of its change log sees it: ids in order and values.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Replayed {
+    pub items: Vec<(String, Value)>,
+}
+
+impl Replayed {
+    /// Applies change-log events in order, as a client would.
+    pub fn apply(&mut self, events: &[FeedEvent]) {
+        for event in events {
+            let c = &event.change;
+            let id = c.id.as_str().to_owned();
+            let at = self.items.iter().position(|(i, _)| *i == id);
+            match c.op {
+                ChangeOp::Retract => {
+                    if let Some(at) = at {
+                        self.items.remove(at);
+                    }
+                }
+                ChangeOp::Edit => {
+                    let value = c.item.clone().expect("an edit carries the item");
+                    match (at, &c.position) {
+                        (Some(at), None) => self.items[at].1 = value,
+                        (at, position) => {
+                            if let Some(at) = at {
+                                self.items.remove(at);
+                            }
+                            self.place(id, value, position.as_ref());
+                        }
+                    }
+                }
+                ChangeOp::Publish => {
+                    if let Some(at) = at {
+                        self.items.remove(at);
+                    }
+                    let value = c.item.clone().expect("a publish carries the item");
+                    self.place(id, value, c.position.as_ref());
+                }
+                ChangeOp::Position => {
+                    let at = at.expect("a moved item is known");
+                    let (_, value) = self.items.remove(at);
+                    self.place(id, value, c.position.as_ref());
+                }
+            }
+        }
+    }
+
+    fn place(&mut self, id: String, value: Value, position: Option<&Position>) {
+        let index = match position {
+            None | Some(Position::End) => self.items.len(),
+            Some(Position::Begin) => 0,
+            Some(Position::Before(rel)) => self.index(rel.as_str()),
+            Some(Position::After(rel)) => self.index(rel.as_str()) + 1,
+        };
+        self.items.insert(index, (id, value));
+    }
+
+    fn index(&self, rel: &str) -> usize {
+        self.items
+            .iter()
+            .position(|(i, _)| i == rel)
+            .unwrap_or_else(|| panic!("reference item {rel} is unknown to the reader"))
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.items.iter().map(|(i, _)| i.clone()).collect()
+    }
+}
+
+/// The whole change log of a feed, checked dense from revision 1.
+pub async fn full_log(store: &FeedStore, feed: &FeedName) -> Vec<FeedEvent> {
+    let history = store.history(feed, 0, 100_000).await.expect("history");
+    for (i, event) in history.events.iter().enumerate() {
+        assert_eq!(event.rev, i as u64 + 1, "revisions of {feed} are dense");
+    }
+    assert_eq!(history.events.len() as u64, history.rev);
+    history.events
+}
+
+/// The feed as its snapshot shows it.
+pub async fn snapshot_items(store: &FeedStore, feed: &FeedName) -> Vec<(String, Value)> {
+    store
+        .snapshot(feed)
+        .await
+        .expect("snapshot")
+        .items
+        .into_iter()
+        .map(|item| (item.id.as_str().to_owned(), item.item))
+        .collect()
+}
+
+/// The ops of change-log events, as `"op id"` strings.
+pub fn ops(events: &[FeedEvent]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| {
+            let op = match e.change.op {
+                ChangeOp::Publish => "publish",
+                ChangeOp::Edit => "edit",
+                ChangeOp::Retract => "retract",
+                ChangeOp::Position => "position",
+            };
+            format!("{op} {}", e.change.id.as_str())
+        })
+        .collect()
+}
