@@ -8,7 +8,7 @@
 
 mod sim;
 
-use sim::world::{Stats, World};
+use sim::world::{Features, Stats, World};
 
 const DEFAULT_SEEDS: u64 = 2_000;
 
@@ -57,6 +57,7 @@ fn run_shard(shard: u64) {
             ("snapshots", total.snapshots),
             ("restarts", total.restarts),
             ("disconnects", total.disconnects),
+            ("storage failures", total.storage_failures),
         ] {
             assert!(n > 0, "the simulation never exercised {what}: {total:?}");
         }
@@ -114,38 +115,63 @@ fn one_seed() {
 /// An acknowledged change whose outcome was lost waited forever.
 #[test]
 fn regression_seed_1_outcome_lost_after_ack() {
-    World::new(1).with_steps(60).run().unwrap();
+    World::with_features(1, Features::first())
+        .with_steps(60)
+        .run()
+        .unwrap();
 }
 
 /// A lost `subscribe` was never sent again: the server never followed the feeds.
 #[test]
 fn regression_seed_2_subscribe_lost() {
-    World::new(2).with_steps(60).run().unwrap();
+    World::with_features(2, Features::first())
+        .with_steps(60)
+        .run()
+        .unwrap();
 }
 
 /// An accepted change kept its resend deadline: the timer fired without end.
 #[test]
 fn regression_seed_582_accepted_change_kept_its_timer() {
-    World::new(582).with_steps(60).run().unwrap();
+    World::with_features(582, Features::first())
+        .with_steps(60)
+        .run()
+        .unwrap();
 }
 
 /// An event of a new epoch that came before that epoch's snapshot was
 /// dropped, leaving a gap at the end of the feed that nothing revealed.
 #[test]
 fn regression_seed_121_new_epoch_event_before_snapshot() {
-    World::new(121).with_steps(50).run().unwrap();
+    World::with_features(121, Features::first())
+        .with_steps(50)
+        .run()
+        .unwrap();
 }
 
 /// A late answer to a replay of the old epoch cancelled the wait for the new
 /// epoch's snapshot, leaving the feed behind for good.
 #[test]
 fn regression_seed_20029_late_answer_cancelled_a_new_epoch() {
-    World::new(20029).with_steps(36).run().unwrap();
+    World::with_features(20029, Features::first())
+        .with_steps(36)
+        .run()
+        .unwrap();
 }
 
 /// A late snapshot of an older epoch replaced a newer one, and the newer epoch
 /// was then refused as "left".
 #[test]
 fn regression_seed_13538_late_snapshot_of_an_older_epoch() {
-    World::new(13538).with_steps(36).run().unwrap();
+    World::with_features(13538, Features::first())
+        .with_steps(36)
+        .run()
+        .unwrap();
+}
+
+/// A storage failure at the very start lost the subscription with the failed
+/// batch; the app subscribes at every start, and the world now does too.
+#[test]
+fn regression_seed_318_storage_failure_lost_the_subscription() {
+    World::new(318).run().unwrap();
 }

@@ -101,21 +101,40 @@ impl ServerFeed {
         }
     }
 
-    /// What a client at `from` needs: the changes since, or a snapshot.
-    fn catch_up(&self, feed: &FeedName, from: Option<FeedPosition>) -> ServerMessage {
+    /// What a client at `from` needs: the changes since (in frames of at
+    /// most `per_frame` events; one empty frame when there are none), or a
+    /// snapshot.
+    fn catch_up(
+        &self,
+        feed: &FeedName,
+        from: Option<FeedPosition>,
+        per_frame: usize,
+    ) -> Vec<ServerMessage> {
         match from {
             Some(p)
                 if p.epoch == self.epoch
                     && p.rev >= self.oldest_replayable()
                     && p.rev <= self.rev =>
             {
-                ServerMessage::Changes {
-                    feed: feed.clone(),
-                    epoch: self.epoch,
-                    events: self.log.iter().filter(|e| e.rev > p.rev).cloned().collect(),
+                let events: Vec<FeedEvent> =
+                    self.log.iter().filter(|e| e.rev > p.rev).cloned().collect();
+                if events.is_empty() {
+                    return vec![ServerMessage::Changes {
+                        feed: feed.clone(),
+                        epoch: self.epoch,
+                        events,
+                    }];
                 }
+                events
+                    .chunks(per_frame)
+                    .map(|chunk| ServerMessage::Changes {
+                        feed: feed.clone(),
+                        epoch: self.epoch,
+                        events: chunk.to_vec(),
+                    })
+                    .collect()
             }
-            _ => self.snapshot(feed),
+            _ => vec![self.snapshot(feed)],
         }
     }
 }
@@ -130,13 +149,15 @@ pub struct SimServer {
     /// How many times each change id was applied (must never exceed 1).
     pub applied: BTreeMap<ChangeId, u32>,
     next_epoch: u64,
+    changes_per_frame: usize,
     welcomed: bool,
     patterns: BTreeSet<FeedPattern>,
 }
 
 impl SimServer {
-    /// A server with the given feeds, all empty.
-    pub fn new(feeds: &[FeedName]) -> Self {
+    /// A server with the given feeds, all empty, that sends at most
+    /// `changes_per_frame` events per `changes` frame.
+    pub fn new(feeds: &[FeedName], changes_per_frame: usize) -> Self {
         Self {
             feeds: feeds
                 .iter()
@@ -145,6 +166,7 @@ impl SimServer {
             ledger: BTreeMap::new(),
             applied: BTreeMap::new(),
             next_epoch: 2,
+            changes_per_frame,
             welcomed: false,
             patterns: BTreeSet::new(),
         }
@@ -200,7 +222,11 @@ impl SimServer {
                     feeds: feeds.clone(),
                 }];
                 for feed in feeds {
-                    out.push(self.feeds[&feed].catch_up(&feed, known.get(&feed).copied()));
+                    out.extend(self.feeds[&feed].catch_up(
+                        &feed,
+                        known.get(&feed).copied(),
+                        self.changes_per_frame,
+                    ));
                 }
                 out
             }
@@ -209,7 +235,9 @@ impl SimServer {
                 Vec::new()
             }
             ClientMessage::Replay { feed, from } => match self.feeds.get(&feed) {
-                Some(f) if self.follows(&feed) => vec![f.catch_up(&feed, Some(from))],
+                Some(f) if self.follows(&feed) => {
+                    f.catch_up(&feed, Some(from), self.changes_per_frame)
+                }
                 _ => vec![ServerMessage::Error {
                     code: ErrorCode::NotFound,
                     message: format!("no feed {feed}"),

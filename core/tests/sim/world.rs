@@ -9,8 +9,8 @@ use thoonk_protocol::{
     ServerMessage,
 };
 use thoonk_sync_core::{
-    ChangeOutcome, Config, ItemState, MemoryStore, Notification, SplitMix64, Status, Store,
-    SyncCore, Timing,
+    ChangeOutcome, Config, ConflictCase, FnResolver, ItemState, MemoryStore, Notification,
+    Resolution, SplitMix64, Status, Store, SyncCore, Timing,
 };
 
 use super::network::{Faults, Pipe};
@@ -41,6 +41,8 @@ pub struct Stats {
     pub submits: u64,
     /// Inputs the client handled.
     pub inputs: u64,
+    /// Store batches that failed (the client was reopened from the store).
+    pub storage_failures: u64,
 }
 
 impl Stats {
@@ -57,6 +59,7 @@ impl Stats {
         self.disconnects += other.disconnects;
         self.submits += other.submits;
         self.inputs += other.inputs;
+        self.storage_failures += other.storage_failures;
     }
 }
 
@@ -74,6 +77,42 @@ enum Link {
     Down,
     Connecting { at: u64 },
     Open,
+}
+
+/// One store batch in this many fails (when the world injects storage failures).
+const STORAGE_FAILURE_ODDS: u64 = 300;
+
+/// What a world simulates beyond the basics. Regression seeds keep the
+/// features of the world they failed in, so that they replay the same story.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Features {
+    /// Events per `changes` frame on the server.
+    pub changes_per_frame: usize,
+    /// Store batches fail now and then; the client is reopened from the store.
+    pub storage_failures: bool,
+    /// Some seeds use an app resolver that keeps ours instead of the merge.
+    pub resolver_choice: bool,
+}
+
+impl Features {
+    /// Everything the simulation has.
+    pub fn all() -> Self {
+        Self {
+            changes_per_frame: 2,
+            storage_failures: true,
+            resolver_choice: true,
+        }
+    }
+
+    /// The first simulated world: one `changes` frame per replay, no storage
+    /// failures, always the merge resolver.
+    pub fn first() -> Self {
+        Self {
+            changes_per_frame: usize::MAX,
+            storage_failures: false,
+            resolver_choice: false,
+        }
+    }
 }
 
 const WORDS: &[&str] = &["alpha", "beta", "gamma", "delta", "eps"];
@@ -102,6 +141,8 @@ pub struct World {
     other_seq: u64,
     pumps: u64,
     steps: u32,
+    ours_wins: bool,
+    features: Features,
 }
 
 fn feed(name: &str) -> FeedName {
@@ -128,8 +169,14 @@ fn timing() -> Timing {
 }
 
 impl World {
-    /// A world for `seed`: its faults and every random choice follow from it.
+    /// A world for `seed` with every feature: its faults and every random
+    /// choice follow from the seed.
     pub fn new(seed: u64) -> Self {
+        Self::with_features(seed, Features::all())
+    }
+
+    /// A world for `seed` with the given features.
+    pub fn with_features(seed: u64, features: Features) -> Self {
         let mut rng = SplitMix64::new(seed);
         let feeds = vec![feed("sim:a"), feed("sim:b"), feed("sim:c")];
         let faults = Faults {
@@ -138,11 +185,12 @@ impl World {
             min_delay: 1 + rng.below(10),
             jitter: rng.below(60),
         };
+        let ours_wins = features.resolver_choice && rng.chance(30);
         Self {
             seed,
             rng,
             now: 0,
-            server: SimServer::new(&feeds),
+            server: SimServer::new(&feeds, features.changes_per_frame),
             store: MemoryStore::new(),
             client: None,
             up: Pipe::new(),
@@ -159,6 +207,8 @@ impl World {
             other_seq: 0,
             pumps: 0,
             steps: STEPS,
+            ours_wins,
+            features,
         }
     }
 
@@ -197,10 +247,6 @@ impl World {
     /// Runs the whole scenario and checks every invariant.
     pub fn run(mut self) -> Result<Report, String> {
         self.open_client()?;
-        self.client()
-            .subscribe(FeedPattern::new("sim:*").unwrap(), 0)
-            .map_err(|e| e.to_string())?;
-        self.pump()?;
         for _ in 0..self.steps {
             self.step()?;
             let dt = self.rng.below(150);
@@ -234,6 +280,21 @@ impl World {
             )));
         }
         self.client = Some(client);
+        // The app subscribes at every start (a no-op when the store has it).
+        let now = self.now;
+        self.client()
+            .subscribe(FeedPattern::new("sim:*").unwrap(), now)
+            .map_err(|e| e.to_string())?;
+        if self.ours_wins {
+            self.client()
+                .set_resolver(Box::new(FnResolver(|case: &ConflictCase| {
+                    Ok(if case.theirs.is_some() {
+                        Resolution::KeepOurs
+                    } else {
+                        Resolution::DropOurs
+                    })
+                })));
+        }
         self.pump()
     }
 
@@ -474,6 +535,9 @@ impl World {
     fn pump(&mut self) -> Result<(), String> {
         let fx = self.client().take_effects();
         if let Some(batch) = &fx.store {
+            if self.features.storage_failures && self.rng.below(STORAGE_FAILURE_ODDS) == 0 {
+                return self.fail_storage();
+            }
             self.store.apply(batch).map_err(|e| e.to_string())?;
         }
         self.pumps += 1;
@@ -529,6 +593,28 @@ impl World {
             }
         }
         Ok(())
+    }
+
+    /// A store batch fails (say, over quota): the shell sends nothing of that
+    /// round and reopens the core from the store. Changes made since the last
+    /// batch that succeeded are gone (they never left the client); everything
+    /// stored before, the outbox above all, must survive.
+    fn fail_storage(&mut self) -> Result<(), String> {
+        self.log("a store batch fails".into());
+        self.stats.storage_failures += 1;
+        self.client().storage_failed("injected: quota exceeded");
+        let fx = self.client().take_effects();
+        if !fx.close || !fx.send.is_empty() {
+            return Err(self.fail(format!("a failed batch must only close: {fx:?}")));
+        }
+        self.break_link("storage failed");
+        self.client = None;
+        let state = self.store.state();
+        self.made.retain(|id| {
+            state.outbox.values().any(|e| &e.id == id) || state.outcomes.contains_key(id)
+        });
+        self.max_rev.clear();
+        self.open_client()
     }
 
     /// The store must hold exactly what the core says it should.
