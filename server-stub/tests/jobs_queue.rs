@@ -14,7 +14,8 @@ use thoonk_server::feeds::{FeedSettings, FeedStore, FeedType};
 use thoonk_server::gateway::access::{AccessConfig, ConfigRules, User};
 use thoonk_server::gateway::OpenAccess;
 use thoonk_server::jobs::{
-    finish_channel, HandlerError, Handlers, JobError, JobQueue, Plan, Priority, Submitted,
+    finish_channel, HandlerError, Handlers, JobError, JobQueue, Plan, Priority, QueueSettings,
+    Submitted,
 };
 use thoonk_testkit::RedisServer;
 
@@ -47,7 +48,7 @@ fn action(name: &str, payload: serde_json::Value) -> Operation {
 
 async fn open(redis: &RedisServer, queue: &str) -> (redis::Client, JobQueue, FeedStore) {
     let client = redis::Client::open(redis.url()).unwrap();
-    let q = JobQueue::open(&client, queue, fast_settings(2))
+    let q = JobQueue::open(&client, queue, steady_settings(2))
         .await
         .unwrap();
     let store = FeedStore::open(&client, "test").await.unwrap();
@@ -86,7 +87,7 @@ async fn the_same_change_id_is_applied_once_and_answers_with_its_outcome() {
     let workers = InProcess::start(
         &redis.url(),
         "changes",
-        fast_settings(2),
+        steady_settings(2),
         Handlers::standard(),
         Arc::new(OpenAccess),
         2,
@@ -159,7 +160,7 @@ async fn a_change_to_an_item_changed_since_its_base_is_a_conflict_with_history()
     let workers = InProcess::start(
         &redis.url(),
         "changes",
-        fast_settings(2),
+        steady_settings(2),
         Handlers::standard(),
         team_rules(),
         1,
@@ -245,7 +246,7 @@ async fn delegation_moves_a_task_atomically_or_not_at_all() {
     let workers = InProcess::start(
         &redis.url(),
         "changes",
-        fast_settings(2),
+        steady_settings(2),
         Handlers::standard(),
         rules,
         1,
@@ -350,7 +351,7 @@ async fn acl_rejections_carry_clear_codes() {
     let workers = InProcess::start(
         &redis.url(),
         "changes",
-        fast_settings(2),
+        steady_settings(2),
         Handlers::standard(),
         team_rules(),
         2,
@@ -514,7 +515,7 @@ async fn high_priority_jobs_are_served_first_and_a_panic_fails_only_its_job() {
     let workers = InProcess::start(
         &redis.url(),
         "changes",
-        fast_settings(0),
+        steady_settings(0),
         handlers,
         Arc::new(OpenAccess),
         1,
@@ -549,7 +550,7 @@ async fn a_job_put_through_redis_alone_is_worked_and_its_outcome_published_and_s
     let workers = InProcess::start(
         &redis.url(),
         "changes",
-        fast_settings(2),
+        steady_settings(2),
         Handlers::standard(),
         Arc::new(OpenAccess),
         1,
@@ -648,7 +649,7 @@ async fn generic_operations_apply_with_base_revisions_and_report_conflicts() {
     let workers = InProcess::start(
         &redis.url(),
         "changes",
-        fast_settings(2),
+        steady_settings(2),
         Handlers::standard(),
         Arc::new(OpenAccess),
         1,
@@ -820,5 +821,61 @@ async fn generic_operations_apply_with_base_revisions_and_report_conflicts() {
         }
         other => panic!("expected a rejection, got {other:?}"),
     }
+    workers.stop().await;
+}
+
+#[tokio::test]
+async fn a_handler_slower_than_the_claim_timeout_fails_its_job_only() {
+    let redis = RedisServer::start();
+    let (_client, q, _store) = open(&redis, "changes").await;
+    let mut handlers = Handlers::standard();
+    handlers.register("slow", |_ctx, _payload| async move {
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        Ok::<Plan, HandlerError>(Plan::default())
+    });
+    let alice = user("alice");
+    let slow = change("s:1", action("slow", json!({})));
+    q.submit(&alice, &slow).await.unwrap();
+    let fine = change(
+        "s:2",
+        Operation::Publish {
+            feed: feed("notes"),
+            id: ItemId::new("n").unwrap(),
+            item: json!(1),
+            position: None,
+        },
+    );
+    q.submit(&alice, &fine).await.unwrap();
+    let settings = QueueSettings {
+        claim_timeout: std::time::Duration::from_millis(800),
+        ..fast_settings(0)
+    };
+    let workers = InProcess::start(
+        &redis.url(),
+        "changes",
+        settings,
+        handlers,
+        Arc::new(OpenAccess),
+        2,
+    );
+    assert!(matches!(
+        outcome_of(&q, &fine.id).await,
+        Outcome::Accepted { .. }
+    ));
+    let stalled = eventually("the slow job stalls", || async {
+        q.show("s:1")
+            .await
+            .unwrap()
+            .filter(|j| j.state == "stalled")
+    })
+    .await;
+    let error = stalled.last_error.unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        error.contains("longer than") || error.contains("timed out"),
+        "{error}"
+    );
     workers.stop().await;
 }

@@ -17,6 +17,15 @@ use tokio::task::JoinHandle;
 /// Upper bound for any state a test waits for.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// Settings for tests that are not about claim timeouts: no claim times
+/// out, even on a loaded machine, and idle workers notice jobs quickly.
+pub fn steady_settings(max_retries: u32) -> QueueSettings {
+    QueueSettings {
+        claim_timeout: Duration::from_secs(10),
+        ..fast_settings(max_retries)
+    }
+}
+
 /// Settings with short timeouts, so that recovery tests stay fast.
 pub fn fast_settings(max_retries: u32) -> QueueSettings {
     QueueSettings {
