@@ -20,6 +20,8 @@
 //! `docs/CORE.md` describes the rules (ordering, gaps, outbox lanes, overlay,
 //! conflicts, merge) in full.
 
+#![warn(missing_docs)]
+
 mod apply;
 mod config;
 pub mod conformance;
