@@ -139,6 +139,11 @@ async fn serve(client: redis::Client, args: ServeArgs) -> anyhow::Result<()> {
     let limits = SessionLimits::default();
     let hub = Hub::new(1024, &args.queue);
     tokio::spawn(hub.clone().run(client.clone()));
+    tokio::spawn(thoonk_server::interop::run_adopter(
+        client.clone(),
+        store.clone(),
+        std::future::pending(),
+    ));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     if args.workers > 0 {
         let mut until = stopped.clone();

@@ -291,3 +291,182 @@ pub fn ops(events: &[FeedEvent]) -> Vec<String> {
         })
         .collect()
 }
+
+/// A WebSocket client of a gateway that checks, frame by frame, that every
+/// feed's revisions arrive dense, in order and once, and keeps every event.
+pub struct WsClient {
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    /// Per feed: (epoch, last revision, events received after the snapshot).
+    pub feeds: std::collections::BTreeMap<FeedName, (u64, u64, Vec<FeedEvent>)>,
+    /// Outcomes received, by change id.
+    pub outcomes: Vec<(String, thoonk_protocol::Outcome)>,
+}
+
+impl WsClient {
+    /// Connects, says hello (open access: any token) as `client_id`.
+    pub async fn connect(url: &str, client_id: &str) -> WsClient {
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect to the gateway");
+        let mut client = WsClient {
+            socket,
+            feeds: Default::default(),
+            outcomes: Vec::new(),
+        };
+        client
+            .send(&thoonk_protocol::ClientMessage::Hello {
+                protocol: thoonk_protocol::PROTOCOL_VERSION,
+                token: "tester".into(),
+                client_id: client_id.into(),
+            })
+            .await;
+        match client.next().await {
+            thoonk_protocol::ServerMessage::Welcome { .. } => client,
+            other => panic!("expected welcome, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, message: &thoonk_protocol::ClientMessage) {
+        use futures::SinkExt;
+        let text = serde_json::to_string(message).unwrap();
+        self.socket
+            .send(tokio_tungstenite::tungstenite::Message::Text(text.into()))
+            .await
+            .expect("send a frame");
+    }
+
+    /// Subscribes to a feed and reads until its snapshot arrived.
+    pub async fn subscribe(&mut self, feed: &FeedName) {
+        self.send(&thoonk_protocol::ClientMessage::Subscribe {
+            pattern: thoonk_protocol::FeedPattern::new(feed.as_str()).unwrap(),
+            known: Default::default(),
+        })
+        .await;
+        while !self.feeds.contains_key(feed) {
+            self.next().await;
+        }
+    }
+
+    /// The next server frame, applied to the client's state.
+    pub async fn next(&mut self) -> thoonk_protocol::ServerMessage {
+        use futures::StreamExt;
+        use thoonk_protocol::ServerMessage;
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("a frame from the gateway in time")
+                .expect("the gateway closed the connection")
+                .expect("a websocket frame");
+            let tokio_tungstenite::tungstenite::Message::Text(text) = frame else {
+                continue;
+            };
+            let message: ServerMessage = serde_json::from_str(&text).expect("a server message");
+            match &message {
+                ServerMessage::Snapshot {
+                    feed, epoch, rev, ..
+                } => {
+                    self.feeds.insert(feed.clone(), (*epoch, *rev, Vec::new()));
+                }
+                ServerMessage::Event {
+                    feed,
+                    epoch,
+                    rev,
+                    change,
+                } => self.take(
+                    feed,
+                    *epoch,
+                    &[FeedEvent {
+                        rev: *rev,
+                        change: change.clone(),
+                    }],
+                ),
+                ServerMessage::Changes {
+                    feed,
+                    epoch,
+                    events,
+                } => self.take(feed, *epoch, events),
+                ServerMessage::Outcome { id, outcome } => {
+                    self.outcomes.push((id.0.clone(), outcome.clone()));
+                }
+                ServerMessage::Error { code, message } => {
+                    panic!("gateway error {code:?}: {message}")
+                }
+                _ => {}
+            }
+            return message;
+        }
+    }
+
+    fn take(&mut self, feed: &FeedName, epoch: u64, events: &[FeedEvent]) {
+        let state = self
+            .feeds
+            .get_mut(feed)
+            .unwrap_or_else(|| panic!("an event of {feed} before its snapshot"));
+        for event in events {
+            let first_of_history = (state.0, state.1) == (0, 0);
+            assert!(
+                epoch == state.0 || first_of_history,
+                "{feed}: event of epoch {epoch}, client at epoch {}",
+                state.0
+            );
+            assert_eq!(
+                event.rev,
+                state.1 + 1,
+                "{feed}: revisions arrive dense and once"
+            );
+            state.0 = epoch;
+            state.1 = event.rev;
+            state.2.push(event.clone());
+        }
+    }
+
+    /// Reads frames until `feed` reached revision `rev`.
+    pub async fn until_rev(&mut self, feed: &FeedName, rev: u64) {
+        while self.feeds.get(feed).is_none_or(|s| s.1 < rev) {
+            self.next().await;
+        }
+    }
+
+    /// Reads frames until the outcome of change `id` arrived.
+    pub async fn until_outcome(&mut self, id: &str) -> thoonk_protocol::Outcome {
+        loop {
+            if let Some((_, outcome)) = self.outcomes.iter().find(|(i, _)| i == id) {
+                return outcome.clone();
+            }
+            self.next().await;
+        }
+    }
+}
+
+/// Waits until `n` connections listen to `newfeed` (each gateway has two:
+/// its hub and its adopter).
+pub async fn wait_for_newfeed_listeners(env: &Env, n: usize) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, count): (String, usize) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg("newfeed")
+            .query_async(&mut env.conn().await)
+            .await
+            .expect("PUBSUB NUMSUB");
+        if count >= n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{n} newfeed listeners did not subscribe in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Starts a gateway (`thoonk-server serve`) on the env's Redis.
+pub fn gateway(env: &Env, extra: &[&str]) -> thoonk_testkit::ThoonkServer {
+    thoonk_testkit::ThoonkServer::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_thoonk-server")),
+        &env.redis.url(),
+        extra,
+    )
+}
