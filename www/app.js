@@ -160,14 +160,12 @@ class TaskApp {
     await this.openClient();
   }
 
-  /** Opens the client (again, when "work offline" had to close it) and wires it up. */
+  /** Opens the client (paused when working offline) and wires it up. */
   async openClient() {
-    const paused = this.offline || this.browserOffline;
-    const url = paused && !Client.prototype.setOnline ? offlineUrl() : wsUrl;
-    const client = await Client.open({ url, token: this.me.token, dbName: `thoonk-demo:${this.me.name}` });
+    const client = await Client.open({ url: wsUrl, token: this.me.token, dbName: `thoonk-demo:${this.me.name}` });
     this.client = client;
-    this.paused = paused;
-    if (paused && client.setOnline) client.setOnline(false);
+    this.paused = this.offline || this.browserOffline;
+    if (this.paused) client.setOnline(false);
     client.onStatus((status) => {
       this.status = status;
       this.noteSync();
@@ -199,28 +197,20 @@ class TaskApp {
   setOffline(offline) {
     this.offline = offline;
     localStorage.setItem(this.storageKey('offline'), offline ? 'yes' : 'no');
-    return this.applyConnection();
+    this.applyConnection();
   }
 
   setBrowserOffline(offline) {
     this.browserOffline = offline;
-    return this.applyConnection();
+    this.applyConnection();
   }
 
   /** Pauses the connection while working offline or while the browser is offline. */
-  async applyConnection() {
+  applyConnection() {
     const paused = this.offline || this.browserOffline;
     if (!this.client || paused === this.paused) return;
     this.paused = paused;
-    if (this.client.setOnline) {
-      this.client.setOnline(!paused);
-      return;
-    }
-    // Without setOnline: reopen the client against an endpoint that never
-    // answers (paused), or against the server.
-    this.client.close();
-    this.client = null;
-    await this.openClient();
+    this.client.setOnline(!paused);
   }
 
   noteSync() {
@@ -608,11 +598,6 @@ function describeOp(op) {
   if (!op) return '';
   if (op.kind === 'action') return `${op.name} ${op.payload?.id ?? ''}${op.payload?.to ? ` → ${op.payload.to}` : ''}`;
   return `${op.kind} ${op.id ?? ''} in ${op.feed}`;
-}
-
-/** An endpoint of this server that is not a WebSocket: the client stays offline. */
-function offlineUrl() {
-  return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/offline`;
 }
 
 await init();

@@ -51,7 +51,10 @@ const synced = (page) => status(page).filter({ hasText: /^live · 0 pending/ }).
 const myTasks = (page) => page.getByRole('list', { name: 'My tasks' });
 const memberTasks = (page, member) => page.getByRole('list', { name: new RegExp(`^${member}\\b`) });
 const task = (list, title) => list.getByRole('listitem').filter({ hasText: title });
-const shot = (page, name) => page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
+async function shot(page, name) {
+  await page.evaluate(() => window.scrollTo(0, 0)); // the sticky status bar stays on top
+  await page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
+}
 
 async function addTask(page, title) {
   await page.getByLabel('New task').fill(title);
@@ -184,7 +187,13 @@ test('delegating a task moves it from one member to the other, for both', async 
   const cat = await stack.signIn('cat');
   await addTask(bob, 'Review the budget');
   await addTask(bob, 'Order chairs');
-  await task(memberTasks(cat, 'bob'), 'Review the budget').waitFor(WAIT);
+  await task(memberTasks(cat, 'bob'), 'Order chairs').waitFor(WAIT);
+
+  // Drag and drop reorders (dropped on the upper half of a task: before it).
+  await task(myTasks(bob), 'Order chairs').dragTo(task(myTasks(bob), 'Review the budget'), { targetPosition: { x: 20, y: 3 } });
+  await cat.waitForFunction(() => document.querySelector('#members ol li.task')?.textContent.includes('Order chairs'), null, WAIT);
+  assert.deepEqual(await titles(memberTasks(cat, 'bob')), ['Order chairs', 'Review the budget']);
+  assert.deepEqual(await titles(myTasks(bob)), ['Order chairs', 'Review the budget']);
 
   const row = task(myTasks(bob), 'Review the budget');
   await row.getByLabel('Delegate “Review the budget” to').selectOption('cat');
