@@ -1,8 +1,8 @@
 // The demo's offline cache: the page, its scripts and the client package are
 // fetched from the network when possible (so they are never stale) and from
 // this cache when the browser is offline, so the app also starts offline.
-const CACHE = 'thoonk-demo-v1';
-const SHELL = ['/', '/app.js', '/ui.js', '/raw.js', '/style.css', '/pkg/thoonk_sync.js', '/pkg/thoonk_sync_bg.wasm'];
+const CACHE = 'thoonk-demo-v2';
+const SHELL = ['/', '/app.js', '/ui.js', '/raw.js', '/style.css', '/pkg/thoonk_sync.js', '/pkg/thoonk_sync_bg.wasm', '/demo/users.json'];
 
 self.addEventListener('install', (event) => {
   event.waitUntil(caches.open(CACHE)

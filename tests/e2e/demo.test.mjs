@@ -195,9 +195,16 @@ test('delegating a task moves it from one member to the other, for both', async 
   assert.deepEqual(await titles(memberTasks(cat, 'bob')), ['Order chairs', 'Review the budget']);
   assert.deepEqual(await titles(myTasks(bob)), ['Order chairs', 'Review the budget']);
 
+  // Delegated while working offline: shown as pending at once, applied when back online.
+  await bob.getByLabel('Work offline').check();
+  await status(bob).filter({ hasText: /^offline/ }).waitFor(WAIT);
   const row = task(myTasks(bob), 'Review the budget');
   await row.getByLabel('Delegate “Review the budget” to').selectOption('cat');
   await row.getByRole('button', { name: 'Delegate “Review the budget”' }).click();
+  await row.getByText('moving to cat…').waitFor(WAIT);
+  await shot(bob, 'demo-delegating-offline');
+  assert.equal(await task(myTasks(cat), 'Review the budget').count(), 0);
+  await bob.getByLabel('Work offline').uncheck();
 
   await task(myTasks(cat), 'Review the budget').waitFor(WAIT);
   await task(memberTasks(bob, 'cat'), 'Review the budget').waitFor(WAIT);
