@@ -33,7 +33,8 @@ async fn thoonk_py_puts_a_job_and_hears_its_outcome_on_job_finish() {
         .unwrap();
     // The listener subscribes to job.finish of queues that exist when it starts.
     let mut py = env.py(true).await;
-    let payload = json!({"id": "py:1", "user": "alice", "op": {"kind": "publish", "feed": "notes", "id": "n1", "item": {"text": "from thoonk.py"}}});
+    // Without an "id": the job id is the change id (thoonk.py's put picks ids itself).
+    let payload = json!({"user": "alice", "op": {"kind": "publish", "feed": "notes", "id": "n1", "item": {"text": "from thoonk.py"}}});
     let put = py
         .call(json!({"op": "put", "queue": "changes", "id": "py:1", "item": payload.to_string()}))
         .await;

@@ -47,6 +47,28 @@ impl JobPayload {
         })
     }
 
+    /// Parses the payload of job `job_id`. A payload without an `id` takes
+    /// the job id (thoonk.py's put chooses the id itself); one with another
+    /// id is refused.
+    pub fn parse_for(job_id: &str, text: &str) -> Result<Self, JobError> {
+        let bad = |reason: String| JobError::BadPayload { reason };
+        let mut value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+        if let Some(fields) = value.as_object_mut() {
+            fields
+                .entry("id")
+                .or_insert_with(|| serde_json::Value::String(job_id.to_owned()));
+        }
+        let payload: Self = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+        if payload.id.0 != job_id {
+            return Err(bad(format!(
+                "its id {} is not the job id {job_id}",
+                payload.id.0
+            )));
+        }
+        Ok(payload)
+    }
+
     /// The payload as JSON text.
     pub fn to_json(&self) -> String {
         // Serializing these plain types cannot fail.
@@ -62,4 +84,24 @@ pub enum Priority {
     Normal,
     /// The front: served next (last in, first out among high-priority jobs, as in classic Thoonk).
     High,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_takes_the_job_id_when_it_has_none_and_must_match_it_otherwise() {
+        let op = r#""op": {"kind": "retract", "feed": "notes", "id": "n1"}"#;
+        let without = format!(r#"{{"user": "a", {op}}}"#);
+        assert_eq!(
+            JobPayload::parse_for("uuid-1", &without).unwrap().id.0,
+            "uuid-1"
+        );
+        let same = format!(r#"{{"id": "c:1", "user": "a", {op}}}"#);
+        assert_eq!(JobPayload::parse_for("c:1", &same).unwrap().id.0, "c:1");
+        assert!(JobPayload::parse_for("c:2", &same).is_err());
+        assert!(JobPayload::parse_for("c:1", "not json").is_err());
+        assert!(JobPayload::parse_for("c:1", r#"{"user": "a"}"#).is_err());
+    }
 }

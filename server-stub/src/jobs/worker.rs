@@ -287,14 +287,8 @@ async fn work_one(shared: Arc<Shared>, job: Claimed) -> Ending {
 }
 
 async fn work(shared: &Shared, job: &Claimed) -> Ending {
-    let payload = match JobPayload::parse(&job.payload) {
-        Ok(payload) if payload.id.0 == job.id => payload,
-        Ok(payload) => {
-            return Ending::Finish(Outcome::Rejected {
-                code: ErrorCode::BadRequest,
-                message: format!("the job payload's id {} is not the job id", payload.id.0),
-            })
-        }
+    let payload = match JobPayload::parse_for(&job.id, &job.payload) {
+        Ok(payload) => payload,
         Err(err) => {
             return Ending::Finish(Outcome::Rejected {
                 code: ErrorCode::BadRequest,
