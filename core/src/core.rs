@@ -217,7 +217,7 @@ impl SyncCore {
     /// The connection the core asked for is open: the core sends `hello`.
     pub fn connected(&mut self, now: u64) -> Result<(), CoreError> {
         self.check_usable()?;
-        if matches!(self.conn, Conn::Unauthorized) {
+        if matches!(self.conn, Conn::Unauthorized | Conn::Halted) {
             return Ok(());
         }
         self.effects.send.push(ClientMessage::Hello {

@@ -429,6 +429,8 @@ fn a_newer_protocol_stops_the_core() {
     assert!(fx.close);
     assert!(matches!(h.core.status(), Status::Stopped { .. }));
     assert_eq!(h.core.poll_timeout(), None, "no reconnect");
+    h.core.connected(3).unwrap();
+    assert!(h.effects().send.is_empty(), "a stopped core says nothing");
 }
 
 #[test]
