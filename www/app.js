@@ -42,7 +42,7 @@ function showSignIn(users) {
     const teams = Object.entries(user.teams).map(([team, role]) => `${role} of team ${team}`).join(', ') || 'in no team';
     const button = el('button', { type: 'button', class: 'user' }, [el('strong', {}, user.name), ` · ${teams}`]);
     button.addEventListener('click', () => {
-      localStorage.setItem('thoonk-demo:user', user.name);
+      sessionStorage.setItem('thoonk-demo:user', user.name);
       location.search = `?user=${encodeURIComponent(user.name)}`;
     });
     return el('li', {}, button);
@@ -59,13 +59,13 @@ async function runApp() {
     $('status').textContent = `cannot load the demo users: ${err.message}`;
     return;
   }
-  const name = params.get('user') ?? localStorage.getItem('thoonk-demo:user');
+  const name = params.get('user') ?? sessionStorage.getItem('thoonk-demo:user');
   const me = users.find((u) => u.name === name);
   if (!me) {
     showSignIn(users);
     return;
   }
-  localStorage.setItem('thoonk-demo:user', me.name);
+  sessionStorage.setItem('thoonk-demo:user', me.name);
   const app = new TaskApp(me, users);
   await app.start();
 }
@@ -116,7 +116,7 @@ class TaskApp {
     $('who').hidden = false;
     $('who-name').textContent = `Signed in as ${this.me.name}` + (this.team ? ` (${this.role} of team ${this.team})` : '');
     $('sign-out').addEventListener('click', () => {
-      localStorage.removeItem('thoonk-demo:user');
+      sessionStorage.removeItem('thoonk-demo:user');
       location.search = '';
     });
     const teams = Object.keys(this.me.teams);
@@ -157,11 +157,66 @@ class TaskApp {
       }
     }
     $('notice-list').addEventListener('click', (event) => this.onNoticeClick(event));
-    await this.openClient();
+    $('take-over').addEventListener('click', () => this.takeOver());
+    if (await this.lockTab({ ifAvailable: true })) await this.openClient();
+    else this.waitForTab();
+  }
+
+  /** Shows that another tab syncs, and syncs here as soon as that tab closes. */
+  waitForTab() {
+    this.showElsewhere();
+    this.lockTab({}).then(() => this.resume());
+  }
+
+  // One tab per user syncs: two clients on one database would share its
+  // change ids. The others wait, and may take over.
+  lockTab(options) {
+    if (!navigator.locks) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      navigator.locks.request(`thoonk-demo:${this.me.name}`, options, (lock) => {
+        resolve(Boolean(lock));
+        return lock ? new Promise(() => {}) : undefined; // held while the page lives
+      }).catch(() => this.lostTab()); // another tab took over
+    });
+  }
+
+  async takeOver() {
+    await this.lockTab({ steal: true });
+    await this.resume();
+    $('new-task').focus();
+  }
+
+  async resume() {
+    if (this.client || this.opening) return;
+    $('elsewhere').hidden = true;
+    this.opening = true;
+    try {
+      await this.openClient();
+    } finally {
+      this.opening = false;
+    }
+  }
+
+  lostTab() {
+    this.client?.close();
+    this.client = null;
+    this.waitForTab();
+  }
+
+  showElsewhere() {
+    $('elsewhere').hidden = false;
+    $('status').textContent = 'paused: open in another tab';
+    $('status').dataset.connection = 'elsewhere';
+    for (const id of ['mine', 'team-tasks', 'notices', 'inspector', 'offline-toggle']) $(id).hidden = true;
+    $('take-over').focus();
   }
 
   /** Opens the client (paused when working offline) and wires it up. */
   async openClient() {
+    $('offline-toggle').hidden = false;
+    $('inspector').hidden = false;
+    $('mine').hidden = !this.team;
+    $('team-tasks').hidden = !this.team;
     const client = await Client.open({ url: wsUrl, token: this.me.token, dbName: `thoonk-demo:${this.me.name}` });
     this.client = client;
     this.paused = this.offline || this.browserOffline;

@@ -362,3 +362,30 @@ test('keyboard only: add, complete and reorder tasks', async (t) => {
   ]);
   assert.deepEqual(bob.errors, []);
 });
+
+test('one tab per user syncs: a second tab of the same user waits, and may take over', async (t) => {
+  const stack = await setup(t);
+  const first = await stack.signIn('bob');
+  const second = await first.context().newPage();
+  await second.goto(`${stack.url}?user=bob&team=353`);
+  await second.getByRole('heading', { name: 'Open in another tab' }).waitFor(WAIT);
+  assert.equal(await second.getByLabel('New task').isVisible(), false);
+  await addTask(first, 'From the first tab');
+  await synced(first);
+  await shot(second, 'demo-second-tab');
+
+  await second.getByRole('button', { name: 'Use this tab instead' }).click();
+  await live(second);
+  await first.getByRole('heading', { name: 'Open in another tab' }).waitFor(WAIT);
+  await task(myTasks(second), 'From the first tab').waitFor(WAIT);
+  await addTask(second, 'From the second tab');
+  await synced(second);
+  const items = await serverItems(stack, feedOf('bob'));
+  assert.deepEqual(items.items.map((i) => i.item.title), ['From the first tab', 'From the second tab']);
+
+  // When the syncing tab closes, the waiting one syncs by itself.
+  await second.close();
+  await live(first);
+  await task(myTasks(first), 'From the second tab').waitFor(WAIT);
+  assert.deepEqual(first.errors, []);
+});
