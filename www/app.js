@@ -244,6 +244,10 @@ class TaskApp {
         this.scheduleRender();
       });
     }
+    // Descriptions of changes that are neither waiting nor shown any more.
+    const known = new Set([...client.outbox().map((e) => e.id), ...this.outcomes.keys()]);
+    for (const change of Object.keys(this.descriptions)) if (!known.has(change)) delete this.descriptions[change];
+    localStorage.setItem(this.storageKey('changes'), JSON.stringify(this.descriptions));
     this.status = client.status();
     this.noteSync();
     this.render();

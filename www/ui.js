@@ -32,7 +32,8 @@ export function showStatus(node, { connection, pending, storageError }, lastSync
   const parts = [connectionText(connection), `${pending} pending`];
   if (lastSync !== undefined) parts.push(lastSync ? `last sync ${formatTime(lastSync)}` : 'never synced');
   if (storageError) parts.push(`storage error: ${storageError}`);
-  node.textContent = parts.join(' · ');
+  const text = parts.join(' · ');
+  if (node.textContent !== text) node.textContent = text; // no repeated announcements
   node.dataset.connection = connection;
   node.dataset.pending = String(pending);
 }
