@@ -477,7 +477,7 @@ async fn acl_rejections_carry_clear_codes() {
     workers.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn high_priority_jobs_are_served_first_and_a_panic_fails_only_its_job() {
     let redis = RedisServer::start();
     let (_client, q, _store) = open(&redis, "changes").await;

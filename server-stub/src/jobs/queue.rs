@@ -303,34 +303,47 @@ impl JobQueue {
         )
     }
 
-    /// Finishes a job with `outcome`: stores it, publishes it on
-    /// `job.finish:N`. Returns the outcome as stored (the first one wins),
-    /// or `None` when the job is not on the queue any more.
-    pub(crate) async fn finish(
-        &self,
-        id: &str,
-        outcome: &Outcome,
-    ) -> Result<Option<Outcome>, JobError> {
-        let text = serde_json::to_string(outcome).unwrap_or_default();
-        self.finish_text(id, &text).await
-    }
-
-    /// Like [`JobQueue::finish`] with the outcome as JSON text.
-    pub(crate) async fn finish_text(
+    /// Finishes a job with `outcome` (JSON): stores it, publishes it on
+    /// `job.finish:N`; when `claim_next`, also claims the next available job
+    /// in the same script. Returns the outcome as stored (the first one
+    /// wins; `None` when the job is not on the queue any more) and the next job.
+    pub(crate) async fn finish_and_claim(
         &self,
         id: &str,
         outcome: &str,
-    ) -> Result<Option<Outcome>, JobError> {
+        claim_next: bool,
+    ) -> Result<(Option<Outcome>, Option<Claimed>), JobError> {
         let mut invocation = self.invocation(&self.scripts.finish, Some(id));
         invocation
             .arg(id)
             .arg(outcome)
-            .arg(self.settings.retention_ms());
+            .arg(self.settings.retention_ms())
+            .arg(if claim_next { "next" } else { "" });
         let reply: Vec<String> = self.invoke(invocation).await?;
-        match reply.as_slice() {
-            [state, stored] if state == "finished" => Ok(Some(parse_outcome(&self.name, stored)?)),
-            _ => Ok(None),
-        }
+        let (stored, rest) = match reply.as_slice() {
+            [state, stored, rest @ ..] if state == "finished" => {
+                (Some(parse_outcome(&self.name, stored)?), rest)
+            }
+            [_, rest @ ..] => (None, rest),
+            [] => (None, &[][..]),
+        };
+        let next = match rest {
+            [] => None,
+            [id, payload, failures, claimed_at, remaining] => Some(Claimed {
+                id: id.clone(),
+                payload: payload.clone(),
+                failures: failures.parse().unwrap_or(0),
+                claimed_at: claimed_at.clone(),
+                remaining: remaining.parse().unwrap_or(0),
+            }),
+            other => {
+                return Err(JobError::Corrupt {
+                    queue: self.name.to_string(),
+                    reason: format!("finish reply: unexpected {other:?}"),
+                })
+            }
+        };
+        Ok((stored, next))
     }
 
     /// Counts a failure of the claim made at `claimed_at` (`None`: any

@@ -169,11 +169,18 @@ async fn sweep_loop(queue: JobQueue, mut stop: watch::Receiver<bool>) {
 
 async fn worker(shared: Arc<Shared>, doorbell: Arc<Notify>, mut stop: watch::Receiver<bool>) {
     let poll = shared.queue.settings().poll_interval;
-    while !*stop.borrow() {
+    // A job claimed together with the previous job's finish. It is worked
+    // even when stopping: it is claimed already.
+    let mut next: Option<Claimed> = None;
+    while next.is_some() || !*stop.borrow() {
         let rang = doorbell.notified();
         tokio::pin!(rang);
         rang.as_mut().enable();
-        match shared.queue.claim().await {
+        let claimed = match next.take() {
+            Some(job) => Ok(Some(job)),
+            None => shared.queue.claim().await,
+        };
+        match claimed {
             Ok(Some(job)) => {
                 if job.remaining > 0 {
                     // More jobs wait: pass the doorbell on to an idle worker.
@@ -186,7 +193,8 @@ async fn worker(shared: Arc<Shared>, doorbell: Arc<Notify>, mut stop: watch::Rec
                     Ok(ending) => ending,
                     Err(err) => Ending::Fail(panic_message(err)),
                 };
-                record(&shared.queue, &id, &claimed_at, ending).await;
+                let claim_next = !*stop.borrow();
+                next = record(&shared.queue, &id, &claimed_at, ending, claim_next).await;
             }
             Ok(None) => {
                 tokio::select! {
@@ -222,56 +230,66 @@ fn panic_message(err: tokio::task::JoinError) -> String {
 /// Finishes or fails the job; Redis errors are retried a few times, then
 /// left to the claim-timeout sweep. A failure counts only against this
 /// worker's own claim: after a timeout another worker may have claimed the job.
-async fn record(queue: &JobQueue, id: &str, claimed_at: &str, ending: Ending) {
+async fn record(
+    queue: &JobQueue,
+    id: &str,
+    claimed_at: &str,
+    ending: Ending,
+    claim_next: bool,
+) -> Option<Claimed> {
     for attempt in 1..=3 {
         let result = match &ending {
-            Ending::Finish(outcome) => queue.finish(id, outcome).await.map(|stored| {
-                if stored.is_none() {
-                    tracing::info!(
-                        queue = queue.name(),
-                        id,
-                        "job finished elsewhere or retracted"
-                    );
-                }
-            }),
-            Ending::Fail(error) => {
+            Ending::Finish(outcome) => {
+                let text = serde_json::to_string(outcome).unwrap_or_default();
                 queue
-                    .fail(id, Some(claimed_at), error)
+                    .finish_and_claim(id, &text, claim_next)
                     .await
-                    .map(|failed| match failed {
-                        Failed::Retry(n) => tracing::warn!(
-                            queue = queue.name(),
-                            id,
-                            error,
-                            failures = n,
-                            "job failed; retrying"
-                        ),
-                        Failed::Stalled(n) => {
-                            tracing::error!(
+                    .map(|(stored, next)| {
+                        if stored.is_none() {
+                            tracing::info!(
                                 queue = queue.name(),
                                 id,
-                                error,
-                                failures = n,
-                                "job stalled"
-                            )
+                                "job finished elsewhere or retracted"
+                            );
                         }
-                        Failed::Gone => tracing::info!(
-                            queue = queue.name(),
-                            id,
-                            error,
-                            "failed job no longer claimed"
-                        ),
+                        next
                     })
             }
+            Ending::Fail(error) => queue.fail(id, Some(claimed_at), error).await.map(|failed| {
+                match failed {
+                    Failed::Retry(n) => tracing::warn!(
+                        queue = queue.name(),
+                        id,
+                        error,
+                        failures = n,
+                        "job failed; retrying"
+                    ),
+                    Failed::Stalled(n) => tracing::error!(
+                        queue = queue.name(),
+                        id,
+                        error,
+                        failures = n,
+                        "job stalled"
+                    ),
+                    Failed::Gone => tracing::info!(
+                        queue = queue.name(),
+                        id,
+                        error,
+                        "failed job no longer claimed"
+                    ),
+                }
+                None
+            }),
         };
         match result {
-            Ok(()) => return,
+            Ok(next) => return next,
             Err(err) if attempt == 3 => {
                 tracing::error!(queue = queue.name(), id, %err, "cannot record the job's end; the sweep will retry it");
             }
             Err(_) => tokio::time::sleep(ERROR_PAUSE).await,
         }
     }
+    None
 }
 
 /// Works one claimed job within the claim timeout.
