@@ -77,7 +77,9 @@ class TaskApp {
   constructor(me, users) {
     this.me = me;
     this.users = users;
-    const teams = Object.keys(me.teams);
+    // The user's teams, the biggest first (the default).
+    const size = (team) => users.filter((u) => team in u.teams).length;
+    const teams = Object.keys(me.teams).sort((a, b) => size(b) - size(a));
     const stored = localStorage.getItem(`thoonk-demo:team:${me.name}`);
     this.team = [params.get('team'), stored, teams[0]].find((t) => t && teams.includes(t)) ?? null;
     this.role = this.team ? me.teams[this.team] : null;
