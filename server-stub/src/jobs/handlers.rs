@@ -72,6 +72,12 @@ impl Handlers {
     }
 
     /// Registers (or replaces) the handler of action `name`.
+    ///
+    /// A job may run again after its writes were applied (its worker died
+    /// before finishing it), so a handler must plan the same first feed on
+    /// every attempt and must not reject because of state an earlier attempt
+    /// may have produced: the applied record beside the first feed answers
+    /// with the stored outcome before any check.
     pub fn register<F, Fut>(&mut self, name: &str, handler: F)
     where
         F: Fn(JobContext, Json) -> Fut + Send + Sync + 'static,
