@@ -217,6 +217,7 @@ class TaskApp {
   async openClient() {
     $('offline-toggle').hidden = false;
     $('inspector').hidden = false;
+    $('notices').hidden = false;
     $('mine').hidden = !this.team;
     $('team-tasks').hidden = !this.team;
     const client = await Client.open({ url: wsUrl, token: this.me.token, dbName: `thoonk-demo:${this.me.name}` });
@@ -624,7 +625,7 @@ class TaskApp {
         el('button', { type: 'button', 'data-change': change, 'data-action': 'dismiss' }, 'Dismiss'),
       ]);
     });
-    $('notices').hidden = notices.length === 0;
+    $('notices-title').hidden = notices.length === 0; // the list stays: it is a live region
     $('notice-list').replaceChildren(...notices);
   }
 
