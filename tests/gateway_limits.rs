@@ -8,7 +8,8 @@ mod support;
 
 use serde_json::json;
 use support::{id, name, Env, Frame, WsClient, WAIT};
-use thoonk_protocol::{ErrorCode, ServerMessage};
+use thoonk_protocol::{ErrorCode, FeedName, ServerMessage};
+use thoonk_server::feeds::FeedStore;
 use tokio_tungstenite::tungstenite::Message;
 
 /// The documented frame limit.
@@ -124,95 +125,139 @@ async fn a_frame_before_hello_that_is_malformed_is_refused_and_closed() {
     other.ping().await;
 }
 
+/// Feeds of 8 items of 128 KiB each: 1 MiB per snapshot.
+const BIG_FEEDS: usize = 8;
+
+/// Creates the big feeds `{prefix}:big:{k}`.
+async fn big_feeds(env: &Env, prefix: &str) -> Vec<FeedName> {
+    let pad = "b".repeat(128 * 1024);
+    let mut feeds = Vec::new();
+    for k in 0..BIG_FEEDS {
+        let feed = name(&format!("{prefix}:big:{k}"));
+        for i in 0..8 {
+            env.store
+                .publish(
+                    &feed,
+                    Some(&id(&format!("b{i}"))),
+                    &json!({ "pad": pad }),
+                    None,
+                )
+                .await
+                .expect("publish");
+        }
+        feeds.push(feed);
+    }
+    feeds
+}
+
+/// Makes `slow`'s session fall behind: it asks for the big feeds' snapshots
+/// (8 MiB, more than the socket buffers between the gateway and a client with
+/// a 256 KiB receive buffer hold) and reads nothing, so the gateway's writes
+/// to it block.
+async fn stop_reading(slow: &mut WsClient, big: &[FeedName]) {
+    for feed in big {
+        slow.subscribe(feed.as_str()).await;
+    }
+}
+
+/// Publishes `count` small items `i1..` to `feed`: more notices than a
+/// session's event queue holds. Returns the feed's revision afterwards.
+///
+/// A publish that fails (the store's client gives up on a reply after
+/// 500 ms, which a loaded machine can exceed) is retried; it may have been
+/// applied, so the caller takes the revision returned, not `count`.
+async fn flood(store: &FeedStore, feed: &FeedName, count: usize) -> u64 {
+    for i in 1..=count {
+        let item_id = id(&format!("i{i}"));
+        let mut attempt = 0;
+        while let Err(err) = store
+            .publish(feed, Some(&item_id), &json!({ "i": i }), None)
+            .await
+        {
+            attempt += 1;
+            assert!(attempt < 5, "publish {i}: {err}");
+        }
+    }
+    store.snapshot(feed).await.expect("snapshot").rev
+}
+
+/// Frames by which the gateway caught a client up after it fell behind:
+/// `changes`, and snapshots of a feed after its first one.
+fn replay_frames(client: &WsClient) -> usize {
+    let changes = client
+        .log
+        .iter()
+        .filter(|f| f.starts_with(r#"{"type":"changes""#))
+        .count();
+    let again: usize = client
+        .mirror
+        .feeds
+        .values()
+        .map(|m| m.snapshots.len().saturating_sub(1))
+        .sum();
+    changes + again
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_client_catches_up_in_order_or_is_disconnected() {
-    const COUNT: usize = 2400;
-    const BIG: usize = 400;
+    const COUNT: usize = 1600;
     let env = Env::start().await;
     let feed = name("team:1:firehose");
+    env.publish_many(&feed, "pre", 1, 1).await;
+    let big = big_feeds(&env, "team:1").await;
     let server = env.gateway(&[]).await;
 
     // A control client that reads all along.
     let mut reader = WsClient::signed_in(&server.ws_url(), "ann").await;
     reader.subscribe(feed.as_str()).await;
-    reader.until_rev(&feed, 0).await;
+    reader.until_rev(&feed, 1).await;
 
-    // The slow client has a tiny TCP receive buffer, so that the server's
-    // writes to it block soon after it stops reading.
     let mut slow = WsClient::connect_small_buffer(&server.ws_url(), server.port()).await;
     slow.hello("bob").await;
     slow.subscribe(feed.as_str()).await;
-    slow.until_rev(&feed, 0).await;
+    slow.until_rev(&feed, 1).await;
+    stop_reading(&mut slow, &big).await;
 
-    // First ~10 MiB of large items, more than the socket buffers between the
-    // gateway and the slow client hold, then many small ones, more than the
-    // session's event queue holds, while the slow client reads nothing.
-    let big = "p".repeat(24 * 1024);
-    let writer = {
-        let store = env.other_store().await;
-        let feed = feed.clone();
-        tokio::spawn(async move {
-            for i in 1..=COUNT {
-                let pad = if i <= BIG { big.as_str() } else { "" };
-                let item = json!({"i": i, "pad": pad});
-                store
-                    .publish(&feed, Some(&id(&format!("i{i}"))), &item, None)
-                    .await
-                    .expect("publish");
-            }
-        })
-    };
-    let reader_task = {
-        let feed = feed.clone();
-        tokio::spawn(async move {
-            reader.until_rev(&feed, COUNT as u64).await;
-            reader
-        })
-    };
-    writer.await.unwrap();
-    let reader = reader_task.await.unwrap();
-    assert_eq!(reader.mirror.get(&feed).unwrap().events.len(), COUNT);
+    let last = flood(&env.other_store().await, &feed, COUNT).await;
+    assert!(last > COUNT as u64);
+    reader.until_rev(&feed, last).await;
+    assert_eq!(
+        reader.mirror.get(&feed).unwrap().events.len() as u64,
+        last - 1
+    );
 
     // Now read again. Either every revision arrives in order (the mirror
-    // panics on any gap), or the connection ends and the client can resume
-    // from its last revision with nothing missing.
-    let deadline = tokio::time::Instant::now() + WAIT * 3;
-    let outcome = loop {
-        let rev = slow.mirror.rev(&feed).unwrap();
-        if rev == COUNT as u64 {
-            break "caught up";
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "slow client stuck at rev {rev}"
-        );
-        if let Frame::Closed(_) = slow.next_frame().await {
-            break "disconnected";
-        }
-    };
+    // panics on any gap) and every snapshot, or the connection ends and the
+    // client can resume from its last revision with nothing missing.
+    let caught_up = slow
+        .read_until(|m| m.rev(&feed) == Some(last) && big.iter().all(|f| m.rev(f) == Some(8)))
+        .await;
     let at = slow.mirror.get(&feed).unwrap().clone();
-    if outcome == "disconnected" {
+    let stored = env.store.snapshot(&feed).await.unwrap();
+    if caught_up {
+        assert_eq!(at.items, stored.items);
+        assert!(
+            replay_frames(&slow) > 0,
+            "the slow client never fell behind the session's queue: the test needs more load"
+        );
+        // Still a working connection.
+        slow.ping().await;
+    } else {
+        assert!(
+            slow.closed.is_some(),
+            "neither caught up nor disconnected: stuck at rev {} of {last}; last frames: {:#?}",
+            at.rev,
+            slow.tail()
+        );
         let mut again = WsClient::signed_in(&server.ws_url(), "bob").await;
         again
             .subscribe_known(feed.as_str(), &[(&feed, at.epoch, at.rev)])
             .await;
-        again.until_rev(&feed, COUNT as u64).await;
+        assert_eq!(
+            again.until_rev(&feed, last).await.events.len() as u64,
+            last - at.rev
+        );
     }
-    let stored = env.store.snapshot(&feed).await.unwrap();
-    if outcome == "caught up" {
-        assert_eq!(at.items, stored.items);
-        // Still a working connection.
-        slow.ping().await;
-    }
-    let replays = slow
-        .log
-        .iter()
-        .filter(|f| f.starts_with(r#"{"type":"changes""#))
-        .count();
-    assert!(
-        replays > 0 || outcome == "disconnected",
-        "the slow client never fell behind the session's queue: the test needs more load"
-    );
 }
 
 #[tokio::test]
@@ -244,4 +289,100 @@ async fn a_frame_far_over_the_limit_does_not_affect_other_clients() {
     let mut fresh = WsClient::signed_in(&server.ws_url(), "cat").await;
     fresh.subscribe(feed.as_str()).await;
     fresh.until_rev(&feed, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "gateway bug: a session resyncs only the feeds it follows after its queue overflowed; a feed created meanwhile is never announced to its pattern"]
+async fn a_slow_client_still_learns_of_feeds_created_while_it_lagged() {
+    const COUNT: usize = 1600;
+    let env = Env::start().await;
+    let feed = name("team:2:firehose");
+    env.publish_many(&feed, "pre", 1, 1).await;
+    let big = big_feeds(&env, "other").await;
+    let server = env.gateway(&[]).await;
+
+    let mut slow = WsClient::connect_small_buffer(&server.ws_url(), server.port()).await;
+    slow.hello("bob").await;
+    slow.subscribe("team:2:*").await;
+    slow.until_rev(&feed, 1).await;
+    stop_reading(&mut slow, &big).await;
+
+    // While the slow client reads nothing, its session's queue overflows;
+    // then a feed matching its pattern is created.
+    let last = flood(&env.store, &feed, COUNT).await;
+    let late = name("team:2:late");
+    env.publish_many(&late, "l", 1, 1).await;
+
+    let complete = slow
+        .read_until(|m| m.rev(&feed) == Some(last) && m.rev(&late) == Some(1))
+        .await;
+    assert!(
+        slow.closed.is_none(),
+        "disconnected: the test needs less load"
+    );
+    assert!(
+        replay_frames(&slow) > 0,
+        "the slow client never fell behind the session's queue: the test needs more load"
+    );
+    assert_eq!(slow.mirror.rev(&feed), Some(last), "{:#?}", slow.tail());
+    assert!(
+        complete,
+        "{late} was never announced; the last frames: {:#?}",
+        slow.tail()
+    );
+}
+
+#[tokio::test]
+async fn too_many_subscriptions_are_rate_limited() {
+    const LIMIT: usize = 256;
+    let env = Env::start().await;
+    let server = env.gateway(&[]).await;
+    let mut client = WsClient::signed_in(&server.ws_url(), "ann").await;
+    for i in 0..LIMIT {
+        client.subscribe(&format!("sub:{i}:*")).await;
+    }
+    for _ in 0..LIMIT {
+        client
+            .until("subscribed", |m| {
+                matches!(m, ServerMessage::Subscribed { .. }).then_some(())
+            })
+            .await;
+    }
+    client.subscribe("one:more:*").await;
+    client.expect_error(ErrorCode::RateLimited).await;
+    // Subscribing again to a pattern already held is no new subscription.
+    client.subscribe("sub:0:*").await;
+    assert!(matches!(
+        client.next().await,
+        ServerMessage::Subscribed { .. }
+    ));
+    // After an unsubscribe there is room again, and the connection works.
+    client
+        .send(&thoonk_protocol::ClientMessage::Unsubscribe {
+            pattern: support::pattern("sub:1:*"),
+        })
+        .await;
+    let feed = name("one:more:feed");
+    client.subscribe("one:more:*").await;
+    client
+        .until("subscribed after unsubscribe", |m| {
+            matches!(m, ServerMessage::Subscribed { .. }).then_some(())
+        })
+        .await;
+    env.publish_many(&feed, "x", 1, 1).await;
+    client.until_rev(&feed, 1).await;
+}
+
+#[tokio::test]
+async fn shutdown_tells_clients_to_reconnect() {
+    let env = Env::start().await;
+    let server = env.gateway(&[]).await;
+    let mut client = WsClient::signed_in(&server.ws_url(), "ann").await;
+    client.subscribe("team:1:notes").await;
+    client.until_rev(&name("team:1:notes"), 0).await;
+    // Dropping the server sends SIGTERM and waits for the process to exit.
+    drop(server);
+    let frame = client.expect_closed().await;
+    let frame = frame.expect("a close frame with a reason");
+    assert_eq!(u16::from(frame.code), 1001, "going away: {frame:?}");
 }

@@ -9,7 +9,7 @@ mod support;
 
 use serde_json::json;
 use support::{id, name, pattern, Env, WsClient};
-use thoonk_protocol::{ClientMessage, FeedPosition, ServerMessage};
+use thoonk_protocol::{ClientMessage, FeedName, FeedPosition, ServerMessage};
 use thoonk_server::feeds::{ConfigChange, FeedSettings, FeedType};
 
 #[tokio::test]
@@ -161,6 +161,22 @@ async fn a_known_revision_still_in_the_log_gets_the_changes_since() {
     assert_nothing_but_pong(&current.log[2..]);
     env.publish_many(&feed, "n", 13, 1).await;
     current.until_rev(&feed, 13).await;
+
+    // A client that claims a revision the feed never reached (a Redis restored
+    // from an older backup) cannot be served from the log: a snapshot.
+    let mut ahead = WsClient::signed_in(&server.ws_url(), "cat").await;
+    ahead
+        .subscribe_known(feed.as_str(), &[(&feed, epoch, 99)])
+        .await;
+    assert!(matches!(
+        ahead.next().await,
+        ServerMessage::Subscribed { .. }
+    ));
+    assert!(
+        matches!(ahead.next().await, ServerMessage::Snapshot { rev: 13, items, .. } if items.len() == 13),
+        "{:?}",
+        ahead.tail()
+    );
 }
 
 #[tokio::test]
@@ -261,7 +277,7 @@ async fn a_feed_deleted_and_recreated_while_followed_resets_to_the_new_epoch() {
 
     // The mirror refuses an event of another epoch without a snapshot, so
     // reaching the new state proves the reset came first.
-    let deadline = tokio::time::Instant::now() + support::WAIT;
+    let deadline = tokio::time::Instant::now() + support::STREAM_WAIT;
     while client.mirror.get(&feed).unwrap().epoch != new.epoch
         || client.mirror.rev(&feed) != Some(2)
     {
@@ -497,4 +513,57 @@ fn assert_nothing_but_pong(frames: &[String]) {
             other => panic!("expected nothing for an up-to-date client, got {other:?}"),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "gateway bug: subscribe reads the feed registry before registering the pattern with the hub; a feed created in between is never announced"]
+async fn a_pattern_subscribed_while_feeds_are_being_created_misses_none() {
+    const FEEDS: usize = 300;
+    const CLIENTS: usize = 8;
+    let env = Env::start().await;
+    let server = env.gateway(&[]).await;
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(WsClient::signed_in(&server.ws_url(), "ann").await);
+    }
+
+    // Feeds are created one after the other while the clients subscribe,
+    // one every few feeds.
+    let writer = {
+        let store = env.other_store().await;
+        tokio::spawn(async move {
+            for i in 0..FEEDS {
+                let feed = name(&format!("race:{i}:x"));
+                store
+                    .publish(&feed, Some(&id("only")), &json!(i), None)
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let mut started = 0;
+    while started < CLIENTS {
+        let created = env.store.feeds().await.unwrap().len();
+        if created >= (started + 1) * FEEDS / (CLIENTS + 2) {
+            clients[started].subscribe("race:*:x").await;
+            started += 1;
+        } else {
+            tokio::task::yield_now().await;
+        }
+    }
+    writer.await.unwrap();
+
+    let all: Vec<FeedName> = (0..FEEDS).map(|i| name(&format!("race:{i}:x"))).collect();
+    let mut missed = Vec::new();
+    for (n, client) in clients.iter_mut().enumerate() {
+        let complete = |m: &support::Mirror| all.iter().all(|f| m.rev(f) == Some(1));
+        if !client.read_until(complete).await {
+            let lacking: Vec<&FeedName> = all
+                .iter()
+                .filter(|f| client.mirror.rev(f) != Some(1))
+                .collect();
+            missed.push(format!("client {n} lacks {lacking:?}"));
+        }
+    }
+    assert!(missed.is_empty(), "feeds never announced: {missed:#?}");
 }

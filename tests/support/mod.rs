@@ -26,6 +26,10 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// condition (the thing never happened), not a measured speed.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// Upper bound for a stream of frames that keeps coming (each frame within
+/// [`WAIT`]) to reach an expected state.
+pub const STREAM_WAIT: Duration = Duration::from_secs(60);
+
 /// The instance id the tests' stores announce in newfeed/delfeed/conffeed.
 pub const INSTANCE: &str = "gateway-tests";
 
@@ -88,13 +92,27 @@ pub struct Env {
     pub store: FeedStore,
 }
 
+/// Opens a feed store, retrying: the store's client gives up on a reply
+/// after 500 ms, which a loaded machine can exceed (loading the scripts is
+/// idempotent).
+async fn open_store(client: &redis::Client) -> FeedStore {
+    let mut attempt = 0;
+    loop {
+        match FeedStore::open(client, INSTANCE).await {
+            Ok(store) => return store,
+            Err(err) => {
+                attempt += 1;
+                assert!(attempt < 5, "open a feed store: {err}");
+            }
+        }
+    }
+}
+
 impl Env {
     pub async fn start() -> Env {
         let redis = RedisServer::start();
         let client = redis::Client::open(redis.url()).expect("redis url");
-        let store = FeedStore::open(&client, INSTANCE)
-            .await
-            .expect("open the feed store");
+        let store = open_store(&client).await;
         Env {
             redis,
             client,
@@ -112,9 +130,7 @@ impl Env {
 
     /// Another feed store on its own connection (for concurrent writers).
     pub async fn other_store(&self) -> FeedStore {
-        FeedStore::open(&self.client, INSTANCE)
-            .await
-            .expect("open a feed store")
+        open_store(&self.client).await
     }
 
     /// Starts a gateway on this Redis (open access unless `extra` has
@@ -494,22 +510,30 @@ impl WsClient {
 
     /// The next frame or the end of the connection, within [`WAIT`].
     pub async fn next_frame(&mut self) -> Frame {
-        if let Some(close) = &self.closed {
-            return Frame::Closed(close.clone());
+        match self.try_next_frame(WAIT).await {
+            Some(frame) => frame,
+            None => panic!(
+                "no frame within {WAIT:?}; received so far: {:#?}",
+                self.tail()
+            ),
         }
+    }
+
+    /// The next frame or the end of the connection; `None` when nothing
+    /// comes within `wait`.
+    pub async fn try_next_frame(&mut self, wait: Duration) -> Option<Frame> {
+        if let Some(close) = &self.closed {
+            return Some(Frame::Closed(close.clone()));
+        }
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let next = tokio::time::timeout(WAIT, self.ws.next())
+            let next = tokio::time::timeout_at(deadline, self.ws.next())
                 .await
-                .unwrap_or_else(|_| {
-                    panic!(
-                        "no frame within {WAIT:?}; received so far: {:#?}",
-                        self.tail()
-                    )
-                });
+                .ok()?;
             let message = match next {
                 None | Some(Err(_)) => {
                     self.closed = Some(None);
-                    return Frame::Closed(None);
+                    return Some(Frame::Closed(None));
                 }
                 Some(Ok(message)) => message,
             };
@@ -519,16 +543,28 @@ impl WsClient {
                         .unwrap_or_else(|e| panic!("undecodable server frame ({e}): {text}"));
                     self.log.push(text.to_string());
                     self.mirror.apply(&parsed);
-                    return Frame::Message(parsed);
+                    return Some(Frame::Message(parsed));
                 }
                 Message::Close(frame) => {
                     self.closed = Some(frame.clone());
-                    return Frame::Closed(frame);
+                    return Some(Frame::Closed(frame));
                 }
                 Message::Binary(_) => panic!("the server sent a binary frame"),
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
             }
         }
+    }
+
+    /// Reads until `done(mirror)` holds; false when the connection goes
+    /// quiet for [`WAIT`] (or closes) before that.
+    pub async fn read_until(&mut self, mut done: impl FnMut(&Mirror) -> bool) -> bool {
+        while !done(&self.mirror) {
+            match self.try_next_frame(WAIT).await {
+                Some(Frame::Message(_)) => {}
+                Some(Frame::Closed(_)) | None => return false,
+            }
+        }
+        true
     }
 
     /// The next message; panics when the connection ends.
@@ -549,11 +585,11 @@ impl WsClient {
         what: &str,
         mut pick: impl FnMut(&ServerMessage) -> Option<T>,
     ) -> T {
-        let deadline = tokio::time::Instant::now() + WAIT;
+        let deadline = tokio::time::Instant::now() + STREAM_WAIT;
         loop {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{what}: not received within {WAIT:?}; received so far: {:#?}",
+                "{what}: not received within {STREAM_WAIT:?}; received so far: {:#?}",
                 self.tail()
             );
             let message = self.next().await;
@@ -565,7 +601,7 @@ impl WsClient {
 
     /// Reads until the mirror of `feed` reaches revision `rev` (of any epoch).
     pub async fn until_rev(&mut self, feed: &FeedName, rev: Rev) -> &FeedMirror {
-        let deadline = tokio::time::Instant::now() + WAIT * 2;
+        let deadline = tokio::time::Instant::now() + STREAM_WAIT;
         while self.mirror.rev(feed).is_none_or(|r| r < rev) {
             assert!(
                 tokio::time::Instant::now() < deadline,
