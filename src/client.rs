@@ -76,6 +76,15 @@ export interface Status {
   feeds: Record<string, { epoch: number; rev: number }>;
   /** The last storage failure, if any (e.g. quota). */
   storageError: string | null;
+  /** Set when IndexedDB was found empty although this browser ran a client on it before. */
+  storageWiped: StorageWiped | null;
+}
+/** The database was wiped (e.g. evicted by the browser) since the last run. */
+export interface StorageWiped {
+  /** The client id the lost database belonged to. */
+  previousClientId: string;
+  /** Changes that were not yet confirmed by the server when it was last seen: lost unless the server got them. */
+  lostChanges: string[];
 }
 export interface OutboxEntry { id: string; op: unknown; createdAt: number; conflicts: number; accepted: boolean; }
 "#;
@@ -196,6 +205,29 @@ struct StatusJsValue {
     pending: usize,
     feeds: BTreeMap<FeedName, FeedHeadJs>,
     storage_error: Option<String>,
+    storage_wiped: Option<StorageMarker>,
+}
+
+/// What the client last wrote about itself outside IndexedDB (localStorage),
+/// so that a database the browser wiped is noticed, with the changes lost.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StorageMarker {
+    previous_client_id: String,
+    lost_changes: Vec<ChangeId>,
+}
+
+fn marker_key(db_name: &str) -> String {
+    format!("thoonk-sync:{db_name}")
+}
+
+fn local_storage() -> Option<web_sys::Storage> {
+    web_sys::window()?.local_storage().ok()?
+}
+
+fn read_marker(key: &str) -> Option<StorageMarker> {
+    let text = local_storage()?.get_item(key).ok()??;
+    serde_json::from_str(&text).ok()
 }
 
 #[derive(Serialize)]
@@ -228,6 +260,9 @@ struct App {
     status_listeners: RefCell<Vec<js_sys::Function>>,
     outcome_listeners: RefCell<Vec<js_sys::Function>>,
     storage_error: RefCell<Option<String>>,
+    storage_wiped: Option<StorageMarker>,
+    marker_key: String,
+    last_marker: RefCell<Option<String>>,
     last_status: RefCell<Option<String>>,
     get_token: Option<js_sys::Function>,
     shell: RefCell<std::rc::Weak<Shell>>,
@@ -267,7 +302,24 @@ impl App {
                 })
                 .collect(),
             storage_error: self.storage_error.borrow().clone(),
+            storage_wiped: self.storage_wiped.clone(),
         })
+    }
+
+    /// Records the client id and the unconfirmed changes outside IndexedDB.
+    fn write_marker(&self, shell: &Shell) {
+        let marker = shell.with_core(|core| StorageMarker {
+            previous_client_id: core.client_id().to_owned(),
+            lost_changes: core.pending().into_iter().map(|entry| entry.id).collect(),
+        });
+        let text = serde_json::to_string(&marker).unwrap_or_default();
+        if self.last_marker.borrow().as_deref() == Some(text.as_str()) {
+            return;
+        }
+        if let Some(storage) = local_storage() {
+            let _ = storage.set_item(&self.marker_key, &text);
+        }
+        *self.last_marker.borrow_mut() = Some(text);
     }
 
     fn refresh_token(self: &Rc<Self>) {
@@ -356,6 +408,7 @@ impl AppHooks for Hooks {
         let Some(shell) = app.shell.borrow().upgrade() else {
             return;
         };
+        app.write_marker(&shell);
         let status = app.status(&shell);
         let text = serde_json::to_string(&status).unwrap_or_default();
         if app.last_status.borrow().as_deref() == Some(text.as_str()) {
@@ -470,6 +523,7 @@ impl Client {
                 ))
             }
         };
+        let options_db_name = options.db_name.clone();
         let store = IdbStore::open(&options.db_name)
             .await
             .map_err(|err| js_error("storage", err))?;
@@ -484,8 +538,26 @@ impl Client {
                 Ok(())
             });
         }
+        // A database found empty where this browser ran a client before was wiped.
+        let marker_key = marker_key(&options_db_name);
+        let storage_wiped = if shell.started_fresh() {
+            read_marker(&marker_key)
+        } else {
+            None
+        };
+        if let Some(wiped) = &storage_wiped {
+            web_sys::console::warn_1(
+                &format!(
+                    "thoonk-sync: the local database was wiped since the last run; {} unconfirmed change(s) may be lost",
+                    wiped.lost_changes.len()
+                )
+                .into(),
+            );
+        }
         let app = Rc::new(App {
             get_token,
+            storage_wiped,
+            marker_key,
             next_listener: Cell::new(1),
             shell: RefCell::new(Rc::downgrade(&shell)),
             ..App::default()

@@ -56,12 +56,15 @@ pub struct Shell {
     closed: Cell<bool>,
     /// Set by the app ("work offline") or the browser's `offline` event: no socket is opened.
     paused: Cell<bool>,
+    /// The store held no client state when the shell started.
+    started_fresh: bool,
 }
 
 impl Shell {
     /// Opens the core over what `store` holds and starts it.
     pub async fn start(config: Config, store: IdbStore, url: String) -> Result<Rc<Self>, String> {
         let state = store.load().await.map_err(|err| err.to_string())?;
+        let started_fresh = state.meta.is_none();
         let core = SyncCore::open(config.clone(), state, now()).map_err(|err| err.to_string())?;
         Ok(Rc::new(Self {
             core: RefCell::new(core),
@@ -77,6 +80,7 @@ impl Shell {
             hooks: RefCell::default(),
             closed: Cell::new(false),
             paused: Cell::new(false),
+            started_fresh,
         }))
     }
 
@@ -84,6 +88,11 @@ impl Shell {
     pub fn run(self: &Rc<Self>, hooks: Rc<dyn AppHooks>) {
         *self.hooks.borrow_mut() = Some(hooks);
         self.schedule_pump();
+    }
+
+    /// True when the store held no client state at start (a new or wiped database).
+    pub fn started_fresh(&self) -> bool {
+        self.started_fresh
     }
 
     /// Reads the core.

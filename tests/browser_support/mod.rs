@@ -12,7 +12,9 @@ use wasm_bindgen_futures::JsFuture;
 pub fn ws_url() -> &'static str {
     match option_env!("THOONK_TEST_WS_URL") {
         Some(url) => url,
-        None => panic!("THOONK_TEST_WS_URL is set by scripts/test when it builds the browser tests"),
+        None => {
+            panic!("THOONK_TEST_WS_URL is set by scripts/test when it builds the browser tests")
+        }
     }
 }
 
