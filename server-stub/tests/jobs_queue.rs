@@ -112,6 +112,11 @@ async fn the_same_change_id_is_applied_once_and_answers_with_its_outcome() {
     assert_eq!(applied_count(&store, &f, "c1:1").await, 1);
     let finishes: u64 = conn.get("feed.finishes:changes").await.unwrap();
     assert_eq!(finishes, 1);
+    // The ledger and the applied record expire after the queue's retention (1 h here).
+    for key in ["job.ledger:changes:c1:1", "job.applied:notes:c1:1"] {
+        let ttl: i64 = conn.pttl(key).await.unwrap();
+        assert!(ttl > 0 && ttl <= 3_600_000, "{key} expires: {ttl}");
+    }
 }
 
 #[tokio::test]
