@@ -11,14 +11,23 @@
 --   2. compares the mirror with the classic keys (feed.ids, feed.items);
 --   3. records each difference as a change (retract, edit, publish, position),
 --      exactly as a write through our scripts would, and publishes its notice
---      on feed.changes:N (no classic message: the classic writer sent those);
+--      on feed.changes:N with an extra field "adopted":true (no classic
+--      message: the classic writer sent those);
 --   4. stores the mirror at the new revision.
 -- The script is atomic, so a second run (another gateway process) finds the
 -- mirror at the feed's revision and nothing to adopt.
 --
 -- KEYS[1..8] the feed's keys, in the prelude's order (see publish.lua)
 -- KEYS[9]    feed.adopted:N (HASH): epoch, rev, order (sorted feeds: ids
---            joined by NUL), d:<id> -> digest of the item's value
+--            joined by NUL), fp (fingerprint, below), d:<id> -> digest of
+--            the item's value
+-- ARGV[1]    'full' (default): compare everything; 'sweep': first compare the
+--            fingerprint of the feed (epoch, revision, feed.publishes:N,
+--            number of items and ids) with the one the last run stored, and
+--            stop when it is unchanged. Every classic write but a sorted
+--            feed's move changes it; a move's event is published in the same
+--            transaction, so only a dropped subscription loses it, after
+--            which the adopter runs in full mode.
 -- Reply: { epoch, rev, number of changes adopted }; a feed that does not
 -- exist (or is a queue/job) replies { '0', '0', 0 } and writes nothing but
 -- the removal of a stale mirror.
@@ -146,6 +155,16 @@ return run(function()
     return { '0', '0', 0 }
   end
   local sorted = f.type == 'sorted_feed'
+
+  local function fingerprint()
+    local len = sorted and redis.call('LLEN', f.ids) or redis.call('ZCARD', f.ids)
+    return table.concat({ num(f.epoch or 0), num(f.rev),
+      redis.call('GET', f.publishes) or '0', redis.call('HLEN', f.items), len }, ':')
+  end
+  if ARGV[1] == 'sweep' and not f.new_epoch and f.epoch
+    and redis.call('HGET', mkey, 'fp') == fingerprint() then
+    return { num(f.epoch), num(f.rev), 0 }
+  end
 
   -- ------------------------------------------------ the classic state
   local values = {}
@@ -326,6 +345,8 @@ return run(function()
   end
 
   if #changes == 0 and not rebuilt and not replay_from then
+    local fp = fingerprint()
+    if redis.call('HGET', mkey, 'fp') ~= fp then redis.call('HSET', mkey, 'fp', fp) end
     return { num(f.epoch or 0), num(f.rev), 0 }
   end
   if #changes == 0 and f.new_epoch then
@@ -344,6 +365,10 @@ return run(function()
       redis.call('ZADD', f.ids, next_score(f), c.id)
     end
     record(f, c)
+    -- Mark the notice as adopted, so that adopters tell it from the notice
+    -- of a write of our scripts (which follows that write's classic events).
+    local notice = pending[#pending]
+    notice[2] = string.sub(notice[2], 1, -2) .. ',"adopted":true}'
     if c.op == 'retract' then
       known[c.id] = nil
     else
@@ -351,7 +376,7 @@ return run(function()
     end
   end
   redis.call('DEL', mkey)
-  local fields = { 'HSET', mkey, 'epoch', num(f.epoch), 'rev', num(f.rev) }
+  local fields = { 'HSET', mkey, 'epoch', num(f.epoch), 'rev', num(f.rev), 'fp', fingerprint() }
   if sorted then
     fields[#fields + 1] = 'order'
     fields[#fields + 1] = table.concat(cur, '\0')

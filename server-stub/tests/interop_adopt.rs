@@ -395,3 +395,41 @@ async fn a_lost_mirror_or_a_classic_delete_adopts_nothing_twice() {
         .await;
     assert_eq!(adopter.adopt(&name("q")).await.unwrap().rev, 0);
 }
+
+#[tokio::test]
+async fn a_sweep_compares_fingerprints_and_a_full_run_compares_everything() {
+    let env = Env::start().await;
+    let adopter = Adopter::open(&env.client).await.unwrap();
+    let mut py = env.py(false).await;
+    py.call(json!({"op": "create", "feed": "s", "type": "sorted_feed"}))
+        .await;
+    for i in 0..3 {
+        py.call(json!({"op": "append", "feed": "s", "item": format!("{i}")}))
+            .await;
+    }
+    let s = name("s");
+    assert_eq!(adopter.sweep(&s).await.unwrap().changes, 3, "a new feed");
+    assert_eq!(adopter.sweep(&s).await.unwrap().changes, 0);
+    py.call(json!({"op": "edit", "feed": "s", "id": "2", "item": "\"two\""}))
+        .await;
+    assert_eq!(
+        adopter.sweep(&s).await.unwrap().changes,
+        1,
+        "an edit counts in feed.publishes"
+    );
+    py.call(json!({"op": "retract", "feed": "s", "id": "1"}))
+        .await;
+    assert_eq!(adopter.sweep(&s).await.unwrap().changes, 1, "one item less");
+    // Our own write changes the fingerprint; the sweep replays it, adopts nothing.
+    env.store
+        .insert(&s, Some(&id("ours")), &json!(1), None, None)
+        .await
+        .unwrap();
+    assert_eq!(adopter.sweep(&s).await.unwrap().changes, 0);
+    // A move leaves the fingerprint alone: only a full run finds it.
+    py.call(json!({"op": "move", "feed": "s", "pos": "begin:", "id": "3"}))
+        .await;
+    assert_eq!(adopter.sweep(&s).await.unwrap().changes, 0);
+    assert_eq!(adopter.adopt(&s).await.unwrap().changes, 1);
+    assert_consistent(&env, &mut py, "s").await;
+}

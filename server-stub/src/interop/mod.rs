@@ -12,7 +12,7 @@
 //! own writes, which already carry revisions, never. docs/INTEROP.md has the
 //! contract.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,8 +22,12 @@ use redis::aio::ConnectionManager;
 use redis::{RedisError, Script, Value};
 use thoonk_protocol::{Epoch, FeedName, Rev};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
-use crate::feeds::{feed_keys, FeedError, FeedStore, NEWFEED_CHANNEL, PRELUDE};
+use crate::feeds::{
+    feed_keys, feed_of_change_channel, FeedError, FeedStore, CHANGE_CHANNEL_PATTERN,
+    NEWFEED_CHANNEL, PRELUDE,
+};
 
 /// Prefix of the adopter's mirror of a feed (a HASH; see docs/INTEROP.md).
 pub const ADOPTED_KEY_PREFIX: &str = "feed.adopted:";
@@ -98,10 +102,26 @@ impl Adopter {
     /// each gets the next revision, a change-log entry and a `feed.changes:N`
     /// notice. A feed that does not exist, or is a queue or job, is left alone.
     pub async fn adopt(&self, feed: &FeedName) -> Result<Adopted, FeedError> {
+        self.run(feed, "full").await
+    }
+
+    /// Like [`Adopter::adopt`], but first compares the feed's fingerprint
+    /// (epoch, revision, `feed.publishes:N`, number of items and ids) with the
+    /// one the last run stored, and does nothing more when it is unchanged.
+    /// Cheap enough to run for every feed every few seconds; it misses only
+    /// changes that leave the fingerprint alone (a sorted feed's move, whose
+    /// classic event cannot be lost without a reconnect, or a raw `HSET` of a
+    /// value), which the next full run finds.
+    pub async fn sweep(&self, feed: &FeedName) -> Result<Adopted, FeedError> {
+        self.run(feed, "sweep").await
+    }
+
+    async fn run(&self, feed: &FeedName, mode: &str) -> Result<Adopted, FeedError> {
         let mut invocation = self.script.prepare_invoke();
         for key in adopt_keys(feed) {
             invocation.key(key);
         }
+        invocation.arg(mode);
         let mut conn = self.conn.clone();
         let reply: Value = invocation
             .invoke_async(&mut conn)
@@ -157,12 +177,21 @@ pub struct AdopterSettings {
     /// classic message announced a change (pub/sub drops messages; thoonk.py
     /// publishes some of them outside its transactions).
     pub sweep_interval: Duration,
+    /// Every how many sweeps one compares everything ([`Adopter::adopt`])
+    /// rather than fingerprints ([`Adopter::sweep`]).
+    pub full_sweep_every: u32,
+    /// How long a classic message waits for the change notice of the same
+    /// write: our own scripts publish `feed.changes:N` right after their
+    /// classic messages, and such a write needs no adoption.
+    pub notice_wait: Duration,
 }
 
 impl Default for AdopterSettings {
     fn default() -> Self {
         Self {
             sweep_interval: Duration::from_secs(5),
+            full_sweep_every: 12,
+            notice_wait: Duration::from_millis(100),
         }
     }
 }
@@ -170,7 +199,13 @@ impl Default for AdopterSettings {
 #[derive(Default)]
 struct Pending {
     feeds: BTreeSet<FeedName>,
-    sweep: bool,
+    sweep: Option<Sweep>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sweep {
+    Fingerprints,
+    Full,
 }
 
 /// Runs the adopter with the default settings until `shutdown` resolves.
@@ -194,37 +229,55 @@ pub async fn run_adopter_with(
 ) -> Result<(), FeedError> {
     let adopter = Adopter::open(&client).await?;
     let pending = Arc::new(Mutex::new(Pending {
-        sweep: true,
+        sweep: Some(Sweep::Full),
         ..Pending::default()
     }));
     let bell = Arc::new(Notify::new());
-    let listener = tokio::spawn(listen(client, pending.clone(), bell.clone()));
+    let listener = tokio::spawn(listen(
+        client,
+        pending.clone(),
+        bell.clone(),
+        settings.notice_wait,
+    ));
     let work = async {
         let mut tick = tokio::time::interval(settings.sweep_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sweeps: u32 = 0;
         loop {
             tokio::select! {
                 _ = bell.notified() => {}
-                _ = tick.tick() => lock(&pending).sweep = true,
-            }
-            let Pending { feeds, sweep } = std::mem::take(&mut *lock(&pending));
-            let feeds: Vec<FeedName> = if sweep {
-                match store.feeds().await {
-                    Ok(all) => all.into_iter().chain(feeds).collect(),
-                    Err(err) => {
-                        tracing::warn!(%err, "adopter: cannot list the feeds");
-                        feeds.into_iter().collect()
+                _ = tick.tick() => {
+                    sweeps = sweeps.wrapping_add(1);
+                    let kind = if sweeps % settings.full_sweep_every.max(1) == 0 {
+                        Sweep::Full
+                    } else {
+                        Sweep::Fingerprints
+                    };
+                    let mut p = lock(&pending);
+                    if p.sweep != Some(Sweep::Full) {
+                        p.sweep = Some(kind);
                     }
                 }
-            } else {
-                feeds.into_iter().collect()
-            };
+            }
+            let Pending { feeds, sweep } = std::mem::take(&mut *lock(&pending));
+            let mut runs: Vec<(FeedName, bool)> = feeds.into_iter().map(|f| (f, true)).collect();
+            if let Some(sweep) = sweep {
+                match store.feeds().await {
+                    Ok(all) => runs.extend(all.into_iter().map(|f| (f, sweep == Sweep::Full))),
+                    Err(err) => tracing::warn!(%err, "adopter: cannot list the feeds"),
+                }
+            }
             let mut done = BTreeSet::new();
-            for feed in feeds {
+            for (feed, full) in runs {
                 if !done.insert(feed.clone()) {
                     continue;
                 }
-                match adopter.adopt(&feed).await {
+                let result = if full {
+                    adopter.adopt(&feed).await
+                } else {
+                    adopter.sweep(&feed).await
+                };
+                match result {
                     Ok(adopted) if adopted.changes > 0 => tracing::info!(
                         %feed,
                         changes = adopted.changes,
@@ -251,9 +304,26 @@ fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The item id of a change notice written by one of our write scripts
+/// (`None` for a notice of an adoption, marked `"adopted": true`).
+fn own_notice_item(payload: &[u8]) -> Option<String> {
+    let notice: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    if notice.get("adopted").and_then(serde_json::Value::as_bool) == Some(true) {
+        return None;
+    }
+    notice["change"]["id"].as_str().map(str::to_owned)
+}
+
 /// Listens to the classic channels, reconnecting with backoff; marks the
-/// feeds they name, and asks for a sweep after every reconnect.
-async fn listen(client: redis::Client, pending: Arc<Mutex<Pending>>, bell: Arc<Notify>) {
+/// feeds they name, and asks for a full sweep after every reconnect. A
+/// classic message followed, within `notice_wait`, by a `feed.changes:N`
+/// notice for the same item came from one of our scripts and is dropped.
+async fn listen(
+    client: redis::Client,
+    pending: Arc<Mutex<Pending>>,
+    bell: Arc<Notify>,
+    notice_wait: Duration,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let result: redis::RedisResult<()> = async {
@@ -261,25 +331,64 @@ async fn listen(client: redis::Client, pending: Arc<Mutex<Pending>>, bell: Arc<N
             for pattern in CLASSIC_PATTERNS {
                 pubsub.psubscribe(pattern).await?;
             }
+            pubsub.psubscribe(CHANGE_CHANNEL_PATTERN).await?;
             pubsub.subscribe(NEWFEED_CHANNEL).await?;
             backoff = Duration::from_millis(100);
-            // Whatever happened while not subscribed is found by a sweep.
-            lock(&pending).sweep = true;
+            // Whatever happened while not subscribed is found by a full sweep.
+            lock(&pending).sweep = Some(Sweep::Full);
             bell.notify_one();
             let mut messages = pubsub.on_message();
-            while let Some(msg) = messages.next().await {
-                let channel = msg.get_channel_name();
-                let feed = if channel == NEWFEED_CHANNEL {
-                    let payload = msg.get_payload_bytes();
-                    let name = payload.split(|b| *b == 0).next().unwrap_or_default();
-                    std::str::from_utf8(name)
-                        .ok()
-                        .and_then(|n| FeedName::new(n).ok())
-                } else {
-                    feed_of_classic_channel(channel)
+            // Classic messages waiting for the notice of the same write:
+            // (feed, item id, group, since). The group counts notices, so
+            // only a notice right after a classic message (the same script)
+            // can claim it.
+            let mut waiting: VecDeque<(FeedName, Vec<u8>, u64, Instant)> = VecDeque::new();
+            let mut group: u64 = 0;
+            loop {
+                let wait = waiting
+                    .front()
+                    .map(|entry| (entry.3 + notice_wait).saturating_duration_since(Instant::now()))
+                    .unwrap_or(Duration::from_secs(3600));
+                let msg = match tokio::time::timeout(wait, messages.next()).await {
+                    Ok(Some(msg)) => Some(msg),
+                    Ok(None) => break,
+                    Err(_) => None,
                 };
-                if let Some(feed) = feed {
+                if let Some(msg) = msg {
+                    let channel = msg.get_channel_name();
+                    let payload = msg.get_payload_bytes();
+                    if let Some(feed) = feed_of_change_channel(channel) {
+                        if let Some(id) = own_notice_item(payload) {
+                            waiting.retain(|(f, i, g, _)| {
+                                !(*g == group && f == &feed && i.as_slice() == id.as_bytes())
+                            });
+                        }
+                        group += 1;
+                    } else if channel == NEWFEED_CHANNEL {
+                        let name = payload.split(|b| *b == 0).next().unwrap_or_default();
+                        if let Some(feed) = std::str::from_utf8(name)
+                            .ok()
+                            .and_then(|n| FeedName::new(n).ok())
+                        {
+                            lock(&pending).feeds.insert(feed);
+                            bell.notify_one();
+                        }
+                    } else if let Some(feed) = feed_of_classic_channel(channel) {
+                        let id = payload.split(|b| *b == 0).next().unwrap_or_default();
+                        waiting.push_back((feed, id.to_vec(), group, Instant::now()));
+                    }
+                }
+                let now = Instant::now();
+                let mut rang = false;
+                while let Some(entry) = waiting.front() {
+                    if now.duration_since(entry.3) < notice_wait {
+                        break;
+                    }
+                    let (feed, _, _, _) = waiting.pop_front().expect("a front entry");
                     lock(&pending).feeds.insert(feed);
+                    rang = true;
+                }
+                if rang {
                     bell.notify_one();
                 }
             }
