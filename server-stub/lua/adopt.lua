@@ -196,6 +196,7 @@ return run(function()
   local state = redis.call('HMGET', mkey, 'epoch', 'rev', 'order')
   local m_epoch, m_rev = tonumber(state[1]), tonumber(state[2])
   local known, order = {}, {}
+  local touched = {} -- ids whose digest changed since the stored mirror
   local rebuilt = false
   local replay_from = nil
   local valid = not f.new_epoch and f.epoch ~= nil and m_epoch == f.epoch
@@ -245,12 +246,14 @@ return run(function()
       if id then
         if e.op == 'retract' then
           known[id] = nil
+          touched[id] = true
           if sorted then remove_id(order, id) end
         elseif e.op == 'position' then
           if sorted and known[id] then place_id(order, id, e.pos, e.rel) end
         elseif e.item then
           local new = not known[id]
           known[id] = digest(e.item)
+          touched[id] = true
           if sorted and (e.op == 'publish' or new) then
             place_id(order, id, e.pos or 'end', e.rel)
           end
@@ -374,14 +377,19 @@ return run(function()
     else
       known[c.id] = digest(values[c.id])
     end
+    touched[c.id] = true
   end
-  redis.call('DEL', mkey)
+  -- The mirror: rewritten whole when rebuilt, else only what changed.
   local fields = { 'HSET', mkey, 'epoch', num(f.epoch), 'rev', num(f.rev), 'fp', fingerprint() }
   if sorted then
-    fields[#fields + 1] = 'order'
-    fields[#fields + 1] = table.concat(cur, '\0')
+    local now_order = table.concat(cur, '\0')
+    if rebuilt or now_order ~= state[3] then
+      fields[#fields + 1] = 'order'
+      fields[#fields + 1] = now_order
+    end
   end
-  for id, d in pairs(known) do
+  local gone_fields = {}
+  local function put(id, d)
     fields[#fields + 1] = 'd:' .. id
     fields[#fields + 1] = d
     if #fields >= 2000 then
@@ -389,7 +397,22 @@ return run(function()
       fields = { 'HSET', mkey }
     end
   end
+  if rebuilt then
+    redis.call('DEL', mkey)
+    for id, d in pairs(known) do put(id, d) end
+  else
+    for id in pairs(touched) do
+      if known[id] then
+        put(id, known[id])
+      else
+        gone_fields[#gone_fields + 1] = 'd:' .. id
+      end
+    end
+  end
   if #fields > 2 then redis.call(unpack(fields)) end
+  for first = 1, #gone_fields, 1000 do
+    redis.call('HDEL', mkey, unpack(gone_fields, first, math.min(first + 999, #gone_fields)))
+  end
   flush()
   return { num(f.epoch), num(f.rev), #changes }
 end)
