@@ -433,3 +433,46 @@ async fn a_sweep_compares_fingerprints_and_a_full_run_compares_everything() {
     assert_eq!(adopter.adopt(&s).await.unwrap().changes, 1);
     assert_consistent(&env, &mut py, "s").await;
 }
+
+#[tokio::test]
+async fn thoonk_py_trimming_and_same_value_republishing_are_adopted() {
+    let env = Env::start().await;
+    let adopter = Adopter::open(&env.client).await.unwrap();
+    let mut py = env.py(false).await;
+    py.call(
+        json!({"op": "create", "feed": "short", "type": "feed", "config": {"max_length": "2"}}),
+    )
+    .await;
+    let feed = name("short");
+    let mut seen = 0;
+    for key in ["a", "b"] {
+        py.call(json!({"op": "publish", "feed": "short", "id": key, "item": "\"v\""}))
+            .await;
+        assert_eq!(
+            adopt_new(&env, &adopter, &feed, &mut seen).await,
+            [format!("publish {key}")]
+        );
+    }
+    // thoonk.py trims the oldest item itself when the feed is full.
+    py.call(json!({"op": "publish", "feed": "short", "id": "c", "item": "\"v\""}))
+        .await;
+    assert_eq!(
+        adopt_new(&env, &adopter, &feed, &mut seen).await,
+        ["retract a", "publish c"]
+    );
+    // Publishing b again with the same value moves it to the end (classic
+    // semantics, a seconds score): an edit at the end.
+    py.call(json!({"op": "publish", "feed": "short", "id": "b", "item": "\"v\""}))
+        .await;
+    assert_eq!(
+        adopt_new(&env, &adopter, &feed, &mut seen).await,
+        ["edit b"]
+    );
+    assert_consistent(&env, &mut py, "short").await;
+    let ids: Vec<String> = snapshot_items(&env.store, &feed)
+        .await
+        .into_iter()
+        .map(|i| i.0)
+        .collect();
+    assert_eq!(ids, ["c", "b"]);
+}

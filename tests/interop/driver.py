@@ -7,7 +7,7 @@ event it hears is written as {"event": name, ...} (interleaved with replies);
 {"ready": true} is written first, once the listener's subscriptions stand.
 
 Commands ({"op": ..., ...}):
-  create      feed, type                 thoonk.<type>(feed)
+  create      feed, type, config?        thoonk.<type>(feed, config)
   publish     feed, item, id?            Feed.publish -> id
   retract     feed, id                   Feed/SortedFeed.retract
   append      feed, item                 SortedFeed.append -> id
@@ -64,7 +64,7 @@ def listen_to(t):
 def run(t, cmd):
     op = cmd["op"]
     if op == "create":
-        getattr(t, cmd["type"])(cmd["feed"])
+        getattr(t, cmd["type"])(cmd["feed"], cmd.get("config"))
         return None
     if op in ("put", "get", "finish"):
         job = t.job(cmd["queue"])
