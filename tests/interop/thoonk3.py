@@ -15,11 +15,12 @@ the transaction — because those are what other processes must cope with.
    redis-py 3+ takes `zadd(key, {member: score})`. Both are accepted here.
 3. The listener's start-up (ThoonkListener.run): with redis-py 3+ the
    subscribe confirmations come through `listen()`, and the very first one,
-   on the listener's own close channel, made thoonk.py unsubscribe from
-   everything at once (its close test compares only the channel name), so the
-   listener heard nothing. And `ready` was set before Redis had confirmed the
-   subscriptions, so events published right after `Thoonk(listen=True)`
-   returned could be missed. The replacement run() subscribes to the same
+   on the listener's own close channel, takes thoonk.py into its close branch
+   (it compares only the channel name), which reads
+   `PubSub.subscription_count`, gone from redis-py: the listener thread dies
+   at start-up and hears nothing. And `ready` was set before Redis had
+   confirmed the subscriptions, so events published right after
+   `Thoonk(listen=True)` returned could be missed. The replacement run() subscribes to the same
    channels, sets `ready` only after Redis confirmed every subscription, and
    hands only real messages to thoonk.py's own `_handle_message`.
    (Unchanged classic behaviour: a feed created later is subscribed to only
