@@ -1,0 +1,62 @@
+// Client benchmarks in headless Debian Chromium (never a downloaded browser),
+// against the thoonk-server scripts/bench started (serving page/, the wasm
+// package and Dexie). usage:
+//   node browser.mjs HTTP_URL REDIS_URL BENCH_BIN ITEMS REPS LATENCY_SAMPLES → one JSON line
+import { chromium } from 'playwright-core';
+import { execFileSync } from 'node:child_process';
+
+const [base, redis, benchBin, itemsArg, repsArg, samplesArg] = process.argv.slice(2);
+const items = Number(itemsArg);
+const reps = Number(repsArg);
+const samples = Number(samplesArg);
+const ws = base.replace(/^http/, 'ws') + 'ws';
+const bench = (...args) => JSON.parse(execFileSync(benchBin, [...args, '--redis', redis]).toString());
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-dev-shm-usage'],
+});
+const page = await browser.newPage();
+const errors = [];
+page.on('pageerror', (err) => errors.push(err.message));
+await page.goto(base);
+await page.waitForFunction(() => window.benchReady === true, null, { timeout: 60000 });
+const call = (name, ...args) => page.evaluate(([n, a]) => window.bench[n](...a), [name, args]);
+
+const out = { items, reps, chromium: browser.version(), raw_put_ms: [], dexie_put_ms: [], raw_getall_ms: [],
+  client_replay_ms: [], client_snapshot_ms: [], client_cold_ms: [], raw_cold_ms: [] };
+for (let r = 0; r < reps; r++) {
+  const raw = await call('rawPut', items);
+  out.raw_put_ms.push(raw.putMs);
+  out.raw_getall_ms.push(raw.getAllMs);
+  const dexie = await call('dexiePut', items);
+  out.dexie_put_ms.push(dexie.putMs);
+  out.dexie = dexie.version;
+
+  // A replay: the mirror knows the empty feed, then 10k changes happen.
+  const feed = `bench:browser:${Date.now()}:${r}`;
+  bench('fill', '--feed', feed, '--retention', String(items * 2));
+  const db = `bench-replay-${r}-${Date.now()}`;
+  await call('clientPrime', ws, db, feed);
+  bench('fill', '--feed', feed, '--from', '0', '--to', String(items));
+  const replay = await call('clientSync', ws, db, feed, items);
+  out.client_replay_ms.push(replay.ms);
+
+  // Cold start on that cached mirror, beside raw getAll on the same database.
+  out.client_cold_ms.push((await call('clientCold', ws, db, feed, items)).ms);
+  const rawCold = await call('rawCold', db);
+  out.raw_cold_ms.push(rawCold.ms);
+  await call('deleteDb', db);
+
+  // A first sync of the same feed: one snapshot.
+  const fresh = `bench-snapshot-${r}-${Date.now()}`;
+  out.client_snapshot_ms.push((await call('clientSync', ws, fresh, feed, items)).ms);
+  await call('deleteDb', fresh);
+}
+const latency = await call('latency', ws, `bench:browser-latency:${Date.now()}`, samples);
+out.publish_to_other_callback_ms = latency.toOtherCallback;
+out.publish_to_own_outcome_ms = latency.toOwnOutcome;
+out.page_errors = errors;
+console.log(JSON.stringify(out));
+await browser.close();

@@ -1,0 +1,98 @@
+//! The feed write script: publishes per second through `FeedStore::publish`
+//! beside a trivial script on the same connection.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::{json, Value};
+use thoonk_protocol::{FeedName, ItemId};
+use thoonk_server::feeds::{FeedSettings, FeedStore, FeedType, PRELUDE};
+
+use crate::args::Args;
+
+/// The publish script exactly as the store loads it (prelude + body).
+fn publish_script() -> redis::Script {
+    redis::Script::new(&format!(
+        "{PRELUDE}\n{}",
+        include_str!("../../server-stub/lua/publish.lua")
+    ))
+}
+
+/// Creates the feed (when missing) and loads the publish script; prints its sha
+/// so that redis-benchmark can call it with EVALSHA.
+pub async fn prepare(args: &Args) -> anyhow::Result<Value> {
+    let client = redis::Client::open(args.text("redis")?.as_str())?;
+    let feed = FeedName::new(args.text("feed")?)?;
+    let store = FeedStore::open(&client, "thoonk-bench").await?;
+    let _ = store
+        .create(&feed, &FeedSettings::new(FeedType::Feed))
+        .await;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let script = publish_script();
+    script.load_async(&mut conn).await?;
+    let trivial = redis::Script::new("return 1");
+    trivial.load_async(&mut conn).await?;
+    Ok(
+        json!({"feed": feed.as_str(), "publish_sha": script.get_hash(), "trivial_sha": trivial.get_hash()}),
+    )
+}
+
+/// `--concurrency` tasks call the script in a loop for `--seconds` over one
+/// multiplexed connection (as the gateway and workers do).
+pub async fn run(args: &Args) -> anyhow::Result<Value> {
+    let client = redis::Client::open(args.text("redis")?.as_str())?;
+    let feed = FeedName::new(args.text("feed")?)?;
+    let which = args.text("script")?;
+    let concurrency: usize = args.or("concurrency", 50)?;
+    let seconds: f64 = args.or("seconds", 5.0)?;
+    let store = FeedStore::open(&client, "thoonk-bench").await?;
+    let _ = store
+        .create(&feed, &FeedSettings::new(FeedType::Feed))
+        .await;
+    let conn = client.get_connection_manager().await?;
+    let trivial = Arc::new(redis::Script::new("return 1"));
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let run_id = std::process::id();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for task in 0..concurrency {
+        let (store, feed, conn, trivial) =
+            (store.clone(), feed.clone(), conn.clone(), trivial.clone());
+        let (done, stop, which) = (done.clone(), stop.clone(), which.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                if which == "publish" {
+                    let id = ItemId::new(format!("{run_id}-{task}-{n}"))?;
+                    store
+                        .publish(&feed, Some(&id), &json!({"title": "x", "n": n}), None)
+                        .await
+                        .context("publish")?;
+                } else {
+                    let mut conn = conn.clone();
+                    let _: i64 = trivial.invoke_async(&mut conn).await?;
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let ops_at_stop = done.load(Ordering::Relaxed);
+    let elapsed = start.elapsed().as_secs_f64();
+    for task in tasks {
+        task.await??;
+    }
+    Ok(json!({
+        "script": which,
+        "concurrency": concurrency,
+        "ops": ops_at_stop,
+        "secs": elapsed,
+        "per_sec": ops_at_stop as f64 / elapsed,
+    }))
+}

@@ -1,0 +1,56 @@
+//! `thoonk-bench`: the server-side measures of `scripts/bench`.
+//!
+//! Each subcommand runs one measure against servers the script started and
+//! prints one JSON object on stdout; `scripts/bench` collects them into
+//! docs/BENCHMARKS.md. Nothing here asserts a speed: these are measures,
+//! not tests.
+//!
+//! ```text
+//! thoonk-bench prepare-feed --redis URL --feed F          # creates F, prints the publish script's sha
+//! thoonk-bench feed --redis URL --feed F --script publish|trivial --concurrency C --seconds S
+//! thoonk-bench jobs --redis URL --jobs N --workers W --op noop|publish [--putters P]
+//! thoonk-bench ws-conns --url WS --redis URL --pid PID --conns N --publishes R
+//! thoonk-bench ws-latency --url WS --redis URL --samples N
+//! thoonk-bench replay --url WS --redis URL --items N --reps R
+//! thoonk-bench fill --redis URL --feed F [--retention N | --from A --to B]
+//! ```
+
+mod args;
+mod feed;
+mod jobs;
+mod stats;
+mod ws;
+
+use args::Args;
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: thoonk-bench prepare-feed|feed|jobs|ws-conns|ws-latency|replay|fill --option value …"
+    );
+    std::process::exit(2)
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut argv = std::env::args().skip(1);
+    let Some(command) = argv.next() else { usage() };
+    let args = Args::parse(argv)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(async {
+        match command.as_str() {
+            "prepare-feed" => feed::prepare(&args).await,
+            "feed" => feed::run(&args).await,
+            "jobs" => jobs::run(&args).await,
+            "ws-conns" => ws::conns(&args).await,
+            "ws-latency" => ws::latency(&args).await,
+            "replay" => ws::replay(&args).await,
+            "fill" => ws::fill(&args).await,
+            _ => usage(),
+        }
+    })?;
+    println!("{result}");
+    // Connections still open are dropped with the runtime; do not wait for them.
+    runtime.shutdown_background();
+    Ok(())
+}
