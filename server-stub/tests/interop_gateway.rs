@@ -118,3 +118,45 @@ async fn thoonk_py_changes_reach_clients_of_two_gateways_once_with_dense_revisio
     assert_eq!(full_log(&env.store, &notes).await.len() as u64, n_rev + 1);
     drop((g1, g2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_made_while_no_gateway_ran_are_adopted_when_one_starts() {
+    let env = Env::start().await;
+    let mut py = env.py(false).await;
+    py.call(json!({"op": "create", "feed": "offline", "type": "sorted_feed"}))
+        .await;
+    for i in 0..3 {
+        py.call(json!({"op": "prepend", "feed": "offline", "item": format!("{i}")}))
+            .await;
+    }
+    py.call(json!({"op": "move", "feed": "offline", "pos": ":end", "id": "3"}))
+        .await;
+    let feed = name("offline");
+    assert_eq!(env.store.snapshot(&feed).await.unwrap().rev, 0);
+    let g = gateway(&env, &["--workers", "0"]);
+    // The start-up sweep adopts them: a client sees them as revisions.
+    let mut client = WsClient::connect(&g.ws_url(), "late").await;
+    client.subscribe(&feed).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut log = full_log(&env.store, &feed).await;
+    while log.len() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not adopted in time"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        log = full_log(&env.store, &feed).await;
+    }
+    assert_eq!(
+        ops(&log),
+        ["publish 2", "publish 1", "publish 3"],
+        "in the classic order"
+    );
+    client.until_rev(&feed, 3).await;
+    let mut replayed = Replayed::default();
+    replayed.apply(&log);
+    let snapshot = snapshot_items(&env.store, &feed).await;
+    assert_eq!(replayed.items, snapshot);
+    let ids: Vec<&str> = snapshot.iter().map(|i| i.0.as_str()).collect();
+    assert_eq!(ids, ["2", "1", "3"]);
+}
