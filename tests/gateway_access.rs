@@ -122,6 +122,21 @@ async fn a_user_never_receives_a_feed_outside_their_rules() {
         "dan mirrors only his own feed"
     );
 
+    // Claiming to mirror a forbidden feed (`known`) brings nothing of it.
+    let ann_tasks = name("team:353:member:ann:tasks");
+    let epoch = env.store.snapshot(&ann_tasks).await.unwrap().epoch;
+    let mut again = WsClient::signed_in(&server.ws_url(), "tok-dan").await;
+    again
+        .subscribe_known("team:*:member:*:tasks", &[(&ann_tasks, epoch, 0)])
+        .await;
+    again.until_rev(&own, 2).await;
+    again.ping().await;
+    assert!(
+        again.log.iter().all(|f| !f.contains(ann_tasks.as_str())),
+        "{:#?}",
+        again.log
+    );
+
     // Naming a forbidden feed outright is refused with `forbidden`, and the
     // connection stays usable.
     dan.subscribe("team:353:notes").await;
@@ -164,6 +179,47 @@ async fn patterns_with_glob_characters_are_refused() {
     eve.ping().await;
     assert!(eve.log.iter().all(|f| !f.contains("\"team:353:notes\"")));
     assert!(eve.mirror.feeds.is_empty());
+
+    // A foreign Thoonk process may register names with glob characters; the
+    // gateway never offers them, to a member or anyone else.
+    let mut bob = WsClient::signed_in(&server.ws_url(), "tok-bob").await;
+    bob.subscribe("team:353:*").await;
+    bob.until_rev(&name("team:353:notes"), 1).await;
+    let mut conn = env.conn().await;
+    for foreign in ["team:353:*", "team:353:n?tes", "team:353:[x]"] {
+        let _: () = redis::cmd("SADD")
+            .arg("feeds")
+            .arg(foreign)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("PUBLISH")
+            .arg("newfeed")
+            .arg(format!("{foreign}\0foreign"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    // A later change of a followed feed marks the point where the hub has
+    // passed the announcements; a new subscriber reads the registry.
+    env.publish_many(&name("team:353:notes"), "s", 2, 1).await;
+    bob.until_rev(&name("team:353:notes"), 2).await;
+    let mut late = WsClient::signed_in(&server.ws_url(), "tok-bob").await;
+    late.subscribe("team:353:*").await;
+    let feeds = late
+        .until("subscribed", |m| match m {
+            ServerMessage::Subscribed { feeds, .. } => Some(feeds.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(feeds, [name("team:353:notes")]);
+    // (A frame naming an invalid feed would not even decode: the client
+    // panics on it.) Bob follows exactly the one real feed.
+    bob.ping().await;
+    assert_eq!(
+        bob.mirror.feeds.keys().collect::<Vec<_>>(),
+        [&name("team:353:notes")]
+    );
 }
 
 #[tokio::test]
