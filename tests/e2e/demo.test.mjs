@@ -13,6 +13,9 @@ import { startStack, launchBrowser, demoArgs, root } from './harness.mjs';
 const artifacts = join(root, 'tests/e2e/artifacts');
 mkdirSync(artifacts, { recursive: true });
 const WAIT = { timeout: 30_000 };
+// Everything confirmed: a change whose outcome notice was missed is asked for
+// again after the client's outcome timeout (30 s), so allow for one such round.
+const SYNC_WAIT = { timeout: 60_000 };
 const feedOf = (user, team = '353') => `team:${team}:member:${user}:tasks`;
 
 let browser;
@@ -47,7 +50,19 @@ async function setup(t, serverArgs = demoArgs()) {
 
 const status = (page) => page.getByRole('status');
 const live = (page) => status(page).filter({ hasText: /^live/ }).waitFor(WAIT);
-const synced = (page) => status(page).filter({ hasText: /^live · 0 pending/ }).waitFor(WAIT);
+async function synced(page) {
+  try {
+    await status(page).filter({ hasText: /^live · 0 pending/ }).waitFor(SYNC_WAIT);
+  } catch (err) {
+    const state = await page.evaluate(() => ({
+      status: document.getElementById('status').textContent,
+      outbox: document.getElementById('outbox').textContent,
+      notices: document.getElementById('notice-list').textContent,
+    })).catch((e) => e.message);
+    err.message += `\npage state: ${JSON.stringify(state)}`;
+    throw err;
+  }
+}
 const myTasks = (page) => page.getByRole('list', { name: 'My tasks' });
 const memberTasks = (page, member) => page.getByRole('list', { name: new RegExp(`^${member}\\b`) });
 const task = (list, title) => list.getByRole('listitem').filter({ hasText: title });
