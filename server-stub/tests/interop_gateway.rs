@@ -17,7 +17,7 @@ async fn thoonk_py_changes_reach_clients_of_two_gateways_once_with_dense_revisio
         .await;
     let g1 = gateway(&env, &["--workers", "0"]);
     let g2 = gateway(&env, &["--workers", "0"]);
-    wait_for_newfeed_listeners(&env, 4).await;
+    wait_for_newfeed_listeners(&env, 2).await;
     let (notes, tasks) = (name("notes"), name("team:1:tasks"));
     let mut c1 = WsClient::connect(&g1.ws_url(), "one").await;
     let mut c2 = WsClient::connect(&g2.ws_url(), "two").await;

@@ -164,7 +164,7 @@ async fn a_change_submitted_through_the_gateway_is_worked_by_thoonk_py() {
         .await;
     // No workers of ours: only the thoonk.py worker takes the job.
     let g = gateway(&env, &["--workers", "0"]);
-    wait_for_newfeed_listeners(&env, 2).await;
+    wait_for_newfeed_listeners(&env, 1).await;
     let notes = name("notes");
     let mut client = WsClient::connect(&g.ws_url(), "web").await;
     client.subscribe(&notes).await;

@@ -332,7 +332,10 @@ async fn listen(
                 pubsub.psubscribe(pattern).await?;
             }
             pubsub.psubscribe(CHANGE_CHANNEL_PATTERN).await?;
-            pubsub.subscribe(NEWFEED_CHANNEL).await?;
+            // A pattern without wildcards: only `newfeed` itself. A pattern
+            // so that `PUBSUB NUMSUB newfeed` keeps counting one connection
+            // per gateway hub, which tools and tests use as its readiness.
+            pubsub.psubscribe(NEWFEED_CHANNEL).await?;
             backoff = Duration::from_millis(100);
             // Whatever happened while not subscribed is found by a full sweep.
             lock(&pending).sweep = Some(Sweep::Full);

@@ -440,8 +440,9 @@ impl WsClient {
     }
 }
 
-/// Waits until `n` connections listen to `newfeed` (each gateway has two:
-/// its hub and its adopter).
+/// Waits until `n` connections listen to `newfeed`: one per gateway hub (the
+/// adopter listens with a pattern; it sweeps every feed once subscribed, so
+/// nothing made before that escapes it).
 pub async fn wait_for_newfeed_listeners(env: &Env, n: usize) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
