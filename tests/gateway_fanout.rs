@@ -346,3 +346,60 @@ async fn changes_before_the_hubs_first_subscription_are_not_lost() {
         client.tail()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_resumes_on_another_gateway_after_a_crash_without_a_gap() {
+    let env = Env::start().await;
+    let feed = name("team:3:member:ann:tasks");
+    env.publish_many(&feed, "pre", 1, 5).await;
+    let one = env.gateway(&[]).await;
+    let two = env.gateway(&[]).await;
+
+    let mut client = WsClient::signed_in(&one.ws_url(), "ann").await;
+    client.subscribe("team:3:member:*:tasks").await;
+    client.until_rev(&feed, 5).await;
+
+    // Writes go on while the first gateway crashes.
+    let writer = {
+        let store = env.other_store().await;
+        let feed = feed.clone();
+        tokio::spawn(async move {
+            for i in 6..=200 {
+                store
+                    .publish(&feed, Some(&id(&format!("n{i}"))), &json!({ "i": i }), None)
+                    .await
+                    .unwrap();
+                if i % 20 == 0 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        })
+    };
+    client.until_rev(&feed, 20).await;
+    one.kill();
+    while client.closed.is_none() {
+        client.next_frame().await;
+    }
+    let at = client.mirror.get(&feed).unwrap().clone();
+
+    // Resume on the other gateway from the last applied revision, with
+    // what the first connection mirrored.
+    let mut resumed = WsClient::signed_in(&two.ws_url(), "ann").await;
+    resumed.mirror.feeds.insert(feed.clone(), at.clone());
+    resumed
+        .subscribe_known("team:3:member:*:tasks", &[(&feed, at.epoch, at.rev)])
+        .await;
+    writer.await.unwrap();
+    let mirror = resumed.until_rev(&feed, 200).await.clone();
+    assert_eq!(
+        mirror.snapshots, at.snapshots,
+        "the log reaches back: changes, not a snapshot"
+    );
+    assert_eq!(
+        mirror.events.len() - at.events.len(),
+        200 - at.rev as usize,
+        "every revision after {} exactly once",
+        at.rev
+    );
+    assert_eq!(mirror.items, env.store.snapshot(&feed).await.unwrap().items);
+}
