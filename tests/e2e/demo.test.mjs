@@ -147,6 +147,14 @@ test('sign-in picker, and changes propagate live both ways between two users', a
 
   const items = await serverItems(stack, feedOf('bob'));
   assert.deepEqual(items.items.map((i) => i.item), [{ title: 'Draft the agenda', done: true }]);
+
+  // bob reopens it, ann sees that; ann deletes it, bob sees that.
+  await task(myTasks(bob), 'Draft the agenda').getByRole('checkbox').uncheck();
+  await ann.waitForFunction(() => document.querySelector('#members li.task input[type=checkbox]')?.checked === false, null, WAIT);
+  await task(memberTasks(ann, 'bob'), 'Draft the agenda').getByRole('button', { name: 'Delete “Draft the agenda”' }).click();
+  await task(myTasks(bob), 'Draft the agenda').waitFor({ state: 'detached', ...WAIT });
+  await synced(ann);
+  assert.deepEqual((await serverItems(stack, feedOf('bob'))).items, []);
   assert.deepEqual(bob.errors, []);
   assert.deepEqual(ann.errors, []);
 });
