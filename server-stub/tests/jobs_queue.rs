@@ -884,3 +884,46 @@ async fn a_handler_slower_than_the_claim_timeout_fails_its_job_only() {
     );
     workers.stop().await;
 }
+
+#[tokio::test]
+async fn a_plan_writing_one_item_twice_is_refused_and_writes_nothing() {
+    let redis = RedisServer::start();
+    let (_client, q, store) = open(&redis, "changes").await;
+    let mut handlers = Handlers::standard();
+    handlers.register("twice", |_ctx, _payload| async move {
+        let write = |item: serde_json::Value| thoonk_server::jobs::FeedWrite {
+            feed: feed("notes"),
+            id: ItemId::new("n").unwrap(),
+            kind: thoonk_server::jobs::WriteKind::Upsert {
+                item,
+                position: None,
+            },
+            base: None,
+            guard: None,
+            create: Some(thoonk_server::feeds::FeedType::Feed),
+        };
+        Ok::<Plan, HandlerError>(Plan {
+            writes: vec![write(json!(1)), write(json!(2))],
+            result: serde_json::Value::Null,
+        })
+    });
+    let c = change("t:1", action("twice", json!({})));
+    q.submit(&user("alice"), &c).await.unwrap();
+    let workers = InProcess::start(
+        &redis.url(),
+        "changes",
+        steady_settings(2),
+        handlers,
+        Arc::new(OpenAccess),
+        1,
+    );
+    match outcome_of(&q, &c.id).await {
+        Outcome::Rejected { code, message } => {
+            assert_eq!(code, ErrorCode::Internal);
+            assert!(message.contains("two writes"), "{message}");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert_eq!(store.snapshot(&feed("notes")).await.unwrap().rev, 0);
+    workers.stop().await;
+}

@@ -79,6 +79,21 @@ pub(crate) async fn apply(
     plan: &Plan,
     retention_ms: &str,
 ) -> Result<Applied, FeedError> {
+    for (i, write) in plan.writes.iter().enumerate() {
+        let twice = plan.writes[..i]
+            .iter()
+            .any(|w| w.feed == write.feed && w.id == write.id);
+        if twice {
+            // The script checks every write against the state before the job.
+            return Ok(Applied::Done(Outcome::Rejected {
+                code: ErrorCode::Internal,
+                message: format!(
+                    "the server planned two writes to item {} of feed {}; report this",
+                    write.id, write.feed
+                ),
+            }));
+        }
+    }
     let feeds = feeds_of(plan);
     let Some(first) = feeds.first() else {
         return Ok(Applied::Done(Outcome::Accepted {

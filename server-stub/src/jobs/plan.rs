@@ -62,7 +62,7 @@ pub struct FeedWrite {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
     /// The writes, applied in order in one script. At most one write per
-    /// item; all feeds of one plan must share a Redis Cluster slot when run
+    /// item (a plan with two is rejected as an internal error); all feeds of one plan must share a Redis Cluster slot when run
     /// on a cluster (a `{hash tag}` in their names).
     pub writes: Vec<FeedWrite>,
     /// The result value (null when there is none).
