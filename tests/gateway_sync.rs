@@ -567,3 +567,69 @@ async fn a_pattern_subscribed_while_feeds_are_being_created_misses_none() {
     }
     assert!(missed.is_empty(), "feeds never announced: {missed:#?}");
 }
+
+// The checker the tests above rely on: the mirror refuses what a correct
+// gateway never sends.
+
+fn event(epoch: u64, rev: u64, item: &str) -> ServerMessage {
+    ServerMessage::Event {
+        feed: name("f"),
+        epoch,
+        rev,
+        change: thoonk_protocol::Change {
+            op: thoonk_protocol::ChangeOp::Publish,
+            id: id(item),
+            item: Some(json!(item)),
+            position: Some(thoonk_protocol::Position::End),
+            prev: None,
+            job: None,
+        },
+    }
+}
+
+fn mirror_at(epoch: u64, rev: u64) -> support::Mirror {
+    let mut mirror = support::Mirror::default();
+    mirror.apply(&ServerMessage::Snapshot {
+        feed: name("f"),
+        epoch,
+        rev,
+        items: vec![],
+    });
+    mirror
+}
+
+#[test]
+fn the_mirror_applies_dense_revisions() {
+    let mut mirror = mirror_at(7, 2);
+    mirror.apply(&event(7, 3, "a"));
+    mirror.apply(&event(7, 4, "b"));
+    assert_eq!(mirror.get(&name("f")).unwrap().ids(), ["a", "b"]);
+    // A feed that did not exist (0, 0) takes its first change of any epoch.
+    let mut fresh = mirror_at(0, 0);
+    fresh.apply(&event(9, 1, "a"));
+    assert_eq!(fresh.rev(&name("f")), Some(1));
+}
+
+#[test]
+#[should_panic(expected = "a gap or a repeat")]
+fn the_mirror_refuses_a_gap() {
+    mirror_at(7, 2).apply(&event(7, 4, "a"));
+}
+
+#[test]
+#[should_panic(expected = "a gap or a repeat")]
+fn the_mirror_refuses_a_repeat() {
+    mirror_at(7, 2).apply(&event(7, 2, "a"));
+}
+
+#[test]
+#[should_panic(expected = "without a snapshot")]
+fn the_mirror_refuses_another_epoch_without_a_snapshot() {
+    mirror_at(7, 2).apply(&event(8, 3, "a"));
+}
+
+#[test]
+#[should_panic(expected = "before any snapshot")]
+fn the_mirror_refuses_an_event_of_an_unknown_feed() {
+    support::Mirror::default().apply(&event(7, 1, "a"));
+}
