@@ -942,7 +942,11 @@ pub async fn log_jobs(store: &FeedStore, feed: &FeedName) -> BTreeMap<String, us
     let mut jobs = BTreeMap::new();
     let mut after = 0;
     loop {
-        let page = store.history(feed, after, 1000).await.expect("history");
+        let page = match store.history(feed, after, 1000).await {
+            Ok(page) => page,
+            Err(thoonk_server::feeds::FeedError::FeedNotFound { .. }) => break,
+            Err(err) => panic!("history of {feed}: {err}"),
+        };
         let Some(last) = page.events.last() else {
             break;
         };
