@@ -1185,3 +1185,108 @@ impl Rng {
         self.below(100) < percent
     }
 }
+
+// ---- a raw protocol client for bad input --------------------------------------
+
+/// A WebSocket client that sends whatever it is told and keeps every frame.
+pub struct RawClient {
+    ws: Socket,
+    /// Every text frame received.
+    pub log: Vec<String>,
+}
+
+impl RawClient {
+    pub async fn connect(url: &str) -> RawClient {
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("the websocket handshake finishes")
+            .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+        RawClient {
+            ws,
+            log: Vec::new(),
+        }
+    }
+
+    /// Connects and says hello; panics unless `welcome` comes.
+    pub async fn signed_in(url: &str, token: &str, client_id: &str) -> RawClient {
+        let mut client = Self::connect(url).await;
+        client
+            .send(&ClientMessage::Hello {
+                protocol: thoonk_protocol::PROTOCOL_VERSION,
+                token: token.into(),
+                client_id: client_id.into(),
+            })
+            .await;
+        match client.next().await {
+            Some(ServerMessage::Welcome { .. }) => client,
+            other => panic!("expected welcome, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, message: &ClientMessage) {
+        self.send_text(serde_json::to_string(message).unwrap())
+            .await;
+    }
+
+    pub async fn send_text(&mut self, text: String) {
+        tokio::time::timeout(WAIT, self.ws.send(Message::text(text)))
+            .await
+            .expect("send in time")
+            .expect("send");
+    }
+
+    /// The next message, or `None` when the connection closed.
+    pub async fn next(&mut self) -> Option<ServerMessage> {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame in time");
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    self.log.push(text.to_string());
+                    return Some(
+                        serde_json::from_str(&text)
+                            .unwrap_or_else(|e| panic!("undecodable server frame ({e}): {text}")),
+                    );
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Reads until `pick` returns `Some`.
+    pub async fn until<T>(
+        &mut self,
+        what: &str,
+        mut pick: impl FnMut(&ServerMessage) -> Option<T>,
+    ) -> T {
+        loop {
+            match self.next().await {
+                Some(m) => {
+                    if let Some(found) = pick(&m) {
+                        return found;
+                    }
+                }
+                None => panic!("{what}: the connection closed; received {:#?}", self.log),
+            }
+        }
+    }
+
+    /// Sends `ping` and reads until `pong`: everything sent before is in the log.
+    pub async fn ping(&mut self) {
+        self.send(&ClientMessage::Ping).await;
+        self.until("pong", |m| matches!(m, ServerMessage::Pong).then_some(()))
+            .await;
+    }
+
+    /// The next message must be an error with `code`.
+    pub async fn expect_error(&mut self, code: ErrorCode, what: &str) {
+        match self.next().await {
+            Some(ServerMessage::Error { code: got, message }) => {
+                assert_eq!(got, code, "{what}: {message}")
+            }
+            other => panic!("{what}: expected an error {code:?}, got {other:?}"),
+        }
+    }
+}
