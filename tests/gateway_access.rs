@@ -272,3 +272,53 @@ async fn a_wrong_protocol_version_is_refused_and_closed() {
         client.expect_closed().await;
     }
 }
+
+#[tokio::test]
+async fn a_feed_that_becomes_forbidden_is_no_longer_sent() {
+    let env = Env::start().await;
+    let feed = name("team:353:notes");
+    let own = name("team:7:notes");
+    env.publish_many(&feed, "n", 1, 2).await;
+    env.publish_many(&own, "o", 1, 1).await;
+    let member = ConfigFile::write(&json!({
+        "users": [{ "name": "dan", "token": "tok-dan", "teams": { "353": "member", "7": "admin" } }],
+        "read": ["team:<team>:**"]
+    }));
+    let server = gateway(&env, &member).await;
+    let mut dan = WsClient::signed_in(&server.ws_url(), "tok-dan").await;
+    dan.subscribe("team:*:notes").await;
+    dan.until_rev(&feed, 2).await;
+    dan.until_rev(&own, 1).await;
+    let epoch = dan.mirror.get(&feed).unwrap().epoch;
+    drop(dan);
+    drop(server);
+
+    // The rules change (dan left team 353) and the gateway restarts with them;
+    // dan comes back claiming what he mirrors of the team's feed.
+    let former = ConfigFile::write(&json!({
+        "users": [{ "name": "dan", "token": "tok-dan", "teams": { "7": "admin" } }],
+        "read": ["team:<team>:**"]
+    }));
+    let server = gateway(&env, &former).await;
+    let mut dan = WsClient::signed_in(&server.ws_url(), "tok-dan").await;
+    dan.subscribe_known("team:*:notes", &[(&feed, epoch, 1)])
+        .await;
+    let feeds = dan
+        .until("subscribed", |m| match m {
+            ServerMessage::Subscribed { feeds, .. } => Some(feeds.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(feeds, [own.clone()]);
+    env.publish_many(&feed, "n", 3, 2).await;
+    env.publish_many(&own, "o", 2, 1).await;
+    dan.until_rev(&own, 2).await;
+    dan.ping().await;
+    assert!(
+        dan.log.iter().all(|f| !f.contains(feed.as_str())),
+        "{:#?}",
+        dan.log
+    );
+    dan.subscribe(feed.as_str()).await;
+    dan.expect_error(ErrorCode::Forbidden).await;
+}
