@@ -309,7 +309,7 @@ async fn a_feed_that_becomes_forbidden_is_no_longer_sent() {
             _ => None,
         })
         .await;
-    assert_eq!(feeds, [own.clone()]);
+    assert_eq!(feeds, std::slice::from_ref(&own));
     env.publish_many(&feed, "n", 3, 2).await;
     env.publish_many(&own, "o", 2, 1).await;
     dan.until_rev(&own, 2).await;
