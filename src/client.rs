@@ -15,6 +15,7 @@ use wasm_bindgen::prelude::*;
 
 use crate::idb::IdbStore;
 use crate::shell::{AppHooks, Shell};
+use crate::tab_lock::TabLock;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TYPES: &str = r#"
@@ -477,15 +478,19 @@ fn random_seed() -> u64 {
 pub struct Client {
     shell: Rc<Shell>,
     app: Rc<App>,
-    /// Reconnects at once when the browser comes back online or the page becomes visible.
-    wake: RefCell<Option<Closure<dyn FnMut()>>>,
+    /// Reconnects at once when the browser comes back online or the page
+    /// becomes visible; drops the socket when the browser goes offline.
+    wake: RefCell<Option<(Closure<dyn FnMut()>, Closure<dyn FnMut()>)>>,
+    /// This tab's exclusive hold on the database.
+    lock: RefCell<TabLock>,
 }
 
-/// Listens for the browser coming back online or the page becoming visible.
-fn listen_for_wake(shell: &Rc<Shell>) -> Option<Closure<dyn FnMut()>> {
+/// Listens for the browser coming back online or the page becoming visible
+/// (reconnect now) and for the browser going offline (drop the socket now).
+fn listen_for_network(shell: &Rc<Shell>) -> Option<(Closure<dyn FnMut()>, Closure<dyn FnMut()>)> {
     let window = web_sys::window()?;
     let weak = Rc::downgrade(shell);
-    let listener = Closure::<dyn FnMut()>::new(move || {
+    let wake = Closure::<dyn FnMut()>::new(move || {
         let visible = web_sys::window()
             .and_then(|w| w.document())
             .is_none_or(|d| d.visibility_state() == web_sys::VisibilityState::Visible);
@@ -493,11 +498,18 @@ fn listen_for_wake(shell: &Rc<Shell>) -> Option<Closure<dyn FnMut()>> {
             shell.reconnect_now();
         }
     });
+    let weak = Rc::downgrade(shell);
+    let offline = Closure::<dyn FnMut()>::new(move || {
+        if let Some(shell) = weak.upgrade() {
+            shell.connection_lost();
+        }
+    });
     let document: web_sys::EventTarget = window.document()?.into();
-    let _ = window.add_event_listener_with_callback("online", listener.as_ref().unchecked_ref());
+    let _ = window.add_event_listener_with_callback("online", wake.as_ref().unchecked_ref());
+    let _ = window.add_event_listener_with_callback("offline", offline.as_ref().unchecked_ref());
     let _ = document
-        .add_event_listener_with_callback("visibilitychange", listener.as_ref().unchecked_ref());
-    Some(listener)
+        .add_event_listener_with_callback("visibilitychange", wake.as_ref().unchecked_ref());
+    Some((wake, offline))
 }
 
 #[wasm_bindgen]
@@ -524,6 +536,17 @@ impl Client {
             }
         };
         let options_db_name = options.db_name.clone();
+        let Some(lock) = TabLock::acquire(&format!("thoonk-sync:{}", options.db_name)).await?
+        else {
+            return Err(js_error(
+                "locked",
+                format!(
+                    "another tab or window has the database {:?} open: one client per database at a time \
+                     (close the other, or wait and retry)",
+                    options.db_name
+                ),
+            ));
+        };
         let store = IdbStore::open(&options.db_name)
             .await
             .map_err(|err| js_error("storage", err))?;
@@ -566,8 +589,13 @@ impl Client {
         // The first round (stored outcomes, the first connect) is carried out
         // before the app can register listeners; `onOutcome` replays what is stored.
         shell.settled().await;
-        let wake = RefCell::new(listen_for_wake(&shell));
-        Ok(Client { shell, app, wake })
+        let wake = RefCell::new(listen_for_network(&shell));
+        Ok(Client {
+            shell,
+            app,
+            wake,
+            lock: RefCell::new(lock),
+        })
     }
 
     /// Follows a feed or pattern (`team:353:member:*:tasks`); `onChange` hears
@@ -796,12 +824,20 @@ impl Client {
     /// Stops syncing and closes the database.
     pub fn close(&self) {
         self.shell.close();
-        if let (Some(window), Some(listener)) = (web_sys::window(), self.wake.borrow_mut().take()) {
-            let callback = listener.as_ref().unchecked_ref();
-            let _ = window.remove_event_listener_with_callback("online", callback);
+        if let (Some(window), Some((wake, offline))) =
+            (web_sys::window(), self.wake.borrow_mut().take())
+        {
+            let _ =
+                window.remove_event_listener_with_callback("online", wake.as_ref().unchecked_ref());
+            let _ = window
+                .remove_event_listener_with_callback("offline", offline.as_ref().unchecked_ref());
             if let Some(document) = window.document() {
-                let _ = document.remove_event_listener_with_callback("visibilitychange", callback);
+                let _ = document.remove_event_listener_with_callback(
+                    "visibilitychange",
+                    wake.as_ref().unchecked_ref(),
+                );
             }
         }
+        self.lock.borrow_mut().release();
     }
 }

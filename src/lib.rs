@@ -13,6 +13,8 @@ pub mod idb;
 mod shell;
 #[cfg(target_arch = "wasm32")]
 mod socket;
+#[cfg(target_arch = "wasm32")]
+mod tab_lock;
 
 #[cfg(target_arch = "wasm32")]
 pub use client::{Client, ClientOptions, OnChange};

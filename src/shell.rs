@@ -159,6 +159,16 @@ impl Shell {
         self.connect();
     }
 
+    /// The browser went offline: drop the socket now rather than wait for it
+    /// to time out; the `online` event (or the backoff) reconnects.
+    pub fn connection_lost(self: &Rc<Self>) {
+        if self.closed.get() || self.connection.borrow().is_none() {
+            return;
+        }
+        self.drop_connection();
+        let _ = self.input(|core, now| core.disconnected(now));
+    }
+
     /// Stops: closes the socket, the timer and the database.
     pub fn close(&self) {
         self.closed.set(true);
