@@ -480,14 +480,17 @@ pub struct Client {
     app: Rc<App>,
     /// Reconnects at once when the browser comes back online or the page
     /// becomes visible; drops the socket when the browser goes offline.
-    wake: RefCell<Option<(Closure<dyn FnMut()>, Closure<dyn FnMut()>)>>,
+    wake: RefCell<Option<NetworkListeners>>,
     /// This tab's exclusive hold on the database.
     lock: RefCell<TabLock>,
 }
 
 /// Listens for the browser coming back online or the page becoming visible
 /// (reconnect now) and for the browser going offline (drop the socket now).
-fn listen_for_network(shell: &Rc<Shell>) -> Option<(Closure<dyn FnMut()>, Closure<dyn FnMut()>)> {
+/// The `online`/`visibilitychange` listener and the `offline` listener.
+type NetworkListeners = (Closure<dyn FnMut()>, Closure<dyn FnMut()>);
+
+fn listen_for_network(shell: &Rc<Shell>) -> Option<NetworkListeners> {
     let window = web_sys::window()?;
     let weak = Rc::downgrade(shell);
     let wake = Closure::<dyn FnMut()>::new(move || {
