@@ -292,7 +292,6 @@ async fn a_frame_far_over_the_limit_does_not_affect_other_clients() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "gateway bug: a session resyncs only the feeds it follows after its queue overflowed; a feed created meanwhile is never announced to its pattern"]
 async fn a_slow_client_still_learns_of_feeds_created_while_it_lagged() {
     const COUNT: usize = 1600;
     let env = Env::start().await;

@@ -257,10 +257,12 @@ impl Hub {
         let finish = finish_channel(&self.job_queue);
         pubsub.subscribe(&finish).await?;
         *backoff = Duration::from_millis(100);
+        // Notices published before this subscription (at start, or while it
+        // was down) reached nobody: every session catches up from the logs.
         if !std::mem::replace(first, false) {
             tracing::info!("redis pub/sub reconnected; sessions resync from the change logs");
-            self.dispatch_resync();
         }
+        self.dispatch_resync();
         let mut messages = pubsub.on_message();
         while let Some(msg) = messages.next().await {
             let payload: Vec<u8> = msg.get_payload_bytes().to_vec();

@@ -96,7 +96,12 @@ struct Session {
     client_id: String,
     patterns: HashSet<FeedPattern>,
     feeds: HashMap<FeedName, Sent>,
+    /// Set when a read from Redis failed: everything is caught up again then.
+    resync_at: Option<tokio::time::Instant>,
 }
+
+/// How long after a failed read a session tries again.
+const RESYNC_RETRY: Duration = Duration::from_secs(1);
 
 /// Serves one upgraded WebSocket until it closes.
 pub async fn serve(shared: Shared, socket: WebSocket) {
@@ -111,6 +116,7 @@ pub async fn serve(shared: Shared, socket: WebSocket) {
         client_id: String::new(),
         patterns: HashSet::new(),
         feeds: HashMap::new(),
+        resync_at: None,
     };
     let end = session.run().await;
     hub.leave(session_id);
@@ -127,6 +133,19 @@ pub async fn serve(shared: Shared, socket: WebSocket) {
                     reason: code.as_str().into(),
                 })))
                 .await;
+        }
+        SessionEnd::SlowClient => {
+            // Best effort: a client that does not read may not see it.
+            let close = CloseFrame {
+                code: 1008,
+                reason: "too slow to read: reconnect to catch up".into(),
+            };
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                session.socket.send(Message::Close(Some(close))),
+            )
+            .await;
+            tracing::info!(session_id, "session dropped: the client read too slowly");
         }
         SessionEnd::Shutdown => {
             // 1001 "going away": the client reconnects, to this or another gateway.
@@ -148,7 +167,17 @@ impl Session {
                 return SessionEnd::Shutdown;
             }
             let idle = tokio::time::sleep(self.shared.limits.idle_timeout);
+            let retry = async {
+                match self.resync_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             let result = tokio::select! {
+                () = retry => {
+                    self.resync_at = None;
+                    self.resync_all().await
+                }
                 _ = shutdown.changed() => return SessionEnd::Shutdown,
                 frame = self.socket.recv() => match frame {
                     None | Some(Ok(Message::Close(_))) => return SessionEnd::ClientClosed,
@@ -318,6 +347,7 @@ impl Session {
             );
             return self.send_error(ErrorCode::RateLimited, message).await;
         }
+        let id = self.membership.id;
         let feeds = if pattern.is_concrete() {
             let feed = FeedName::new(pattern.as_str()).expect("a concrete pattern is a feed name");
             if !self.shared.access.can_read(self.user(), &feed) {
@@ -326,20 +356,17 @@ impl Session {
             }
             vec![feed]
         } else {
-            let all = match self.shared.store.feeds().await {
-                Ok(all) => all,
-                Err(err) => return self.internal(err).await,
-            };
-            all.into_iter()
-                .filter(|feed| {
-                    pattern.matches(feed) && self.shared.access.can_read(self.user(), feed)
-                })
-                .collect()
-        };
-        let id = self.membership.id;
-        if !pattern.is_concrete() {
+            // Announcements start before the list is read, so a feed created in
+            // between is announced (and deduplicated) rather than missed.
             self.shared.hub.follow_pattern(id, &pattern);
-        }
+            match self.readable_unfollowed(&pattern).await {
+                Ok(feeds) => feeds,
+                Err(err) => {
+                    self.shared.hub.unfollow_pattern(id, &pattern);
+                    return self.internal(err).await;
+                }
+            }
+        };
         self.patterns.insert(pattern.clone());
         self.send(&ServerMessage::Subscribed {
             pattern,
@@ -351,6 +378,24 @@ impl Session {
             self.follow(feed, from).await?;
         }
         Ok(())
+    }
+
+    /// The feeds `pattern` matches now that the user may read and this session
+    /// does not follow yet.
+    async fn readable_unfollowed(
+        &mut self,
+        pattern: &FeedPattern,
+    ) -> Result<Vec<FeedName>, crate::feeds::FeedError> {
+        let store = self.shared.store.clone();
+        let all = store.feeds().await?;
+        Ok(all
+            .into_iter()
+            .filter(|feed| {
+                pattern.matches(feed)
+                    && !self.feeds.contains_key(feed)
+                    && self.shared.access.can_read(self.user(), feed)
+            })
+            .collect())
     }
 
     fn on_unsubscribe(&mut self, pattern: &FeedPattern) {
@@ -407,7 +452,15 @@ impl Session {
         };
         let since = match since {
             Ok(since) => since,
-            Err(err) => return self.internal(err).await,
+            Err(err) => {
+                // Remember the feed is behind (a feed never sent gets a snapshot)
+                // and try again shortly, rather than leave the client stale.
+                self.feeds
+                    .entry(feed.clone())
+                    .or_insert(Sent { epoch: 0, rev: 0 });
+                self.resync_at = Some(tokio::time::Instant::now() + RESYNC_RETRY);
+                return self.internal(err).await;
+            }
         };
         match since {
             Since::Reset(snapshot) => {
@@ -444,6 +497,9 @@ impl Session {
         }
     }
 
+    /// Catches up every followed feed from its change log, and announces the
+    /// feeds created meanwhile that a pattern matches (their `newfeed` notice
+    /// may have been lost with the rest).
     async fn resync_all(&mut self) -> Result<(), SessionEnd> {
         let feeds: Vec<(FeedName, Sent)> =
             self.feeds.iter().map(|(f, s)| (f.clone(), *s)).collect();
@@ -453,6 +509,29 @@ impl Session {
                 rev: sent.rev,
             };
             self.catch_up(&feed, Some(from)).await?;
+        }
+        let patterns: Vec<FeedPattern> = self
+            .patterns
+            .iter()
+            .filter(|p| !p.is_concrete())
+            .cloned()
+            .collect();
+        for pattern in patterns {
+            let created = match self.readable_unfollowed(&pattern).await {
+                Ok(created) => created,
+                Err(err) => {
+                    self.resync_at = Some(tokio::time::Instant::now() + RESYNC_RETRY);
+                    return self.internal(err).await;
+                }
+            };
+            for feed in created {
+                self.send(&ServerMessage::Subscribed {
+                    pattern: pattern.clone(),
+                    feeds: vec![feed.clone()],
+                })
+                .await?;
+                self.follow(feed, None).await?;
+            }
         }
         Ok(())
     }
