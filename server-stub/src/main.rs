@@ -7,7 +7,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use thoonk_server::feeds::{cli::FeedCommand, FeedStore};
-use thoonk_server::gateway::{AccessRules, ConfigRules, Hub, OpenAccess, SessionLimits, Shared};
+use thoonk_server::gateway::{
+    AccessRules, ClientOwners, ConfigRules, Hub, OpenAccess, SessionLimits, Shared,
+};
 use thoonk_server::http::{router, StaticDir};
 use thoonk_server::jobs::cli::{JobCommand, QueueArgs, WorkArgs};
 use thoonk_server::jobs::{run_workers, Handlers, JobQueue};
@@ -133,6 +135,9 @@ async fn serve(client: redis::Client, args: ServeArgs) -> anyhow::Result<()> {
     let jobs = JobQueue::open(&client, &args.queue, settings.clone())
         .await
         .context("open the job queue")?;
+    let owners = ClientOwners::open(&client, settings.retention)
+        .await
+        .context("connect to Redis for client ids")?;
     let store = FeedStore::open(&client, &instance_name(args.instance))
         .await
         .context("open the feed store (is Redis running?)")?;
@@ -167,6 +172,7 @@ async fn serve(client: redis::Client, args: ServeArgs) -> anyhow::Result<()> {
     let shared = Shared {
         store,
         jobs,
+        owners,
         hub,
         access,
         limits,

@@ -56,6 +56,8 @@ pub struct Shared {
     pub store: FeedStore,
     /// The queue client changes are submitted to.
     pub jobs: JobQueue,
+    /// Which user owns each client id.
+    pub owners: super::ClientOwners,
     /// The fan-out hub.
     pub hub: Hub,
     /// Authentication and authorization.
@@ -316,6 +318,23 @@ impl Session {
                 code: ErrorCode::BadRequest,
                 message: "client_id must be 1-128 bytes without `:` or NUL".into(),
             });
+        }
+        match self.shared.owners.claim(&client_id, &user.name).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(SessionEnd::Refused {
+                    code: ErrorCode::Forbidden,
+                    message: "this client id belongs to another user: use a client id of your own"
+                        .into(),
+                })
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot check the client id's owner");
+                return Err(SessionEnd::Refused {
+                    code: ErrorCode::Internal,
+                    message: "the server failed; retry later".into(),
+                });
+            }
         }
         self.shared
             .hub
