@@ -99,6 +99,23 @@ fn json_or_text(text: &str) -> Json {
     serde_json::from_str(text).unwrap_or_else(|_| Json::String(text.to_owned()))
 }
 
+/// The classic create of a job queue: separate, idempotent steps.
+async fn create_queue(
+    conn: &mut redis::aio::ConnectionManager,
+    queue: &str,
+) -> Result<(), JobError> {
+    let keys = queue_keys(queue);
+    let instance = format!("thoonk-server-{}", std::process::id());
+    let added: i64 = conn.sadd(REGISTRY, queue).await?;
+    let _: () = conn.hset(&keys[0], "type", "job").await?;
+    let announce = format!("{queue}\0{instance}");
+    if added == 1 {
+        let _: () = conn.publish(NEWFEED_CHANNEL, &announce).await?;
+    }
+    let _: () = conn.publish(CONFFEED_CHANNEL, &announce).await?;
+    Ok(())
+}
+
 impl JobQueue {
     /// Connects, loads the scripts and creates the queue (classic: `feeds`
     /// set, `feed.config:N` with `type=job`, `newfeed` + `conffeed`) unless it exists.
@@ -150,17 +167,7 @@ impl JobQueue {
                     queue: queue.to_owned(),
                 })
             }
-            None => {
-                // The classic create: separate, idempotent steps.
-                let instance = format!("thoonk-server-{}", std::process::id());
-                let added: i64 = conn.sadd(REGISTRY, queue).await?;
-                let _: () = conn.hset(&keys[0], "type", "job").await?;
-                let announce = format!("{queue}\0{instance}");
-                if added == 1 {
-                    let _: () = conn.publish(NEWFEED_CHANNEL, &announce).await?;
-                }
-                let _: () = conn.publish(CONFFEED_CHANNEL, &announce).await?;
-            }
+            None => create_queue(&mut conn, queue).await?,
         }
         Ok(JobQueue {
             conn,
@@ -253,20 +260,34 @@ impl JobQueue {
         priority: Priority,
     ) -> Result<Submitted, JobError> {
         let id = payload.id.0.as_str();
-        let mut invocation = self.invocation(&self.scripts.submit, Some(id));
-        invocation
-            .arg(id)
-            .arg(payload.to_json())
-            .arg(&payload.user)
-            .arg(match priority {
-                Priority::High => "high",
-                Priority::Normal => "normal",
-            })
-            .arg(self.settings.retention_ms());
-        let reply: Vec<String> = self
-            .invoke(invocation)
-            .await
-            .map_err(|e| self.job_error(id, e))?;
+        let json = payload.to_json();
+        let submit = || {
+            let mut invocation = self.invocation(&self.scripts.submit, Some(id));
+            invocation
+                .arg(id)
+                .arg(&json)
+                .arg(&payload.user)
+                .arg(match priority {
+                    Priority::High => "high",
+                    Priority::Normal => "normal",
+                })
+                .arg(self.settings.retention_ms());
+            invocation
+        };
+        let reply: Vec<String> = match self.invoke(submit()).await {
+            // The queue's config vanished (FLUSHALL, a restore): create it again.
+            Err(err)
+                if err.code() == Some("NOQUEUE")
+                    && err.detail().is_some_and(|d| d.trim() == "missing") =>
+            {
+                tracing::warn!(queue = %self.name, "the job queue was gone; creating it again");
+                create_queue(&mut self.conn.clone(), &self.name.to_string()).await?;
+                self.invoke(submit())
+                    .await
+                    .map_err(|e| self.job_error(id, e))?
+            }
+            other => other.map_err(|e| self.job_error(id, e))?,
+        };
         match reply.as_slice() {
             [state] if state == "queued" => Ok(Submitted::Queued),
             [state] if state == "already_queued" => Ok(Submitted::AlreadyQueued),
