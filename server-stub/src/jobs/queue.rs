@@ -281,7 +281,7 @@ impl JobQueue {
                     && err.detail().is_some_and(|d| d.trim() == "missing") =>
             {
                 tracing::warn!(queue = %self.name, "the job queue was gone; creating it again");
-                create_queue(&mut self.conn.clone(), &self.name.to_string()).await?;
+                create_queue(&mut self.conn.clone(), self.name.as_ref()).await?;
                 self.invoke(submit())
                     .await
                     .map_err(|e| self.job_error(id, e))?
