@@ -113,6 +113,15 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// A token that tells this process from an earlier one with the same pid.
+fn boot_token() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{nanos:x}")
+}
+
 fn instance_name(given: Option<String>) -> String {
     given.unwrap_or_else(|| format!("thoonk-server-{}", std::process::id()))
 }
@@ -144,6 +153,11 @@ async fn serve(client: redis::Client, args: ServeArgs) -> anyhow::Result<()> {
     let limits = SessionLimits::default();
     let hub = Hub::new(1024, &args.queue);
     tokio::spawn(hub.clone().run(client.clone()));
+    tokio::spawn(hub.clone().watch_for_data_loss(
+        client.clone(),
+        format!("{}-{}", instance_name(None), boot_token()),
+        std::time::Duration::from_secs(2),
+    ));
     tokio::spawn(thoonk_server::interop::run_adopter(
         client.clone(),
         store.clone(),

@@ -230,6 +230,54 @@ impl Hub {
         }
     }
 
+    /// Notices a Redis that lost its data (FLUSHALL, a restart that lost
+    /// writes): a key this process keeps (`gateway.alive:<instance>`, with a
+    /// TTL it refreshes) is checked every `every`; when it is gone, every session catches up from
+    /// the change logs, which then answer with new epochs and snapshots.
+    pub async fn watch_for_data_loss(
+        self,
+        client: redis::Client,
+        instance: String,
+        every: Duration,
+    ) {
+        let key = format!("gateway.alive:{instance}");
+        let mut first = true;
+        loop {
+            let created: redis::RedisResult<Option<String>> = async {
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                // Kept alive with a TTL so that a stopped gateway leaves nothing behind.
+                let ttl = (every.as_secs() * 15).max(30);
+                let created: Option<String> = redis::cmd("SET")
+                    .arg(&key)
+                    .arg("1")
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(ttl)
+                    .query_async(&mut conn)
+                    .await?;
+                if created.is_none() {
+                    let _: bool = redis::cmd("EXPIRE")
+                        .arg(&key)
+                        .arg(ttl)
+                        .query_async(&mut conn)
+                        .await?;
+                }
+                Ok(created)
+            }
+            .await;
+            match created {
+                Ok(Some(_)) if !first => {
+                    tracing::warn!("Redis lost this gateway's key: data was lost; sessions resync");
+                    self.dispatch_resync();
+                }
+                Ok(_) => {}
+                Err(err) => tracing::debug!(%err, "cannot check for data loss"),
+            }
+            first = false;
+            tokio::time::sleep(every).await;
+        }
+    }
+
     /// Runs the Redis subscription until the process ends, reconnecting with
     /// backoff; after each reconnect every session resyncs.
     pub async fn run(self, client: redis::Client) {
