@@ -117,20 +117,16 @@ async fn run_seed(seed: u64, secs: u64) -> (Tally, Accounting) {
                 tally.reloads += 1;
                 clients[who].crash_after_store();
             }
-            600..=629 => {
-                if !clients[who].offline {
-                    tally.offline += 1;
-                    clients[who].offline = true;
-                    clients[who].drop_connection();
-                    restore_at.insert(who, tally.steps + 5 + rng.below(40));
-                }
+            600..=629 if !clients[who].offline => {
+                tally.offline += 1;
+                clients[who].offline = true;
+                clients[who].drop_connection();
+                restore_at.insert(who, tally.steps + 5 + rng.below(40));
             }
-            630..=659 => {
-                if !clients[who].stalled {
-                    tally.stalls += 1;
-                    clients[who].stalled = true;
-                    restore_at.insert(who, tally.steps + 5 + rng.below(40));
-                }
+            630..=659 if !clients[who].stalled => {
+                tally.stalls += 1;
+                clients[who].stalled = true;
+                restore_at.insert(who, tally.steps + 5 + rng.below(40));
             }
             660..=674 => {
                 tally.gateway_kills += 1;
