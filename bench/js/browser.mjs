@@ -25,7 +25,7 @@ await page.waitForFunction(() => window.benchReady === true, null, { timeout: 60
 const call = (name, ...args) => page.evaluate(([n, a]) => window.bench[n](...a), [name, args]);
 
 const out = { items, reps, chromium: browser.version(), raw_put_ms: [], dexie_put_ms: [], raw_getall_ms: [],
-  client_replay_ms: [], client_snapshot_ms: [], client_cold_ms: [], raw_cold_ms: [] };
+  client_replay_ms: [], client_snapshot_ms: [], client_cold_ms: [], raw_cold_ms: [], failed_reps: [] };
 for (let r = 0; r < reps; r++) {
   const raw = await call('rawPut', items);
   out.raw_put_ms.push(raw.putMs);
@@ -34,29 +34,41 @@ for (let r = 0; r < reps; r++) {
   out.dexie_put_ms.push(dexie.putMs);
   out.dexie = dexie.version;
 
-  // A replay: the mirror knows the empty feed, then 10k changes happen.
-  const feed = `bench:browser:${Date.now()}:${r}`;
-  bench('fill', '--feed', feed, '--retention', String(items * 2));
-  const db = `bench-replay-${r}-${Date.now()}`;
-  await call('clientPrime', ws, db, feed);
-  bench('fill', '--feed', feed, '--from', '0', '--to', String(items));
-  const replay = await call('clientSync', ws, db, feed, items);
-  out.client_replay_ms.push(replay.ms);
+  // A failed repetition (e.g. a Redis timeout on an overloaded machine) is
+  // recorded and the run goes on.
+  try {
+    // A replay: the mirror knows the empty feed, then 10k changes happen.
+    const feed = `bench:browser:${Date.now()}:${r}`;
+    bench('fill', '--feed', feed, '--retention', String(items * 2));
+    const db = `bench-replay-${r}-${Date.now()}`;
+    await call('clientPrime', ws, db, feed);
+    bench('fill', '--feed', feed, '--from', '0', '--to', String(items));
+    const replay = await call('clientSync', ws, db, feed, items);
+    out.client_replay_ms.push(replay.ms);
 
-  // Cold start on that cached mirror, beside raw getAll on the same database.
-  out.client_cold_ms.push((await call('clientCold', ws, db, feed, items)).ms);
-  const rawCold = await call('rawCold', db);
-  out.raw_cold_ms.push(rawCold.ms);
-  await call('deleteDb', db);
+    // Cold start on that cached mirror, beside raw getAll on the same database.
+    out.client_cold_ms.push((await call('clientCold', ws, db, feed, items)).ms);
+    const rawCold = await call('rawCold', db);
+    out.raw_cold_ms.push(rawCold.ms);
+    await call('deleteDb', db);
 
-  // A first sync of the same feed: one snapshot.
-  const fresh = `bench-snapshot-${r}-${Date.now()}`;
-  out.client_snapshot_ms.push((await call('clientSync', ws, fresh, feed, items)).ms);
-  await call('deleteDb', fresh);
+    // A first sync of the same feed: one snapshot.
+    const fresh = `bench-snapshot-${r}-${Date.now()}`;
+    out.client_snapshot_ms.push((await call('clientSync', ws, fresh, feed, items)).ms);
+    await call('deleteDb', fresh);
+  } catch (err) {
+    out.failed_reps.push(String(err.message ?? err).slice(0, 300));
+  }
 }
-const latency = await call('latency', ws, `bench:browser-latency:${Date.now()}`, samples);
-out.publish_to_other_callback_ms = latency.toOtherCallback;
-out.publish_to_own_outcome_ms = latency.toOwnOutcome;
+try {
+  const latency = await call('latency', ws, `bench:browser-latency:${Date.now()}`, samples);
+  out.publish_to_other_callback_ms = latency.toOtherCallback;
+  out.publish_to_own_outcome_ms = latency.toOwnOutcome;
+} catch (err) {
+  out.publish_to_other_callback_ms = [];
+  out.publish_to_own_outcome_ms = [];
+  out.failed_reps.push(`latency: ${String(err.message ?? err).slice(0, 300)}`);
+}
 out.page_errors = errors;
 console.log(JSON.stringify(out));
 await browser.close();

@@ -213,6 +213,7 @@ if (lat.length) {
   const row = (name, key) => p(`| ${name} | ${spread(lat.map((l) => l[key].p50_ms))} | ${spread(lat.map((l) => l[key].p99_ms))} | ${lat.reduce((n, l) => n + l[key].n, 0)} |`);
   row('client `submit` → job → worker → other client\'s `event`', 'submit_to_event');
   row('client `submit` → its own `outcome`', 'submit_to_outcome');
+  if (lat.every((l) => l.submit_to_outcome_ping_after_ack)) row('… the same, the client answering each `ack` with a `ping` (its TCP ACK leaves at once)', 'submit_to_outcome_ping_after_ack');
   row('store publish (script) → client\'s `event`', 'store_publish_to_event');
   p();
 }
@@ -236,6 +237,7 @@ if (browser) {
   p(`Publish on client A → client B's change callback (both in one page, each with its own database and socket, through the real server: submit → job → worker → feed script → pub/sub → gateway → B's IndexedDB → callback), ${l.length} samples: p50 ${fmt(quantile(l, 0.5))} ms, p90 ${fmt(quantile(l, 0.9))} ms, p99 ${fmt(quantile(l, 0.99))} ms, max ${fmt(quantile(l, 1))} ms. A's own outcome: p50 ${fmt(quantile(o, 0.5))} ms, p99 ${fmt(quantile(o, 0.99))} ms.`);
   p();
   if (browser.page_errors?.length) p(`Page errors: ${browser.page_errors.join('; ')}`);
+  if (browser.failed_reps?.length) { p(`Failed repetitions (left out above): ${browser.failed_reps.join('; ')}`); p(); }
 }
 if (bundle) {
   p(`Bundle (\`wasm-pack build --target web --profile wasm-release\`, no wasm-opt): \`thoonk_sync_bg.wasm\` ${fmt(kb(bundle.wasm_bytes), 1)} KB raw, ${fmt(kb(bundle.wasm_gzip), 1)} KB gzip -9; \`thoonk_sync.js\` ${fmt(kb(bundle.js_bytes), 1)} KB raw, ${fmt(kb(bundle.js_gzip), 1)} KB gzip -9.`);
@@ -247,7 +249,7 @@ p();
 const replays = of('replay').sort((a, b) => a.items - b.items);
 const byItems = new Map();
 for (const r of replays) byItems.set(r.items, r);
-p('Feed size: one time-ordered feed filled through the store (64 concurrent publishes), then a fresh connection subscribes without a known position (`snapshot`) or with `(epoch, 0)` (`changes` replay, 500 per frame) and the clock stops when the last item is parsed by the Rust load client. Redis memory from `INFO memory` before and after the fill (items, item revisions, change log, ids).');
+p('Feed size: one time-ordered feed filled through the store (16 concurrent publishes), then a fresh connection subscribes without a known position (`snapshot`) or with `(epoch, 0)` (`changes` replay, 500 per frame) and the clock stops when the last item is parsed by the Rust load client. Redis memory from `INFO memory` before and after the fill (items, item revisions, change log, ids).');
 p();
 p('| items | snapshot (ms) | replay from rev 0 (ms) | Redis bytes per item | fill (publishes/s) |');
 p('|---|---|---|---|---|');

@@ -87,8 +87,9 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
                     op,
                     base: BTreeMap::new(),
                 };
-                job_queue
-                    .put_payload(&JobPayload::new("bench", &change), Priority::Normal)
+                // A put is exactly-once by id: retrying after a timeout is safe.
+                let payload = JobPayload::new("bench", &change);
+                crate::ws::retry(|| job_queue.put_payload(&payload, Priority::Normal))
                     .await
                     .context("put")?;
             }

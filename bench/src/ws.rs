@@ -223,14 +223,11 @@ pub async fn conns(args: &Args) -> anyhow::Result<Value> {
         tokio::time::sleep(Duration::from_millis(300)).await;
         while seen_rx.try_recv().is_ok() {}
         let t0 = Instant::now();
-        let applied = store
-            .publish(
-                &feed,
-                Some(&ItemId::new(format!("p{i}"))?),
-                &json!({"title": "fan-out", "i": i}),
-                None,
-            )
-            .await?;
+        let (id, item) = (
+            ItemId::new(format!("p{i}"))?,
+            json!({"title": "fan-out", "i": i}),
+        );
+        let applied = retry(|| store.publish(&feed, Some(&id), &item, None)).await?;
         let mut times = Vec::with_capacity(held);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while times.len() < held {
@@ -284,18 +281,13 @@ pub async fn latency(args: &Args) -> anyhow::Result<Value> {
     let store = store(args).await?;
     let run = stamp();
     let feed = FeedName::new(format!("bench:latency:{run}"))?;
-    store
-        .publish(
-            &feed,
-            Some(&ItemId::new("seed")?),
-            &json!({"title": "seed"}),
-            None,
-        )
-        .await?;
+    let seed = ItemId::new("seed")?;
+    let seed_item = json!({"title": "seed"});
+    retry(|| store.publish(&feed, Some(&seed), &seed_item, None)).await?;
     let mut sub = open(&url, &format!("bench-sub-{run}")).await?;
     subscribe(&mut sub, &feed, None, 0).await?;
     let publisher = open(&url, &format!("bench-pub-{run}")).await?;
-    let (mut pub_tx, mut pub_rx) = publisher.split();
+    let (mut pub_sink, mut pub_rx) = publisher.split();
 
     let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<(String, Instant)>();
     tokio::spawn(async move {
@@ -309,77 +301,114 @@ pub async fn latency(args: &Args) -> anyhow::Result<Value> {
             }
         }
     });
-    let (outcome_tx, mut outcome_rx) = mpsc::unbounded_channel::<(String, Instant)>();
+    // The publisher's writer; with `ping_after_ack` the reader answers each
+    // `ack` with a `ping` at once, so that the client's TCP ACK leaves without
+    // the delayed-ACK wait (an experiment on the outcome's latency).
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
     tokio::spawn(async move {
-        while let Some(Ok(frame)) = pub_rx.next().await {
-            let now = Instant::now();
-            if let Message::Text(text) = frame {
-                if let Ok(ServerMessage::Outcome { id, .. }) = serde_json::from_str(text.as_str()) {
-                    let _ = outcome_tx.send((id.0, now));
-                }
+        while let Some(message) = out_rx.recv().await {
+            if pub_sink.send(message).await.is_err() {
+                return;
             }
         }
     });
+    let ping_after_ack = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (outcome_tx, mut outcome_rx) = mpsc::unbounded_channel::<(String, Instant)>();
+    {
+        let (out_tx, ping_after_ack) = (out_tx.clone(), ping_after_ack.clone());
+        let ping = serde_json::to_string(&ClientMessage::Ping)?;
+        tokio::spawn(async move {
+            while let Some(Ok(frame)) = pub_rx.next().await {
+                let now = Instant::now();
+                if let Message::Text(text) = frame {
+                    match serde_json::from_str(text.as_str()) {
+                        Ok(ServerMessage::Outcome { id, .. }) => {
+                            let _ = outcome_tx.send((id.0, now));
+                        }
+                        Ok(ServerMessage::Ack { .. })
+                            if ping_after_ack.load(std::sync::atomic::Ordering::Relaxed) =>
+                        {
+                            let _ = out_tx.send(Message::text(ping.clone()));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        });
+    }
     async fn wait_for(
         rx: &mut mpsc::UnboundedReceiver<(String, Instant)>,
         id: &str,
-    ) -> anyhow::Result<Instant> {
+    ) -> Option<Instant> {
         loop {
-            let (got, at) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-                .await
-                .context("no event within 10 s")?
-                .ok_or_else(|| anyhow!("connection closed"))?;
-            if got == id {
-                return Ok(at);
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+                Ok(Some((got, at))) if got == id => return Some(at),
+                Ok(Some(_)) => {}
+                _ => return None,
             }
         }
     }
 
     let mut via_submit = Vec::new();
     let mut to_outcome = Vec::new();
+    let mut to_outcome_pinged = Vec::new();
     let mut via_store = Vec::new();
+    let mut lost = 0usize;
     let warmup = 20;
-    for i in 0..samples + warmup {
-        tokio::time::sleep(Duration::from_millis(3)).await;
-        let id = format!("s{i}");
-        let change = ChangeRequest {
-            id: ChangeId::new(&format!("bench-pub-{run}"), i as u64),
-            op: Operation::Publish {
-                feed: feed.clone(),
-                id: ItemId::new(id.clone())?,
-                item: json!({"title": "latency", "i": i}),
-                position: None,
-            },
-            base: BTreeMap::new(),
-        };
-        let t0 = Instant::now();
-        pub_tx
-            .send(Message::text(serde_json::to_string(
-                &ClientMessage::Submit {
-                    change: change.clone(),
+    let mut seq = 0u64;
+    for pinged in [false, true] {
+        ping_after_ack.store(pinged, std::sync::atomic::Ordering::Relaxed);
+        for i in 0..samples + warmup {
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            seq += 1;
+            let id = format!("s{seq}");
+            let change = ChangeRequest {
+                id: ChangeId::new(&format!("bench-pub-{run}"), seq),
+                op: Operation::Publish {
+                    feed: feed.clone(),
+                    id: ItemId::new(id.clone())?,
+                    item: json!({"title": "latency", "i": i}),
+                    position: None,
                 },
-            )?))
-            .await?;
-        let seen = wait_for(&mut seen_rx, &id).await?;
-        let outcome = wait_for(&mut outcome_rx, &change.id.0).await?;
-        if i >= warmup {
-            via_submit.push(seen.duration_since(t0).as_secs_f64() * 1000.0);
-            to_outcome.push(outcome.duration_since(t0).as_secs_f64() * 1000.0);
+                base: BTreeMap::new(),
+            };
+            let frame = serde_json::to_string(&ClientMessage::Submit {
+                change: change.clone(),
+            })?;
+            let t0 = Instant::now();
+            out_tx.send(Message::text(frame))?;
+            let seen = wait_for(&mut seen_rx, &id).await;
+            let outcome = wait_for(&mut outcome_rx, &change.id.0).await;
+            let (Some(seen), Some(outcome)) = (seen, outcome) else {
+                lost += 1;
+                anyhow::ensure!(lost <= 10, "more than 10 samples lost");
+                continue;
+            };
+            if i >= warmup {
+                let ms = |at: Instant| at.duration_since(t0).as_secs_f64() * 1000.0;
+                if pinged {
+                    to_outcome_pinged.push(ms(outcome));
+                } else {
+                    via_submit.push(ms(seen));
+                    to_outcome.push(ms(outcome));
+                }
+            }
         }
     }
     for i in 0..samples + warmup {
         tokio::time::sleep(Duration::from_millis(3)).await;
         let id = format!("d{i}");
         let t0 = Instant::now();
-        store
-            .publish(
-                &feed,
-                Some(&ItemId::new(id.clone())?),
-                &json!({"title": "latency", "i": i}),
-                None,
-            )
-            .await?;
-        let seen = wait_for(&mut seen_rx, &id).await?;
+        let (item_id, item) = (
+            ItemId::new(id.clone())?,
+            json!({"title": "latency", "i": i}),
+        );
+        retry(|| store.publish(&feed, Some(&item_id), &item, None)).await?;
+        let Some(seen) = wait_for(&mut seen_rx, &id).await else {
+            lost += 1;
+            anyhow::ensure!(lost <= 10, "more than 10 samples lost");
+            continue;
+        };
         if i >= warmup {
             via_store.push(seen.duration_since(t0).as_secs_f64() * 1000.0);
         }
@@ -387,7 +416,9 @@ pub async fn latency(args: &Args) -> anyhow::Result<Value> {
     Ok(json!({
         "submit_to_event": summary_ms(&mut via_submit),
         "submit_to_outcome": summary_ms(&mut to_outcome),
+        "submit_to_outcome_ping_after_ack": summary_ms(&mut to_outcome_pinged),
         "store_publish_to_event": summary_ms(&mut via_store),
+        "lost": lost,
     }))
 }
 
@@ -450,6 +481,7 @@ pub async fn replay(args: &Args) -> anyhow::Result<Value> {
         "items": items,
         "fill_secs": fill_secs,
         "fill_per_sec": items as f64 / fill_secs,
+        "retried_calls": RETRIES.load(std::sync::atomic::Ordering::Relaxed),
         "redis_bytes_per_item": (mem_after.saturating_sub(mem_before)) as f64 / items as f64,
         "snapshot_ms": snapshot_ms,
         "replay_ms": replay_ms,
@@ -457,7 +489,7 @@ pub async fn replay(args: &Args) -> anyhow::Result<Value> {
     }))
 }
 
-/// Publishes items `from..to` of the benchmark's item shape, 64 at a time.
+/// Publishes items `from..to` of the benchmark's item shape, 16 at a time.
 async fn fill_feed(
     store: &FeedStore,
     feed: &FeedName,
@@ -466,7 +498,7 @@ async fn fill_feed(
 ) -> anyhow::Result<()> {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(from));
     let mut fillers = Vec::new();
-    for _ in 0..64 {
+    for _ in 0..16 {
         let (store, feed, next) = (store.clone(), feed.clone(), next.clone());
         fillers.push(tokio::spawn(async move {
             loop {
@@ -475,9 +507,8 @@ async fn fill_feed(
                     return Ok::<_, anyhow::Error>(());
                 }
                 let item = json!({"title": format!("Task number {n}"), "done": n % 3 == 0, "n": n});
-                store
-                    .publish(&feed, Some(&ItemId::new(format!("item-{n}"))?), &item, None)
-                    .await?;
+                let id = ItemId::new(format!("item-{n}"))?;
+                retry(|| store.publish(&feed, Some(&id), &item, None)).await?;
             }
         }));
     }
@@ -503,4 +534,29 @@ pub async fn fill(args: &Args) -> anyhow::Result<Value> {
     let start = Instant::now();
     fill_feed(&store, &feed, from, to).await?;
     Ok(json!({"feed": feed.as_str(), "items": to - from, "secs": start.elapsed().as_secs_f64()}))
+}
+
+/// Calls retried by [`retry`] in this process.
+pub static RETRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Retries a Redis call that failed (the client's 500 ms response timeout
+/// fires on an overloaded machine); the calls retried here are idempotent.
+pub async fn retry<T, E, F, Fut>(mut call: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: Into<anyhow::Error>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(err) if attempt >= 10 => return Err(err.into()),
+            Err(_) => {
+                RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await
+            }
+        }
+    }
 }

@@ -38,14 +38,14 @@ function rows(feed, n) {
 
 // Waits until `done()` holds, checking after every change callback.
 // (Also polled: a feed without items fires no callback.)
-function until(done, timeoutMs = 60000) {
+function until(done, timeoutMs = 60000, what = () => '') {
   return new Promise((ok, fail) => {
     const check = () => {
       if (!done()) return false;
       clearTimeout(timer); clearInterval(poll); window.__check = null; ok();
       return true;
     };
-    const timer = setTimeout(() => { clearInterval(poll); fail(new Error('timed out')); }, timeoutMs);
+    const timer = setTimeout(() => { clearInterval(poll); fail(new Error(`timed out ${what()}`)); }, timeoutMs);
     const poll = setInterval(check, 20);
     window.__check = check;
     check();
@@ -105,7 +105,7 @@ window.bench = {
       for (const id of change.removed) seen.delete(id);
       window.__check?.();
     });
-    await until(() => seen.size >= n);
+    await until(() => seen.size >= n, 60000, () => `with ${seen.size} ids seen, items() ${client.items(feed).length} of ${n}`);
     const count = client.items(feed).length;
     const ms = performance.now() - t0;
     unsubscribe();
