@@ -1,9 +1,10 @@
 // Writes docs/BENCHMARKS.md and docs/bench-*.svg from the JSON lines that
 // scripts/bench collected. usage: node report.mjs RESULTS.jsonl MACHINE.json DOCS_DIR
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync, readdirSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 
-const [resultsPath, machinePath, docs] = process.argv.slice(2);
+const [resultsPath, machinePath, docs, slowlogPath] = process.argv.slice(2);
 const results = readFileSync(resultsPath, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
 const machine = JSON.parse(readFileSync(machinePath, 'utf8'));
 const of = (measure) => results.filter((r) => r.measure === measure).map((r) => r.data);
@@ -147,6 +148,10 @@ for (const [k, v] of Object.entries(machine.info)) p(`| ${k} | ${String(v).repla
 p();
 p(`**Noise.** The machine is shared: the load average was ${machine.load_start} at the start and ${machine.load_end} at the end of the run (2 cores). Other builds and test runs compete with the servers, the load clients and the browser, so absolute rates are low and vary between runs; the ratios (measure and baseline in the same run, interleaved) are the figures to read.`);
 p();
+if (machine.failed?.length) {
+  p(`**Measures that failed in this run** (a Redis call timing out on the overloaded host; left out of the tables): ${machine.failed.join(', ')}.`);
+  p();
+}
 p('## Goals');
 p();
 p('| measure | ours vs baseline | ratio | goal | |');
@@ -276,6 +281,46 @@ const plot2 = lineChart({
   ],
 });
 if (plot2) { p('![fan-out by subscribers](bench-fanout.svg)'); p(); }
+
+// Redis SLOWLOG (commands over 10 ms, the whole run), scripts named by their sha.
+let slowlog = [];
+try { slowlog = JSON.parse(readFileSync(slowlogPath, 'utf8')); } catch { /* none */ }
+if (slowlog.length) {
+  const luaDir = join(import.meta.dirname, '..', '..', 'server-stub', 'lua');
+  const names = {};
+  const sha = (text) => createHash('sha1').update(text).digest('hex');
+  let prelude = '';
+  try { prelude = readFileSync(join(luaDir, 'prelude.lua'), 'utf8'); } catch { /* none */ }
+  try {
+    for (const f of readdirSync(luaDir).filter((f) => f.endsWith('.lua'))) {
+      const body = readFileSync(join(luaDir, f), 'utf8');
+      names[sha(body)] = f;
+      names[sha(`${prelude}\n${body}`)] = f;
+    }
+  } catch { /* none */ }
+  names[sha('return 1')] = 'return 1';
+  const label = (args) => {
+    if (/^evalsha$/i.test(args[0])) return `EVALSHA ${names[args[1]] ?? args[1].slice(0, 12)} ${args[3] ?? ''}`;
+    return args.slice(0, 2).join(' ');
+  };
+  const groups = new Map();
+  for (const [, , us, args] of slowlog) {
+    const key = label(args).replace(/:\d{10,}/g, ':…');
+    const g = groups.get(key) ?? { n: 0, total: 0, max: 0 };
+    g.n += 1; g.total += us; g.max = Math.max(g.max, us);
+    groups.set(key, g);
+  }
+  p('## Redis stalls (SLOWLOG)');
+  p();
+  p(`Every command that ran over 10 ms in Redis during the run (${slowlog.length} entries), grouped; Redis runs one command at a time, so each of these blocked every other client for its duration (the server's Redis client gives up after 500 ms).`);
+  p();
+  p('| command (script, first key) | count | total (ms) | longest (ms) |');
+  p('|---|---|---|---|');
+  for (const [key, g] of [...groups].sort((a, b) => b[1].total - a[1].total).slice(0, 12)) {
+    p(`| \`${key.replace(/\|/g, '\\|').slice(0, 110)}\` | ${g.n} | ${fmt(g.total / 1000, 0)} | ${fmt(g.max / 1000, 0)} |`);
+  }
+  p();
+}
 
 const findingsPath = join(import.meta.dirname, '..', 'findings.md');
 let findings = '';

@@ -24,7 +24,7 @@ fn publish_script() -> redis::Script {
 pub async fn prepare(args: &Args) -> anyhow::Result<Value> {
     let client = redis::Client::open(args.text("redis")?.as_str())?;
     let feed = FeedName::new(args.text("feed")?)?;
-    let store = FeedStore::open(&client, "thoonk-bench").await?;
+    let store = crate::ws::retry(|| FeedStore::open(&client, "thoonk-bench")).await?;
     let _ = store
         .create(&feed, &FeedSettings::new(FeedType::Feed))
         .await;
@@ -46,7 +46,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
     let which = args.text("script")?;
     let concurrency: usize = args.or("concurrency", 50)?;
     let seconds: f64 = args.or("seconds", 5.0)?;
-    let store = FeedStore::open(&client, "thoonk-bench").await?;
+    let store = crate::ws::retry(|| FeedStore::open(&client, "thoonk-bench")).await?;
     let _ = store
         .create(&feed, &FeedSettings::new(FeedType::Feed))
         .await;

@@ -32,7 +32,7 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
 
     let mut handlers = Handlers::new();
     handlers.register("noop", |_ctx, _payload| async { Ok(Plan::default()) });
-    let job_queue = JobQueue::open(&client, &queue, settings.clone()).await?;
+    let job_queue = crate::ws::retry(|| JobQueue::open(&client, &queue, settings.clone())).await?;
 
     // Listen for every finish before the first put.
     let mut pubsub = client.get_async_pubsub().await?;

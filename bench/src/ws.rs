@@ -109,7 +109,7 @@ async fn subscribe(
 
 async fn store(args: &Args) -> anyhow::Result<FeedStore> {
     let client = redis::Client::open(args.text("redis")?.as_str())?;
-    Ok(FeedStore::open(&client, "thoonk-bench").await?)
+    retry(|| FeedStore::open(&client, "thoonk-bench")).await
 }
 
 fn stamp() -> u128 {
@@ -130,14 +130,8 @@ pub async fn conns(args: &Args) -> anyhow::Result<Value> {
     let opening: usize = args.or("opening", 200)?;
     let store = store(args).await?;
     let feed = FeedName::new(format!("bench:fanout:{}", stamp()))?;
-    store
-        .publish(
-            &feed,
-            Some(&ItemId::new("seed")?),
-            &json!({"title": "seed"}),
-            None,
-        )
-        .await?;
+    let (seed, seed_item) = (ItemId::new("seed")?, json!({"title": "seed"}));
+    retry(|| store.publish(&feed, Some(&seed), &seed_item, None)).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before = rss(pid);
     let client_rss_before = rss(std::process::id());
@@ -428,7 +422,7 @@ pub async fn replay(args: &Args) -> anyhow::Result<Value> {
     let items: usize = args.or("items", 1000)?;
     let reps: usize = args.or("reps", 3)?;
     let client = redis::Client::open(args.text("redis")?.as_str())?;
-    let store = FeedStore::open(&client, "thoonk-bench").await?;
+    let store = retry(|| FeedStore::open(&client, "thoonk-bench")).await?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let used_memory = |info: String| -> u64 {
         info.lines()
@@ -445,7 +439,7 @@ pub async fn replay(args: &Args) -> anyhow::Result<Value> {
     let feed = FeedName::new(format!("bench:replay:{items}:{}", stamp()))?;
     let mut settings = FeedSettings::new(FeedType::Feed);
     settings.retention = Some(items as u64 + 10);
-    store.create(&feed, &settings).await?;
+    retry(|| store.create(&feed, &settings)).await?;
     let fill_start = Instant::now();
     fill_feed(&store, &feed, 0, items).await?;
     let fill_secs = fill_start.elapsed().as_secs_f64();
@@ -455,7 +449,10 @@ pub async fn replay(args: &Args) -> anyhow::Result<Value> {
             .query_async(&mut conn)
             .await?,
     );
-    let epoch = store.info(&feed).await?.map(|i| i.epoch).unwrap_or(0);
+    let epoch = retry(|| store.info(&feed))
+        .await?
+        .map(|i| i.epoch)
+        .unwrap_or(0);
 
     let mut snapshot_ms = Vec::new();
     let mut replay_ms = Vec::new();
