@@ -179,7 +179,6 @@ async fn flushall_starts_new_epochs_and_every_client_resets() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: after FLUSHALL the job queue's config is gone and nothing recreates it: every submitted change is rejected for good (bad_request: changes is a Thoonk missing, not a job queue) until a server process restarts"]
 async fn changes_made_after_flushall_are_applied_without_a_restart() {
     flushall_run(false).await;
 }
@@ -254,7 +253,6 @@ async fn flushall_run(restart_worker: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: after FLUSHALL nothing tells the gateways; clients of a feed nobody writes again keep its old items and (epoch, rev) until they reconnect: silent divergence"]
 async fn flushall_also_resets_clients_of_feeds_nobody_writes_again() {
     let redis = Redis::start("always");
     let url = redis.url();
