@@ -916,11 +916,24 @@ pub struct Accounting {
 }
 
 impl Accounting {
+    /// Prints the counts, and appends them to the file named by
+    /// `THOONK_ACCOUNTING_LOG` when set (`scripts/test` shows that file).
     pub fn report(&self, name: &str) {
-        eprintln!(
+        let line = format!(
             "[accounting] {name}: made {} applied {} refused {} lost {} duplicated {} unexpected {} recovered {}",
             self.made, self.applied, self.refused, self.lost, self.duplicated, self.unexpected, self.recovered
         );
+        eprintln!("{line}");
+        if let Some(path) = std::env::var_os("THOONK_ACCOUNTING_LOG") {
+            use std::io::Write;
+            if let Ok(mut file) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
+                let _ = writeln!(file, "{line}");
+            }
+        }
         for p in &self.problems {
             eprintln!("[accounting] {name}: {p}");
         }
