@@ -173,20 +173,22 @@ p(`| server client path (Rust), calls/s | ${spread(floorRust.map((r) => r.per_se
 p();
 const breakdown = scriptBench[scriptBench.length - 1]?.commandstats;
 if (breakdown) {
-  p('Profile of one publish (the last repetition\'s `INFO commandstats`, per script call): the Redis commands the script runs and their CPU time.');
+  p('Profile of one publish (the last repetition\'s `INFO commandstats`, per script call): the Redis commands the script runs and their CPU time (commands run less than once per publish, i.e. by other clients in the window, left out).');
   p();
   p('| command | calls per publish | µs per call | µs per publish |');
   p('|---|---|---|---|');
   const calls = breakdown.evalsha?.calls || 1;
   let inner = 0;
   for (const [cmd, s] of Object.entries(breakdown).sort((a, b) => b[1].usec - a[1].usec)) {
-    if (cmd === 'evalsha' || cmd === 'config' || cmd === 'info') continue;
+    // Commands other clients ran in the window (the adopter, the gateway) are
+    // not part of a publish: keep those the script runs about once per call.
+    if (cmd === 'evalsha' || s.calls / calls < 0.5) continue;
     inner += s.usec / calls;
     p(`| ${cmd} | ${fmt(s.calls / calls, 2)} | ${fmt(s.usec_per_call)} | ${fmt(s.usec / calls)} |`);
   }
   p(`| **evalsha total** | 1 | ${fmt(breakdown.evalsha?.usec_per_call)} | ${fmt(breakdown.evalsha?.usec_per_call)} |`);
   p();
-  p(`The commands themselves account for ${fmt(inner)} µs of the ${fmt(breakdown.evalsha?.usec_per_call)} µs a publish costs inside Redis; the rest is the Lua interpreter running the prelude's checks, building the change-log entry and the JSON notice, and the call overhead of each \`redis.call\`. The floor is one interpreter entry with no Redis call at all, so a script that makes ${fmt(Object.entries(breakdown).filter(([c]) => !['evalsha', 'config', 'info'].includes(c)).reduce((n, [, s]) => n + s.calls / calls, 0), 0)} Redis calls and publishes two messages cannot come near 0.5× of it: each \`redis.call\` costs about as much as a whole trivial EVALSHA round trip's server-side work.`);
+  p(`The commands themselves account for ${fmt(inner)} µs of the ${fmt(breakdown.evalsha?.usec_per_call)} µs a publish costs inside Redis; the rest is Lua work in the script (see Misses below).`);
   p();
 }
 
