@@ -5,7 +5,49 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+/// The workspace's `thoonk-server` binary, built once per test process (a
+/// no-op when it is up to date). Tests of crates other than the server's do
+/// not get `CARGO_BIN_EXE_thoonk-server`, so it is found in the target folder
+/// (`CARGO_TARGET_DIR` when set).
+pub fn server_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("testkit/ lies in the workspace");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "thoonk-server",
+                "--bin",
+                "thoonk-server",
+            ])
+            .arg("--manifest-path")
+            .arg(root.join("Cargo.toml"))
+            .status()
+            .expect("run cargo build -p thoonk-server");
+        assert!(status.success(), "cargo build -p thoonk-server failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .map(|dir| {
+                if dir.is_relative() {
+                    root.join(dir)
+                } else {
+                    dir
+                }
+            })
+            .unwrap_or_else(|| root.join("target"));
+        let bin = target.join("debug").join("thoonk-server");
+        assert!(bin.exists(), "{} was not built", bin.display());
+        bin
+    })
+}
 
 /// Returns a TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {

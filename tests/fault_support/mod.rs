@@ -41,42 +41,7 @@ pub const QUEUE: &str = "changes";
 
 // ---- processes -------------------------------------------------------------
 
-/// The `thoonk-server` binary, built once per test process (the root crate's
-/// tests do not get `CARGO_BIN_EXE_*` of another crate's binary).
-pub fn server_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "thoonk-server",
-                "--bin",
-                "thoonk-server",
-            ])
-            .arg("--manifest-path")
-            .arg(root.join("Cargo.toml"))
-            .status()
-            .expect("run cargo build -p thoonk-server");
-        assert!(status.success(), "cargo build -p thoonk-server failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .map(|dir| {
-                if dir.is_relative() {
-                    root.join(dir)
-                } else {
-                    dir
-                }
-            })
-            .unwrap_or_else(|| root.join("target"));
-        let bin = target.join("debug").join("thoonk-server");
-        assert!(bin.exists(), "{} was not built", bin.display());
-        bin
-    })
-}
+pub use thoonk_testkit::server_bin;
 
 /// A port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {

@@ -4,9 +4,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -33,45 +31,7 @@ pub const STREAM_WAIT: Duration = Duration::from_secs(60);
 /// The instance id the tests' stores announce in newfeed/delfeed/conffeed.
 pub const INSTANCE: &str = "gateway-tests";
 
-/// The `thoonk-server` binary, built once per test process.
-///
-/// `CARGO_BIN_EXE_*` is only set for the tests of the crate that owns the
-/// binary, so this crate builds it (a no-op when it is up to date) and finds
-/// it in the target folder.
-pub fn server_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "thoonk-server",
-                "--bin",
-                "thoonk-server",
-            ])
-            .arg("--manifest-path")
-            .arg(root.join("Cargo.toml"))
-            .status()
-            .expect("run cargo build -p thoonk-server");
-        assert!(status.success(), "cargo build -p thoonk-server failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .map(|dir| {
-                if dir.is_relative() {
-                    root.join(dir)
-                } else {
-                    dir
-                }
-            })
-            .unwrap_or_else(|| root.join("target"));
-        let bin = target.join("debug").join("thoonk-server");
-        assert!(bin.exists(), "{} was not built", bin.display());
-        bin
-    })
-}
+pub use thoonk_testkit::server_bin;
 
 pub fn name(s: &str) -> FeedName {
     FeedName::new(s).expect("valid feed name")
