@@ -57,7 +57,8 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+/// Polls `ready` every 20 ms; panics naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ready() {
         assert!(
@@ -68,7 +69,8 @@ fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
     }
 }
 
-fn stop(child: &mut Child) {
+/// Stops a process: SIGTERM, then SIGKILL if it is still running after 5 s.
+pub fn stop(child: &mut Child) {
     // SIGTERM first so redis can flush; then make sure it is gone.
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     let start = Instant::now();

@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{TcpListener, TcpStream as StdTcpStream};
+use std::net::TcpStream as StdTcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,33 +43,11 @@ pub const QUEUE: &str = "changes";
 
 pub use thoonk_testkit::server_bin;
 
-/// A port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
-}
+pub use thoonk_testkit::free_port;
+use thoonk_testkit::stop as sigterm_then_kill;
 
-fn wait_blocking(what: &str, mut ready: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ready() {
-        assert!(start.elapsed() < WAIT, "{what} not ready within {WAIT:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn sigterm_then_kill(child: &mut Child) {
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(5) {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+fn wait_blocking(what: &str, ready: impl FnMut() -> bool) {
+    thoonk_testkit::wait_until(what, WAIT, ready);
 }
 
 fn forward_log(child: &mut Child, tag: String) {
