@@ -10,6 +10,12 @@
 //! change id), each value a JSON text of the core's record. Version 1 held only
 //! a cache of feeds (`feeds`, `items`), which the upgrade drops; no migration
 //! ever drops `outbox` or `outcomes`.
+//!
+//! Fencing: `meta` also holds the token of the tab that leads (see
+//! `crate::tabs`). A store that claimed leadership checks, inside each batch's
+//! transaction, that the token is still its own; a tab that lost the lead
+//! while frozen therefore cannot write (or, since the core writes before it
+//! sends, send) anything once another tab took over.
 
 use idb::builder::{DatabaseBuilder, ObjectStoreBuilder};
 use idb::{KeyRange, Query, TransactionResult};
@@ -34,6 +40,7 @@ const OUTBOX: &str = "outbox";
 const OUTCOMES: &str = "outcomes";
 const STORES: [&str; 6] = [META, SUBSCRIPTIONS, HEADS, MIRROR, OUTBOX, OUTCOMES];
 const META_KEY: &str = "client";
+const LEADER_KEY: &str = "leader";
 
 /// The browser's storage failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +55,10 @@ pub enum StoreError {
     /// written by another program or version; delete it to start over.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// Another tab took over this database (this one was frozen or too slow):
+    /// nothing was written; this tab must follow the new leader.
+    #[error("another tab leads this database now; this tab follows it")]
+    Fenced,
 }
 
 impl StoreError {
@@ -89,6 +100,8 @@ fn feed_range(feed: &FeedName) -> Result<Query, StoreError> {
 /// One IndexedDB database holding a client's whole sync state.
 pub struct IdbStore {
     db: IdbDatabase,
+    /// The leadership token this store writes under, once claimed.
+    leader: std::cell::RefCell<Option<String>>,
     /// Closes this connection when another tab upgrades the schema, so that
     /// the upgrade is not blocked; kept alive as long as the store.
     _on_version_change: Closure<dyn FnMut()>,
@@ -107,8 +120,28 @@ impl IdbStore {
         db.set_onversionchange(Some(on_version_change.as_ref().unchecked_ref()));
         Ok(Self {
             db,
+            leader: std::cell::RefCell::default(),
             _on_version_change: on_version_change,
         })
+    }
+
+    /// Makes `token` the database's leader: from now on every batch of this
+    /// store checks that no other tab claimed it since (see [`StoreError::Fenced`]).
+    pub async fn claim_leadership(&self, token: &str) -> Result<(), StoreError> {
+        let tx = self.transaction("readwrite", true)?;
+        tx.object_store(META)
+            .map_err(StoreError::from_idb)?
+            .put(&token.into(), Some(&LEADER_KEY.into()))
+            .map_err(StoreError::from_idb)?;
+        match tx.await.map_err(StoreError::from_idb)? {
+            TransactionResult::Committed => {
+                *self.leader.borrow_mut() = Some(token.to_owned());
+                Ok(())
+            }
+            TransactionResult::Aborted => Err(StoreError::IndexedDb(
+                "claiming the lead was aborted".into(),
+            )),
+        }
     }
 
     /// Loads everything, in one read-only transaction.
@@ -125,7 +158,12 @@ impl IdbStore {
                 .await
                 .map_err(StoreError::from_idb)
         };
-        for value in values(META).await? {
+        let meta = store(META)?
+            .get(JsValue::from_str(META_KEY))
+            .map_err(StoreError::from_idb)?
+            .await
+            .map_err(StoreError::from_idb)?;
+        if let Some(value) = meta {
             state.meta = Some(parse::<ClientMeta>(value, "meta")?);
         }
         for value in values(SUBSCRIPTIONS).await? {
@@ -192,6 +230,18 @@ impl IdbStore {
             store(OUTBOX)?,
             store(OUTCOMES)?,
         );
+        let leader = self.leader.borrow().clone();
+        if let Some(token) = leader {
+            let current = meta
+                .get(JsValue::from_str(LEADER_KEY))
+                .map_err(StoreError::from_idb)?
+                .await
+                .map_err(StoreError::from_idb)?;
+            if current.and_then(|v| v.as_string()).as_deref() != Some(token.as_str()) {
+                let _ = tx.abort();
+                return Err(StoreError::Fenced);
+            }
+        }
         // Requests are queued without awaiting each: the transaction runs them
         // in order and commits all or, on the first failure, none.
         for write in &batch.writes {

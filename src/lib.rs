@@ -3,18 +3,26 @@
 //! The app subscribes to feeds by name or pattern; the client mirrors them in
 //! IndexedDB and keeps them live over a WebSocket to a thoonk-server. The sync
 //! logic lives in the sans-IO core (`thoonk-sync-core`); this crate holds the
-//! browser shells around it (IndexedDB, WebSocket, timers) and the JS API.
+//! browser shells around it (IndexedDB, WebSocket, timers), the coordination of several tabs, and the JS
+//! API.
 
 #[cfg(target_arch = "wasm32")]
 mod client;
 #[cfg(target_arch = "wasm32")]
+mod follower;
+#[cfg(target_arch = "wasm32")]
 pub mod idb;
+#[cfg(target_arch = "wasm32")]
+mod leader;
 #[cfg(target_arch = "wasm32")]
 mod shell;
 #[cfg(target_arch = "wasm32")]
 mod socket;
 #[cfg(target_arch = "wasm32")]
-mod tab_lock;
+mod tab;
+#[cfg(target_arch = "wasm32")]
+mod tabs;
+mod view_cache;
 
 #[cfg(target_arch = "wasm32")]
 pub use client::{Client, ClientOptions, OnChange};

@@ -8,16 +8,15 @@
 //! frames, so a change is never on the wire before it is durable.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
 use futures::channel::oneshot;
 use thoonk_protocol::{ChangeId, ServerMessage};
-use thoonk_sync_core::{ChangeOutcome, Config, CoreError, Effects, Notification, SyncCore};
+use thoonk_sync_core::{Config, CoreError, Effects, Notification, SyncCore};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::JsCast;
 
-use crate::idb::IdbStore;
+use crate::idb::{IdbStore, StoreError};
 use crate::socket::{Connection, SocketEvent};
 
 /// Milliseconds since 1970 from the browser's clock: the core's `now`.
@@ -33,6 +32,9 @@ pub trait AppHooks {
     fn storage_failed(&self, message: &str);
     /// The pump finished a round (counts such as pending changes may have changed).
     fn settled(&self);
+    /// Another tab took the lead: the shell stopped, its core holds what the
+    /// store held then, and this tab must follow the new leader.
+    fn fenced(&self);
 }
 
 struct Timer {
@@ -51,13 +53,18 @@ pub struct Shell {
     pumping: Cell<bool>,
     timer: RefCell<Option<Timer>>,
     idle_waiters: RefCell<Vec<oneshot::Sender<()>>>,
-    outcome_waiters: RefCell<HashMap<ChangeId, Vec<oneshot::Sender<ChangeOutcome>>>>,
     hooks: RefCell<Option<Rc<dyn AppHooks>>>,
     closed: Cell<bool>,
     /// Set by the app ("work offline") or the browser's `offline` event: no socket is opened.
     paused: Cell<bool>,
     /// The store held no client state when the shell started.
     started_fresh: bool,
+    /// Stopped because another tab took the lead.
+    fenced: Cell<bool>,
+    /// Inputs given to the core so far.
+    inputs: Cell<u64>,
+    /// Inputs whose store writes are committed.
+    stored: Cell<u64>,
 }
 
 impl Shell {
@@ -76,11 +83,13 @@ impl Shell {
             pumping: Cell::new(false),
             timer: RefCell::default(),
             idle_waiters: RefCell::default(),
-            outcome_waiters: RefCell::default(),
             hooks: RefCell::default(),
             closed: Cell::new(false),
             paused: Cell::new(false),
             started_fresh,
+            fenced: Cell::new(false),
+            inputs: Cell::new(0),
+            stored: Cell::new(0),
         }))
     }
 
@@ -106,6 +115,7 @@ impl Shell {
         apply: impl FnOnce(&mut SyncCore, u64) -> Result<R, CoreError>,
     ) -> Result<R, CoreError> {
         let result = apply(&mut self.core.borrow_mut(), now());
+        self.inputs.set(self.inputs.get() + 1);
         self.schedule_pump();
         result
     }
@@ -121,19 +131,31 @@ impl Shell {
         let _ = rx.await;
     }
 
-    /// Resolves with the outcome of change `id` (which may come after a reload).
-    pub fn outcome(&self, id: ChangeId) -> oneshot::Receiver<ChangeOutcome> {
-        let (tx, rx) = oneshot::channel();
-        if let Some(record) = self.core.borrow().outcomes().get(&id) {
-            let _ = tx.send(record.outcome.clone());
-        } else {
-            self.outcome_waiters
-                .borrow_mut()
-                .entry(id)
-                .or_default()
-                .push(tx);
-        }
-        rx
+    /// How many inputs the core was given so far: a mark for [`Shell::holds`].
+    pub fn inputs(&self) -> u64 {
+        self.inputs.get()
+    }
+
+    /// True when change `id`, made by input number `mark` (or before), is
+    /// durably stored: in the outbox or, ended, in the outcomes. After a
+    /// fence the core holds what the store held; else the writes of inputs
+    /// up to `mark` are committed once `stored` reached it.
+    pub fn holds(&self, id: &ChangeId, mark: u64) -> bool {
+        let durable = self.fenced.get() || self.stored.get() >= mark;
+        let core = self.core.borrow();
+        durable
+            && (core.outcomes().contains_key(id)
+                || core.pending().iter().any(|entry| &entry.id == id))
+    }
+
+    /// True once the shell stopped (closed by the app, or fenced).
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    /// True once the shell stopped because another tab took the lead.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.get()
     }
 
     /// Works offline (`true`): closes the socket and opens none until called
@@ -175,7 +197,6 @@ impl Shell {
         self.generation.set(self.generation.get() + 1);
         self.connection.borrow_mut().take();
         self.cancel_timer();
-        self.outcome_waiters.borrow_mut().clear();
         self.store.close();
     }
 
@@ -192,11 +213,15 @@ impl Shell {
             if self.closed.get() {
                 break;
             }
+            let through = self.inputs.get();
             let effects = self.core.borrow_mut().take_effects();
             if effects.is_empty() {
+                self.stored.set(through);
                 break;
             }
-            self.carry_out(effects).await;
+            if self.carry_out(effects).await {
+                self.stored.set(through);
+            }
         }
         self.pumping.set(false);
         for waiter in self.idle_waiters.borrow_mut().drain(..) {
@@ -214,11 +239,19 @@ impl Shell {
         self.hooks.borrow().clone()
     }
 
-    async fn carry_out(self: &Rc<Self>, effects: Effects) {
+    /// Carries out one round of effects; false when its store batch failed.
+    async fn carry_out(self: &Rc<Self>, effects: Effects) -> bool {
         if let Some(batch) = &effects.store {
-            if let Err(err) = self.store.apply(batch).await {
-                self.recover_from_storage_failure(err.to_string()).await;
-                return;
+            match self.store.apply(batch).await {
+                Ok(()) => {}
+                Err(StoreError::Fenced) => {
+                    self.step_aside().await;
+                    return false;
+                }
+                Err(err) => {
+                    self.recover_from_storage_failure(err.to_string()).await;
+                    return false;
+                }
             }
         }
         if effects.close {
@@ -235,21 +268,27 @@ impl Shell {
         if effects.connect {
             self.connect();
         }
-        let hooks = self.hooks();
-        for notification in &effects.notify {
-            if let Notification::Outcome { change, outcome } = notification {
-                for waiter in self
-                    .outcome_waiters
-                    .borrow_mut()
-                    .remove(change)
-                    .unwrap_or_default()
-                {
-                    let _ = waiter.send(outcome.clone());
-                }
-            }
-            if let Some(hooks) = &hooks {
+        if let Some(hooks) = self.hooks() {
+            for notification in &effects.notify {
                 hooks.notify(notification);
             }
+        }
+        true
+    }
+
+    /// Another tab leads now: stop, with the core reloaded from the store (so
+    /// that [`Shell::holds`] tells which changes were made durable here).
+    async fn step_aside(self: &Rc<Self>) {
+        self.fenced.set(true);
+        self.drop_connection();
+        if let Ok(state) = self.store.load().await {
+            if let Ok(core) = SyncCore::open(self.config.clone(), state, now()) {
+                *self.core.borrow_mut() = core;
+            }
+        }
+        self.close();
+        if let Some(hooks) = self.hooks() {
+            hooks.fenced();
         }
     }
 
@@ -264,7 +303,10 @@ impl Shell {
         self.drop_connection();
         match self.store.load().await {
             Ok(state) => match SyncCore::open(self.config.clone(), state, now()) {
-                Ok(core) => *self.core.borrow_mut() = core,
+                Ok(core) => {
+                    *self.core.borrow_mut() = core;
+                    self.stored.set(self.inputs.get());
+                }
                 Err(err) => {
                     web_sys::console::error_1(&format!("thoonk-sync: cannot reopen: {err}").into())
                 }

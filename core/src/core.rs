@@ -592,6 +592,42 @@ impl SyncCore {
     /// into the outbox and the overlay in the same store batch, and is sent
     /// when its lane is free.
     pub fn change(&mut self, op: Operation, now: u64) -> Result<ChangeId, CoreError> {
+        self.queue_change(None, op, now)
+    }
+
+    /// Makes a local change under an id the caller chose (`"<client_id>:<suffix>"`,
+    /// unique among this client's changes), e.g. another tab forwarding a
+    /// change it made. Idempotent: when a change with this id is already in the
+    /// outbox or has a stored outcome, nothing happens, so a caller that does
+    /// not know whether its first attempt was stored may simply try again.
+    pub fn change_with_id(
+        &mut self,
+        id: ChangeId,
+        op: Operation,
+        now: u64,
+    ) -> Result<ChangeId, CoreError> {
+        let own =
+            id.0.strip_prefix(self.client_id.as_str())
+                .and_then(|rest| rest.strip_prefix(':'))
+                .is_some_and(|suffix| !suffix.is_empty() && suffix.len() <= 64);
+        if !own {
+            return Err(CoreError::Usage(format!(
+                "change id {:?} must be `{}:` followed by 1-64 bytes",
+                id.0, self.client_id
+            )));
+        }
+        if self.outcomes.contains_key(&id) || self.outbox.iter().any(|e| e.record.id == id) {
+            return Ok(id);
+        }
+        self.queue_change(Some(id), op, now)
+    }
+
+    fn queue_change(
+        &mut self,
+        id: Option<ChangeId>,
+        op: Operation,
+        now: u64,
+    ) -> Result<ChangeId, CoreError> {
         self.check_usable()?;
         if let Operation::Action { name, .. } = &op {
             if name.is_empty() {
@@ -599,7 +635,7 @@ impl SyncCore {
             }
         }
         let seq = self.allocate_seq();
-        let id = ChangeId::new(&self.client_id, seq);
+        let id = id.unwrap_or_else(|| ChangeId::new(&self.client_id, seq));
         let base = op
             .feed()
             .map(|f| {

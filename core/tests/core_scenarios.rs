@@ -547,3 +547,58 @@ fn a_gap_asks_for_one_replay_and_the_answer_fills_it() {
     let reloaded = StoredState::clone(h.store.state());
     assert_eq!(reloaded.feed_items(&feed()).len(), 3);
 }
+
+#[test]
+fn a_change_with_a_chosen_id_is_queued_once_however_often_it_is_given() {
+    let mut h = Harness::new();
+    h.online();
+    let chosen = ChangeId("c1:tab7-1".into());
+    let op = Operation::Edit {
+        feed: feed(),
+        id: id("a"),
+        item: json!({"title": "from another tab"}),
+    };
+    h.now += 1;
+    let given = h
+        .core
+        .change_with_id(chosen.clone(), op.clone(), h.now)
+        .unwrap();
+    assert_eq!(given, chosen);
+    let fx = h.effects();
+    assert_eq!(submitted(&fx).len(), 1, "sent under the chosen id");
+    assert_eq!(submitted(&fx)[0].0, chosen);
+
+    // Given again while pending (the forwarding tab never heard back): nothing new.
+    let again = h
+        .core
+        .change_with_id(chosen.clone(), op.clone(), h.now)
+        .unwrap();
+    assert_eq!(again, chosen);
+    let fx = h.effects();
+    assert!(fx.store.is_none() && fx.send.is_empty());
+    assert_eq!(h.core.pending().len(), 1);
+
+    // Given again after its outcome is stored: still nothing new.
+    h.server(ServerMessage::Outcome {
+        id: chosen.clone(),
+        outcome: Outcome::Rejected {
+            code: ErrorCode::Forbidden,
+            message: "no".into(),
+        },
+    });
+    assert!(h.core.pending().is_empty());
+    h.core
+        .change_with_id(chosen.clone(), op.clone(), h.now)
+        .unwrap();
+    assert!(h.core.pending().is_empty());
+    assert_eq!(h.store.state(), &h.core.stored_state());
+
+    // An id of another client, or a bare prefix, is refused.
+    for bad in ["c2:tab7-1", "c1:", "c1", "c1x:1"] {
+        let err = h
+            .core
+            .change_with_id(ChangeId(bad.into()), op.clone(), h.now)
+            .unwrap_err();
+        assert!(matches!(err, CoreError::Usage(_)), "{bad}: {err}");
+    }
+}
