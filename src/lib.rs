@@ -3,8 +3,8 @@
 //! The app subscribes to feeds by name or pattern; the client mirrors them in
 //! IndexedDB and keeps them live over a WebSocket to a thoonk-server. The sync
 //! logic lives in the sans-IO core (`thoonk-sync-core`); this crate holds the
-//! browser shells around it (IndexedDB, WebSocket, timers), the coordination of several tabs, and the JS
-//! API.
+//! browser shells around it (IndexedDB, WebSocket, timers), the coordination
+//! of several tabs on one database, and the JS API.
 
 #[cfg(target_arch = "wasm32")]
 mod client;
@@ -22,6 +22,8 @@ mod socket;
 mod tab;
 #[cfg(target_arch = "wasm32")]
 mod tabs;
+// Natively only its unit tests use it.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod view_cache;
 
 #[cfg(target_arch = "wasm32")]
