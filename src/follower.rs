@@ -12,6 +12,9 @@ use wasm_bindgen::JsValue;
 use crate::client::js_error;
 use crate::tab::{Role, Tab};
 use crate::tabs::{Interval, TabMessage, MISSED_PINGS_BEFORE_TAKEOVER, PING_INTERVAL_MS};
+
+/// Unanswered pings after which a follower shows "connecting".
+const LEADER_SILENT_AFTER_PINGS: u32 = 3;
 use crate::view_cache::ViewCache;
 
 /// A change this tab made and sent to the leader, not yet answered.
@@ -141,6 +144,7 @@ impl Follower {
                 op,
             });
         }
+        Follower::report_status(tab);
         answer
     }
 
@@ -153,7 +157,12 @@ impl Follower {
 
     /// Hears the leader.
     pub fn hear(tab: &Rc<Tab>, message: TabMessage) {
-        with_follower(tab, |f| f.missed_pings = 0);
+        let was_silent = with_follower(tab, |f| {
+            std::mem::take(&mut f.missed_pings) >= LEADER_SILENT_AFTER_PINGS
+        });
+        if was_silent == Some(true) {
+            Follower::report_status(tab);
+        }
         match message {
             TabMessage::Leader { .. } => Follower::join(tab),
             TabMessage::Welcome {
@@ -203,9 +212,7 @@ impl Follower {
                 for event in &new_outcomes {
                     tab.callbacks.outcome(event);
                 }
-                if let Some(status) = Follower::status(tab) {
-                    tab.callbacks.status(&status);
-                }
+                Follower::report_status(tab);
                 tab.opened();
             }
             TabMessage::Views { to, feeds, .. } if to == tab.id => {
@@ -250,9 +257,7 @@ impl Follower {
             }
             TabMessage::State { state } => {
                 with_follower(tab, |f| f.state = Some(state));
-                if let Some(status) = Follower::status(tab) {
-                    tab.callbacks.status(&status);
-                }
+                Follower::report_status(tab);
             }
             _ => {}
         }
@@ -265,6 +270,7 @@ impl Follower {
         });
         if let Some(Some(change)) = change {
             let _ = change.reply.send(answer);
+            Follower::report_status(tab);
         }
     }
 
@@ -280,24 +286,41 @@ impl Follower {
         });
         match take_over {
             Some(true) => tab.take_over(),
-            Some(false) => tab.post(&TabMessage::Ping {
-                tab: tab.id.clone(),
-            }),
+            Some(false) => {
+                tab.post(&TabMessage::Ping {
+                    tab: tab.id.clone(),
+                });
+                Follower::report_status(tab);
+            }
             None => {}
         }
     }
 
-    /// The status as `status()` shows it in this tab.
+    /// The status as `status()` shows it in this tab: the leader's, with
+    /// this tab's unanswered changes counted as pending, and "connecting"
+    /// while the leader does not answer.
     pub fn status(tab: &Tab) -> Option<Value> {
         match &*tab.role.borrow() {
             Role::Follower(f) => {
                 let mut status = f.state.as_ref().map(|s| s["status"].clone()).unwrap_or_else(
                     || json!({ "connection": "connecting", "pending": 0, "feeds": {}, "storageError": null, "storageWiped": null }),
                 );
+                let pending = status["pending"].as_u64().unwrap_or(0);
+                status["pending"] = (pending + f.forwarded.len() as u64).into();
+                if f.missed_pings >= LEADER_SILENT_AFTER_PINGS {
+                    status["connection"] = "connecting".into();
+                }
                 status["tab"] = "follower".into();
                 Some(status)
             }
             _ => None,
+        }
+    }
+
+    /// Tells the app's status listeners about a change of [`Follower::status`].
+    fn report_status(tab: &Tab) {
+        if let Some(status) = Follower::status(tab) {
+            tab.callbacks.status(&status);
         }
     }
 

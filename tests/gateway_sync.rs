@@ -1,6 +1,6 @@
 //! The gateway's subscription paths against a real Redis and a real
 //! `thoonk-server`: snapshot on first subscribe, replay of the changes since a
-//! known revision, reset on a new epoch or a trimmed log, live events in
+//! known revision, reset on a new epoch, a deletion or a trimmed log, live events in
 //! revision order under concurrent writers, and patterns that pick up feeds
 //! created later.
 #![cfg(not(target_arch = "wasm32"))]
@@ -290,7 +290,46 @@ async fn a_feed_deleted_and_recreated_while_followed_resets_to_the_new_epoch() {
     }
     let mirror = client.mirror.get(&feed).unwrap();
     assert_eq!(mirror.ids(), ["new1", "new2"]);
-    assert!(mirror.snapshots.iter().any(|&(e, _)| e == new.epoch));
+    // The reset is a snapshot of the new epoch, or the epoch-0 snapshot that
+    // announced the deletion (the new epoch's events then follow from (0, 0)).
+    assert!(mirror
+        .snapshots
+        .iter()
+        .any(|&(e, _)| e == new.epoch || e == 0));
+}
+
+#[tokio::test]
+async fn a_feed_deleted_while_followed_is_announced_as_an_epoch_0_snapshot() {
+    let env = Env::start().await;
+    let feed = name("team:3:gone");
+    env.publish_many(&feed, "old", 1, 2).await;
+    let server = env.gateway(&[]).await;
+
+    let mut client = WsClient::signed_in(&server.ws_url(), "ann").await;
+    client.subscribe(feed.as_str()).await;
+    client.until_rev(&feed, 2).await;
+
+    env.store.delete(&feed).await.unwrap();
+    let deadline = tokio::time::Instant::now() + support::STREAM_WAIT;
+    loop {
+        let frame = client.next().await;
+        if let ServerMessage::Snapshot {
+            feed: f,
+            epoch,
+            rev,
+            items,
+        } = &frame
+        {
+            assert_eq!((f, *epoch, *rev), (&feed, 0, 0));
+            assert!(items.is_empty());
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the deletion was never announced; last frames: {:#?}",
+            client.tail()
+        );
+    }
 }
 
 #[tokio::test]

@@ -159,58 +159,9 @@ class TaskApp {
       }
     }
     $('notice-list').addEventListener('click', (event) => this.onNoticeClick(event));
-    $('take-over').addEventListener('click', () => this.takeOver());
-    if (await this.lockTab({ ifAvailable: true })) await this.openClient();
-    else this.waitForTab();
-  }
-
-  /** Shows that another tab syncs, and syncs here as soon as that tab closes. */
-  waitForTab() {
-    this.showElsewhere();
-    this.lockTab({}).then(() => this.resume());
-  }
-
-  // One tab per user syncs: two clients on one database would share its
-  // change ids. The others wait, and may take over.
-  lockTab(options) {
-    if (!navigator.locks) return Promise.resolve(true);
-    return new Promise((resolve) => {
-      navigator.locks.request(`thoonk-demo:${this.me.name}`, options, (lock) => {
-        resolve(Boolean(lock));
-        return lock ? new Promise(() => {}) : undefined; // held while the page lives
-      }).catch(() => this.lostTab()); // another tab took over
-    });
-  }
-
-  async takeOver() {
-    await this.lockTab({ steal: true });
-    await this.resume();
-    $('new-task').focus();
-  }
-
-  async resume() {
-    if (this.client || this.opening) return;
-    $('elsewhere').hidden = true;
-    this.opening = true;
-    try {
-      await this.openClient();
-    } finally {
-      this.opening = false;
-    }
-  }
-
-  lostTab() {
-    this.client?.close();
-    this.client = null;
-    this.waitForTab();
-  }
-
-  showElsewhere() {
-    $('elsewhere').hidden = false;
-    $('status').textContent = 'paused: open in another tab';
-    $('status').dataset.connection = 'elsewhere';
-    for (const id of ['mine', 'team-tasks', 'notices', 'inspector', 'offline-toggle']) $(id).hidden = true;
-    $('take-over').focus();
+    // Every tab of this user opens the client: one of them holds the
+    // connection and the others go through it (the library elects it).
+    await this.openClient();
   }
 
   /** Opens the client (paused when working offline) and wires it up. */

@@ -27,13 +27,15 @@ export function connectionText(connection) {
   }[connection] ?? connection;
 }
 
-/** The status bar: connection, pending count, last sync. */
-export function showStatus(node, { connection, pending, storageError }, lastSync) {
+/** The status bar: connection, pending count, last sync, and whether another tab syncs for this one. */
+export function showStatus(node, { connection, pending, storageError, tab }, lastSync) {
   const parts = [connectionText(connection), `${pending} pending`];
+  if (tab === 'follower') parts.push('via another tab');
   if (lastSync !== undefined) parts.push(lastSync ? `last sync ${formatTime(lastSync)}` : 'never synced');
   if (storageError) parts.push(`storage error: ${storageError}`);
   const text = parts.join(' · ');
   if (node.textContent !== text) node.textContent = text; // no repeated announcements
   node.dataset.connection = connection;
   node.dataset.pending = String(pending);
+  node.dataset.tab = tab ?? '';
 }

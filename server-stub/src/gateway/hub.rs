@@ -2,7 +2,7 @@
 //!
 //! One gateway process holds one Redis pub/sub connection (Redis pub/sub with
 //! a subscriber per client collapses), pattern-subscribed to every feed's
-//! change channel and to the classic `newfeed` channel. Sessions register the
+//! change channel and to the classic `newfeed` and `delfeed` channels. Sessions register the
 //! feeds and patterns they follow; each notice is parsed once and handed to
 //! the sessions that follow its feed. Pub/sub is a doorbell, not a log: when
 //! the connection drops, or a session's queue overflows, the session is told
@@ -17,11 +17,8 @@ use futures::StreamExt;
 use thoonk_protocol::{ChangeId, FeedName, FeedPattern, Outcome};
 use tokio::sync::mpsc;
 
-use crate::feeds::{ChangeNotice, CHANGE_CHANNEL_PATTERN};
+use crate::feeds::{ChangeNotice, CHANGE_CHANNEL_PATTERN, DELFEED_CHANNEL, NEWFEED_CHANNEL};
 use crate::jobs::{finish_channel, parse_finish};
-
-/// The classic Thoonk channel announcing a new feed: payload `"name\0instance"`.
-const NEWFEED_CHANNEL: &str = "newfeed";
 
 /// What the hub hands to a session.
 #[derive(Clone, Debug)]
@@ -30,6 +27,8 @@ pub enum HubEvent {
     Change(Arc<ChangeNotice>),
     /// A feed was created whose name matches one of the session's patterns.
     NewFeed(FeedName),
+    /// A feed the session follows was deleted.
+    Deleted(FeedName),
     /// A change submitted by the session's client finished.
     Outcome(ChangeId, Arc<Outcome>),
     /// Notices may have been missed: check [`Membership::take_lag`].
@@ -193,6 +192,19 @@ impl Hub {
         }
     }
 
+    /// Tells the sessions following `feed` that it was deleted.
+    pub fn dispatch_deleted_feed(&self, feed: FeedName) {
+        let mut reg = self.lock();
+        let Some(sessions) = reg.by_feed.get(&feed).cloned() else {
+            return;
+        };
+        for id in sessions {
+            if let Some(follower) = reg.followers.get_mut(&id) {
+                follower.offer(HubEvent::Deleted(feed.clone()));
+            }
+        }
+    }
+
     /// Announces a new feed to every session with a matching pattern.
     pub fn dispatch_new_feed(&self, feed: FeedName) {
         let mut reg = self.lock();
@@ -302,6 +314,7 @@ impl Hub {
         let mut pubsub = client.get_async_pubsub().await?;
         pubsub.psubscribe(CHANGE_CHANNEL_PATTERN).await?;
         pubsub.subscribe(NEWFEED_CHANNEL).await?;
+        pubsub.subscribe(DELFEED_CHANNEL).await?;
         let finish = finish_channel(&self.job_queue);
         pubsub.subscribe(&finish).await?;
         *backoff = Duration::from_millis(100);
@@ -321,11 +334,17 @@ impl Hub {
                 }
                 continue;
             }
-            if msg.get_channel_name() == NEWFEED_CHANNEL {
+            let registry = msg.get_channel_name();
+            if registry == NEWFEED_CHANNEL || registry == DELFEED_CHANNEL {
+                // Classic payload: "name\0instance".
                 let name = payload.split(|b| *b == 0).next().unwrap_or_default();
                 match std::str::from_utf8(name).map(FeedName::new) {
-                    Ok(Ok(feed)) => self.dispatch_new_feed(feed),
-                    _ => tracing::warn!("ignoring a newfeed message with an invalid feed name"),
+                    Ok(Ok(feed)) if registry == NEWFEED_CHANNEL => self.dispatch_new_feed(feed),
+                    Ok(Ok(feed)) => self.dispatch_deleted_feed(feed),
+                    _ => tracing::warn!(
+                        channel = registry,
+                        "ignoring a registry message with an invalid feed name"
+                    ),
                 }
                 continue;
             }

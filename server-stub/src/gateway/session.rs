@@ -580,6 +580,18 @@ impl Session {
                 }
                 self.follow(feed, None).await
             }
+            HubEvent::Deleted(feed) => {
+                // The log no longer continues what was sent: the catch-up
+                // answers with the feed's state now (epoch 0 while it is gone).
+                let Some(sent) = self.feeds.get(&feed).copied() else {
+                    return Ok(());
+                };
+                let from = FeedPosition {
+                    epoch: sent.epoch,
+                    rev: sent.rev,
+                };
+                self.catch_up(&feed, Some(from)).await
+            }
             HubEvent::Outcome(id, outcome) => {
                 let outcome = Outcome::clone(&outcome);
                 self.send(&ServerMessage::Outcome { id, outcome }).await
