@@ -268,7 +268,7 @@ impl Leader {
         shell.settled().await;
         for (queued, reply) in replies {
             let answer = match queued {
-                Ok(id) if shell.holds(&id, mark) => Ok(id),
+                Ok(id) if shell.stored(mark) => Ok(id),
                 Ok(_) => Err(js_error("storage", "the change could not be stored")),
                 Err(err) => Err(crate::client::core_error(err)),
             };
@@ -374,7 +374,7 @@ impl Leader {
                 wasm_bindgen_futures::spawn_local(async move {
                     shell.settled().await;
                     let answer = match queued {
-                        Ok(id) if shell.holds(&id, mark) => TabMessage::Queued { to: from, id },
+                        Ok(id) if shell.stored(mark) => TabMessage::Queued { to: from, id },
                         // Closed or fenced first: the next leader hears it again.
                         Ok(_) if shell.is_closed() => return,
                         Ok(id) => TabMessage::Refused {

@@ -11,7 +11,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 
 use futures::channel::oneshot;
-use thoonk_protocol::{ChangeId, ServerMessage};
+use thoonk_protocol::ServerMessage;
 use thoonk_sync_core::{Config, CoreError, Effects, Notification, SyncCore};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::JsCast;
@@ -63,8 +63,10 @@ pub struct Shell {
     fenced: Cell<bool>,
     /// Inputs given to the core so far.
     inputs: Cell<u64>,
-    /// Inputs whose store writes are committed.
+    /// Inputs whose store writes were carried out (committed, or failed).
     stored: Cell<u64>,
+    /// The ranges of inputs `(after, through]` whose store batch failed.
+    failed: RefCell<Vec<(u64, u64)>>,
 }
 
 impl Shell {
@@ -90,6 +92,7 @@ impl Shell {
             fenced: Cell::new(false),
             inputs: Cell::new(0),
             stored: Cell::new(0),
+            failed: RefCell::default(),
         }))
     }
 
@@ -131,21 +134,21 @@ impl Shell {
         let _ = rx.await;
     }
 
-    /// How many inputs the core was given so far: a mark for [`Shell::holds`].
+    /// How many inputs the core was given so far: a mark for [`Shell::stored`].
     pub fn inputs(&self) -> u64 {
         self.inputs.get()
     }
 
-    /// True when change `id`, made by input number `mark` (or before), is
-    /// durably stored: in the outbox or, ended, in the outcomes. After a
-    /// fence the core holds what the store held; else the writes of inputs
-    /// up to `mark` are committed once `stored` reached it.
-    pub fn holds(&self, id: &ChangeId, mark: u64) -> bool {
-        let durable = self.fenced.get() || self.stored.get() >= mark;
-        let core = self.core.borrow();
-        durable
-            && (core.outcomes().contains_key(id)
-                || core.pending().iter().any(|entry| &entry.id == id))
+    /// True when the store writes of input number `mark` (and every input
+    /// before it) were committed: a change made by that input is durable
+    /// (whatever happened to it since: confirmed, dismissed, …).
+    pub fn stored(&self, mark: u64) -> bool {
+        self.stored.get() >= mark
+            && !self
+                .failed
+                .borrow()
+                .iter()
+                .any(|&(after, through)| after < mark && mark <= through)
     }
 
     /// True once the shell stopped (closed by the app, or fenced).
@@ -219,9 +222,11 @@ impl Shell {
                 self.stored.set(through);
                 break;
             }
-            if self.carry_out(effects).await {
-                self.stored.set(through);
+            let after = self.stored.get();
+            if !self.carry_out(effects).await {
+                self.failed.borrow_mut().push((after, through));
             }
+            self.stored.set(through);
         }
         self.pumping.set(false);
         for waiter in self.idle_waiters.borrow_mut().drain(..) {
@@ -276,8 +281,8 @@ impl Shell {
         true
     }
 
-    /// Another tab leads now: stop, with the core reloaded from the store (so
-    /// that [`Shell::holds`] tells which changes were made durable here).
+    /// Another tab leads now: stop, with the core reloaded from the store
+    /// (what followers are told from now on is what this tab made durable).
     async fn step_aside(self: &Rc<Self>) {
         self.fenced.set(true);
         self.drop_connection();
@@ -303,10 +308,7 @@ impl Shell {
         self.drop_connection();
         match self.store.load().await {
             Ok(state) => match SyncCore::open(self.config.clone(), state, now()) {
-                Ok(core) => {
-                    *self.core.borrow_mut() = core;
-                    self.stored.set(self.inputs.get());
-                }
+                Ok(core) => *self.core.borrow_mut() = core,
                 Err(err) => {
                     web_sys::console::error_1(&format!("thoonk-sync: cannot reopen: {err}").into())
                 }

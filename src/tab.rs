@@ -443,7 +443,7 @@ impl Tab {
                 .map_err(core_error)?;
             let mark = shell.inputs();
             shell.settled().await;
-            if shell.holds(&id, mark) {
+            if shell.stored(mark) {
                 return Ok(id);
             }
             if !shell.is_fenced() && shell.is_closed() {
