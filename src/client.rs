@@ -140,16 +140,27 @@ pub(crate) fn core_error(err: CoreError) -> JsValue {
     js_error(code, err)
 }
 
-/// A Rust value as plain JS data (objects, not Maps).
+/// A Rust value as plain JS data, through JSON text: one serde path (the
+/// one the store and the wire use already) keeps the wasm module small, and
+/// `JSON.parse` builds large objects faster than property-by-property calls.
 pub(crate) fn to_js<T: Serialize + ?Sized>(value: &T) -> JsValue {
-    value
-        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+    serde_json::to_string(value)
+        .ok()
+        .and_then(|text| js_sys::JSON::parse(&text).ok())
         .unwrap_or(JsValue::NULL)
 }
 
-fn from_js<T: for<'de> Deserialize<'de>>(value: JsValue, what: &str) -> Result<T, JsValue> {
-    serde_wasm_bindgen::from_value(value)
-        .map_err(|err| js_error("bad_request", format!("{what}: {err}")))
+/// A JS value the app gave, read as JSON (`JSON.stringify` rules: functions
+/// and `undefined` properties are left out).
+pub(crate) fn from_js<T: for<'de> Deserialize<'de>>(
+    value: JsValue,
+    what: &str,
+) -> Result<T, JsValue> {
+    let text = js_sys::JSON::stringify(&value)
+        .ok()
+        .and_then(|text| text.as_string())
+        .ok_or_else(|| js_error("bad_request", format!("{what}: not a JSON value")))?;
+    serde_json::from_str(&text).map_err(|err| js_error("bad_request", format!("{what}: {err}")))
 }
 
 fn feed_name(feed: String) -> Result<FeedName, JsValue> {

@@ -15,7 +15,7 @@ use thoonk_sync_core::{
 };
 use wasm_bindgen::prelude::*;
 
-use crate::client::{js_error, random_seed, to_js, FeedChangeJs, ItemJs};
+use crate::client::{from_js, js_error, random_seed, to_js, FeedChangeJs, ItemJs};
 use crate::follower::Follower;
 use crate::idb::IdbStore;
 use crate::shell::{AppHooks, Shell};
@@ -144,11 +144,11 @@ impl Resolver for JsResolver {
             Merged(Option<Value>),
             Unresolved(String),
         }
-        match serde_wasm_bindgen::from_value::<Answer>(answer) {
+        match from_js::<Answer>(answer, "resolveConflict's answer") {
             Ok(Answer::Merged(value)) => Ok(Resolution::Merged(value)),
             Ok(Answer::Unresolved(reason)) => Ok(Resolution::Unresolved(reason)),
             Err(err) => Err(ResolverError(format!(
-                "resolveConflict returned an unknown answer: {err}"
+                "resolveConflict returned an unknown answer: {err:?}"
             ))),
         }
     }
