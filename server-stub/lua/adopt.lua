@@ -27,7 +27,10 @@
 --            stop when it is unchanged. Every classic write but a sorted
 --            feed's move changes it; a move's event is published in the same
 --            transaction, so only a dropped subscription loses it, after
---            which the adopter runs in full mode.
+--            which the adopter runs in full mode. 'auto': 'full' for a
+--            sorted feed, 'sweep' for a time-ordered one (whose every classic
+--            write, thoonk.py's included, changes the fingerprint), so a run
+--            on a large time-ordered feed costs O(1) unless it changed.
 -- Reply: { epoch, rev, number of changes adopted }; a feed that does not
 -- exist (or is a queue/job) replies { '0', '0', 0 } and writes nothing but
 -- the removal of a stale mirror.
@@ -161,7 +164,9 @@ return run(function()
     return table.concat({ num(f.epoch or 0), num(f.rev),
       redis.call('GET', f.publishes) or '0', redis.call('HLEN', f.items), len }, ':')
   end
-  if ARGV[1] == 'sweep' and not f.new_epoch and f.epoch
+  local mode = ARGV[1]
+  if mode == 'auto' then mode = sorted and 'full' or 'sweep' end
+  if mode == 'sweep' and not f.new_epoch and f.epoch
     and redis.call('HGET', mkey, 'fp') == fingerprint() then
     return { num(f.epoch), num(f.rev), 0 }
   end

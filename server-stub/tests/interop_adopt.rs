@@ -397,7 +397,7 @@ async fn a_lost_mirror_or_a_classic_delete_adopts_nothing_twice() {
 }
 
 #[tokio::test]
-async fn a_sweep_compares_fingerprints_and_a_full_run_compares_everything() {
+async fn a_sweep_compares_fingerprints_a_check_sorted_feeds_in_full_and_a_full_run_everything() {
     let env = Env::start().await;
     let adopter = Adopter::open(&env.client).await.unwrap();
     let mut py = env.py(false).await;
@@ -430,8 +430,31 @@ async fn a_sweep_compares_fingerprints_and_a_full_run_compares_everything() {
     py.call(json!({"op": "move", "feed": "s", "pos": "begin:", "id": "3"}))
         .await;
     assert_eq!(adopter.sweep(&s).await.unwrap().changes, 0);
+    // `check` compares a sorted feed in full, so it finds a move too.
+    assert_eq!(adopter.check(&s).await.unwrap().changes, 1);
+    py.call(json!({"op": "move", "feed": "s", "pos": "begin:", "id": "2"}))
+        .await;
     assert_eq!(adopter.adopt(&s).await.unwrap().changes, 1);
     assert_consistent(&env, &mut py, "s").await;
+
+    // A time-ordered feed: `check` is a fingerprint sweep, and every
+    // thoonk.py write changes the fingerprint.
+    py.call(json!({"op": "create", "feed": "t", "type": "feed"}))
+        .await;
+    let t = name("t");
+    for (i, title) in ["a", "b"].iter().enumerate() {
+        py.call(json!({"op": "publish", "feed": "t", "id": format!("t{i}"), "item": format!("\"{title}\"")}))
+            .await;
+    }
+    assert_eq!(adopter.check(&t).await.unwrap().changes, 2);
+    assert_eq!(adopter.check(&t).await.unwrap().changes, 0);
+    py.call(json!({"op": "publish", "feed": "t", "id": "t0", "item": "\"a2\""}))
+        .await;
+    assert_eq!(adopter.check(&t).await.unwrap().changes, 1, "an edit");
+    py.call(json!({"op": "retract", "feed": "t", "id": "t1"}))
+        .await;
+    assert_eq!(adopter.check(&t).await.unwrap().changes, 1, "a retract");
+    assert_consistent(&env, &mut py, "t").await;
 }
 
 #[tokio::test]
