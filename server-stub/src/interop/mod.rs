@@ -280,7 +280,8 @@ pub async fn run_adopter_with(
                     Err(err) => tracing::warn!(%err, "adopter: cannot list the feeds"),
                 }
             }
-            runs.sort_by(|a, b| b.1.cmp(&a.1));
+            // The most thorough run of a feed comes first; the others are skipped.
+            runs.sort_by_key(|run| std::cmp::Reverse(run.1));
             let mut done = BTreeSet::new();
             for (feed, sweep) in runs {
                 if !done.insert(feed.clone()) {
