@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand};
+use redis::IntoConnectionInfo;
 use thoonk_server::feeds::{cli::FeedCommand, FeedStore};
 use thoonk_server::gateway::{
     AccessRules, ClientOwners, ConfigRules, Hub, OpenAccess, SessionLimits, Shared,
@@ -84,6 +86,16 @@ struct ServeArgs {
     queue_settings: QueueArgs,
 }
 
+/// A Redis client for `url` whose connections send each command at once
+/// (`TCP_NODELAY`: no Nagle delay between a script call and its reply).
+fn redis_client(url: &str) -> anyhow::Result<redis::Client> {
+    let info = url
+        .into_connection_info()
+        .with_context(|| format!("{url} is not a valid Redis URL"))?;
+    let tcp = info.tcp_settings().clone().set_nodelay(true);
+    Ok(redis::Client::open(info.set_tcp_settings(tcp))?)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -91,8 +103,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let client = redis::Client::open(cli.redis.as_str())
-        .with_context(|| format!("{} is not a valid Redis URL", cli.redis))?;
+    let client = redis_client(&cli.redis)?;
     match cli.command {
         Command::Serve(args) => serve(client, args).await,
         Command::Work(args) => {
@@ -207,6 +218,12 @@ async fn serve(client: redis::Client, args: ServeArgs) -> anyhow::Result<()> {
         let _ = stop.send(true);
     });
     let mut stopped = stopped;
+    // Frames go out at once (no Nagle delay behind an unacknowledged frame).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::warn!(%err, "cannot set TCP_NODELAY on a connection");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stopped.wait_for(|stop| *stop).await;

@@ -499,3 +499,62 @@ async fn thoonk_py_trimming_and_same_value_republishing_are_adopted() {
         .collect();
     assert_eq!(ids, ["c", "b"]);
 }
+
+#[tokio::test]
+async fn a_sweep_follows_our_own_writes_to_a_time_ordered_feed_from_the_log_alone() {
+    let env = Env::start().await;
+    let adopter = Adopter::open(&env.client).await.unwrap();
+    let mut py = env.py(false).await;
+    py.call(json!({"op": "create", "feed": "big", "type": "feed"}))
+        .await;
+    let big = name("big");
+    for i in 0..300 {
+        env.store
+            .publish(&big, Some(&id(&format!("i{i}"))), &json!({ "n": i }), None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(adopter.adopt(&big).await.unwrap().changes, 0);
+
+    // Our writes since the last run: publishes, an edit, retracts.
+    env.store
+        .publish(&big, Some(&id("new")), &json!("new"), None)
+        .await
+        .unwrap();
+    env.store
+        .edit(&big, &id("i1"), &json!("edited"), None)
+        .await
+        .unwrap();
+    env.store.retract(&big, &id("i2"), None).await.unwrap();
+    env.store.retract(&big, &id("new"), None).await.unwrap();
+    let mut conn = env.client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(adopter.sweep(&big).await.unwrap().changes, 0);
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for whole in ["cmdstat_hgetall", "cmdstat_zrange"] {
+        assert!(
+            !stats.contains(whole),
+            "the sweep read the feed in full:\n{stats}"
+        );
+    }
+    // The mirror it left is the one a full run agrees with.
+    assert_eq!(adopter.adopt(&big).await.unwrap().changes, 0);
+
+    // A classic write among ours breaks the account: the sweep compares in full.
+    env.store
+        .publish(&big, Some(&id("ours")), &json!(1), None)
+        .await
+        .unwrap();
+    py.call(json!({"op": "publish", "feed": "big", "id": "theirs", "item": "\"2\""}))
+        .await;
+    assert_eq!(adopter.sweep(&big).await.unwrap().changes, 1);
+    assert_consistent(&env, &mut py, "big").await;
+}
