@@ -64,6 +64,9 @@ try {
   const latency = await call('latency', ws, `bench:browser-latency:${Date.now()}`, samples);
   out.publish_to_other_callback_ms = latency.toOtherCallback;
   out.publish_to_own_outcome_ms = latency.toOwnOutcome;
+  out.publish_to_send_ms = latency.toSend;
+  out.send_to_frame_ms = latency.toFrame;
+  out.frame_to_callback_ms = latency.frameToCallback;
 } catch (err) {
   out.publish_to_other_callback_ms = [];
   out.publish_to_own_outcome_ms = [];

@@ -242,12 +242,25 @@ if (browser) {
   p();
   const l = browser.publish_to_other_callback_ms, o = browser.publish_to_own_outcome_ms;
   p(`Publish on client A → client B's change callback (both in one page, each with its own database and socket, through the real server: submit → job → worker → feed script → pub/sub → gateway → B's IndexedDB → callback), ${l.length} samples: p50 ${fmt(quantile(l, 0.5))} ms, p90 ${fmt(quantile(l, 0.9))} ms, p99 ${fmt(quantile(l, 0.99))} ms, max ${fmt(quantile(l, 1))} ms. A's own outcome: p50 ${fmt(quantile(o, 0.5))} ms, p99 ${fmt(quantile(o, 0.99))} ms.`);
+  const ts = browser.publish_to_send_ms ?? [], tf = browser.send_to_frame_ms ?? [], fc = browser.frame_to_callback_ms ?? [];
+  if (tf.length) p(`Profile of that path (frames timed as A's WebSocket sends the submit and as the event reaches B's): publish → submit frame sent (A's client: sync core, the strict IndexedDB commit of the outbox entry) p50 ${fmt(quantile(ts, 0.5))} ms, p99 ${fmt(quantile(ts, 0.99))} ms; submit sent → event at B (gateway, job queue, worker, feed script, pub/sub, loopback) p50 ${fmt(quantile(tf, 0.5))} ms, p99 ${fmt(quantile(tf, 0.99))} ms; event at B → B's callback (B's client: parse, sync core, IndexedDB transaction, conversion to JS) p50 ${fmt(quantile(fc, 0.5))} ms, p99 ${fmt(quantile(fc, 0.99))} ms.`);
   p();
   if (browser.page_errors?.length) p(`Page errors: ${browser.page_errors.join('; ')}`);
   if (browser.failed_reps?.length) { p(`Failed repetitions (left out above): ${browser.failed_reps.join('; ')}`); p(); }
 }
 if (bundle) {
   p(`Bundle (\`wasm-pack build --target web --profile wasm-release\`, no wasm-opt): \`thoonk_sync_bg.wasm\` ${fmt(kb(bundle.wasm_bytes), 1)} KB raw, ${fmt(kb(bundle.wasm_gzip), 1)} KB gzip -9; \`thoonk_sync.js\` ${fmt(kb(bundle.js_bytes), 1)} KB raw, ${fmt(kb(bundle.js_gzip), 1)} KB gzip -9.`);
+  const sizes = of('bundle_crates')[0];
+  if (sizes) {
+    p();
+    p(`Profile of the module: its code (${fmt(kb(sizes.code), 1)} KB of function bodies in a build that keeps the name section, before wasm-bindgen) by the crate each function belongs to (\`bench/wasm_sizes.py\`; generic code counts for the crate that defines it, e.g. \`alloc\` holds every \`Vec\`/\`BTreeMap\` instantiation):`);
+    p();
+    p('| crate | code KB | share | functions |');
+    p('|---|---|---|---|');
+    for (const [crate, bytes, functions] of sizes.crates.slice(0, 14)) {
+      p(`| ${crate} | ${fmt(kb(bytes), 1)} | ${fmt((100 * bytes) / sizes.code, 1)} % | ${fmt(functions, 0)} |`);
+    }
+  }
   p();
 }
 

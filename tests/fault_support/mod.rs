@@ -362,7 +362,8 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start(upstream: u16) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        // A port no server of this process had: a killed server's port stays its own.
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", free_port()))
             .await
             .expect("bind the proxy");
         let port = listener.local_addr().unwrap().port();

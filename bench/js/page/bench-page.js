@@ -143,8 +143,36 @@ window.bench = {
   },
   // publish on client A → B's change callback, through the real server.
   async latency(url, feed, samples) {
+    // The profile of the path: when each event frame reaches B's socket (a
+    // listener added before the client's own), so that the time splits into
+    // publish → frame at B (server and network) and frame → callback (B's
+    // client: parse, sync core, IndexedDB transaction, JS conversion).
+    const arrivals = new Map();
+    const sent = new Map();
+    const Native = window.WebSocket;
+    let opened = 0;
+    window.WebSocket = class extends Native {
+      constructor(...args) {
+        super(...args);
+        const isB = opened++ === 1;
+        if (!isB) {
+          const send = this.send.bind(this);
+          this.send = (data) => {
+            const match = typeof data === 'string' && data.includes('"type":"submit"') && /"id":"(lat-\d+)"/.exec(data);
+            if (match && !sent.has(match[1])) sent.set(match[1], performance.now());
+            send(data);
+          };
+        }
+        this.addEventListener('message', (event) => {
+          if (!isB || typeof event.data !== 'string' || !event.data.includes('"type":"event"')) return;
+          const match = /"id":"(lat-\d+)"/.exec(event.data);
+          if (match && !arrivals.has(match[1])) arrivals.set(match[1], performance.now());
+        });
+      }
+    };
     const a = await Client.open({ url, token: 'bench', dbName: `lat-a-${Math.random()}` });
     const b = await Client.open({ url, token: 'bench', dbName: `lat-b-${Math.random()}` });
+    window.WebSocket = Native;
     let waiting = null;
     a.subscribe(feed, () => {});
     b.subscribe(feed, (change) => {
@@ -155,6 +183,9 @@ window.bench = {
     await new Promise((ok) => setTimeout(ok, 1000));
     const out = [];
     const outcomes = [];
+    const toSend = [];
+    const toFrame = [];
+    const frameToCallback = [];
     for (let i = 0; i < samples + 10; i++) {
       const id = `lat-${i}`;
       const seen = new Promise((ok) => { waiting = { id, ok }; });
@@ -165,11 +196,20 @@ window.bench = {
       if (!settled) throw new Error(`the outcome of sample ${i} never arrived`);
       const t2 = performance.now();
       if (t1 === null) throw new Error(`sample ${i} never arrived`);
-      if (i >= 10) { out.push(t1 - t0); outcomes.push(t2 - t0); }
+      if (i >= 10) {
+        out.push(t1 - t0);
+        outcomes.push(t2 - t0);
+        const frameAt = arrivals.get(id), sentAt = sent.get(id);
+        if (frameAt !== undefined && sentAt !== undefined) {
+          toSend.push(sentAt - t0);
+          toFrame.push(frameAt - sentAt);
+          frameToCallback.push(t1 - frameAt);
+        }
+      }
       await new Promise((ok) => setTimeout(ok, 5));
     }
     a.close(); b.close();
-    return { toOtherCallback: out, toOwnOutcome: outcomes };
+    return { toOtherCallback: out, toOwnOutcome: outcomes, toSend, toFrame, frameToCallback };
   },
   deleteDb,
 };
