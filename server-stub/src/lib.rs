@@ -6,3 +6,4 @@ pub mod gateway;
 pub mod http;
 pub mod interop;
 pub mod jobs;
+pub mod redis_target;

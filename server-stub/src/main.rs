@@ -7,7 +7,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand};
-use redis::IntoConnectionInfo;
 use thoonk_server::feeds::{cli::FeedCommand, FeedStore};
 use thoonk_server::gateway::{
     AccessRules, ClientOwners, ConfigRules, Hub, OpenAccess, SessionLimits, Shared,
@@ -15,6 +14,7 @@ use thoonk_server::gateway::{
 use thoonk_server::http::{router, StaticDir};
 use thoonk_server::jobs::cli::{JobCommand, QueueArgs, WorkArgs};
 use thoonk_server::jobs::{run_workers, Handlers, JobQueue};
+use thoonk_server::redis_target::RedisTarget;
 use tracing_subscriber::EnvFilter;
 
 /// The thoonk-sync server: feeds and jobs in Redis with the Thoonk layout, and
@@ -22,7 +22,9 @@ use tracing_subscriber::EnvFilter;
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
-    /// Redis to use, as a `redis://host:port/db` URL.
+    /// Redis to use: a `redis://host:port/db` URL; for a Redis Cluster,
+    /// `redis+cluster://host:port,host:port` (some of its nodes) or several
+    /// `redis://` URLs separated by commas.
     #[arg(
         long,
         global = true,
@@ -86,16 +88,6 @@ struct ServeArgs {
     queue_settings: QueueArgs,
 }
 
-/// A Redis client for `url` whose connections send each command at once
-/// (`TCP_NODELAY`: no Nagle delay between a script call and its reply).
-fn redis_client(url: &str) -> anyhow::Result<redis::Client> {
-    let info = url
-        .into_connection_info()
-        .with_context(|| format!("{url} is not a valid Redis URL"))?;
-    let tcp = info.tcp_settings().clone().set_nodelay(true);
-    Ok(redis::Client::open(info.set_tcp_settings(tcp))?)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -103,7 +95,12 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let client = redis_client(&cli.redis)?;
+    let client = RedisTarget::parse(&cli.redis).with_context(|| {
+        format!(
+            "{} is not a valid Redis URL or list of cluster nodes",
+            cli.redis
+        )
+    })?;
     match cli.command {
         Command::Serve(args) => serve(client, args).await,
         Command::Work(args) => {
@@ -149,7 +146,7 @@ fn load_access(config: Option<&std::path::Path>) -> anyhow::Result<Arc<dyn Acces
     })
 }
 
-async fn serve(client: redis::Client, args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(client: RedisTarget, args: ServeArgs) -> anyhow::Result<()> {
     let access = load_access(args.config.as_deref())?;
     let settings = args.queue_settings.settings();
     let jobs = JobQueue::open(&client, &args.queue, settings.clone())

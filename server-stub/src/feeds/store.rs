@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
+use crate::redis_target::{RedisConn, RedisTarget};
 use redis::{AsyncCommands, RedisError, Script, Value};
 use serde_json::Value as Json;
 use thoonk_protocol::{FeedName, FeedPosition, ItemId, Position, Rev};
@@ -26,7 +26,7 @@ const CREATE_ATTEMPTS: usize = 3;
 /// Cheap to clone; clones share one multiplexed, auto-reconnecting connection.
 #[derive(Clone)]
 pub struct FeedStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     scripts: Arc<Scripts>,
     instance: Arc<str>,
 }
@@ -104,8 +104,11 @@ fn json_text(item: &Json) -> String {
 impl FeedStore {
     /// Connects and loads the scripts (reloaded automatically on NOSCRIPT).
     /// `instance` is this process's id in the classic `newfeed`/`delfeed`/`conffeed` payloads.
-    pub async fn open(client: &redis::Client, instance: &str) -> Result<FeedStore, FeedError> {
-        let mut conn = client.get_connection_manager().await?;
+    pub async fn open(
+        redis: impl Into<RedisTarget>,
+        instance: &str,
+    ) -> Result<FeedStore, FeedError> {
+        let mut conn = redis.into().connect().await?;
         let scripts = Scripts::new();
         for script in scripts.all() {
             script.load_async(&mut conn).await?;

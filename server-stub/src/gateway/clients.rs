@@ -7,23 +7,26 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::redis_target::{RedisConn, RedisTarget};
 
 const CLAIM: &str = include_str!("../../lua/client_claim.lua");
 
 /// The client-id ownership records.
 #[derive(Clone)]
 pub struct ClientOwners {
-    conn: ConnectionManager,
+    conn: RedisConn,
     script: redis::Script,
     retention: Duration,
 }
 
 impl ClientOwners {
     /// Connects; bindings last `retention` after the client's last hello.
-    pub async fn open(client: &redis::Client, retention: Duration) -> redis::RedisResult<Self> {
+    pub async fn open(
+        redis: impl Into<RedisTarget>,
+        retention: Duration,
+    ) -> redis::RedisResult<Self> {
         Ok(Self {
-            conn: ConnectionManager::new(client.clone()).await?,
+            conn: redis.into().connect().await?,
             script: redis::Script::new(CLAIM),
             retention,
         })

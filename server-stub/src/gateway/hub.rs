@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::feeds::{ChangeNotice, CHANGE_CHANNEL_PATTERN, DELFEED_CHANNEL, NEWFEED_CHANNEL};
 use crate::jobs::{finish_channel, parse_finish};
+use crate::redis_target::RedisTarget;
 
 /// What the hub hands to a session.
 #[derive(Clone, Debug)]
@@ -248,15 +249,16 @@ impl Hub {
     /// the change logs, which then answer with new epochs and snapshots.
     pub async fn watch_for_data_loss(
         self,
-        client: redis::Client,
+        redis: impl Into<RedisTarget>,
         instance: String,
         every: Duration,
     ) {
+        let redis = redis.into();
         let key = format!("gateway.alive:{instance}");
         let mut first = true;
         loop {
             let created: redis::RedisResult<Option<String>> = async {
-                let mut conn = client.get_multiplexed_async_connection().await?;
+                let mut conn = redis.connect().await?;
                 // Kept alive with a TTL so that a stopped gateway leaves nothing behind.
                 let ttl = (every.as_secs() * 15).max(30);
                 let created: Option<String> = redis::cmd("SET")
@@ -292,11 +294,12 @@ impl Hub {
 
     /// Runs the Redis subscription until the process ends, reconnecting with
     /// backoff; after each reconnect every session resyncs.
-    pub async fn run(self, client: redis::Client) {
+    pub async fn run(self, redis: impl Into<RedisTarget>) {
+        let redis = redis.into();
         let mut backoff = Duration::from_millis(100);
         let mut first = true;
         loop {
-            match self.listen(&client, &mut first, &mut backoff).await {
+            match self.listen(&redis, &mut first, &mut backoff).await {
                 Ok(()) => tracing::warn!("redis pub/sub stream ended; reconnecting"),
                 Err(err) => tracing::warn!(%err, "redis pub/sub failed; reconnecting"),
             }
@@ -307,11 +310,11 @@ impl Hub {
 
     async fn listen(
         &self,
-        client: &redis::Client,
+        redis: &RedisTarget,
         first: &mut bool,
         backoff: &mut Duration,
     ) -> redis::RedisResult<()> {
-        let mut pubsub = client.get_async_pubsub().await?;
+        let mut pubsub = redis.pubsub().await?;
         pubsub.psubscribe(CHANGE_CHANNEL_PATTERN).await?;
         pubsub.subscribe(NEWFEED_CHANNEL).await?;
         pubsub.subscribe(DELFEED_CHANNEL).await?;

@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use redis::aio::ConnectionManager;
 use redis::{RedisError, Script, Value};
 use thoonk_protocol::{Epoch, FeedName, Rev};
 use tokio::sync::Notify;
@@ -28,6 +27,7 @@ use crate::feeds::{
     feed_keys, feed_of_change_channel, FeedError, FeedStore, CHANGE_CHANNEL_PATTERN,
     NEWFEED_CHANNEL, PRELUDE,
 };
+use crate::redis_target::{RedisConn, RedisTarget};
 
 /// Prefix of the adopter's mirror of a feed (a HASH; see docs/INTEROP.md).
 pub const ADOPTED_KEY_PREFIX: &str = "feed.adopted:";
@@ -79,14 +79,14 @@ pub struct Adopted {
 /// Runs `adopt.lua`. Cheap to clone; clones share one connection.
 #[derive(Clone)]
 pub struct Adopter {
-    conn: ConnectionManager,
+    conn: RedisConn,
     script: Arc<Script>,
 }
 
 impl Adopter {
     /// Connects and loads the script (reloaded automatically on NOSCRIPT).
-    pub async fn open(client: &redis::Client) -> Result<Adopter, FeedError> {
-        let mut conn = client.get_connection_manager().await?;
+    pub async fn open(redis: impl Into<RedisTarget>) -> Result<Adopter, FeedError> {
+        let mut conn = redis.into().connect().await?;
         let script = Script::new(&format!(
             "{PRELUDE}\n{}",
             include_str!("../../lua/adopt.lua")
@@ -223,11 +223,11 @@ enum Sweep {
 
 /// Runs the adopter with the default settings until `shutdown` resolves.
 pub async fn run_adopter(
-    client: redis::Client,
+    redis: impl Into<RedisTarget>,
     store: FeedStore,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), FeedError> {
-    run_adopter_with(client, store, AdopterSettings::default(), shutdown).await
+    run_adopter_with(redis, store, AdopterSettings::default(), shutdown).await
 }
 
 /// Runs the adopter until `shutdown` resolves: listens to the classic
@@ -235,19 +235,20 @@ pub async fn run_adopter(
 /// registry at start, after every reconnect of the subscription, and every
 /// `sweep_interval`. Fails only when the first connection cannot be made.
 pub async fn run_adopter_with(
-    client: redis::Client,
+    redis: impl Into<RedisTarget>,
     store: FeedStore,
     settings: AdopterSettings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), FeedError> {
-    let adopter = Adopter::open(&client).await?;
+    let redis = redis.into();
+    let adopter = Adopter::open(&redis).await?;
     let pending = Arc::new(Mutex::new(Pending {
         sweep: Some(Sweep::Full),
         ..Pending::default()
     }));
     let bell = Arc::new(Notify::new());
     let listener = tokio::spawn(listen(
-        client,
+        redis,
         pending.clone(),
         bell.clone(),
         settings.notice_wait,
@@ -334,7 +335,7 @@ fn own_notice_item(payload: &[u8]) -> Option<String> {
 /// classic message followed, within `notice_wait`, by a `feed.changes:N`
 /// notice for the same item came from one of our scripts and is dropped.
 async fn listen(
-    client: redis::Client,
+    redis: RedisTarget,
     pending: Arc<Mutex<Pending>>,
     bell: Arc<Notify>,
     notice_wait: Duration,
@@ -342,7 +343,7 @@ async fn listen(
     let mut backoff = Duration::from_millis(100);
     loop {
         let result: redis::RedisResult<()> = async {
-            let mut pubsub = client.get_async_pubsub().await?;
+            let mut pubsub = redis.pubsub().await?;
             for pattern in CLASSIC_PATTERNS {
                 pubsub.psubscribe(pattern).await?;
             }

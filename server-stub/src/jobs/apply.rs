@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use redis::aio::ConnectionManager;
+use crate::redis_target::RedisConn;
 use redis::RedisError;
 use thoonk_protocol::{ErrorCode, FeedName, ItemId, Outcome, Position, Rev};
 
@@ -72,7 +72,7 @@ fn refusal(err: &RedisError) -> Option<Refusal> {
 
 /// Applies `plan` for job `job`; the applied record is kept for `retention_ms`.
 pub(crate) async fn apply(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     scripts: &Scripts,
     store: &FeedStore,
     job: &str,

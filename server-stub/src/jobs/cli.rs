@@ -14,6 +14,7 @@ use super::queue::{JobQueue, Submitted};
 use super::settings::QueueSettings;
 use super::worker::run_workers;
 use crate::gateway::access::AccessRules;
+use crate::redis_target::RedisTarget;
 
 /// A job admin command: investigate a stalled job, edit it, retry it.
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -100,7 +101,8 @@ fn submitted(s: Submitted) -> Json {
 }
 
 /// Runs one admin command; returns what it prints.
-pub async fn run(cmd: JobCommand, client: &redis::Client) -> Result<Json, JobError> {
+pub async fn run(cmd: JobCommand, redis: impl Into<RedisTarget>) -> Result<Json, JobError> {
+    let client = &redis.into();
     let defaults = QueueSettings::default;
     Ok(match cmd {
         JobCommand::List { queue } => {
@@ -242,7 +244,7 @@ pub struct WorkArgs {
 /// Runs the standard workers ([`Handlers::standard`]) until Ctrl-C or SIGTERM.
 pub async fn work(
     args: WorkArgs,
-    client: redis::Client,
+    client: RedisTarget,
     access: Arc<dyn AccessRules>,
 ) -> Result<(), JobError> {
     run_workers(

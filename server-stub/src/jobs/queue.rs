@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
+use crate::redis_target::{RedisConn, RedisTarget};
 use redis::{AsyncCommands, RedisError, Script, ScriptInvocation};
 use serde::Serialize;
 use serde_json::Value as Json;
@@ -81,7 +81,7 @@ pub struct JobInfo {
 /// auto-reconnecting connection.
 #[derive(Clone)]
 pub struct JobQueue {
-    conn: ConnectionManager,
+    conn: RedisConn,
     scripts: Arc<Scripts>,
     name: Arc<str>,
     keys: Arc<[String; 10]>,
@@ -100,10 +100,7 @@ fn json_or_text(text: &str) -> Json {
 }
 
 /// The classic create of a job queue: separate, idempotent steps.
-async fn create_queue(
-    conn: &mut redis::aio::ConnectionManager,
-    queue: &str,
-) -> Result<(), JobError> {
+async fn create_queue(conn: &mut RedisConn, queue: &str) -> Result<(), JobError> {
     let keys = queue_keys(queue);
     let instance = format!("thoonk-server-{}", std::process::id());
     let added: i64 = conn.sadd(REGISTRY, queue).await?;
@@ -120,25 +117,25 @@ impl JobQueue {
     /// Connects, loads the scripts and creates the queue (classic: `feeds`
     /// set, `feed.config:N` with `type=job`, `newfeed` + `conffeed`) unless it exists.
     pub async fn open(
-        client: &redis::Client,
+        redis: impl Into<RedisTarget>,
         queue: &str,
         settings: QueueSettings,
     ) -> Result<JobQueue, JobError> {
-        Self::connect(client, queue, settings, true).await
+        Self::connect(redis.into(), queue, settings, true).await
     }
 
     /// Connects to an existing queue; fails with [`JobError::NoSuchQueue`]
     /// when there is none (for admin commands, which should not create one).
     pub async fn attach(
-        client: &redis::Client,
+        redis: impl Into<RedisTarget>,
         queue: &str,
         settings: QueueSettings,
     ) -> Result<JobQueue, JobError> {
-        Self::connect(client, queue, settings, false).await
+        Self::connect(redis.into(), queue, settings, false).await
     }
 
     async fn connect(
-        client: &redis::Client,
+        redis: RedisTarget,
         queue: &str,
         settings: QueueSettings,
         create: bool,
@@ -147,7 +144,7 @@ impl JobQueue {
             queue: queue.to_owned(),
             reason: e.to_string(),
         })?;
-        let mut conn = client.get_connection_manager().await?;
+        let mut conn = redis.connect().await?;
         let scripts = Scripts::new();
         for script in scripts.all() {
             script.load_async(&mut conn).await?;
@@ -188,7 +185,7 @@ impl JobQueue {
         &self.settings
     }
 
-    pub(crate) fn connection(&self) -> ConnectionManager {
+    pub(crate) fn connection(&self) -> RedisConn {
         self.conn.clone()
     }
 

@@ -21,6 +21,7 @@ use super::queue::{Claimed, Failed, JobQueue};
 use super::settings::QueueSettings;
 use crate::feeds::FeedStore;
 use crate::gateway::access::AccessRules;
+use crate::redis_target::RedisTarget;
 
 /// How often a handler runs again when the items it read changed before its write.
 const STALE_ATTEMPTS: usize = 5;
@@ -45,7 +46,7 @@ enum Ending {
 /// the claim-timeout sweep. Jobs in flight when `shutdown` resolves are
 /// finished first. Returns an error only when the queue cannot be opened.
 pub async fn run_workers(
-    client: redis::Client,
+    redis: impl Into<RedisTarget>,
     queue: String,
     settings: QueueSettings,
     handlers: Handlers,
@@ -53,8 +54,9 @@ pub async fn run_workers(
     concurrency: usize,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), JobError> {
-    let job_queue = JobQueue::open(&client, &queue, settings.clone()).await?;
-    let store = FeedStore::open(&client, &format!("thoonk-worker-{}", std::process::id())).await?;
+    let redis = redis.into();
+    let job_queue = JobQueue::open(&redis, &queue, settings.clone()).await?;
+    let store = FeedStore::open(&redis, &format!("thoonk-worker-{}", std::process::id())).await?;
     let shared = Arc::new(Shared {
         queue: job_queue,
         store,
@@ -65,7 +67,7 @@ pub async fn run_workers(
     let doorbell = Arc::new(Notify::new());
     let mut tasks = JoinSet::new();
     tasks.spawn(listen(
-        client,
+        redis,
         queue.clone(),
         doorbell.clone(),
         stop_rx.clone(),
@@ -85,12 +87,12 @@ pub async fn run_workers(
 /// Runs only the claim-timeout sweep of `queue` until `shutdown` resolves
 /// (for server processes that run no workers; [`run_workers`] sweeps too).
 pub async fn run_sweeper(
-    client: redis::Client,
+    redis: impl Into<RedisTarget>,
     queue: String,
     settings: QueueSettings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), JobError> {
-    let job_queue = JobQueue::open(&client, &queue, settings).await?;
+    let job_queue = JobQueue::open(redis, &queue, settings).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let sweeper = tokio::spawn(sweep_loop(job_queue, stop_rx));
     shutdown.await;
@@ -102,14 +104,14 @@ pub async fn run_sweeper(
 /// Rings `doorbell` on every put notice of the queue (`job.put:N`, and
 /// thoonk.py's `feed.publishes:N`); reconnects after errors.
 async fn listen(
-    client: redis::Client,
+    redis: RedisTarget,
     queue: String,
     doorbell: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) {
     while !*stop.borrow() {
         let subscribed = async {
-            let mut pubsub = client.get_async_pubsub().await?;
+            let mut pubsub = redis.pubsub().await?;
             pubsub.subscribe(put_channel(&queue)).await?;
             pubsub.subscribe(classic_put_channel(&queue)).await?;
             Ok::<_, redis::RedisError>(pubsub)

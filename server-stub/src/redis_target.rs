@@ -1,0 +1,154 @@
+//! Where the server's data lives: one Redis, or a Redis Cluster.
+//!
+//! Every script of the feed and job layers names all its keys in KEYS, and
+//! the keys of one feed (or one queue) share the feed's name, so a name with
+//! a `{hash tag}` keeps them in one slot and every script runs on a cluster
+//! as it does on one Redis (see docs/REDIS.md). Classic pub/sub (`PUBLISH`,
+//! `PSUBSCRIBE`) reaches every node of a cluster, so the notices the scripts
+//! publish are heard on a subscription to any one node.
+
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, Value};
+
+/// A Redis deployment: one server, or a cluster given by some of its nodes.
+#[derive(Clone)]
+pub enum RedisTarget {
+    /// One Redis server.
+    Single(redis::Client),
+    /// A Redis Cluster: the client routes each command by its keys' slot.
+    Cluster {
+        /// Routes commands by slot.
+        cluster: Box<ClusterClient>,
+        /// One client per node given, for pub/sub (any node hears every
+        /// classic `PUBLISH`; the next is tried when one is down).
+        nodes: Vec<redis::Client>,
+    },
+}
+
+impl From<redis::Client> for RedisTarget {
+    fn from(client: redis::Client) -> Self {
+        Self::Single(client)
+    }
+}
+
+impl From<&redis::Client> for RedisTarget {
+    fn from(client: &redis::Client) -> Self {
+        Self::Single(client.clone())
+    }
+}
+
+impl From<&RedisTarget> for RedisTarget {
+    fn from(target: &RedisTarget) -> Self {
+        target.clone()
+    }
+}
+
+impl RedisTarget {
+    /// Reads `spec`: a `redis://host:port/db` URL for one server; for a
+    /// cluster, `redis+cluster://host:port,host:port` or several `redis://`
+    /// URLs separated by commas. Every connection sets `TCP_NODELAY`.
+    pub fn parse(spec: &str) -> RedisResult<Self> {
+        let nodes: Vec<String> = match spec.strip_prefix("redis+cluster://") {
+            Some(rest) => rest
+                .trim_end_matches('/')
+                .split(',')
+                .map(|node| format!("redis://{}/", node.trim()))
+                .collect(),
+            None => spec.split(',').map(|url| url.trim().to_owned()).collect(),
+        };
+        let clients = nodes
+            .iter()
+            .map(|url| {
+                let info = url.as_str().into_connection_info()?;
+                let tcp = info.tcp_settings().clone().set_nodelay(true);
+                redis::Client::open(info.set_tcp_settings(tcp))
+            })
+            .collect::<RedisResult<Vec<_>>>()?;
+        if spec.starts_with("redis+cluster://") || clients.len() > 1 {
+            let tcp = clients[0]
+                .get_connection_info()
+                .tcp_settings()
+                .clone()
+                .set_nodelay(true);
+            let cluster = ClusterClient::builder(nodes).tcp_settings(tcp).build()?;
+            Ok(Self::Cluster {
+                cluster: Box::new(cluster),
+                nodes: clients,
+            })
+        } else {
+            Ok(Self::Single(clients.into_iter().next().expect("one URL")))
+        }
+    }
+
+    /// True for a cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster { .. })
+    }
+
+    /// A multiplexed connection that reconnects by itself.
+    pub async fn connect(&self) -> RedisResult<RedisConn> {
+        match self {
+            Self::Single(client) => Ok(RedisConn::Single(client.get_connection_manager().await?)),
+            Self::Cluster { cluster, .. } => {
+                Ok(RedisConn::Cluster(cluster.get_async_connection().await?))
+            }
+        }
+    }
+
+    /// A pub/sub connection: to the server, or to the first node of the
+    /// cluster that answers.
+    pub async fn pubsub(&self) -> RedisResult<redis::aio::PubSub> {
+        match self {
+            Self::Single(client) => client.get_async_pubsub().await,
+            Self::Cluster { nodes, .. } => {
+                let mut last = None;
+                for node in nodes {
+                    match node.get_async_pubsub().await {
+                        Ok(pubsub) => return Ok(pubsub),
+                        Err(err) => last = Some(err),
+                    }
+                }
+                Err(last.expect("a cluster has nodes"))
+            }
+        }
+    }
+}
+
+/// A connection to a [`RedisTarget`]: commands and scripts run on it alike.
+#[derive(Clone)]
+pub enum RedisConn {
+    /// To one server.
+    Single(ConnectionManager),
+    /// To a cluster, routed by slot.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
