@@ -115,6 +115,7 @@ impl RedisServer {
     pub fn start_with(extra: &[&str]) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("thoonk-redis-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create the redis data folder");
         let child = Command::new("redis-server")
             .args([
@@ -169,6 +170,84 @@ impl Drop for RedisServer {
         stop(&mut self.child);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A local Redis Cluster: `masters` primaries owning all 16384 slots, each
+/// with `replicas` replicas, built from Debian's redis-server
+/// (`--cluster-enabled yes`) and `redis-cli --cluster create`.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+    masters: usize,
+}
+
+impl RedisCluster {
+    /// Starts the nodes, creates the cluster and waits until every node
+    /// reports `cluster_state:ok`.
+    pub fn start(masters: usize, replicas: usize) -> Self {
+        let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "1000",
+                ])
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .status()
+            .expect("run redis-cli: is it installed (scripts/setup)?");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        let cluster = Self { nodes, masters };
+        wait_until("the cluster", Duration::from_secs(30), || {
+            cluster
+                .nodes
+                .iter()
+                .all(|n| cluster_info(n.port()).contains("cluster_state:ok"))
+        });
+        cluster
+    }
+
+    /// The `redis+cluster://` URL naming every node.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    /// The ports of the nodes (primaries first, as `redis-cli` assigns them).
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(RedisServer::port).collect()
+    }
+
+    /// How many primaries it was created with.
+    pub fn masters(&self) -> usize {
+        self.masters
+    }
+}
+
+/// `CLUSTER INFO` of the node on `port` (empty when it does not answer).
+pub fn cluster_info(port: u16) -> String {
+    Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "cluster", "info"])
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default()
 }
 
 /// A `thoonk-server serve` process on a free port.

@@ -1,0 +1,161 @@
+//! The whole server on a local Redis Cluster of three primaries: feeds whose
+//! names carry a `{hash tag}` live on different shards, a change goes
+//! through a tagged job queue and a worker, and two gateways deliver the
+//! same ordered streams to pattern subscribers spanning the shards.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::json;
+use support::{id, name, WsClient};
+use thoonk_protocol::ServerMessage;
+use thoonk_server::feeds::FeedStore;
+use thoonk_server::redis_target::RedisTarget;
+use thoonk_testkit::{server_bin, RedisCluster, ThoonkServer};
+
+/// Subscribers of `newfeed` on the first node, where each gateway hub listens.
+async fn hubs_on(node: &redis::Client) -> usize {
+    let mut conn = node.get_multiplexed_async_connection().await.unwrap();
+    let (_, n): (String, usize) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg("newfeed")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    n
+}
+
+/// The nodes holding at least one key.
+async fn nodes_with_keys(cluster: &RedisCluster) -> usize {
+    let mut used = 0;
+    for port in cluster.ports() {
+        let node = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+        let mut conn = node.get_multiplexed_async_connection().await.unwrap();
+        let keys: usize = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+        used += usize::from(keys > 0);
+    }
+    used
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_runs_on_a_redis_cluster_sharded_by_hash_tag() {
+    let cluster = RedisCluster::start(3, 0);
+    let target = RedisTarget::parse(&cluster.url()).unwrap();
+    assert!(target.is_cluster());
+    let store = FeedStore::open(&target, "cluster-test").await.unwrap();
+
+    // One feed per team; the `{n}` segment is the shard key.
+    let feeds: Vec<_> = (1..=6)
+        .map(|n| name(&format!("team:{{{n}}}:tasks")))
+        .collect();
+    for feed in &feeds {
+        store
+            .publish(
+                feed,
+                Some(&id("seed")),
+                &json!({ "feed": feed.as_str() }),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    assert!(
+        nodes_with_keys(&cluster).await >= 2,
+        "the teams' feeds spread over several primaries"
+    );
+    // A feed name without a hash tag spreads its keys over several slots:
+    // the cluster refuses the script and nothing is written.
+    let untagged = store
+        .publish(&name("team:9:tasks"), Some(&id("x")), &json!(1), None)
+        .await;
+    assert!(
+        untagged
+            .as_ref()
+            .is_err_and(|e| format!("{e:?}").contains("CrossSlot")),
+        "{untagged:?}"
+    );
+
+    // Two gateways; the job queue's keys share the tag `{changes}`.
+    let first_node =
+        redis::Client::open(format!("redis://127.0.0.1:{}/", cluster.ports()[0])).unwrap();
+    let url = cluster.url();
+    let args = ["--queue", "{changes}"];
+    let one = ThoonkServer::start(server_bin(), &url, &args);
+    let two = ThoonkServer::start(server_bin(), &url, &args);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while hubs_on(&first_node).await < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gateway hubs never subscribed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut clients = Vec::new();
+    for server in [&one, &two] {
+        let mut client = WsClient::signed_in(&server.ws_url(), "ann").await;
+        client.subscribe("team:*:tasks").await;
+        for feed in &feeds {
+            client.until_rev(feed, 1).await;
+        }
+        clients.push(client);
+    }
+
+    // A change through the gateway: a job on `{changes}`, applied by a
+    // worker to the feed's shard, its outcome back to the submitter.
+    let submit = json!({"type": "submit", "change": {
+        "id": "test-ann:1",
+        "op": {"kind": "publish", "feed": "team:{2}:tasks", "id": "from-ws", "item": {"title": "t"}},
+        "base": {"team:{2}:tasks": 1},
+    }});
+    clients[0].send_text(submit.to_string()).await;
+    let outcome = clients[0]
+        .until("the outcome", |m| match m {
+            ServerMessage::Outcome { outcome, .. } => Some(outcome.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(
+        matches!(outcome, thoonk_protocol::Outcome::Accepted { .. }),
+        "{outcome:?}"
+    );
+
+    // Writes on every shard; both gateways deliver every revision in order.
+    for round in 0..5 {
+        for feed in &feeds {
+            store
+                .publish(feed, Some(&id(&format!("r{round}"))), &json!(round), None)
+                .await
+                .unwrap();
+        }
+    }
+    for client in &mut clients {
+        client.until_rev(&feeds[1], 7).await;
+        for feed in &feeds {
+            client
+                .until_rev(feed, if feed == &feeds[1] { 7 } else { 6 })
+                .await;
+        }
+    }
+    for feed in &feeds {
+        let seen: BTreeSet<Vec<String>> = clients
+            .iter()
+            .map(|c| c.mirror.get(feed).unwrap().ids())
+            .collect();
+        assert_eq!(
+            seen.len(),
+            1,
+            "{feed}: both gateways delivered the same items"
+        );
+        let snapshot = store.snapshot(feed).await.unwrap();
+        let ids: Vec<String> = snapshot.items.iter().map(|i| i.id.to_string()).collect();
+        assert_eq!(
+            seen.into_iter().next().unwrap(),
+            ids,
+            "{feed}: equal to the server"
+        );
+    }
+}
