@@ -103,6 +103,7 @@ pub struct RedisServer {
     child: Child,
     port: u16,
     dir: PathBuf,
+    killed: bool,
 }
 
 impl RedisServer {
@@ -133,7 +134,12 @@ impl RedisServer {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start redis-server: is it installed (scripts/setup)?");
-        let server = Self { child, port, dir };
+        let server = Self {
+            child,
+            port,
+            dir,
+            killed: false,
+        };
         wait_until("redis-server", Duration::from_secs(10), || server.ping());
         server
     }
@@ -163,11 +169,20 @@ impl RedisServer {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// Kills it with SIGKILL (a crash: nothing is flushed).
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.killed = true;
+    }
 }
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        stop(&mut self.child);
+        if !self.killed {
+            stop(&mut self.child);
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -193,6 +208,9 @@ impl RedisCluster {
                     "nodes.conf",
                     "--cluster-node-timeout",
                     "1000",
+                    // A replica fails over however long ago it last heard its primary.
+                    "--cluster-replica-validity-factor",
+                    "0",
                 ])
             })
             .collect();
@@ -238,6 +256,11 @@ impl RedisCluster {
     /// How many primaries it was created with.
     pub fn masters(&self) -> usize {
         self.masters
+    }
+
+    /// Kills node `index` with SIGKILL.
+    pub fn kill9(&mut self, index: usize) {
+        self.nodes[index].kill9();
     }
 }
 
