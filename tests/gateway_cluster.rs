@@ -257,3 +257,121 @@ async fn a_primary_killed_fails_over_to_its_replica_and_clients_converge() {
         }
     }
 }
+
+/// A job writes in one script, so on a cluster its feeds must share a shard:
+/// one that writes two teams' feeds is rejected with `bad_request` and writes
+/// nothing; one that writes two feeds of one team applies atomically.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_writes_one_shard_atomically_and_one_spanning_shards_is_rejected() {
+    use std::sync::Arc;
+    use thoonk_protocol::{ChangeId, ChangeRequest, ErrorCode, Operation, Outcome};
+    use thoonk_server::gateway::access::{OpenAccess, User};
+    use thoonk_server::jobs::{
+        run_workers, FeedWrite, Handlers, JobQueue, Plan, QueueSettings, WriteKind,
+    };
+
+    let cluster = RedisCluster::start(3, 0);
+    let target = RedisTarget::parse(&cluster.url()).unwrap();
+    let store = FeedStore::open(&target, "jobs-test").await.unwrap();
+    let queue = JobQueue::open(&target, "{jobs}", QueueSettings::default())
+        .await
+        .unwrap();
+    let mut handlers = Handlers::standard();
+    // Writes item `id` into each feed of `feeds`.
+    handlers.register("write_all", |_ctx, payload| async move {
+        let id = id(payload["id"].as_str().unwrap_or("x"));
+        let writes = payload["feeds"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| FeedWrite {
+                feed: name(f.as_str().unwrap_or_default()),
+                id: id.clone(),
+                kind: WriteKind::Upsert {
+                    item: json!(1),
+                    position: None,
+                },
+                base: None,
+                guard: None,
+                create: Some(thoonk_server::feeds::FeedType::Feed),
+            })
+            .collect();
+        Ok(Plan {
+            writes,
+            result: serde_json::Value::Null,
+        })
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let workers = tokio::spawn(run_workers(
+        target.clone(),
+        "{jobs}".into(),
+        QueueSettings::default(),
+        handlers,
+        Arc::new(OpenAccess),
+        1,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let user = User { name: "ann".into() };
+    let submit = |id: &str, feeds: serde_json::Value| ChangeRequest {
+        id: ChangeId(id.into()),
+        op: Operation::Action {
+            name: "write_all".into(),
+            payload: json!({ "id": id.replace(':', "-"), "feeds": feeds }),
+        },
+        base: Default::default(),
+    };
+    let outcome_of = |id: &'static str| {
+        let queue = queue.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Ok(Some(outcome)) = queue.outcome(&ChangeId(id.into())).await {
+                    return outcome;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no outcome for {id}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    let same = submit(
+        "c:1",
+        json!(["team:{1}:member:ann:tasks", "team:{1}:member:bob:tasks"]),
+    );
+    queue.submit(&user, &same).await.unwrap();
+    assert!(matches!(outcome_of("c:1").await, Outcome::Accepted { .. }));
+    for feed in ["team:{1}:member:ann:tasks", "team:{1}:member:bob:tasks"] {
+        let items = store.snapshot(&name(feed)).await.unwrap().items;
+        assert_eq!(items.len(), 1, "{feed}");
+    }
+
+    let spanning = submit(
+        "c:2",
+        json!(["team:{1}:member:ann:tasks", "team:{2}:member:bob:tasks"]),
+    );
+    queue.submit(&user, &spanning).await.unwrap();
+    match outcome_of("c:2").await {
+        Outcome::Rejected { code, message } => {
+            assert_eq!(code, ErrorCode::BadRequest);
+            assert!(message.contains("hash tag"), "{message}");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert_eq!(
+        store
+            .snapshot(&name("team:{1}:member:ann:tasks"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1,
+        "nothing of the rejected job was written"
+    );
+    let _ = stop.send(());
+    workers.await.unwrap().unwrap();
+}

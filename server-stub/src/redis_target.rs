@@ -116,6 +116,16 @@ impl RedisTarget {
     }
 }
 
+/// The part of a key (or feed name) Redis Cluster hashes: the text between
+/// the first `{` and the next `}` when it is not empty (the hash tag).
+/// Keys with the same tag share a slot; a feed name without one spreads its
+/// keys (`feed.ids:N`, `feed.items:N`, …) over several slots.
+pub fn hash_tag(name: &str) -> Option<&str> {
+    let open = name.find('{')?;
+    let close = name[open + 1..].find('}')?;
+    (close > 0).then(|| &name[open + 1..open + 1 + close])
+}
+
 /// A connection to a [`RedisTarget`]: commands and scripts run on it alike.
 #[derive(Clone)]
 pub enum RedisConn {
@@ -123,6 +133,13 @@ pub enum RedisConn {
     Single(ConnectionManager),
     /// To a cluster, routed by slot.
     Cluster(ClusterConnection),
+}
+
+impl RedisConn {
+    /// True on a cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
 }
 
 impl ConnectionLike for RedisConn {
@@ -150,5 +167,24 @@ impl ConnectionLike for RedisConn {
             Self::Single(conn) => conn.get_db(),
             Self::Cluster(conn) => conn.get_db(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hash_tag;
+
+    #[test]
+    fn the_hash_tag_is_the_first_non_empty_braces() {
+        assert_eq!(hash_tag("team:{353}:member:bob:tasks"), Some("353"));
+        assert_eq!(hash_tag("{team:1}:tasks"), Some("team:1"));
+        assert_eq!(hash_tag("a{b}c{d}"), Some("b"));
+        assert_eq!(hash_tag("team:353:tasks"), None);
+        assert_eq!(
+            hash_tag("a{}b{c}"),
+            None,
+            "an empty first tag: the whole key is hashed"
+        );
+        assert_eq!(hash_tag("a{b"), None);
     }
 }

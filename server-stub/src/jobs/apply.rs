@@ -1,9 +1,8 @@
 //! Applies a [`Plan`] to the feeds in one `job_apply.lua` run: exactly once
 //! (the applied record), with conflict detection against base revisions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::redis_target::RedisConn;
 use redis::RedisError;
 use thoonk_protocol::{ErrorCode, FeedName, ItemId, Outcome, Position, Rev};
 
@@ -11,6 +10,7 @@ use super::keys::applied_key;
 use super::plan::{FeedWrite, Plan, WriteKind};
 use super::scripts::Scripts;
 use crate::feeds::{feed_keys, FeedError, FeedSettings, FeedStore};
+use crate::redis_target::{hash_tag, RedisConn};
 
 /// How often a write retries after creating a missing feed.
 const CREATE_ATTEMPTS: usize = 3;
@@ -95,6 +95,20 @@ pub(crate) async fn apply(
         }
     }
     let feeds = feeds_of(plan);
+    if conn.is_cluster() {
+        // One script, one slot: every feed of the job needs the same hash tag.
+        let tags: BTreeSet<Option<&str>> = feeds.iter().map(|f| hash_tag(f.as_str())).collect();
+        if tags.len() > 1 || tags.contains(&None) {
+            let names: Vec<&str> = feeds.iter().map(FeedName::as_str).collect();
+            return Ok(Applied::Done(Outcome::Rejected {
+                code: ErrorCode::BadRequest,
+                message: format!(
+                    "this change writes feeds {names:?}, which are not on one shard of the Redis \
+                     Cluster: a change may only write feeds whose names carry the same {{hash tag}}"
+                ),
+            }));
+        }
+    }
     let Some(first) = feeds.first() else {
         return Ok(Applied::Done(Outcome::Accepted {
             result: plan.result.clone(),
