@@ -264,6 +264,20 @@ if (bundle) {
   p();
 }
 
+const single = of('spread_single').map((r) => r.per_sec), clustered = of('spread_cluster').map((r) => r.per_sec);
+if (single.length && clustered.length) {
+  p('## Beyond one machine (issue 12)');
+  p();
+  p(`Publishes per second through \`FeedStore::publish\` (50 concurrent tasks, one store, 12 feeds \`bench:{s<i>}:spread\` each with its own hash tag), on one Redis and on a local Redis Cluster of 3 primaries (no replicas), interleaved, on the machine above: the point is that the feeds spread over the shards and throughput does not fall, not an absolute figure (three Redis processes share the same two cores with the load client).`);
+  p();
+  p('| target | publishes/s | vs one Redis |');
+  p('|---|---|---|');
+  p(`| one Redis | ${spread(single, 0)} | 1× |`);
+  p(`| Redis Cluster, 3 primaries | ${spread(clustered, 0)} | ${fmt(median(clustered) / median(single), 2)}× |`);
+  p();
+  p('Jobs: one queue is one hash tag, so one shard; jobs scale over shards with a queue per shard (e.g. per team), which the server does not run yet. Connections over several gateways: see the fan-out and connection tables above (one gateway); two gateways on one Redis are tested for identical streams, not measured here.');
+  p();
+}
 p('## Scaling');
 p();
 const replays = of('replay').sort((a, b) => a.items - b.items);

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use thoonk_protocol::{FeedName, ItemId};
 use thoonk_server::feeds::{FeedSettings, FeedStore, FeedType, PRELUDE};
+use thoonk_server::redis_target::RedisTarget;
 
 use crate::args::Args;
 
@@ -110,5 +111,65 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
         "errors": errors.load(Ordering::Relaxed),
         "secs": elapsed,
         "per_sec": ops_at_stop as f64 / elapsed,
+    }))
+}
+
+/// Publishes per second spread over `--feeds` feeds named
+/// `bench:{s<i>}:spread` (each its own hash tag, so on a Redis Cluster the
+/// feeds, and the load, spread over the shards), by `--concurrency` tasks on
+/// one store for `--seconds`. `--redis` may name a cluster.
+pub async fn spread(args: &Args) -> anyhow::Result<Value> {
+    let target = RedisTarget::parse(&args.text("redis")?)?;
+    let feeds: usize = args.or("feeds", 12)?;
+    let concurrency: usize = args.or("concurrency", 50)?;
+    let seconds: f64 = args.or("seconds", 3.0)?;
+    let store = crate::ws::retry(|| FeedStore::open(&target, "thoonk-bench")).await?;
+    let names: Vec<FeedName> = (0..feeds)
+        .map(|i| FeedName::new(format!("bench:{{s{i}}}:spread")))
+        .collect::<Result<_, _>>()?;
+    for feed in &names {
+        let _ = store.create(feed, &FeedSettings::new(FeedType::Feed)).await;
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let run_id = std::process::id();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for task in 0..concurrency {
+        let (store, feed) = (store.clone(), names[task % feeds].clone());
+        let (done, errors, stop) = (done.clone(), errors.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let id = ItemId::new(format!("{run_id}-{task}-{n}"))?;
+                match store
+                    .publish(&feed, Some(&id), &json!({"n": n}), None)
+                    .await
+                {
+                    Ok(_) => done.fetch_add(1, Ordering::Relaxed),
+                    Err(_) if errors.fetch_add(1, Ordering::Relaxed) < 1000 => continue,
+                    Err(err) => return Err(anyhow::Error::from(err).context("too many errors")),
+                };
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let ops = done.load(Ordering::Relaxed);
+    let elapsed = start.elapsed().as_secs_f64();
+    for task in tasks {
+        task.await??;
+    }
+    Ok(json!({
+        "cluster": target.is_cluster(),
+        "feeds": feeds,
+        "concurrency": concurrency,
+        "ops": ops,
+        "errors": errors.load(Ordering::Relaxed),
+        "secs": elapsed,
+        "per_sec": ops as f64 / elapsed,
     }))
 }

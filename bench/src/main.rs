@@ -8,6 +8,7 @@
 //! ```text
 //! thoonk-bench prepare-feed --redis URL --feed F          # creates F, prints the publish script's sha
 //! thoonk-bench feed --redis URL --feed F --script publish|trivial --concurrency C --seconds S
+//! thoonk-bench spread --redis URL|redis+cluster://… --feeds K --concurrency C --seconds S
 //! thoonk-bench jobs --redis URL --jobs N --workers W --op noop|publish [--putters P]
 //! thoonk-bench ws-conns --url WS --redis URL --pid PID --conns N --publishes R
 //! thoonk-bench ws-latency --url WS --redis URL --samples N
@@ -41,6 +42,7 @@ fn main() -> anyhow::Result<()> {
         match command.as_str() {
             "prepare-feed" => feed::prepare(&args).await,
             "feed" => feed::run(&args).await,
+            "spread" => feed::spread(&args).await,
             "jobs" => jobs::run(&args).await,
             "ws-conns" => ws::conns(&args).await,
             "ws-latency" => ws::latency(&args).await,
