@@ -7,7 +7,9 @@
 //! `PSUBSCRIBE`) reaches every node of a cluster, so the notices the scripts
 //! publish are heard on a subscription to any one node.
 
-use redis::aio::{ConnectionLike, ConnectionManager};
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, Value};
@@ -72,7 +74,10 @@ impl RedisTarget {
                 .tcp_settings()
                 .clone()
                 .set_nodelay(true);
-            let cluster = ClusterClient::builder(nodes).tcp_settings(tcp).build()?;
+            let cluster = ClusterClient::builder(nodes)
+                .tcp_settings(tcp)
+                .response_timeout(RESPONSE_TIMEOUT)
+                .build()?;
             Ok(Self::Cluster {
                 cluster: Box::new(cluster),
                 nodes: clients,
@@ -90,7 +95,13 @@ impl RedisTarget {
     /// A multiplexed connection that reconnects by itself.
     pub async fn connect(&self) -> RedisResult<RedisConn> {
         match self {
-            Self::Single(client) => Ok(RedisConn::Single(client.get_connection_manager().await?)),
+            Self::Single(client) => {
+                let config =
+                    ConnectionManagerConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
+                Ok(RedisConn::Single(
+                    client.get_connection_manager_with_config(config).await?,
+                ))
+            }
             Self::Cluster { cluster, .. } => {
                 Ok(RedisConn::Cluster(cluster.get_async_connection().await?))
             }
@@ -115,6 +126,12 @@ impl RedisTarget {
         }
     }
 }
+
+/// How long one Redis call may take before it fails. The redis crate's
+/// default (500 ms) fails a snapshot of a 100k-item feed, or any call on a
+/// loaded host, that would have succeeded; a lost connection still fails at
+/// once, so this only bounds a Redis that is alive but slow.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The part of a key (or feed name) Redis Cluster hashes: the text between
 /// the first `{` and the next `}` when it is not empty (the hash tag).

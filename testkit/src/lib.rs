@@ -114,7 +114,11 @@ impl RedisServer {
 
     /// Like [`RedisServer::start`], with extra `--option value` arguments.
     pub fn start_with(extra: &[&str]) -> Self {
-        let port = free_port();
+        Self::start_on(free_port(), extra)
+    }
+
+    /// Like [`RedisServer::start_with`], on `port`.
+    pub fn start_on(port: u16, extra: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(format!("thoonk-redis-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create the redis data folder");
@@ -201,17 +205,20 @@ impl RedisCluster {
     pub fn start(masters: usize, replicas: usize) -> Self {
         let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
             .map(|_| {
-                RedisServer::start_with(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "1000",
-                    // A replica fails over however long ago it last heard its primary.
-                    "--cluster-replica-validity-factor",
-                    "0",
-                ])
+                RedisServer::start_on(
+                    free_cluster_port(),
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "1000",
+                        // A replica fails over however long ago it last heard its primary.
+                        "--cluster-replica-validity-factor",
+                        "0",
+                    ],
+                )
             })
             .collect();
         let addresses: Vec<String> = nodes
@@ -261,6 +268,26 @@ impl RedisCluster {
     /// Kills node `index` with SIGKILL.
     pub fn kill9(&mut self, index: usize) {
         self.nodes[index].kill9();
+    }
+}
+
+/// A port for a cluster node: free, with its cluster-bus port (port + 10000)
+/// free too, both below the OS's ephemeral range (so no outgoing connection
+/// holds them), and never handed out before by this process.
+pub fn free_cluster_port() -> u16 {
+    static NEXT: Mutex<u16> = Mutex::new(0);
+    let mut next = NEXT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if *next == 0 {
+        // Processes running at once start at different places.
+        *next = 20_000 + (std::process::id() % 2_000) as u16;
+    }
+    loop {
+        let port = *next;
+        *next = if port >= 22_700 { 20_000 } else { port + 1 };
+        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 10_000) {
+            return port;
+        }
     }
 }
 
