@@ -341,7 +341,7 @@ if (slowlog.length) {
   }
   p('## Redis stalls (SLOWLOG)');
   p();
-  p(`Every command that ran over 10 ms in Redis during the run (${slowlog.length} entries), grouped; Redis runs one command at a time, so each of these blocked every other client for its duration (the server's Redis client gives up after 500 ms).`);
+  p(`Every command that ran over 10 ms in Redis during the run (${slowlog.length} entries), grouped; Redis runs one command at a time, so each of these blocked every other client for its duration (the server's Redis calls give up after 5 s).`);
   p();
   p('| command (script, first key) | count | total (ms) | longest (ms) |');
   p('|---|---|---|---|');

@@ -53,8 +53,8 @@ pub struct Env {
 }
 
 /// Opens a feed store, retrying: the store's client gives up on a reply
-/// after 500 ms, which a loaded machine can exceed (loading the scripts is
-/// idempotent).
+/// after a few seconds, which a badly loaded machine can exceed (loading the
+/// scripts is idempotent).
 async fn open_store(client: &redis::Client) -> FeedStore {
     let mut attempt = 0;
     loop {
