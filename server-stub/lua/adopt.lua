@@ -25,7 +25,9 @@
 --            fingerprint of the feed (epoch, revision, feed.publishes:N,
 --            number of items and ids) with the one the last run stored, and
 --            stop when it is unchanged (or, for a time-ordered feed, when the
---            change-log entries since explain the whole change). Every classic write but a sorted
+--            change-log entries since explain the whole change; at most
+--            SWEEP_CHUNK entries per run, the running account kept in
+--            'acct' until a run reaches the feed's revision). Every classic write but a sorted
 --            feed's move changes it; a move's event is published in the same
 --            transaction, so only a dropped subscription loses it, after
 --            which the adopter runs in full mode. 'auto': 'full' for a
@@ -36,6 +38,9 @@
 -- exist (or is a queue/job) replies { '0', '0', 0 } and writes nothing but
 -- the removal of a stale mirror.
 -- Errors: BADKEYS, BADNAME
+
+-- The most change-log entries a sweep accounts for in one run.
+local SWEEP_CHUNK = 2000
 
 -- Scores below this are seconds (thoonk.py's Feed.publish), not milliseconds.
 local SECONDS_SCALE = 100000000000
@@ -188,14 +193,30 @@ return run(function()
     local m_epoch, m_rev = tonumber(stored[2]), tonumber(stored[3])
     local oldest = m_rev and m_rev < f.rev and oldest_logged(f)
     if not sorted and stored[1] and m_epoch == f.epoch and oldest and oldest <= m_rev + 1 then
-      local was = split_colon(stored[1])
-      local publishes, items, ids = tonumber(was[3]), tonumber(was[4]), tonumber(was[5])
+      -- The running account: where a chunked run stopped ('acct':
+      -- publishes:items:ids), else the last verified fingerprint.
+      local acct = redis.call('HGET', mkey, 'acct')
+      local publishes, items, ids
+      if acct then
+        local a = split_colon(acct)
+        publishes, items, ids = tonumber(a[1]), tonumber(a[2]), tonumber(a[3])
+      else
+        local was = split_colon(stored[1])
+        publishes, items, ids = tonumber(was[3]), tonumber(was[4]), tonumber(was[5])
+      end
       local digests = {} -- id -> digest, or false once retracted
       local function present(id)
         if digests[id] ~= nil then return digests[id] ~= false end
         return redis.call('HEXISTS', mkey, 'd:' .. id) == 1
       end
-      local entries = redis.call('XRANGE', f.log, num(m_rev + 1) .. '-0', '+')
+      -- At most SWEEP_CHUNK entries per run, so that a busy feed never
+      -- blocks Redis for long: the next sweep goes on from there.
+      local entries = redis.call('XRANGE', f.log, num(m_rev + 1) .. '-0', '+',
+        'COUNT', SWEEP_CHUNK)
+      local last_rev = m_rev
+      if #entries > 0 then
+        last_rev = tonumber(string.match(entries[#entries][1], '^(%d+)'))
+      end
       for i = 1, #entries do
         local e = entry_fields(entries[i][2])
         local id = e.id
@@ -210,7 +231,8 @@ return run(function()
       end
       local expected = table.concat({ num(f.epoch), num(f.rev), num(publishes),
         num(items), num(ids) }, ':')
-      if expected == fp then
+      local partial = last_rev < f.rev
+      if partial or expected == fp then
         -- In slices: unpack() has a bounded stack.
         local put, gone = { 'HSET', mkey }, { 'HDEL', mkey }
         for id, d in pairs(digests) do
@@ -225,7 +247,15 @@ return run(function()
         end
         if #put > 2 then redis.call(unpack(put)) end
         if #gone > 2 then redis.call(unpack(gone)) end
-        redis.call('HSET', mkey, 'rev', num(f.rev), 'fp', fp)
+        if partial then
+          -- The mirror is at last_rev; the account is checked once a run
+          -- reaches the feed's revision (and compared in full if it fails).
+          redis.call('HSET', mkey, 'rev', num(last_rev),
+            'acct', table.concat({ num(publishes), num(items), num(ids) }, ':'))
+        else
+          redis.call('HSET', mkey, 'rev', num(f.rev), 'fp', fp)
+          redis.call('HDEL', mkey, 'acct')
+        end
         return { num(f.epoch), num(f.rev), 0 }
       end
     end
@@ -445,6 +475,7 @@ return run(function()
     touched[c.id] = true
   end
   -- The mirror: rewritten whole when rebuilt, else only what changed.
+  redis.call('HDEL', mkey, 'acct')
   local fields = { 'HSET', mkey, 'epoch', num(f.epoch), 'rev', num(f.rev), 'fp', fingerprint() }
   if sorted then
     local now_order = table.concat(cur, '\0')

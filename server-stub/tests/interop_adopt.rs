@@ -558,3 +558,49 @@ async fn a_sweep_follows_our_own_writes_to_a_time_ordered_feed_from_the_log_alon
     assert_eq!(adopter.sweep(&big).await.unwrap().changes, 1);
     assert_consistent(&env, &mut py, "big").await;
 }
+
+#[tokio::test]
+async fn a_sweep_after_many_of_our_writes_goes_on_in_bounded_runs() {
+    let env = Env::start().await;
+    let adopter = Adopter::open(&env.client).await.unwrap();
+    let mut py = env.py(false).await;
+    let feed = name("busy");
+    env.store
+        .publish(&feed, Some(&id("first")), &json!(0), None)
+        .await
+        .unwrap();
+    assert_eq!(adopter.adopt(&feed).await.unwrap().changes, 0);
+    // 4,500 of our writes since the last run: more than one run accounts for.
+    for i in 0..4_500 {
+        env.store
+            .publish(
+                &feed,
+                Some(&id(&format!("i{}", i % 3_000))),
+                &json!(i),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    // A classic write among them, found once the account reaches the end.
+    py.call(json!({"op": "publish", "feed": "busy", "id": "theirs", "item": "\"c\""}))
+        .await;
+    let mut conn = env.client.get_multiplexed_async_connection().await.unwrap();
+    let mirror_rev = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        async move {
+            let rev: u64 = conn.hget(adopted_key(&name("busy")), "rev").await.unwrap();
+            rev
+        }
+    };
+    assert_eq!(adopter.sweep(&feed).await.unwrap().changes, 0);
+    assert_eq!(mirror_rev(&mut conn).await, 2_001, "one bounded run");
+    assert_eq!(adopter.sweep(&feed).await.unwrap().changes, 0);
+    assert_eq!(mirror_rev(&mut conn).await, 4_001);
+    // The last run reaches the feed's revision; the account is off by the
+    // classic write, so it compares everything and adopts it.
+    assert_eq!(adopter.sweep(&feed).await.unwrap().changes, 1);
+    assert_eq!(adopter.adopt(&feed).await.unwrap().changes, 0);
+    let mut py = env.py(false).await;
+    assert_consistent(&env, &mut py, "busy").await;
+}
