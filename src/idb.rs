@@ -97,6 +97,37 @@ fn feed_range(feed: &FeedName) -> Result<Query, StoreError> {
     Ok(range.into())
 }
 
+/// A transaction, with a handle to read why it aborted.
+struct Tx {
+    tx: idb::Transaction,
+    raw: web_sys::IdbTransaction,
+}
+
+impl Tx {
+    fn store(&self, name: &str) -> Result<idb::ObjectStore, StoreError> {
+        self.tx.object_store(name).map_err(StoreError::from_idb)
+    }
+
+    /// Waits for the commit; an abort reports its cause (a full quota
+    /// becomes [`StoreError::QuotaExceeded`]).
+    async fn commit(self, what: &str) -> Result<(), StoreError> {
+        match self.tx.await.map_err(StoreError::from_idb)? {
+            TransactionResult::Committed => Ok(()),
+            TransactionResult::Aborted => Err(match self.raw.error() {
+                Some(e) if e.name() == "QuotaExceededError" => {
+                    StoreError::QuotaExceeded(e.message())
+                }
+                Some(e) => StoreError::IndexedDb(format!("{what} was aborted: {}", e.message())),
+                None => StoreError::IndexedDb(format!("{what} was aborted")),
+            }),
+        }
+    }
+
+    fn abort(self) {
+        let _ = self.tx.abort();
+    }
+}
+
 /// One IndexedDB database holding a client's whole sync state.
 pub struct IdbStore {
     db: IdbDatabase,
@@ -129,19 +160,12 @@ impl IdbStore {
     /// store checks that no other tab claimed it since (see [`StoreError::Fenced`]).
     pub async fn claim_leadership(&self, token: &str) -> Result<(), StoreError> {
         let tx = self.transaction("readwrite", true)?;
-        tx.object_store(META)
-            .map_err(StoreError::from_idb)?
+        tx.store(META)?
             .put(&token.into(), Some(&LEADER_KEY.into()))
             .map_err(StoreError::from_idb)?;
-        match tx.await.map_err(StoreError::from_idb)? {
-            TransactionResult::Committed => {
-                *self.leader.borrow_mut() = Some(token.to_owned());
-                Ok(())
-            }
-            TransactionResult::Aborted => Err(StoreError::IndexedDb(
-                "claiming the lead was aborted".into(),
-            )),
-        }
+        tx.commit("claiming the lead").await?;
+        *self.leader.borrow_mut() = Some(token.to_owned());
+        Ok(())
     }
 
     /// Loads everything, in one read-only transaction.
@@ -149,7 +173,7 @@ impl IdbStore {
         let tx = self.transaction("readonly", false)?;
         // Each request is awaited as soon as it is made: a request's future
         // only hears its result if it is listening when the result comes.
-        let store = |name: &str| tx.object_store(name).map_err(StoreError::from_idb);
+        let store = |name: &str| tx.store(name);
         let mut state = StoredState::default();
         let values = |name: &'static str| async move {
             store(name)?
@@ -221,7 +245,7 @@ impl IdbStore {
             )
         });
         let tx = self.transaction("readwrite", strict)?;
-        let store = |name: &str| tx.object_store(name).map_err(StoreError::from_idb);
+        let store = |name: &str| tx.store(name);
         let (meta, subscriptions, heads, mirror, outbox, outcomes) = (
             store(META)?,
             store(SUBSCRIPTIONS)?,
@@ -230,17 +254,9 @@ impl IdbStore {
             store(OUTBOX)?,
             store(OUTCOMES)?,
         );
-        let leader = self.leader.borrow().clone();
-        if let Some(token) = leader {
-            let current = meta
-                .get(JsValue::from_str(LEADER_KEY))
-                .map_err(StoreError::from_idb)?
-                .await
-                .map_err(StoreError::from_idb)?;
-            if current.and_then(|v| v.as_string()).as_deref() != Some(token.as_str()) {
-                let _ = tx.abort();
-                return Err(StoreError::Fenced);
-            }
+        if !self.still_leads(&meta).await? {
+            tx.abort();
+            return Err(StoreError::Fenced);
         }
         // Requests are queued without awaiting each: the transaction runs them
         // in order and commits all or, on the first failure, none.
@@ -285,18 +301,41 @@ impl IdbStore {
             };
             queued.map_err(StoreError::from_idb)?;
         }
-        match tx.await.map_err(StoreError::from_idb)? {
-            TransactionResult::Committed => Ok(()),
-            TransactionResult::Aborted => {
-                Err(StoreError::IndexedDb("the transaction was aborted".into()))
-            }
+        tx.commit("a write").await
+    }
+
+    /// Drops every cached feed (items and heads) to free space, leaving the
+    /// outbox, outcomes, meta and subscriptions.
+    pub async fn evict_feeds(&self) -> Result<(), StoreError> {
+        let tx = self.transaction("readwrite", true)?;
+        if !self.still_leads(&tx.store(META)?).await? {
+            tx.abort();
+            return Err(StoreError::Fenced);
         }
+        tx.store(MIRROR)?.clear().map_err(StoreError::from_idb)?;
+        tx.store(HEADS)?.clear().map_err(StoreError::from_idb)?;
+        tx.commit("dropping the cached feeds").await
+    }
+
+    /// Inside a transaction: false when this store claimed the lead and
+    /// another tab claimed it since (see [`StoreError::Fenced`]).
+    async fn still_leads(&self, meta: &idb::ObjectStore) -> Result<bool, StoreError> {
+        let leader = self.leader.borrow().clone();
+        let Some(token) = leader else {
+            return Ok(true);
+        };
+        let current = meta
+            .get(JsValue::from_str(LEADER_KEY))
+            .map_err(StoreError::from_idb)?
+            .await
+            .map_err(StoreError::from_idb)?;
+        Ok(current.and_then(|v| v.as_string()).as_deref() == Some(token.as_str()))
     }
 
     /// A transaction over every store; `durability: "strict"` when asked.
     /// (web-sys gates the options argument behind an unstable cfg, so the
     /// call goes through `Reflect`.)
-    fn transaction(&self, mode: &str, strict: bool) -> Result<idb::Transaction, StoreError> {
+    fn transaction(&self, mode: &str, strict: bool) -> Result<Tx, StoreError> {
         let failed =
             |err: JsValue| StoreError::IndexedDb(format!("cannot start a transaction: {err:?}"));
         let names = js_sys::Array::new();
@@ -309,10 +348,14 @@ impl IdbStore {
         let method: js_sys::Function = js_sys::Reflect::get(&self.db, &"transaction".into())
             .map_err(failed)?
             .unchecked_into();
-        let tx = method
+        let raw: web_sys::IdbTransaction = method
             .call3(&self.db, &names, &mode.into(), &options)
-            .map_err(failed)?;
-        Ok(tx.unchecked_into::<web_sys::IdbTransaction>().into())
+            .map_err(failed)?
+            .unchecked_into();
+        Ok(Tx {
+            tx: raw.clone().into(),
+            raw,
+        })
     }
 
     /// Closes the database connection.

@@ -12,7 +12,9 @@ use std::rc::{Rc, Weak};
 
 use futures::channel::oneshot;
 use thoonk_protocol::ServerMessage;
-use thoonk_sync_core::{Config, CoreError, Effects, Notification, SyncCore};
+use thoonk_sync_core::{
+    Config, CoreError, Effects, Notification, StoreBatch, StoreWrite, SyncCore,
+};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::JsCast;
 
@@ -67,6 +69,12 @@ pub struct Shell {
     stored: Cell<u64>,
     /// The ranges of inputs `(after, through]` whose store batch failed.
     failed: RefCell<Vec<(u64, u64)>>,
+    /// Store failures since a batch of feed data last committed: the next
+    /// connection waits longer after each (a full quota would otherwise
+    /// fetch the same snapshot again and again).
+    storage_failures: Cell<u32>,
+    /// The wait before the next connection is over.
+    waited: Cell<bool>,
 }
 
 impl Shell {
@@ -93,6 +101,8 @@ impl Shell {
             inputs: Cell::new(0),
             stored: Cell::new(0),
             failed: RefCell::default(),
+            storage_failures: Cell::new(0),
+            waited: Cell::new(false),
         }))
     }
 
@@ -248,10 +258,24 @@ impl Shell {
     async fn carry_out(self: &Rc<Self>, effects: Effects) -> bool {
         if let Some(batch) = &effects.store {
             match self.store.apply(batch).await {
-                Ok(()) => {}
+                Ok(()) => {
+                    if batch.writes.iter().any(StoreWrite::is_cache) {
+                        self.storage_failures.set(0);
+                    }
+                }
                 Err(StoreError::Fenced) => {
                     self.step_aside().await;
                     return false;
+                }
+                Err(StoreError::QuotaExceeded(reason)) if self.make_room(batch).await => {
+                    // The batch's own changes are stored; the cached feeds
+                    // made room for them and load again from the server.
+                    self.recover_from_storage_failure(format!(
+                        "browser storage was full ({reason}): the cached feeds were dropped to \
+                         keep the unsent changes; they load again from the server"
+                    ))
+                    .await;
+                    return true;
                 }
                 Err(err) => {
                     self.recover_from_storage_failure(err.to_string()).await;
@@ -281,6 +305,35 @@ impl Shell {
         true
     }
 
+    /// Storage is full: drops every cached feed, then writes what of `batch`
+    /// the server cannot give back (outbox, outcomes, meta, subscriptions).
+    /// False when there is nothing of that kind, or it still does not fit.
+    async fn make_room(&self, batch: &StoreBatch) -> bool {
+        let keep = batch.without_cache();
+        if keep.is_empty() {
+            return false;
+        }
+        web_sys::console::warn_1(
+            &"thoonk-sync: storage is full; dropping the cached feeds to keep the unsent changes"
+                .into(),
+        );
+        if self.store.evict_feeds().await.is_err() {
+            return false;
+        }
+        // The browser may count the freed space a moment after the delete
+        // commits: a few tries, a little apart.
+        for attempt in 0..5 {
+            match self.store.apply(&keep).await {
+                Ok(()) => return true,
+                Err(StoreError::QuotaExceeded(_)) if attempt < 4 => {
+                    crate::tabs::sleep(200).await;
+                }
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
     /// Another tab leads now: stop, with the core reloaded from the store
     /// (what followers are told from now on is what this tab made durable).
     async fn step_aside(self: &Rc<Self>) {
@@ -301,6 +354,9 @@ impl Shell {
     /// nothing of it is sent. The core is reopened from what the store holds,
     /// so memory and IndexedDB agree again; the app hears why.
     async fn recover_from_storage_failure(self: &Rc<Self>, message: String) {
+        self.storage_failures
+            .set(self.storage_failures.get().saturating_add(1));
+        self.waited.set(false);
         self.core.borrow_mut().storage_failed(message.clone());
         if let Some(hooks) = self.hooks() {
             hooks.storage_failed(&message);
@@ -328,6 +384,21 @@ impl Shell {
         self.drop_connection();
         if self.paused.get() {
             let _ = self.input(|core, now| core.disconnected(now));
+            return;
+        }
+        let failures = self.storage_failures.get();
+        if failures > 0 && !self.waited.replace(true) {
+            // After a store failure: 1 s, 2 s, 4 s … up to a minute.
+            let delay = (1000u32 << failures.min(6).saturating_sub(1)).min(60_000) as i32;
+            let weak = Rc::downgrade(self);
+            wasm_bindgen_futures::spawn_local(async move {
+                crate::tabs::sleep(delay).await;
+                if let Some(shell) = weak.upgrade() {
+                    if !shell.closed.get() && shell.connection.borrow().is_none() {
+                        shell.connect();
+                    }
+                }
+            });
             return;
         }
         let generation = self.generation.get();

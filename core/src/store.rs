@@ -157,6 +157,35 @@ impl StoreBatch {
     pub fn is_empty(&self) -> bool {
         self.writes.is_empty()
     }
+
+    /// The writes of this batch that the server cannot give back: everything
+    /// but the cached feeds (items and heads). When storage is full, a store
+    /// may drop every cached feed and write just these; the core is then
+    /// reopened from the store and fetches the feeds again.
+    pub fn without_cache(&self) -> StoreBatch {
+        StoreBatch {
+            writes: self
+                .writes
+                .iter()
+                .filter(|w| !w.is_cache())
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+impl StoreWrite {
+    /// True for a write of the feeds' cache (items, heads), which the server
+    /// can always send again.
+    pub fn is_cache(&self) -> bool {
+        matches!(
+            self,
+            Self::ClearFeed { .. }
+                | Self::PutFeed { .. }
+                | Self::PutItem { .. }
+                | Self::DeleteItem { .. }
+        )
+    }
 }
 
 /// Everything a store holds, as loaded at start.

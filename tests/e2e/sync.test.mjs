@@ -1,9 +1,11 @@
 // The client's recovery paths in a real browser against a real server and
 // Redis: an event lost on the way is noticed and replayed, a feed deleted and
 // recreated (a new epoch) resets the mirror, and a refused token is replaced
-// through `getToken`. The page loads the package the way an app does.
+// through `getToken`, and a full storage quota drops the cached feeds to
+// keep an unsent change. The page loads the package the way an app does.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { startStack, launchBrowser, demoArgs } from './harness.mjs';
 
 const WAIT_MS = 30_000;
@@ -144,5 +146,48 @@ test('a refused token is replaced through getToken and the client goes on', asyn
   assert.equal(result.outcome.status, 'accepted', JSON.stringify(result.outcome));
   assert.equal(result.calls, 2, 'getToken called at open and once after the refusal');
   assert.equal(result.connection, 'online');
+  assert.deepEqual(page.errors, []);
+});
+
+test('a full storage quota drops the cached feeds, never an unsent change', async (t) => {
+  const { stack, page } = await setup(t);
+  const feed = `sync:quota:${Date.now()}`;
+  await load(page, stack);
+  // A feed that fills half of a small quota once mirrored (random text:
+  // IndexedDB compresses what repeats).
+  for (let i = 0; i < 12; i++) {
+    const filler = randomBytes(30 * 1024).toString('base64');
+    await stack.admin('feed', 'publish', feed, JSON.stringify({ i, filler }), '--id', `big-${i}`);
+  }
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('Storage.overrideQuotaForOrigin', { origin: `http://127.0.0.1:${stack.port}`, quotaSize: 600 * 1024 });
+  await page.evaluate(async ({ url, feed }) => {
+    window.client = await window.thoonk.Client.open({ url, token: 'quota', dbName: `quota-${feed}` });
+    window.client.subscribe(feed, () => {});
+  }, { url: `ws://127.0.0.1:${stack.port}/ws`, feed });
+  await waitFor(page, view, { feed }, (v) => v.ids.length === 12 && v.states.every((s) => s === 'confirmed'), 'the feed mirrored');
+
+  // Offline, a change too big to fit beside the mirror (~480 KB in a 600 KB
+  // quota; the change ~200 KB): the mirror goes, the change stays.
+  const queued = await page.evaluate(async ({ feed, size }) => {
+    window.client.setOnline(false);
+    let big = '';
+    for (let done = 0; done < size; done += 8192) {
+      big += btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(8192))));
+    }
+    const { id } = await window.client.publish(feed, { big }, 'mine');
+    return { id, outbox: window.client.outbox().map((e) => e.id), error: window.client.status().storageError };
+  }, { feed, size: 150 * 1024 });
+  assert.deepEqual(queued.outbox, [queued.id]);
+  assert.match(queued.error ?? '', /dropped/);
+
+  // The user frees space; online again, the change is applied once and the
+  // feed loads again.
+  await cdp.send('Storage.overrideQuotaForOrigin', { origin: `http://127.0.0.1:${stack.port}`, quotaSize: 64 * 1024 * 1024 });
+  await page.evaluate(() => window.client.setOnline(true));
+  const seen = await waitFor(page, view, { feed }, (v) => v.ids.length === 13 && v.states.every((s) => s === 'confirmed'), 'the change applied and the feed back');
+  assert.ok(seen.ids.includes('mine'));
+  const server = await stack.admin('feed', 'items', feed);
+  assert.equal(server.rev, 13);
   assert.deepEqual(page.errors, []);
 });
