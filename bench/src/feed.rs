@@ -39,6 +39,56 @@ pub async fn prepare(args: &Args) -> anyhow::Result<Value> {
     )
 }
 
+/// Calls completed and failed by [`run_for`].
+struct Counted {
+    ops: u64,
+    errors: u64,
+    secs: f64,
+}
+
+/// Runs `concurrency` tasks, each calling `call(task, n)` for n = 1, 2, …
+/// until `seconds` have passed; counts the calls that succeeded by then.
+/// A failed call (the client's response timeout on an overloaded machine)
+/// is counted and the task goes on, up to 1,000 failures in all.
+async fn run_for<F, Fut>(concurrency: usize, seconds: f64, call: F) -> anyhow::Result<Counted>
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for task in 0..concurrency {
+        let (done, errors, stop, call) = (done.clone(), errors.clone(), stop.clone(), call.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                match call(task, n).await {
+                    Ok(()) => done.fetch_add(1, Ordering::Relaxed),
+                    Err(_) if errors.fetch_add(1, Ordering::Relaxed) < 1000 => continue,
+                    Err(err) => return Err(err.context("too many errors")),
+                };
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let ops = done.load(Ordering::Relaxed);
+    let secs = start.elapsed().as_secs_f64();
+    for task in tasks {
+        task.await??;
+    }
+    Ok(Counted {
+        ops,
+        errors: errors.load(Ordering::Relaxed),
+        secs,
+    })
+}
+
 /// `--concurrency` tasks call the script in a loop for `--seconds` over one
 /// multiplexed connection (as the gateway and workers do).
 pub async fn run(args: &Args) -> anyhow::Result<Value> {
@@ -53,64 +103,31 @@ pub async fn run(args: &Args) -> anyhow::Result<Value> {
         .await;
     let conn = client.get_connection_manager().await?;
     let trivial = Arc::new(redis::Script::new("return 1"));
-    let done = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
     let run_id = std::process::id();
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for task in 0..concurrency {
-        let (store, feed, conn, trivial) =
+    let publish = which == "publish";
+    let counted = run_for(concurrency, seconds, move |task, n| {
+        let (store, feed, mut conn, trivial) =
             (store.clone(), feed.clone(), conn.clone(), trivial.clone());
-        let (done, stop, which) = (done.clone(), stop.clone(), which.clone());
-        let errors = errors.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let result = if which == "publish" {
-                    let id = ItemId::new(format!("{run_id}-{task}-{n}"))?;
-                    store
-                        .publish(&feed, Some(&id), &json!({"title": "x", "n": n}), None)
-                        .await
-                        .map(drop)
-                        .map_err(anyhow::Error::from)
-                } else {
-                    let mut conn = conn.clone();
-                    trivial
-                        .invoke_async::<_, i64>(&mut conn)
-                        .await
-                        .map(drop)
-                        .map_err(anyhow::Error::from)
-                };
-                match result {
-                    Ok(()) => done.fetch_add(1, Ordering::Relaxed),
-                    // The client's response timeout (500 ms by default) fires
-                    // when the machine is overloaded: count it, go on.
-                    Err(err) if errors.fetch_add(1, Ordering::Relaxed) < 1000 => {
-                        let _ = err;
-                        continue;
-                    }
-                    Err(err) => return Err(err.context("publish: too many errors")),
-                };
+        async move {
+            if publish {
+                let id = ItemId::new(format!("{run_id}-{task}-{n}"))?;
+                store
+                    .publish(&feed, Some(&id), &json!({"title": "x", "n": n}), None)
+                    .await?;
+            } else {
+                trivial.invoke_async::<_, i64>(&mut conn).await?;
             }
-            Ok::<_, anyhow::Error>(())
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let ops_at_stop = done.load(Ordering::Relaxed);
-    let elapsed = start.elapsed().as_secs_f64();
-    for task in tasks {
-        task.await??;
-    }
+            Ok(())
+        }
+    })
+    .await?;
     Ok(json!({
         "script": which,
         "concurrency": concurrency,
-        "ops": ops_at_stop,
-        "errors": errors.load(Ordering::Relaxed),
-        "secs": elapsed,
-        "per_sec": ops_at_stop as f64 / elapsed,
+        "ops": counted.ops,
+        "errors": counted.errors,
+        "secs": counted.secs,
+        "per_sec": counted.ops as f64 / counted.secs,
     }))
 }
 
@@ -130,46 +147,25 @@ pub async fn spread(args: &Args) -> anyhow::Result<Value> {
     for feed in &names {
         let _ = store.create(feed, &FeedSettings::new(FeedType::Feed)).await;
     }
-    let done = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
     let run_id = std::process::id();
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for task in 0..concurrency {
+    let counted = run_for(concurrency, seconds, move |task, n| {
         let (store, feed) = (store.clone(), names[task % feeds].clone());
-        let (done, errors, stop) = (done.clone(), errors.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let id = ItemId::new(format!("{run_id}-{task}-{n}"))?;
-                match store
-                    .publish(&feed, Some(&id), &json!({"n": n}), None)
-                    .await
-                {
-                    Ok(_) => done.fetch_add(1, Ordering::Relaxed),
-                    Err(_) if errors.fetch_add(1, Ordering::Relaxed) < 1000 => continue,
-                    Err(err) => return Err(anyhow::Error::from(err).context("too many errors")),
-                };
-            }
-            Ok::<_, anyhow::Error>(())
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-    stop.store(true, Ordering::Relaxed);
-    let ops = done.load(Ordering::Relaxed);
-    let elapsed = start.elapsed().as_secs_f64();
-    for task in tasks {
-        task.await??;
-    }
+        async move {
+            let id = ItemId::new(format!("{run_id}-{task}-{n}"))?;
+            store
+                .publish(&feed, Some(&id), &json!({"n": n}), None)
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
     Ok(json!({
         "cluster": target.is_cluster(),
         "feeds": feeds,
         "concurrency": concurrency,
-        "ops": ops,
-        "errors": errors.load(Ordering::Relaxed),
-        "secs": elapsed,
-        "per_sec": ops as f64 / elapsed,
+        "ops": counted.ops,
+        "errors": counted.errors,
+        "secs": counted.secs,
+        "per_sec": counted.ops as f64 / counted.secs,
     }))
 }
