@@ -12,7 +12,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, Value};
+use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
 /// A Redis deployment: one server, or a cluster given by some of its nodes.
 #[derive(Clone)]
@@ -50,7 +50,7 @@ impl From<&RedisTarget> for RedisTarget {
 impl RedisTarget {
     /// Reads `spec`: a `redis://host:port/db` URL for one server; for a
     /// cluster, `redis+cluster://host:port,host:port` or several `redis://`
-    /// URLs separated by commas. Every connection sets `TCP_NODELAY`.
+    /// URLs separated by commas.
     pub fn parse(spec: &str) -> RedisResult<Self> {
         let nodes: Vec<String> = match spec.strip_prefix("redis+cluster://") {
             Some(rest) => rest
@@ -62,20 +62,10 @@ impl RedisTarget {
         };
         let clients = nodes
             .iter()
-            .map(|url| {
-                let info = url.as_str().into_connection_info()?;
-                let tcp = info.tcp_settings().clone().set_nodelay(true);
-                redis::Client::open(info.set_tcp_settings(tcp))
-            })
+            .map(|url| redis::Client::open(url.as_str()))
             .collect::<RedisResult<Vec<_>>>()?;
         if spec.starts_with("redis+cluster://") || clients.len() > 1 {
-            let tcp = clients[0]
-                .get_connection_info()
-                .tcp_settings()
-                .clone()
-                .set_nodelay(true);
             let cluster = ClusterClient::builder(nodes)
-                .tcp_settings(tcp)
                 .response_timeout(RESPONSE_TIMEOUT)
                 .build()?;
             Ok(Self::Cluster {
