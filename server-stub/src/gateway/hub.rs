@@ -181,27 +181,25 @@ impl Hub {
 
     /// Hands a change notice to every session that follows its feed.
     pub fn dispatch_change(&self, notice: ChangeNotice) {
+        let feed = notice.feed.clone();
         let notice = Arc::new(notice);
-        let mut reg = self.lock();
-        let Some(sessions) = reg.by_feed.get(&notice.feed).cloned() else {
-            return;
-        };
-        for id in sessions {
-            if let Some(follower) = reg.followers.get_mut(&id) {
-                follower.offer(HubEvent::Change(notice.clone()));
-            }
-        }
+        self.offer_to_followers_of(&feed, || HubEvent::Change(notice.clone()));
     }
 
     /// Tells the sessions following `feed` that it was deleted.
     pub fn dispatch_deleted_feed(&self, feed: FeedName) {
+        self.offer_to_followers_of(&feed, || HubEvent::Deleted(feed.clone()));
+    }
+
+    /// Queues `event()` to every session that follows `feed`.
+    fn offer_to_followers_of(&self, feed: &FeedName, event: impl Fn() -> HubEvent) {
         let mut reg = self.lock();
-        let Some(sessions) = reg.by_feed.get(&feed).cloned() else {
+        let Some(sessions) = reg.by_feed.get(feed).cloned() else {
             return;
         };
         for id in sessions {
             if let Some(follower) = reg.followers.get_mut(&id) {
-                follower.offer(HubEvent::Deleted(feed.clone()));
+                follower.offer(event());
             }
         }
     }
@@ -256,9 +254,14 @@ impl Hub {
         let redis = redis.into();
         let key = format!("gateway.alive:{instance}");
         let mut first = true;
+        // One connection for every check (it reconnects by itself).
+        let mut held = None;
         loop {
             let created: redis::RedisResult<Option<String>> = async {
-                let mut conn = redis.connect().await?;
+                if held.is_none() {
+                    held = Some(redis.connect().await?);
+                }
+                let conn = held.as_mut().expect("connected above");
                 // Kept alive with a TTL so that a stopped gateway leaves nothing behind.
                 let ttl = (every.as_secs() * 15).max(30);
                 let created: Option<String> = redis::cmd("SET")
@@ -267,13 +270,13 @@ impl Hub {
                     .arg("NX")
                     .arg("EX")
                     .arg(ttl)
-                    .query_async(&mut conn)
+                    .query_async(conn)
                     .await?;
                 if created.is_none() {
                     let _: bool = redis::cmd("EXPIRE")
                         .arg(&key)
                         .arg(ttl)
-                        .query_async(&mut conn)
+                        .query_async(conn)
                         .await?;
                 }
                 Ok(created)
