@@ -196,7 +196,6 @@ impl Drop for RedisServer {
 /// (`--cluster-enabled yes`) and `redis-cli --cluster create`.
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
-    masters: usize,
 }
 
 impl RedisCluster {
@@ -235,7 +234,7 @@ impl RedisCluster {
             .status()
             .expect("run redis-cli: is it installed (scripts/setup)?");
         assert!(created.success(), "redis-cli --cluster create failed");
-        let cluster = Self { nodes, masters };
+        let cluster = Self { nodes };
         wait_until("the cluster", Duration::from_secs(30), || {
             cluster
                 .nodes
@@ -258,11 +257,6 @@ impl RedisCluster {
     /// The ports of the nodes (primaries first, as `redis-cli` assigns them).
     pub fn ports(&self) -> Vec<u16> {
         self.nodes.iter().map(RedisServer::port).collect()
-    }
-
-    /// How many primaries it was created with.
-    pub fn masters(&self) -> usize {
-        self.masters
     }
 
     /// Kills node `index` with SIGKILL.
