@@ -130,7 +130,7 @@ async fn foreign_items_that_are_not_json_read_as_strings() {
         .await
         .unwrap();
     let _: () = redis::cmd("HSET")
-        .arg("feed.items:legacy")
+        .arg(format!("feed.items:{}", name("legacy")))
         .arg("a")
         .arg("plain text, not JSON")
         .query_async(&mut env.conn().await)
@@ -172,8 +172,12 @@ async fn snapshots_of_large_feeds_are_complete() {
     // Filled the classic way (no revisions), in one pipeline.
     let mut pipe = redis::pipe();
     for n in 0..ITEMS {
-        pipe.rpush("feed.ids:large", format!("i{n}"))
-            .hset("feed.items:large", format!("i{n}"), n.to_string())
+        pipe.rpush(format!("feed.ids:{}", name("large")), format!("i{n}"))
+            .hset(
+                format!("feed.items:{}", name("large")),
+                format!("i{n}"),
+                n.to_string(),
+            )
             .ignore()
             .ignore();
     }

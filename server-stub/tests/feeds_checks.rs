@@ -6,17 +6,17 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use feeds_support::{id, msg, name, Env, INSTANCE};
-use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
 use serde_json::json;
 use thoonk_protocol::{ChangeOp, FeedName, FeedPosition, Position};
 use thoonk_server::feeds::{
     feed_keys, ConfigChange, FeedError, FeedSettings, FeedStore, FeedType, Since,
 };
+use thoonk_server::redis_target::RedisConn;
 use thoonk_testkit::RedisServer;
 
 /// Every key of the database with its DUMP.
-async fn dump_all(conn: &mut MultiplexedConnection) -> BTreeMap<String, Vec<u8>> {
+async fn dump_all(conn: &mut RedisConn) -> BTreeMap<String, Vec<u8>> {
     let keys: Vec<String> = conn.keys("*").await.unwrap();
     let mut out = BTreeMap::new();
     for key in keys {
@@ -57,7 +57,10 @@ async fn a_failed_check_writes_and_publishes_nothing() {
         .await
         .unwrap();
     let mut conn = env.conn().await;
-    let _: () = conn.hset("feed.config:jobs", "type", "job").await.unwrap();
+    let _: () = conn
+        .hset(format!("feed.config:{}", name("jobs")), "type", "job")
+        .await
+        .unwrap();
 
     let mut rec = env.listen(&[], &["*"]).await;
     let before = dump_all(&mut conn).await;
@@ -215,7 +218,10 @@ async fn trimming_retracts_the_oldest_and_never_over_trims() {
     s.create(&feed, &settings).await.unwrap();
     let mut rec = env
         .listen(
-            &["feed.retract:capped".to_owned(), "conffeed".to_owned()],
+            &[
+                format!("feed.retract:{}", name("capped")),
+                "conffeed".to_owned(),
+            ],
             &[],
         )
         .await;
@@ -270,10 +276,10 @@ async fn trimming_retracts_the_oldest_and_never_over_trims() {
     assert_eq!(
         rec.drain().await,
         [
-            msg("feed.retract:capped", "c"),
-            msg("feed.retract:capped", "a"),
-            msg("feed.retract:capped", "b"),
-            msg("conffeed", &format!("capped\0{INSTANCE}")),
+            msg(&format!("feed.retract:{}", name("capped")), "c"),
+            msg(&format!("feed.retract:{}", name("capped")), "a"),
+            msg(&format!("feed.retract:{}", name("capped")), "b"),
+            msg("conffeed", &format!("{feed}\0{INSTANCE}")),
         ]
     );
 
@@ -426,7 +432,7 @@ async fn a_feed_with_a_hash_tag_runs_on_redis_cluster() {
 
     // Without a hash tag the keys of one feed land in different slots.
     let err = store
-        .publish(&name("untagged"), None, &json!(0), None)
+        .publish(&FeedName::new("untagged").unwrap(), None, &json!(0), None)
         .await
         .unwrap_err();
     assert!(matches!(err, FeedError::Redis(_)), "{err:?}");
@@ -460,7 +466,8 @@ async fn scripts_validate_names_for_every_caller() {
     };
     let good = feed_keys(&name("f"));
     let long = "x".repeat(257);
-    let bad_name: Vec<String> = good.iter().map(|k| k.replace(":f", ":f*")).collect();
+    // Every key ends with the name: `f*` is no feed name.
+    let bad_name: Vec<String> = good.iter().map(|k| format!("{k}*")).collect();
     let mut wrong_order = good.to_vec();
     wrong_order.swap(1, 2);
     let cases = [

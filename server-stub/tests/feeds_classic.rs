@@ -12,6 +12,7 @@ use thoonk_server::feeds::{
     edit_channel, position_channel, publish_channel, retract_channel, ConfigChange, FeedSettings,
     FeedType, CONFFEED_CHANNEL, DELFEED_CHANNEL, NEWFEED_CHANNEL,
 };
+use thoonk_server::redis_target::RedisConn;
 
 fn classic_channels(feed: &str) -> Vec<String> {
     let feed = name(feed);
@@ -26,7 +27,7 @@ fn classic_channels(feed: &str) -> Vec<String> {
     ]
 }
 
-async fn key_type(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> String {
+async fn key_type(conn: &mut RedisConn, key: &str) -> String {
     redis::cmd("TYPE").arg(key).query_async(conn).await.unwrap()
 }
 
@@ -34,9 +35,10 @@ async fn key_type(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> St
 async fn time_ordered_feed_speaks_classic() {
     let env = Env::start().await;
     let feed = name("news");
+    let news = feed.as_str();
     let mut rec = env.listen(&classic_channels("news"), &[]).await;
     let mut conn = env.conn().await;
-    let announce = format!("news\0{INSTANCE}");
+    let announce = format!("{news}\0{INSTANCE}");
 
     let settings = FeedSettings {
         kind: FeedType::Feed,
@@ -69,20 +71,29 @@ async fn time_ordered_feed_speaks_classic() {
     assert_eq!(
         rec.drain().await,
         [
-            msg("feed.publish:news", "a\0{\"v\":1}"),
-            msg("feed.publish:news", "b\0{\"v\":2}"),
-            msg("feed.edit:news", "a\0{\"v\":3}"),
-            msg("feed.retract:news", "b"),
-            msg("feed.publish:news", "c\0\"ünï/\\\"q\\\"\""),
+            msg(&format!("feed.publish:{news}"), "a\0{\"v\":1}"),
+            msg(&format!("feed.publish:{news}"), "b\0{\"v\":2}"),
+            msg(&format!("feed.edit:{news}"), "a\0{\"v\":3}"),
+            msg(&format!("feed.retract:{news}"), "b"),
+            msg(&format!("feed.publish:{news}"), "c\0\"ünï/\\\"q\\\"\""),
         ]
     );
 
-    assert_eq!(key_type(&mut conn, "feed.ids:news").await, "zset");
-    assert_eq!(key_type(&mut conn, "feed.items:news").await, "hash");
-    assert_eq!(key_type(&mut conn, "feed.config:news").await, "hash");
+    assert_eq!(
+        key_type(&mut conn, &format!("feed.ids:{news}")).await,
+        "zset"
+    );
+    assert_eq!(
+        key_type(&mut conn, &format!("feed.items:{news}")).await,
+        "hash"
+    );
+    assert_eq!(
+        key_type(&mut conn, &format!("feed.config:{news}")).await,
+        "hash"
+    );
     assert_eq!(key_type(&mut conn, "feeds").await, "set");
     let ids: Vec<(String, f64)> = conn
-        .zrange_withscores("feed.ids:news", 0, -1)
+        .zrange_withscores(format!("feed.ids:{news}"), 0, -1)
         .await
         .unwrap();
     assert_eq!(
@@ -100,7 +111,7 @@ async fn time_ordered_feed_speaks_classic() {
         );
     }
     assert!(ids[0].1 < ids[1].1, "publish order is score order: {ids:?}");
-    let items: HashMap<String, Vec<u8>> = conn.hgetall("feed.items:news").await.unwrap();
+    let items: HashMap<String, Vec<u8>> = conn.hgetall(format!("feed.items:{news}")).await.unwrap();
     assert_eq!(
         items,
         HashMap::from([
@@ -108,12 +119,13 @@ async fn time_ordered_feed_speaks_classic() {
             ("c".to_owned(), "\"ünï/\\\"q\\\"\"".as_bytes().to_vec()),
         ])
     );
-    let config: HashMap<String, String> = conn.hgetall("feed.config:news").await.unwrap();
+    let config: HashMap<String, String> =
+        conn.hgetall(format!("feed.config:{news}")).await.unwrap();
     assert_eq!(config["type"], "feed");
     assert_eq!(config["max_length"], "2");
-    let publishes: String = conn.get("feed.publishes:news").await.unwrap();
+    let publishes: String = conn.get(format!("feed.publishes:{news}")).await.unwrap();
     assert_eq!(publishes, "4");
-    let registered: bool = conn.sismember("feeds", "news").await.unwrap();
+    let registered: bool = conn.sismember("feeds", news).await.unwrap();
     assert!(registered);
 
     s.retract(&feed, &id("a"), None).await.unwrap();
@@ -126,18 +138,18 @@ async fn time_ordered_feed_speaks_classic() {
     )
     .await
     .unwrap();
-    assert!(s.delete(&feed).await.unwrap());
     assert_eq!(
         rec.drain().await,
         [
-            msg("feed.retract:news", "a"),
+            msg(&format!("feed.retract:{news}"), "a"),
             msg("conffeed", &announce),
-            msg("delfeed", &announce),
         ]
     );
-    let left: Vec<String> = conn.keys("*news*").await.unwrap();
+    assert!(s.delete(&feed).await.unwrap());
+    assert_eq!(rec.drain().await, [msg("delfeed", &announce)]);
+    let left: Vec<String> = conn.keys(format!("*{news}*")).await.unwrap();
     assert_eq!(left, Vec::<String>::new());
-    let registered: bool = conn.sismember("feeds", "news").await.unwrap();
+    let registered: bool = conn.sismember("feeds", news).await.unwrap();
     assert!(!registered);
 }
 
@@ -145,6 +157,7 @@ async fn time_ordered_feed_speaks_classic() {
 async fn sorted_feed_speaks_classic() {
     let env = Env::start().await;
     let feed = name("list");
+    let list = feed.as_str();
     let mut rec = env.listen(&classic_channels("list"), &[]).await;
     let mut conn = env.conn().await;
     let s = &env.store;
@@ -152,6 +165,12 @@ async fn sorted_feed_speaks_classic() {
     s.create(&feed, &FeedSettings::new(FeedType::SortedFeed))
         .await
         .unwrap();
+    // The registry's messages come from its own node on a cluster.
+    let announce = format!("{list}\0{INSTANCE}");
+    assert_eq!(
+        rec.drain().await,
+        [msg("newfeed", &announce), msg("conffeed", &announce)]
+    );
     let one = s.publish(&feed, None, &json!("x"), None).await.unwrap();
     assert_eq!(
         one.id,
@@ -202,35 +221,41 @@ async fn sorted_feed_speaks_classic() {
         .unwrap();
     s.retract(&feed, &id("last"), None).await.unwrap();
 
-    let announce = format!("list\0{INSTANCE}");
     assert_eq!(
         rec.drain().await,
         [
-            msg("newfeed", &announce),
-            msg("conffeed", &announce),
-            msg("feed.publish:list", "1\0\"x\""),
-            msg("feed.position:list", "1\0:end"),
-            msg("feed.publish:list", "top\u{0}1"),
-            msg("feed.position:list", "top\0begin:"),
-            msg("feed.publish:list", "mid\u{0}2"),
-            msg("feed.position:list", "mid\0:1"),
-            msg("feed.publish:list", "last\u{0}3"),
-            msg("feed.position:list", "last\u{0}1:"),
+            msg(&format!("feed.publish:{list}"), "1\0\"x\""),
+            msg(&format!("feed.position:{list}"), "1\0:end"),
+            msg(&format!("feed.publish:{list}"), "top\u{0}1"),
+            msg(&format!("feed.position:{list}"), "top\0begin:"),
+            msg(&format!("feed.publish:{list}"), "mid\u{0}2"),
+            msg(&format!("feed.position:{list}"), "mid\0:1"),
+            msg(&format!("feed.publish:{list}"), "last\u{0}3"),
+            msg(&format!("feed.position:{list}"), "last\u{0}1:"),
             // Edits of sorted feeds go to feed.publish, as in the contract and thoonk.py.
-            msg("feed.publish:list", "mid\0{\"m\":2}"),
-            msg("feed.position:list", "top\0last:"),
-            msg("feed.position:list", "last\0:mid"),
-            msg("feed.position:list", "1\0begin:"),
-            msg("feed.position:list", "mid\0:end"),
-            msg("feed.retract:list", "last"),
+            msg(&format!("feed.publish:{list}"), "mid\0{\"m\":2}"),
+            msg(&format!("feed.position:{list}"), "top\0last:"),
+            msg(&format!("feed.position:{list}"), "last\0:mid"),
+            msg(&format!("feed.position:{list}"), "1\0begin:"),
+            msg(&format!("feed.position:{list}"), "mid\0:end"),
+            msg(&format!("feed.retract:{list}"), "last"),
         ]
     );
 
-    assert_eq!(key_type(&mut conn, "feed.ids:list").await, "list");
-    assert_eq!(key_type(&mut conn, "feed.items:list").await, "hash");
-    let order: Vec<String> = conn.lrange("feed.ids:list", 0, -1).await.unwrap();
+    assert_eq!(
+        key_type(&mut conn, &format!("feed.ids:{list}")).await,
+        "list"
+    );
+    assert_eq!(
+        key_type(&mut conn, &format!("feed.items:{list}")).await,
+        "hash"
+    );
+    let order: Vec<String> = conn
+        .lrange(format!("feed.ids:{list}"), 0, -1)
+        .await
+        .unwrap();
     assert_eq!(order, ["1", "top", "mid"]);
-    let items: HashMap<String, String> = conn.hgetall("feed.items:list").await.unwrap();
+    let items: HashMap<String, String> = conn.hgetall(format!("feed.items:{list}")).await.unwrap();
     assert_eq!(
         items,
         HashMap::from([
@@ -239,11 +264,12 @@ async fn sorted_feed_speaks_classic() {
             ("mid".to_owned(), "{\"m\":2}".to_owned()),
         ])
     );
-    let idincr: String = conn.get("feed.idincr:list").await.unwrap();
+    let idincr: String = conn.get(format!("feed.idincr:{list}")).await.unwrap();
     assert_eq!(idincr, "1");
-    let publishes: String = conn.get("feed.publishes:list").await.unwrap();
+    let publishes: String = conn.get(format!("feed.publishes:{list}")).await.unwrap();
     assert_eq!(publishes, "5");
-    let config: HashMap<String, String> = conn.hgetall("feed.config:list").await.unwrap();
+    let config: HashMap<String, String> =
+        conn.hgetall(format!("feed.config:{list}")).await.unwrap();
     assert_eq!(config["type"], "sorted_feed");
     let snapshot = s.snapshot(&feed).await.unwrap();
     let ids: Vec<&str> = snapshot.items.iter().map(|i| i.id.as_str()).collect();
@@ -254,16 +280,17 @@ async fn sorted_feed_speaks_classic() {
 async fn feeds_written_by_classic_peers_are_read_and_extended() {
     let env = Env::start().await;
     let mut conn = env.conn().await;
+    let feed = name("py");
+    let py = feed.as_str();
     // What thoonk.py does: SADD, HSET config, then publishes with float-second scores.
+    let _: () = conn.sadd("feeds", py).await.unwrap();
     let _: () = redis::pipe()
-        .sadd("feeds", "py")
-        .hset("feed.config:py", "type", "feed")
-        .zadd("feed.ids:py", "old", 1_300_000_000.25)
-        .hset("feed.items:py", "old", "not json")
+        .hset(format!("feed.config:{py}"), "type", "feed")
+        .zadd(format!("feed.ids:{py}"), "old", 1_300_000_000.25)
+        .hset(format!("feed.items:{py}"), "old", "not json")
         .query_async(&mut conn)
         .await
         .unwrap();
-    let feed = name("py");
     let before = env.store.snapshot(&feed).await.unwrap();
     assert_eq!((before.epoch, before.rev), (0, 0));
     assert_eq!(before.items[0].item, json!("not json"));
@@ -278,7 +305,10 @@ async fn feeds_written_by_classic_peers_are_read_and_extended() {
     assert!(applied.epoch > 0);
     assert_eq!(applied.rev, 1);
     // The feed existed in the registry: no newfeed, just the item.
-    assert_eq!(rec.drain().await, [msg("feed.publish:py", "new\0true")]);
+    assert_eq!(
+        rec.drain().await,
+        [msg(&format!("feed.publish:{py}"), "new\0true")]
+    );
     let after = env.store.snapshot(&feed).await.unwrap();
     let ids: Vec<&str> = after.items.iter().map(|i| i.id.as_str()).collect();
     assert_eq!(ids, ["old", "new"]);

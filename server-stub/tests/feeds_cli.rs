@@ -3,7 +3,7 @@
 mod feeds_support;
 
 use clap::Parser;
-use feeds_support::Env;
+use feeds_support::{name, Env};
 use serde_json::{json, Value};
 use thoonk_server::feeds::cli::{run, FeedCommand};
 use thoonk_server::feeds::FeedError;
@@ -23,16 +23,11 @@ async fn feed(env: &Env, args: &[&str]) -> Result<Value, FeedError> {
 #[tokio::test]
 async fn admin_commands_print_json() {
     let env = Env::start().await;
+    let todo = name("team:1:todo");
+    let todo = todo.as_str();
     let created = feed(
         &env,
-        &[
-            "create",
-            "team:1:todo",
-            "--type",
-            "sorted_feed",
-            "--retention",
-            "50",
-        ],
+        &["create", todo, "--type", "sorted_feed", "--retention", "50"],
     )
     .await
     .unwrap();
@@ -43,62 +38,44 @@ async fn admin_commands_print_json() {
 
     let one = feed(
         &env,
-        &[
-            "publish",
-            "team:1:todo",
-            r#"{"title":"one"}"#,
-            "--id",
-            "one",
-        ],
+        &["publish", todo, r#"{"title":"one"}"#, "--id", "one"],
     )
     .await
     .unwrap();
     assert_eq!(
         one,
-        json!({"feed": "team:1:todo", "epoch": epoch, "rev": 1, "id": "one"})
+        json!({"feed": todo, "epoch": epoch, "rev": 1, "id": "one"})
     );
     let two = feed(
         &env,
-        &[
-            "publish",
-            "team:1:todo",
-            r#""two""#,
-            "--begin",
-            "--job",
-            "c:1",
-        ],
+        &["publish", todo, r#""two""#, "--begin", "--job", "c:1"],
     )
     .await
     .unwrap();
     assert_eq!(two["id"], json!("1"));
-    feed(&env, &["edit", "team:1:todo", "one", "[1]"])
-        .await
-        .unwrap();
-    feed(&env, &["move", "team:1:todo", "1", "--after", "one"])
+    feed(&env, &["edit", todo, "one", "[1]"]).await.unwrap();
+    feed(&env, &["move", todo, "1", "--after", "one"])
         .await
         .unwrap();
 
-    let items = feed(&env, &["items", "team:1:todo"]).await.unwrap();
+    let items = feed(&env, &["items", todo]).await.unwrap();
     assert_eq!(
         items,
-        json!({"feed": "team:1:todo", "epoch": epoch, "rev": 4, "items": [
+        json!({"feed": todo, "epoch": epoch, "rev": 4, "items": [
             {"id": "one", "item": [1], "rev": 3},
             {"id": "1", "item": "two", "rev": 4},
         ]})
     );
-    let got = feed(&env, &["get", "team:1:todo", "one"]).await.unwrap();
+    let got = feed(&env, &["get", todo, "one"]).await.unwrap();
     assert_eq!(got["item"], json!({"id": "one", "item": [1], "rev": 3}));
-    let old = feed(&env, &["get", "team:1:todo", "one", "--at", "2"])
+    let old = feed(&env, &["get", todo, "one", "--at", "2"])
         .await
         .unwrap();
     assert_eq!(old["item"], json!({"title": "one"}));
 
-    let history = feed(
-        &env,
-        &["history", "team:1:todo", "--after", "1", "--limit", "2"],
-    )
-    .await
-    .unwrap();
+    let history = feed(&env, &["history", todo, "--after", "1", "--limit", "2"])
+        .await
+        .unwrap();
     assert_eq!(history["oldest"], json!(1));
     assert_eq!(
         history["events"],
@@ -108,21 +85,21 @@ async fn admin_commands_print_json() {
         ])
     );
 
-    feed(&env, &["retract", "team:1:todo", "1"]).await.unwrap();
-    let config = feed(&env, &["config", "team:1:todo", "--retention", "2"])
+    feed(&env, &["retract", todo, "1"]).await.unwrap();
+    let config = feed(&env, &["config", todo, "--retention", "2"])
         .await
         .unwrap();
     assert_eq!(
         config,
-        json!({"feed": "team:1:todo", "type": "sorted_feed", "max_length": 0, "retention": 2, "epoch": epoch})
+        json!({"feed": todo, "type": "sorted_feed", "max_length": 0, "retention": 2, "epoch": epoch})
     );
     assert_eq!(
         feed(&env, &["list"]).await.unwrap(),
-        json!({"feeds": ["team:1:todo"]})
+        json!({"feeds": [todo]})
     );
     assert_eq!(
-        feed(&env, &["delete", "team:1:todo"]).await.unwrap(),
-        json!({"feed": "team:1:todo", "deleted": true})
+        feed(&env, &["delete", todo]).await.unwrap(),
+        json!({"feed": todo, "deleted": true})
     );
     assert_eq!(feed(&env, &["list"]).await.unwrap(), json!({"feeds": []}));
 }

@@ -381,7 +381,7 @@ async fn a_lost_log_or_classic_delete_starts_a_new_epoch() {
 
     // The change log vanishes: the revision goes on, under a new epoch.
     let _: () = redis::cmd("DEL")
-        .arg("feed.log:lost")
+        .arg(format!("feed.log:{}", name("lost")))
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -426,16 +426,20 @@ async fn a_lost_log_or_classic_delete_starts_a_new_epoch() {
     // A classic peer deletes the feed (its own keys only) and creates it again.
     let _: () = redis::cmd("DEL")
         .arg(&[
-            "feed.config:lost",
-            "feed.ids:lost",
-            "feed.items:lost",
-            "feed.publishes:lost",
+            format!("feed.config:{}", name("lost")),
+            format!("feed.ids:{}", name("lost")),
+            format!("feed.items:{}", name("lost")),
+            format!("feed.publishes:{}", name("lost")),
         ])
         .query_async(&mut conn)
         .await
         .unwrap();
     let _: () = redis::cmd("HSET")
-        .arg(&["feed.config:lost", "type", "feed"])
+        .arg(&[
+            format!("feed.config:{}", name("lost")).as_str(),
+            "type",
+            "feed",
+        ])
         .query_async(&mut conn)
         .await
         .unwrap();

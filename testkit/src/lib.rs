@@ -202,22 +202,30 @@ impl RedisCluster {
     /// Starts the nodes, creates the cluster and waits until every node
     /// reports `cluster_state:ok`.
     pub fn start(masters: usize, replicas: usize) -> Self {
+        Self::start_with(masters, replicas, &[])
+    }
+
+    /// Like [`RedisCluster::start`], with extra `--option value` arguments
+    /// for every node.
+    pub fn start_with(masters: usize, replicas: usize, extra: &[&str]) -> Self {
+        // Replicas fail over after a second of silence; a cluster without
+        // them waits longer before it calls a busy node failed.
+        let node_timeout = if replicas > 0 { "1000" } else { "15000" };
         let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
             .map(|_| {
-                RedisServer::start_on(
-                    free_cluster_port(),
-                    &[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        "nodes.conf",
-                        "--cluster-node-timeout",
-                        "1000",
-                        // A replica fails over however long ago it last heard its primary.
-                        "--cluster-replica-validity-factor",
-                        "0",
-                    ],
-                )
+                let mut args = vec![
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    node_timeout,
+                    // A replica fails over however long ago it last heard its primary.
+                    "--cluster-replica-validity-factor",
+                    "0",
+                ];
+                args.extend_from_slice(extra);
+                RedisServer::start_on(free_cluster_port(), &args)
             })
             .collect();
         let addresses: Vec<String> = nodes
@@ -294,6 +302,106 @@ pub fn cluster_info(port: u16) -> String {
         .unwrap_or_default()
 }
 
+/// The environment variable that picks the Redis the suites run against:
+/// `single` (the default) or `cluster` (a local 3-primary Redis Cluster).
+pub const TARGET_VAR: &str = "THOONK_TEST_REDIS";
+
+/// True when the suites run against a Redis Cluster (`THOONK_TEST_REDIS=cluster`).
+pub fn on_cluster() -> bool {
+    match std::env::var(TARGET_VAR).as_deref() {
+        Ok("cluster") => true,
+        Ok("single") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("{TARGET_VAR}={other}: use `single` or `cluster`"),
+    }
+}
+
+/// The Redis a suite runs against, picked by [`on_cluster`]: one
+/// `redis-server`, or a 3-primary cluster without replicas.
+pub enum TestRedis {
+    /// One server.
+    Single(RedisServer),
+    /// A local cluster.
+    Cluster(RedisCluster),
+}
+
+impl TestRedis {
+    /// Starts the target [`TARGET_VAR`] names.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Like [`TestRedis::start`], with extra `--option value` arguments for
+    /// every node.
+    pub fn start_with(extra: &[&str]) -> Self {
+        if on_cluster() {
+            Self::Cluster(RedisCluster::start_with(3, 0, extra))
+        } else {
+            Self::Single(RedisServer::start_with(extra))
+        }
+    }
+
+    /// True for a cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+
+    /// The URL `thoonk-server --redis` and the server crate's `RedisTarget::parse` take.
+    pub fn url(&self) -> String {
+        match self {
+            Self::Single(server) => server.url(),
+            Self::Cluster(cluster) => cluster.url(),
+        }
+    }
+
+    /// The port of one node (the server, or the cluster's first primary):
+    /// for clients that talk to one node, such as a pub/sub listener.
+    pub fn port(&self) -> u16 {
+        match self {
+            Self::Single(server) => server.port(),
+            Self::Cluster(cluster) => cluster.ports()[0],
+        }
+    }
+
+    /// The ports of every node.
+    pub fn ports(&self) -> Vec<u16> {
+        match self {
+            Self::Single(server) => vec![server.port()],
+            Self::Cluster(cluster) => cluster.ports(),
+        }
+    }
+}
+
+/// The name a suite gives a feed on its target: unchanged on one Redis; on a
+/// cluster, with the hash tag a deployment would give it, so that all keys of
+/// the feed share a slot while different teams spread over the shards. The
+/// segment after `team:` or `user:` is the tag (`team:{353}:notes`),
+/// otherwise the first segment (`{notes}`, `{replay}:timed`). A name (or
+/// pattern) that already has braces, or whose tag segment is a wildcard, is
+/// left alone. The server's access rules read a `{353}` segment as `353`.
+pub fn shard(name: &str) -> String {
+    if !on_cluster() {
+        return name.to_owned();
+    }
+    tag_shard_key(name)
+}
+
+/// [`shard`]'s mapping, whatever the target.
+pub fn tag_shard_key(name: &str) -> String {
+    if name.contains('{') {
+        return name.to_owned();
+    }
+    let mut segments: Vec<String> = name.split(':').map(str::to_owned).collect();
+    let at = match segments.first().map(String::as_str) {
+        Some("team" | "user") if segments.len() > 2 => 1,
+        _ => 0,
+    };
+    if segments[at].contains('*') {
+        return name.to_owned();
+    }
+    segments[at] = format!("{{{}}}", segments[at]);
+    segments.join(":")
+}
+
 /// A `thoonk-server serve` process on a free port.
 pub struct ThoonkServer {
     child: Child,
@@ -357,5 +465,28 @@ impl ThoonkServer {
 impl Drop for ThoonkServer {
     fn drop(&mut self) {
         stop(&mut self.child);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tag_shard_key;
+
+    #[test]
+    fn shard_keys_are_the_team_the_user_or_the_first_segment() {
+        assert_eq!(
+            tag_shard_key("team:353:member:bob:tasks"),
+            "team:{353}:member:bob:tasks"
+        );
+        assert_eq!(
+            tag_shard_key("team:5:member:*:tasks"),
+            "team:{5}:member:*:tasks"
+        );
+        assert_eq!(tag_shard_key("user:ann:inbox"), "user:{ann}:inbox");
+        assert_eq!(tag_shard_key("notes"), "{notes}");
+        assert_eq!(tag_shard_key("team:353"), "{team}:353");
+        assert_eq!(tag_shard_key("replay:timed"), "{replay}:timed");
+        assert_eq!(tag_shard_key("{team:1}:x"), "{team:1}:x");
+        assert_eq!(tag_shard_key("*:tasks"), "*:tasks");
     }
 }

@@ -187,9 +187,11 @@ impl RulePattern {
         Ok(Self(segments))
     }
 
-    /// True when `feed` matches for `user`.
+    /// True when `feed` matches for `user`. A segment that is a whole Redis
+    /// Cluster hash tag (`team:{353}:notes`) matches as its text (`353`):
+    /// the braces say where the feed lives, not what it is.
     fn matches(&self, user: &UserEntry, feed: &FeedName) -> bool {
-        let names: Vec<&str> = feed.as_str().split(':').collect();
+        let names: Vec<&str> = feed.as_str().split(':').map(without_hash_tag).collect();
         let mut i = 0;
         for segment in &self.0 {
             if *segment == Segment::Rest {
@@ -213,6 +215,15 @@ impl RulePattern {
         }
         i == names.len()
     }
+}
+
+/// `{text}` → `text`; any other segment as it is.
+fn without_hash_tag(segment: &str) -> &str {
+    segment
+        .strip_prefix('{')
+        .and_then(|rest| rest.strip_suffix('}'))
+        .filter(|text| !text.is_empty())
+        .unwrap_or(segment)
 }
 
 /// The built-in rule engine: users, tokens, teams and rules from a config file.
@@ -368,6 +379,19 @@ mod tests {
         let ann = rules.find_user("ann").unwrap();
         assert!(rules.can_admin(&ann, &feed("team:353:member:bob:tasks")));
         assert!(!rules.can_admin(&bob, &feed("team:353:member:ann:tasks")));
+    }
+
+    #[test]
+    fn hash_tagged_segments_match_as_their_text() {
+        let rules = rules();
+        let bob = rules.find_user("bob").unwrap();
+        assert!(rules.can_read(&bob, &feed("team:{353}:member:ann:tasks")));
+        assert!(rules.can_write(&bob, &feed("team:{353}:member:{bob}:tasks")));
+        assert!(!rules.can_read(&bob, &feed("team:{354}:member:bob:tasks")));
+        assert!(rules.can_read(&bob, &feed("{user}:bob:inbox")));
+        // Only a whole segment is a tag; `{}` and half braces are text.
+        assert!(!rules.can_read(&bob, &feed("team:{353:x")));
+        assert!(!rules.can_read(&bob, &feed("team:{}:x")));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::redis_target::{RedisConn, RedisTarget};
+use crate::redis_target::{hash_tag, RedisConn, RedisTarget};
 use redis::{AsyncCommands, RedisError, Script, ScriptInvocation};
 use serde::Serialize;
 use serde_json::Value as Json;
@@ -144,6 +144,14 @@ impl JobQueue {
             queue: queue.to_owned(),
             reason: e.to_string(),
         })?;
+        if redis.is_cluster() && hash_tag(queue).is_none() {
+            return Err(JobError::BadQueueName {
+                queue: queue.to_owned(),
+                reason: format!(
+                    "on a Redis Cluster a queue's keys must share one slot: give it a hash tag, e.g. {{{queue}}}"
+                ),
+            });
+        }
         let mut conn = redis.connect().await?;
         let scripts = Scripts::new();
         for script in scripts.all() {

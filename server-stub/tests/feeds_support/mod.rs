@@ -1,5 +1,5 @@
-//! Shared helpers of the feed tests: a real Redis, a store, and a recorder of
-//! published messages.
+//! Shared helpers of the feed tests: a real Redis (or Redis Cluster, with
+//! `THOONK_TEST_REDIS=cluster`), a store, and a recorder of published messages.
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -8,50 +8,48 @@ use futures::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubStream};
 use thoonk_protocol::{FeedName, ItemId};
 use thoonk_server::feeds::FeedStore;
-use thoonk_testkit::RedisServer;
+use thoonk_server::redis_target::{RedisConn, RedisTarget};
+use thoonk_testkit::TestRedis;
 
 /// The instance id the tests' stores announce in newfeed/delfeed/conffeed.
 pub const INSTANCE: &str = "0123456789abcdef0123456789abcdef";
 
 /// A running Redis with a store on it.
 pub struct Env {
-    pub redis: RedisServer,
-    pub client: redis::Client,
+    pub redis: TestRedis,
+    pub target: RedisTarget,
     pub store: FeedStore,
 }
 
 impl Env {
     pub async fn start() -> Env {
-        let redis = RedisServer::start();
-        let client = redis::Client::open(redis.url()).expect("redis url");
-        let store = FeedStore::open(&client, INSTANCE)
+        let redis = TestRedis::start();
+        let target = RedisTarget::parse(&redis.url()).expect("redis url");
+        let store = FeedStore::open(&target, INSTANCE)
             .await
             .expect("open the store");
         Env {
             redis,
-            client,
+            target,
             store,
         }
     }
 
-    /// A plain connection for inspecting keys.
-    pub async fn conn(&self) -> MultiplexedConnection {
-        self.client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect")
+    /// A connection for inspecting keys (routed by slot on a cluster).
+    pub async fn conn(&self) -> RedisConn {
+        self.target.connect().await.expect("connect")
     }
 
     /// Another store on its own connection.
     pub async fn other_store(&self) -> FeedStore {
-        FeedStore::open(&self.client, INSTANCE)
+        FeedStore::open(&self.target, INSTANCE)
             .await
             .expect("open a store")
     }
 
     /// Subscribes to `channels` and `patterns` and returns a recorder.
     pub async fn listen(&self, channels: &[String], patterns: &[&str]) -> Recorder {
-        let mut pubsub = self.client.get_async_pubsub().await.expect("pubsub");
+        let mut pubsub = self.target.pubsub().await.expect("pubsub");
         for channel in channels {
             pubsub.subscribe(channel).await.expect("subscribe");
         }
@@ -59,9 +57,18 @@ impl Env {
             pubsub.psubscribe(*pattern).await.expect("psubscribe");
         }
         pubsub.subscribe(MARK).await.expect("subscribe");
+        let mut nodes = Vec::new();
+        for port in self.redis.ports() {
+            let node = redis::Client::open(format!("redis://127.0.0.1:{port}/")).expect("node url");
+            nodes.push(
+                node.get_multiplexed_async_connection()
+                    .await
+                    .expect("connect to a node"),
+            );
+        }
         Recorder {
             stream: pubsub.into_on_message(),
-            conn: self.conn().await,
+            nodes,
         }
     }
 
@@ -80,19 +87,25 @@ const MARK: &str = "test.mark";
 /// Records messages published on the channels it listens to.
 pub struct Recorder {
     stream: PubSubStream,
-    conn: MultiplexedConnection,
+    /// A connection to every node: a cluster forwards each node's messages
+    /// in order, but not in order with another node's.
+    nodes: Vec<MultiplexedConnection>,
 }
 
 impl Recorder {
-    /// Every message published since the last call, in order, as
-    /// (channel, payload bytes): publishes a mark and reads up to it.
+    /// Every message published since the last call, as (channel, payload
+    /// bytes): publishes a mark on every node and reads up to the last one.
+    /// Messages keep their order per node (on one Redis: all of them).
     pub async fn drain(&mut self) -> Vec<(String, Vec<u8>)> {
-        let _: i64 = redis::cmd("PUBLISH")
-            .arg(MARK)
-            .arg("mark")
-            .query_async(&mut self.conn)
-            .await
-            .expect("publish mark");
+        for node in &mut self.nodes {
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg(MARK)
+                .arg("mark")
+                .query_async(node)
+                .await
+                .expect("publish mark");
+        }
+        let mut marks = 0;
         let mut out = Vec::new();
         loop {
             // A guard against hanging, not a timing assertion: the mark is
@@ -102,7 +115,11 @@ impl Recorder {
                 .expect("the mark arrives")
                 .expect("pubsub stream open");
             if msg.get_channel_name() == MARK {
-                return out;
+                marks += 1;
+                if marks == self.nodes.len() {
+                    return out;
+                }
+                continue;
             }
             out.push((
                 msg.get_channel_name().to_owned(),
@@ -112,8 +129,10 @@ impl Recorder {
     }
 }
 
+/// The feed called `s` on the target (with a hash tag on a cluster: see
+/// [`thoonk_testkit::shard`]).
 pub fn name(s: &str) -> FeedName {
-    FeedName::new(s).expect("valid feed name")
+    FeedName::new(thoonk_testkit::shard(s)).expect("valid feed name")
 }
 
 pub fn id(s: &str) -> ItemId {
