@@ -7,7 +7,7 @@
 mod support;
 
 use serde_json::json;
-use support::{name, ConfigFile, Env, WsClient};
+use support::{name, shard, ConfigFile, Env, WsClient};
 use thoonk_protocol::{ClientMessage, ErrorCode, ServerMessage, PROTOCOL_VERSION};
 use thoonk_testkit::ThoonkServer;
 
@@ -49,13 +49,13 @@ async fn a_user_never_receives_a_feed_outside_their_rules() {
 
     let mut dan = WsClient::signed_in(&server.ws_url(), "tok-dan").await;
     let mut bob = WsClient::signed_in(&server.ws_url(), "tok-bob").await;
-    let patterns = ["*", "team:*", "team:353:*", "team:*:member:*:tasks"];
-    for p in patterns {
+    let patterns = ["*", "team:*", "team:353:*", "team:*:member:*:tasks"].map(shard);
+    for p in &patterns {
         dan.subscribe(p).await;
         bob.subscribe(p).await;
     }
     let mut dan_sees = Vec::new();
-    for _ in patterns {
+    for _ in &patterns {
         dan_sees.push(
             dan.until("subscribed", |m| match m {
                 ServerMessage::Subscribed { pattern, feeds } => {
@@ -69,10 +69,10 @@ async fn a_user_never_receives_a_feed_outside_their_rules() {
     assert_eq!(
         dan_sees,
         [
-            ("*".to_string(), vec![]),
-            ("team:*".to_string(), vec![]),
-            ("team:353:*".to_string(), vec![]),
-            ("team:*:member:*:tasks".to_string(), vec![own.clone()]),
+            (patterns[0].clone(), vec![]),
+            (patterns[1].clone(), vec![]),
+            (patterns[2].clone(), vec![]),
+            (patterns[3].clone(), vec![own.clone()]),
         ]
     );
     dan.until_rev(&own, 1).await;
@@ -80,6 +80,10 @@ async fn a_user_never_receives_a_feed_outside_their_rules() {
     // Bob, a member, is the control: the same patterns do reach these feeds.
     bob.until_rev(&name("team:353:notes"), 1).await;
     bob.until_rev(&name("team:353:member:ann:tasks"), 1).await;
+
+    // Markers: feeds dan may read, one on every node (see `Env::pass_markers`).
+    let markers = env.marker_feeds("demo").await;
+    env.follow_markers(&mut dan, &markers).await;
 
     // Changes to existing team feeds, and team feeds created later that
     // match every pattern dan holds.
@@ -95,10 +99,12 @@ async fn a_user_never_receives_a_feed_outside_their_rules() {
     for feed in &created {
         env.publish_many(feed, "c", 1, 2).await;
     }
-    // Dan's own feed last: once its change arrives, the hub and dan's
-    // session have handled every notice published before it.
+    // Dan's own feed last, then the markers: once their changes arrive, the
+    // hub and dan's session have handled every notice published before, on
+    // any node.
     env.publish_many(&own, "d", 2, 1).await;
     dan.until_rev(&own, 2).await;
+    env.pass_markers(&mut dan, &markers).await;
     dan.ping().await;
 
     bob.until_rev(&name("team:353:member:bob:tasks"), 2).await;
@@ -117,9 +123,13 @@ async fn a_user_never_receives_a_feed_outside_their_rules() {
         .collect();
     assert!(leaked.is_empty(), "dan received: {leaked:#?}");
     assert_eq!(
-        dan.mirror.feeds.keys().collect::<Vec<_>>(),
+        dan.mirror
+            .feeds
+            .keys()
+            .filter(|feed| !markers.contains(feed))
+            .collect::<Vec<_>>(),
         [&own],
-        "dan mirrors only his own feed"
+        "dan mirrors only his own feed (and the markers)"
     );
 
     // Claiming to mirror a forbidden feed (`known`) brings nothing of it.
@@ -127,7 +137,7 @@ async fn a_user_never_receives_a_feed_outside_their_rules() {
     let epoch = env.store.snapshot(&ann_tasks).await.unwrap().epoch;
     let mut again = WsClient::signed_in(&server.ws_url(), "tok-dan").await;
     again
-        .subscribe_known("team:*:member:*:tasks", &[(&ann_tasks, epoch, 0)])
+        .subscribe_known(&patterns[3], &[(&ann_tasks, epoch, 0)])
         .await;
     again.until_rev(&own, 2).await;
     again.ping().await;
@@ -139,12 +149,13 @@ async fn a_user_never_receives_a_feed_outside_their_rules() {
 
     // Naming a forbidden feed outright is refused with `forbidden`, and the
     // connection stays usable.
-    dan.subscribe("team:353:notes").await;
+    let notes = name("team:353:notes");
+    dan.subscribe(notes.as_str()).await;
     let message = dan.expect_error(ErrorCode::Forbidden).await;
-    assert!(message.contains("team:353:notes"), "{message}");
+    assert!(message.contains(notes.as_str()), "{message}");
     dan.ping().await;
     let replay = ClientMessage::Replay {
-        feed: name("team:353:notes"),
+        feed: notes,
         from: thoonk_protocol::FeedPosition { epoch: 0, rev: 0 },
     };
     dan.send(&replay).await;
@@ -160,7 +171,8 @@ async fn a_user_never_receives_a_feed_outside_their_rules() {
 async fn patterns_with_glob_characters_are_refused() {
     let env = Env::start().await;
     let config = config();
-    env.publish_many(&name("team:353:notes"), "s", 1, 1).await;
+    let notes = name("team:353:notes");
+    env.publish_many(&notes, "s", 1, 1).await;
     let server = gateway(&env, &config).await;
 
     let mut eve = WsClient::signed_in(&server.ws_url(), "tok-eve").await;
@@ -177,49 +189,49 @@ async fn patterns_with_glob_characters_are_refused() {
         eve.expect_error(ErrorCode::BadRequest).await;
     }
     eve.ping().await;
-    assert!(eve.log.iter().all(|f| !f.contains("\"team:353:notes\"")));
+    assert!(eve.log.iter().all(|f| !f.contains(&format!("\"{notes}\""))));
     assert!(eve.mirror.feeds.is_empty());
 
     // A foreign Thoonk process may register names with glob characters; the
     // gateway never offers them, to a member or anyone else.
     let mut bob = WsClient::signed_in(&server.ws_url(), "tok-bob").await;
-    bob.subscribe("team:353:*").await;
-    bob.until_rev(&name("team:353:notes"), 1).await;
+    bob.subscribe(&shard("team:353:*")).await;
+    bob.until_rev(&notes, 1).await;
     let mut conn = env.conn().await;
-    for foreign in ["team:353:*", "team:353:n?tes", "team:353:[x]"] {
+    // Announced on the hubs' node: delivered to them at once, before any
+    // message published later on any node of a cluster.
+    let mut hub_node = env.hub_node().await;
+    for foreign in ["team:353:*", "team:353:n?tes", "team:353:[x]"].map(shard) {
         let _: () = redis::cmd("SADD")
             .arg("feeds")
-            .arg(foreign)
+            .arg(&foreign)
             .query_async(&mut conn)
             .await
             .unwrap();
         let _: () = redis::cmd("PUBLISH")
             .arg("newfeed")
             .arg(format!("{foreign}\0foreign"))
-            .query_async(&mut conn)
+            .query_async(&mut hub_node)
             .await
             .unwrap();
     }
     // A later change of a followed feed marks the point where the hub has
     // passed the announcements; a new subscriber reads the registry.
-    env.publish_many(&name("team:353:notes"), "s", 2, 1).await;
-    bob.until_rev(&name("team:353:notes"), 2).await;
+    env.publish_many(&notes, "s", 2, 1).await;
+    bob.until_rev(&notes, 2).await;
     let mut late = WsClient::signed_in(&server.ws_url(), "tok-bob").await;
-    late.subscribe("team:353:*").await;
+    late.subscribe(&shard("team:353:*")).await;
     let feeds = late
         .until("subscribed", |m| match m {
             ServerMessage::Subscribed { feeds, .. } => Some(feeds.clone()),
             _ => None,
         })
         .await;
-    assert_eq!(feeds, [name("team:353:notes")]);
+    assert_eq!(feeds, std::slice::from_ref(&notes));
     // (A frame naming an invalid feed would not even decode: the client
     // panics on it.) Bob follows exactly the one real feed.
     bob.ping().await;
-    assert_eq!(
-        bob.mirror.feeds.keys().collect::<Vec<_>>(),
-        [&name("team:353:notes")]
-    );
+    assert_eq!(bob.mirror.feeds.keys().collect::<Vec<_>>(), [&notes]);
 }
 
 #[tokio::test]
@@ -286,7 +298,8 @@ async fn a_feed_that_becomes_forbidden_is_no_longer_sent() {
     }));
     let server = gateway(&env, &member).await;
     let mut dan = WsClient::signed_in(&server.ws_url(), "tok-dan").await;
-    dan.subscribe("team:*:notes").await;
+    let notes = shard("team:*:notes");
+    dan.subscribe(&notes).await;
     dan.until_rev(&feed, 2).await;
     dan.until_rev(&own, 1).await;
     let epoch = dan.mirror.get(&feed).unwrap().epoch;
@@ -301,8 +314,7 @@ async fn a_feed_that_becomes_forbidden_is_no_longer_sent() {
     }));
     let server = gateway(&env, &former).await;
     let mut dan = WsClient::signed_in(&server.ws_url(), "tok-dan").await;
-    dan.subscribe_known("team:*:notes", &[(&feed, epoch, 1)])
-        .await;
+    dan.subscribe_known(&notes, &[(&feed, epoch, 1)]).await;
     let feeds = dan
         .until("subscribed", |m| match m {
             ServerMessage::Subscribed { feeds, .. } => Some(feeds.clone()),
@@ -310,9 +322,14 @@ async fn a_feed_that_becomes_forbidden_is_no_longer_sent() {
         })
         .await;
     assert_eq!(feeds, std::slice::from_ref(&own));
+    dan.until_rev(&own, 1).await;
+    // Markers dan may read, one on every node (see `Env::pass_markers`).
+    let markers = env.marker_feeds("team:7").await;
+    env.follow_markers(&mut dan, &markers).await;
     env.publish_many(&feed, "n", 3, 2).await;
     env.publish_many(&own, "o", 2, 1).await;
     dan.until_rev(&own, 2).await;
+    env.pass_markers(&mut dan, &markers).await;
     dan.ping().await;
     assert!(
         dan.log.iter().all(|f| !f.contains(feed.as_str())),

@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{id, name, Env, WsClient};
+use support::{id, name, shard, Env, WsClient};
 use thoonk_protocol::{FeedName, ServerMessage};
 
 async fn wait_for_snapshot(client: &mut WsClient, feed: &FeedName) {
@@ -36,7 +36,7 @@ async fn two_gateways_deliver_identical_ordered_streams() {
     let mut clients = Vec::new();
     for server in [&one, &two] {
         let mut by_pattern = WsClient::signed_in(&server.ws_url(), "ann").await;
-        by_pattern.subscribe("team:9:member:*:tasks").await;
+        by_pattern.subscribe(&shard("team:9:member:*:tasks")).await;
         wait_for_snapshot(&mut by_pattern, &feeds[0]).await;
         let mut by_name = WsClient::signed_in(&server.ws_url(), "bob").await;
         for feed in &feeds {
@@ -101,13 +101,13 @@ async fn two_gateways_deliver_identical_ordered_streams() {
     }
 }
 
-/// Kills every pub/sub connection in Redis (the gateways' hubs).
+/// Kills every pub/sub connection on the hubs' node (the gateways' hubs).
 async fn kill_pubsub(env: &Env) -> usize {
     redis::cmd("CLIENT")
         .arg("KILL")
         .arg("TYPE")
         .arg("pubsub")
-        .query_async(&mut env.conn().await)
+        .query_async(&mut env.hub_node().await)
         .await
         .expect("CLIENT KILL TYPE pubsub")
 }
@@ -122,7 +122,7 @@ async fn a_dropped_pubsub_connection_loses_no_revision() {
     let server = env.gateway(&[]).await;
 
     let mut client = WsClient::signed_in(&server.ws_url(), "ann").await;
-    client.subscribe("team:8:*").await;
+    client.subscribe(&shard("team:8:*")).await;
     client.until_rev(&feed, 2).await;
     client.until_rev(&quiet, 1).await;
 
@@ -189,7 +189,7 @@ async fn a_feed_created_while_the_hub_was_disconnected_is_still_announced() {
     let server = env.gateway(&[]).await;
 
     let mut client = WsClient::signed_in(&server.ws_url(), "ann").await;
-    client.subscribe("team:6:*").await;
+    client.subscribe(&shard("team:6:*")).await;
     client.until_rev(&known, 1).await;
 
     // The feed is created (and written) while no hub listens: its `newfeed`
@@ -235,8 +235,10 @@ async fn a_resync_that_fails_is_not_forgotten() {
     client.until_rev(&feed, 1).await;
 
     // Changes whose notices are lost (no hub listens), then Redis refuses
-    // scripts for a while, so the resync after the hub's reconnect cannot
-    // read the change log (the gateway's Redis client gives up after 500 ms).
+    // scripts (every node of a cluster) for longer than the gateway's Redis
+    // client waits for a reply, so the resync after the hub's reconnect
+    // cannot read the change log.
+    let pause = thoonk_server::redis_target::RESPONSE_TIMEOUT + Duration::from_millis(1500);
     let mut rev = 1;
     let mut attempt = 0;
     loop {
@@ -248,22 +250,18 @@ async fn a_resync_that_fails_is_not_forgotten() {
         assert!(kill_pubsub(&env).await >= 1);
         env.publish_many(&feed, "lost", rev as usize, 2).await;
         rev += 2;
-        let _: () = redis::cmd("CLIENT")
-            .arg("PAUSE")
-            .arg(1500)
-            .arg("WRITE")
-            .query_async(&mut env.conn().await)
-            .await
-            .expect("CLIENT PAUSE");
+        env.on_every_node(
+            redis::cmd("CLIENT")
+                .arg("PAUSE")
+                .arg(pause.as_millis() as u64)
+                .arg("WRITE"),
+        )
+        .await;
         if env.hub_subscribers().await == 0 {
             break;
         }
         // The hub was back first: its resync may have worked. Try again.
-        let _: () = redis::cmd("CLIENT")
-            .arg("UNPAUSE")
-            .query_async(&mut env.conn().await)
-            .await
-            .expect("CLIENT UNPAUSE");
+        env.on_every_node(redis::cmd("CLIENT").arg("UNPAUSE")).await;
         client.until_rev(&feed, rev).await;
     }
 
@@ -290,7 +288,7 @@ async fn a_resync_that_fails_is_not_forgotten() {
 #[tokio::test]
 async fn changes_before_the_hubs_first_subscription_are_not_lost() {
     let env = Env::start().await;
-    let mut admin = env.conn().await;
+    // ACL rules are per node: set on every node of a cluster alike.
     let acl = |args: &[&str]| {
         let mut cmd = redis::cmd("ACL");
         for arg in args {
@@ -307,13 +305,11 @@ async fn changes_before_the_hubs_first_subscription_are_not_lost() {
     // Every client may still publish and subscribe to channels, but not
     // pattern-subscribe (a PSUBSCRIBE pattern must be listed literally),
     // which the hub needs.
-    let _: () = acl(&["SETUSER", "default", "resetchannels", "&?*"])
-        .query_async(&mut admin)
-        .await
-        .expect("ACL SETUSER default");
+    env.on_every_node(&acl(&["SETUSER", "default", "resetchannels", "&?*"]))
+        .await;
 
     // The gateway serves sessions while its hub cannot subscribe yet.
-    let server = thoonk_testkit::ThoonkServer::start(support::server_bin(), &env.redis.url(), &[]);
+    let server = env.spawn_gateway(&[]);
     let mut client = WsClient::signed_in(&server.ws_url(), "ann").await;
     client.subscribe(feed.as_str()).await;
     client.until_rev(&feed, 1).await;
@@ -330,10 +326,8 @@ async fn changes_before_the_hubs_first_subscription_are_not_lost() {
     );
 
     // The hub may subscribe now; the client must then get what it missed.
-    let _: () = acl(&["SETUSER", "default", "allchannels"])
-        .query_async(&mut admin)
-        .await
-        .expect("ACL SETUSER default allchannels");
+    env.on_every_node(&acl(&["SETUSER", "default", "allchannels"]))
+        .await;
     env.wait_for_hubs(1).await;
     let caught_up = client.read_until(|m| m.rev(&feed) == Some(3)).await;
     assert!(
@@ -353,7 +347,8 @@ async fn a_client_resumes_on_another_gateway_after_a_crash_without_a_gap() {
     let two = env.gateway(&[]).await;
 
     let mut client = WsClient::signed_in(&one.ws_url(), "ann").await;
-    client.subscribe("team:3:member:*:tasks").await;
+    let tasks = shard("team:3:member:*:tasks");
+    client.subscribe(&tasks).await;
     client.until_rev(&feed, 5).await;
 
     // Writes go on while the first gateway crashes.
@@ -384,7 +379,7 @@ async fn a_client_resumes_on_another_gateway_after_a_crash_without_a_gap() {
     let mut resumed = WsClient::signed_in(&two.ws_url(), "ann").await;
     resumed.mirror.feeds.insert(feed.clone(), at.clone());
     resumed
-        .subscribe_known("team:3:member:*:tasks", &[(&feed, at.epoch, at.rev)])
+        .subscribe_known(&tasks, &[(&feed, at.epoch, at.rev)])
         .await;
     writer.await.unwrap();
     let mirror = resumed.until_rev(&feed, 200).await.clone();

@@ -7,7 +7,7 @@
 mod support;
 
 use serde_json::json;
-use support::{id, name, Env, Frame, WsClient, WAIT};
+use support::{id, name, shard, Env, Frame, WsClient, WAIT};
 use thoonk_protocol::{ErrorCode, FeedName, ServerMessage};
 use thoonk_server::feeds::FeedStore;
 use tokio_tungstenite::tungstenite::Message;
@@ -302,7 +302,7 @@ async fn a_slow_client_still_learns_of_feeds_created_while_it_lagged() {
 
     let mut slow = WsClient::connect_small_buffer(&server.ws_url(), server.port()).await;
     slow.hello("bob").await;
-    slow.subscribe("team:2:*").await;
+    slow.subscribe(&shard("team:2:*")).await;
     slow.until_rev(&feed, 1).await;
     stop_reading(&mut slow, &big).await;
 
@@ -338,7 +338,7 @@ async fn too_many_subscriptions_are_rate_limited() {
     let server = env.gateway(&[]).await;
     let mut client = WsClient::signed_in(&server.ws_url(), "ann").await;
     for i in 0..LIMIT {
-        client.subscribe(&format!("sub:{i}:*")).await;
+        client.subscribe(&shard(&format!("sub:{i}:*"))).await;
     }
     for _ in 0..LIMIT {
         client
@@ -347,10 +347,10 @@ async fn too_many_subscriptions_are_rate_limited() {
             })
             .await;
     }
-    client.subscribe("one:more:*").await;
+    client.subscribe(&shard("one:more:*")).await;
     client.expect_error(ErrorCode::RateLimited).await;
     // Subscribing again to a pattern already held is no new subscription.
-    client.subscribe("sub:0:*").await;
+    client.subscribe(&shard("sub:0:*")).await;
     assert!(matches!(
         client.next().await,
         ServerMessage::Subscribed { .. }
@@ -362,7 +362,7 @@ async fn too_many_subscriptions_are_rate_limited() {
         })
         .await;
     let feed = name("one:more:feed");
-    client.subscribe("one:more:*").await;
+    client.subscribe(&shard("one:more:*")).await;
     client
         .until("subscribed after unsubscribe", |m| {
             matches!(m, ServerMessage::Subscribed { .. }).then_some(())
@@ -377,8 +377,9 @@ async fn shutdown_tells_clients_to_reconnect() {
     let env = Env::start().await;
     let server = env.gateway(&[]).await;
     let mut client = WsClient::signed_in(&server.ws_url(), "ann").await;
-    client.subscribe("team:1:notes").await;
-    client.until_rev(&name("team:1:notes"), 0).await;
+    let feed = name("team:1:notes");
+    client.subscribe(feed.as_str()).await;
+    client.until_rev(&feed, 0).await;
     // Dropping the server sends SIGTERM and waits for the process to exit.
     drop(server);
     let frame = client.expect_closed().await;

@@ -68,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let client = redis::Client::open(args.redis.as_str())?;
+    let client = thoonk_server::redis_target::RedisTarget::parse(&args.redis)?;
     let mut handlers = Handlers::standard();
     // Hangs on the first attempt (until the process is killed), publishes on later ones.
     handlers.register(

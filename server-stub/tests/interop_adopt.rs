@@ -64,7 +64,7 @@ async fn assert_consistent(env: &Env, py: &mut Py, feed: &str) {
 #[tokio::test]
 async fn each_thoonk_py_change_gets_one_revision_in_order() {
     let env = Env::start().await;
-    let adopter = Adopter::open(&env.client).await.unwrap();
+    let adopter = Adopter::open(&env.target).await.unwrap();
     let mut py = env.py(false).await;
     py.call(json!({"op": "create", "feed": "notes", "type": "feed"}))
         .await;
@@ -94,7 +94,7 @@ async fn each_thoonk_py_change_gets_one_revision_in_order() {
     // thoonk.py scores in seconds; adopted items get milliseconds, in log order.
     let mut conn = env.conn().await;
     let scores: Vec<(String, f64)> = conn
-        .zrange_withscores("feed.ids:notes", 0, -1)
+        .zrange_withscores(format!("feed.ids:{notes}"), 0, -1)
         .await
         .unwrap();
     assert_eq!(
@@ -191,7 +191,7 @@ async fn each_thoonk_py_change_gets_one_revision_in_order() {
 #[tokio::test]
 async fn a_burst_of_changes_is_adopted_as_the_difference_and_replays_exactly() {
     let env = Env::start().await;
-    let adopter = Adopter::open(&env.client).await.unwrap();
+    let adopter = Adopter::open(&env.target).await.unwrap();
     let mut py = env.py(false).await;
     py.call(json!({"op": "create", "feed": "s", "type": "sorted_feed"}))
         .await;
@@ -247,7 +247,7 @@ async fn a_burst_of_changes_is_adopted_as_the_difference_and_replays_exactly() {
 #[tokio::test]
 async fn our_own_writes_are_never_adopted_and_mix_with_foreign_ones() {
     let env = Env::start().await;
-    let adopter = Adopter::open(&env.client).await.unwrap();
+    let adopter = Adopter::open(&env.target).await.unwrap();
     let mut py = env.py(false).await;
     let s = name("mixed");
     env.store
@@ -319,7 +319,7 @@ async fn concurrent_adopters_adopt_each_change_exactly_once() {
     let feed = name("busy");
     let mut adopters = Vec::new();
     for _ in 0..4 {
-        adopters.push(Adopter::open(&env.client).await.unwrap());
+        adopters.push(Adopter::open(&env.target).await.unwrap());
     }
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -372,7 +372,7 @@ async fn concurrent_adopters_adopt_each_change_exactly_once() {
 #[tokio::test]
 async fn a_lost_mirror_or_a_classic_delete_adopts_nothing_twice() {
     let env = Env::start().await;
-    let adopter = Adopter::open(&env.client).await.unwrap();
+    let adopter = Adopter::open(&env.target).await.unwrap();
     let mut py = env.py(false).await;
     py.call(json!({"op": "create", "feed": "f", "type": "feed"}))
         .await;
@@ -399,7 +399,7 @@ async fn a_lost_mirror_or_a_classic_delete_adopts_nothing_twice() {
 #[tokio::test]
 async fn a_sweep_compares_fingerprints_a_check_sorted_feeds_in_full_and_a_full_run_everything() {
     let env = Env::start().await;
-    let adopter = Adopter::open(&env.client).await.unwrap();
+    let adopter = Adopter::open(&env.target).await.unwrap();
     let mut py = env.py(false).await;
     py.call(json!({"op": "create", "feed": "s", "type": "sorted_feed"}))
         .await;
@@ -460,7 +460,7 @@ async fn a_sweep_compares_fingerprints_a_check_sorted_feeds_in_full_and_a_full_r
 #[tokio::test]
 async fn thoonk_py_trimming_and_same_value_republishing_are_adopted() {
     let env = Env::start().await;
-    let adopter = Adopter::open(&env.client).await.unwrap();
+    let adopter = Adopter::open(&env.target).await.unwrap();
     let mut py = env.py(false).await;
     py.call(
         json!({"op": "create", "feed": "short", "type": "feed", "config": {"max_length": "2"}}),
@@ -503,7 +503,7 @@ async fn thoonk_py_trimming_and_same_value_republishing_are_adopted() {
 #[tokio::test]
 async fn a_sweep_follows_our_own_writes_to_a_time_ordered_feed_from_the_log_alone() {
     let env = Env::start().await;
-    let adopter = Adopter::open(&env.client).await.unwrap();
+    let adopter = Adopter::open(&env.target).await.unwrap();
     let mut py = env.py(false).await;
     py.call(json!({"op": "create", "feed": "big", "type": "feed"}))
         .await;
@@ -527,23 +527,28 @@ async fn a_sweep_follows_our_own_writes_to_a_time_ordered_feed_from_the_log_alon
         .unwrap();
     env.store.retract(&big, &id("i2"), None).await.unwrap();
     env.store.retract(&big, &id("new"), None).await.unwrap();
-    let mut conn = env.client.get_multiplexed_async_connection().await.unwrap();
-    let _: () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    // Every node's counts: on a cluster the feed lives on one of them.
+    let mut nodes = env.node_conns().await;
+    for node in &mut nodes {
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(node)
+            .await
+            .unwrap();
+    }
     assert_eq!(adopter.sweep(&big).await.unwrap().changes, 0);
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    for whole in ["cmdstat_hgetall", "cmdstat_zrange"] {
-        assert!(
-            !stats.contains(whole),
-            "the sweep read the feed in full:\n{stats}"
-        );
+    for node in &mut nodes {
+        let stats: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(node)
+            .await
+            .unwrap();
+        for whole in ["cmdstat_hgetall", "cmdstat_zrange"] {
+            assert!(
+                !stats.contains(whole),
+                "the sweep read the feed in full:\n{stats}"
+            );
+        }
     }
     // The mirror it left is the one a full run agrees with.
     assert_eq!(adopter.adopt(&big).await.unwrap().changes, 0);
@@ -562,7 +567,7 @@ async fn a_sweep_follows_our_own_writes_to_a_time_ordered_feed_from_the_log_alon
 #[tokio::test]
 async fn a_sweep_after_many_of_our_writes_goes_on_in_bounded_runs() {
     let env = Env::start().await;
-    let adopter = Adopter::open(&env.client).await.unwrap();
+    let adopter = Adopter::open(&env.target).await.unwrap();
     let mut py = env.py(false).await;
     let feed = name("busy");
     env.store
@@ -585,8 +590,8 @@ async fn a_sweep_after_many_of_our_writes_goes_on_in_bounded_runs() {
     // A classic write among them, found once the account reaches the end.
     py.call(json!({"op": "publish", "feed": "busy", "id": "theirs", "item": "\"c\""}))
         .await;
-    let mut conn = env.client.get_multiplexed_async_connection().await.unwrap();
-    let mirror_rev = |conn: &mut redis::aio::MultiplexedConnection| {
+    let mut conn = env.conn().await;
+    let mirror_rev = |conn: &mut thoonk_server::redis_target::RedisConn| {
         let mut conn = conn.clone();
         async move {
             let rev: u64 = conn.hget(adopted_key(&name("busy")), "rev").await.unwrap();

@@ -1,12 +1,14 @@
 //! The `thoonk-server job …` admin commands and `thoonk-server work`, as
 //! real processes on a Redis set up like the demo's (config/demo.json): the
 //! seed's administrator investigates a stalled job, edits it and retries it.
+//! On a Redis Cluster (`THOONK_TEST_REDIS=cluster`) the queue and the feeds
+//! carry hash tags, as a deployment names them.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use thoonk_testkit::RedisServer;
+use thoonk_testkit::{shard, TestRedis};
 
 const BIN: &str = env!("CARGO_BIN_EXE_thoonk-server");
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -16,7 +18,7 @@ fn demo_config() -> String {
 }
 
 /// Runs `thoonk-server --redis URL job ARGS…`; returns its JSON, or its stderr on failure.
-fn job(redis: &RedisServer, args: &[&str]) -> Result<Value, String> {
+fn job(redis: &TestRedis, args: &[&str]) -> Result<Value, String> {
     let out = Command::new(BIN)
         .args(["--redis", &redis.url(), "job"])
         .args(args)
@@ -29,8 +31,14 @@ fn job(redis: &RedisServer, args: &[&str]) -> Result<Value, String> {
     Ok(serde_json::from_slice(&out.stdout).expect("job commands print JSON"))
 }
 
-fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
+/// Runs `redis-cli ARGS…` on the test Redis (in cluster mode, `-c`, which
+/// follows redirects to the node of each key's slot); returns its output.
+fn redis_cli(redis: &TestRedis, args: &[&str]) -> String {
+    let mut cli = Command::new("redis-cli");
+    if redis.is_cluster() {
+        cli.arg("-c");
+    }
+    let out = cli
         .args(["-p", &redis.port().to_string()])
         .args(args)
         .output()
@@ -63,31 +71,35 @@ impl Drop for Worker {
 
 #[test]
 fn an_admin_investigates_a_stalled_job_edits_it_and_retries_it() {
-    let redis = RedisServer::start();
-    let bobs = "team:353:member:bob:tasks";
+    let redis = TestRedis::start();
+    let queue = shard("changes");
+    let queue = queue.as_str();
+    let bobs = shard("team:353:member:bob:tasks");
+    let bobs = bobs.as_str();
     // Something left a string where bob's task feed's id list belongs.
     redis_cli(&redis, &["SET", &format!("feed.ids:{bobs}"), "junk"]);
     let change = json!({"id": "web:1", "op": {"kind": "action", "name": "create_task",
         "payload": {"feed": bobs, "id": "t1", "task": {"title": "Buy milk"}}}});
     let put = job(
         &redis,
-        &["put", "changes", "--user", "bob", &change.to_string()],
+        &["put", queue, "--user", "bob", &change.to_string()],
     )
     .unwrap();
     assert_eq!(put["submitted"], "queued");
     let again = job(
         &redis,
-        &["put", "changes", "--user", "bob", &change.to_string()],
+        &["put", queue, "--user", "bob", &change.to_string()],
     )
     .unwrap();
     assert_eq!(again["submitted"], "already_queued");
-    let listed = job(&redis, &["list", "changes"]).unwrap();
+    let listed = job(&redis, &["list", queue]).unwrap();
     assert_eq!(listed["jobs"][0]["id"], "web:1");
     assert_eq!(listed["jobs"][0]["state"], "available");
 
     let _worker = Worker(
         Command::new(BIN)
             .args(["--redis", &redis.url(), "work", "--config", &demo_config()])
+            .args(["--queue", queue])
             .args([
                 "--max-retries",
                 "0",
@@ -102,7 +114,7 @@ fn an_admin_investigates_a_stalled_job_edits_it_and_retries_it() {
             .expect("start thoonk-server work"),
     );
     let stalled = eventually("the job stalls", || {
-        let out = job(&redis, &["stalled", "changes"]).unwrap();
+        let out = job(&redis, &["stalled", queue]).unwrap();
         out["stalled"].as_array().filter(|s| !s.is_empty()).cloned()
     });
     let error = stalled[0]["last_error"]["error"]
@@ -118,15 +130,15 @@ fn an_admin_investigates_a_stalled_job_edits_it_and_retries_it() {
     redis_cli(&redis, &["DEL", &format!("feed.ids:{bobs}")]);
     let mut payload = stalled[0]["payload"].clone();
     payload["op"]["payload"]["task"]["title"] = json!("Buy oat milk");
-    job(&redis, &["edit", "changes", "web:1", &payload.to_string()]).unwrap();
-    let shown = job(&redis, &["show", "changes", "web:1"]).unwrap();
+    job(&redis, &["edit", queue, "web:1", &payload.to_string()]).unwrap();
+    let shown = job(&redis, &["show", queue, "web:1"]).unwrap();
     assert_eq!(
         shown["job"]["payload"]["op"]["payload"]["task"]["title"],
         "Buy oat milk"
     );
-    job(&redis, &["retry", "changes", "web:1"]).unwrap();
+    job(&redis, &["retry", queue, "web:1"]).unwrap();
     let result = eventually("the job finishes", || {
-        let out = job(&redis, &["result", "changes", "web:1"]).unwrap();
+        let out = job(&redis, &["result", queue, "web:1"]).unwrap();
         (!out["outcome"].is_null()).then_some(out)
     });
     assert_eq!(result["outcome"]["status"], "accepted", "{result}");
@@ -136,20 +148,21 @@ fn an_admin_investigates_a_stalled_job_edits_it_and_retries_it() {
     assert_eq!(item, json!({"title": "Buy oat milk", "done": false}));
 
     // Errors name what to do, and exit non-zero.
-    let err = job(&redis, &["retry", "changes", "web:1"]).unwrap_err();
+    let err = job(&redis, &["retry", queue, "web:1"]).unwrap_err();
     assert!(err.contains("not stalled"), "{err}");
-    let err = job(&redis, &["list", "nothing"]).unwrap_err();
-    assert!(err.contains("no job queue nothing"), "{err}");
+    let nothing = shard("nothing");
+    let err = job(&redis, &["list", &nothing]).unwrap_err();
+    assert!(err.contains(&format!("no job queue {nothing}")), "{err}");
     // Under the demo's rules, cat may not add to bob's list.
     let foreign = json!({"id": "web:2", "op": {"kind": "action", "name": "create_task",
         "payload": {"feed": bobs, "id": "t2", "task": {"title": "x"}}}});
     job(
         &redis,
-        &["put", "changes", "--user", "cat", &foreign.to_string()],
+        &["put", queue, "--user", "cat", &foreign.to_string()],
     )
     .unwrap();
     let result = eventually("the rejection", || {
-        let out = job(&redis, &["result", "changes", "web:2"]).unwrap();
+        let out = job(&redis, &["result", queue, "web:2"]).unwrap();
         (!out["outcome"].is_null()).then_some(out)
     });
     assert_eq!(result["outcome"]["status"], "rejected");

@@ -1,7 +1,10 @@
 //! Jobs shared with real thoonk.py 1.0.1.0 processes (tests/interop/driver.py):
 //! thoonk.py puts a job that our workers work and hears its outcome on
 //! `job.finish`; thoonk.py works a job we queued; a thoonk.py worker that
-//! dies holding a claim loses nothing.
+//! dies holding a claim loses nothing. On a Redis Cluster
+//! (`THOONK_TEST_REDIS=cluster`) thoonk.py runs on redis-py's cluster client
+//! and the queue and feeds carry hash tags (the driver's `call` maps the
+//! `queue` and `feed` it is given; names inside payloads are mapped here).
 
 mod interop_support;
 mod jobs_support;
@@ -9,7 +12,7 @@ mod jobs_support;
 use std::sync::Arc;
 
 use interop_support::Env;
-use jobs_support::{fast_settings, outcome_of, steady_settings, InProcess};
+use jobs_support::{fast_settings, feed, outcome_of, queue_name, steady_settings, InProcess};
 use redis::AsyncCommands;
 use serde_json::json;
 use thoonk_protocol::{ChangeId, ItemId, Operation, Outcome};
@@ -18,7 +21,7 @@ use thoonk_server::jobs::{Handlers, JobPayload, JobQueue};
 
 fn publish(feed: &str, id: &str) -> Operation {
     Operation::Publish {
-        feed: thoonk_protocol::FeedName::new(feed).unwrap(),
+        feed: jobs_support::feed(feed),
         id: ItemId::new(id).unwrap(),
         item: json!({"from": id}),
         position: None,
@@ -28,27 +31,27 @@ fn publish(feed: &str, id: &str) -> Operation {
 #[tokio::test]
 async fn thoonk_py_puts_a_job_and_hears_its_outcome_on_job_finish() {
     let env = Env::start().await;
-    let q = JobQueue::open(&env.client, "changes", steady_settings(2))
+    let q = JobQueue::open(&env.target, &queue_name(), steady_settings(2))
         .await
         .unwrap();
     // The listener subscribes to job.finish of queues that exist when it starts.
     let mut py = env.py(true).await;
     // Without an "id": the job id is the change id (thoonk.py's put picks ids itself).
-    let payload = json!({"user": "alice", "op": {"kind": "publish", "feed": "notes", "id": "n1", "item": {"text": "from thoonk.py"}}});
+    let payload = json!({"user": "alice", "op": {"kind": "publish", "feed": feed("notes"), "id": "n1", "item": {"text": "from thoonk.py"}}});
     let put = py
         .call(json!({"op": "put", "queue": "changes", "id": "py:1", "item": payload.to_string()}))
         .await;
     assert_eq!(put, json!("py:1"));
     let workers = InProcess::start(
         &env.redis.url(),
-        "changes",
+        &queue_name(),
         steady_settings(2),
         Handlers::standard(),
         Arc::new(OpenAccess),
         1,
     );
     let heard = py.event_where(|e| e["event"] == "finish").await;
-    assert_eq!(heard["feed"], "changes");
+    assert_eq!(heard["feed"], queue_name());
     assert_eq!(heard["id"], "py:1");
     let outcome: Outcome = serde_json::from_str(heard["result"].as_str().unwrap()).unwrap();
     assert!(matches!(outcome, Outcome::Accepted { .. }), "{outcome:?}");
@@ -64,7 +67,7 @@ async fn thoonk_py_puts_a_job_and_hears_its_outcome_on_job_finish() {
 #[tokio::test]
 async fn thoonk_py_works_a_job_we_queued() {
     let env = Env::start().await;
-    let q = JobQueue::open(&env.client, "changes", steady_settings(2))
+    let q = JobQueue::open(&env.target, &queue_name(), steady_settings(2))
         .await
         .unwrap();
     let alice = User {
@@ -88,14 +91,17 @@ async fn thoonk_py_works_a_job_we_queued() {
         "thoonk.py's finish removes it everywhere"
     );
     let mut conn = env.conn().await;
-    let finishes: u64 = conn.get("feed.finishes:changes").await.unwrap();
+    let finishes: u64 = conn
+        .get(format!("feed.finishes:{}", queue_name()))
+        .await
+        .unwrap();
     assert_eq!(finishes, 1);
 }
 
 #[tokio::test]
 async fn a_job_held_by_a_dead_thoonk_py_worker_is_requeued_and_worked_once() {
     let env = Env::start().await;
-    let q = JobQueue::open(&env.client, "changes", fast_settings(3))
+    let q = JobQueue::open(&env.target, &queue_name(), fast_settings(3))
         .await
         .unwrap();
     let alice = User {
@@ -111,7 +117,7 @@ async fn a_job_held_by_a_dead_thoonk_py_worker_is_requeued_and_worked_once() {
     drop(py); // killed while holding the claim
     let workers = InProcess::start(
         &env.redis.url(),
-        "changes",
+        &queue_name(),
         fast_settings(3),
         Handlers::standard(),
         Arc::new(OpenAccess),
@@ -119,11 +125,7 @@ async fn a_job_held_by_a_dead_thoonk_py_worker_is_requeued_and_worked_once() {
     );
     let outcome = outcome_of(&q, &change.id).await;
     assert!(matches!(outcome, Outcome::Accepted { .. }), "{outcome:?}");
-    let history = env
-        .store
-        .history(&thoonk_protocol::FeedName::new("notes").unwrap(), 0, 100)
-        .await
-        .unwrap();
+    let history = env.store.history(&feed("notes"), 0, 100).await.unwrap();
     assert_eq!(history.events.len(), 1, "applied once");
     workers.stop().await;
 }

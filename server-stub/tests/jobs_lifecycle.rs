@@ -16,7 +16,7 @@ use thoonk_server::jobs::cli::{run, JobCommand};
 use thoonk_server::jobs::{
     finish_channel, JobError, JobPayload, JobQueue, QueueSettings, Submitted,
 };
-use thoonk_testkit::RedisServer;
+use thoonk_server::redis_target::RedisConn;
 
 fn bob() -> User {
     User { name: "bob".into() }
@@ -31,40 +31,43 @@ fn publish(id: &str) -> Operation {
     }
 }
 
+/// The key `prefix:<queue>` of the suite's queue ([`queue_name`]).
+fn qkey(prefix: &str) -> String {
+    format!("{prefix}:{}", queue_name())
+}
+
 /// Claims the next job the way a classic worker does (BRPOP, then ZADD feed.claimed).
-async fn classic_claim(conn: &mut redis::aio::MultiplexedConnection, at_ms: u64) -> String {
-    let id: String = conn.rpop("feed.ids:changes", None).await.unwrap();
-    let _: () = conn.zadd("feed.claimed:changes", &id, at_ms).await.unwrap();
+async fn classic_claim(conn: &mut RedisConn, at_ms: u64) -> String {
+    let id: String = conn.rpop(qkey("feed.ids"), None).await.unwrap();
+    let _: () = conn.zadd(qkey("feed.claimed"), &id, at_ms).await.unwrap();
     id
 }
 
-async fn setup(
-    settings: QueueSettings,
-) -> (
-    RedisServer,
-    redis::Client,
-    JobQueue,
-    redis::aio::MultiplexedConnection,
-) {
-    let redis = RedisServer::start();
-    let client = redis::Client::open(redis.url()).unwrap();
-    let q = JobQueue::open(&client, "changes", settings).await.unwrap();
-    let conn = client.get_multiplexed_async_connection().await.unwrap();
-    (redis, client, q, conn)
+/// Starts the test Redis and opens the suite's queue on it; returns a
+/// connection for raw commands too.
+async fn setup(settings: QueueSettings) -> (Env, JobQueue, RedisConn) {
+    let env = Env::start();
+    let q = JobQueue::open(&env.target, &queue_name(), settings)
+        .await
+        .unwrap();
+    let conn = env.conn().await;
+    (env, q, conn)
 }
 
 #[tokio::test]
 async fn queues_are_created_classically_and_other_thoonk_objects_are_refused() {
-    let (_redis, client, _q, mut conn) = setup(fast_settings(1)).await;
-    let kind: String = conn.hget("feed.config:changes", "type").await.unwrap();
+    let (env, _q, mut conn) = setup(fast_settings(1)).await;
+    let client = &env.target;
+    let kind: String = conn.hget(qkey("feed.config"), "type").await.unwrap();
     assert_eq!(kind, "job");
-    let registered: bool = conn.sismember("feeds", "changes").await.unwrap();
+    let registered: bool = conn.sismember("feeds", queue_name()).await.unwrap();
     assert!(registered);
+    let notes = shard("notes");
     let _: () = conn
-        .hset("feed.config:notes", "type", "sorted_feed")
+        .hset(format!("feed.config:{notes}"), "type", "sorted_feed")
         .await
         .unwrap();
-    let err = JobQueue::open(&client, "notes", fast_settings(1))
+    let err = JobQueue::open(client, &notes, fast_settings(1))
         .await
         .err()
         .unwrap();
@@ -72,23 +75,35 @@ async fn queues_are_created_classically_and_other_thoonk_objects_are_refused() {
         matches!(err, JobError::NotAQueue { ref kind, .. } if kind == "sorted_feed"),
         "{err}"
     );
-    let err = JobQueue::attach(&client, "nothing", fast_settings(1))
+    let err = JobQueue::attach(client, &shard("nothing"), fast_settings(1))
         .await
         .err()
         .unwrap();
     assert!(matches!(err, JobError::NoSuchQueue { .. }), "{err}");
-    let err = JobQueue::open(&client, "bad*name", fast_settings(1))
+    let err = JobQueue::open(client, "bad*name", fast_settings(1))
         .await
         .err()
         .unwrap();
     assert!(matches!(err, JobError::BadQueueName { .. }), "{err}");
+    if env.is_cluster() {
+        // A queue whose keys would spread over several slots is refused.
+        let err = JobQueue::open(client, "changes", fast_settings(1))
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, JobError::BadQueueName { .. }), "{err}");
+    }
 }
 
 #[tokio::test]
 async fn retract_removes_a_job_from_any_state_and_tells_a_waiting_submitter() {
-    let (_redis, client, q, mut conn) = setup(fast_settings(0)).await;
-    let mut pubsub = client.get_async_pubsub().await.unwrap();
-    pubsub.subscribe(finish_channel("changes")).await.unwrap();
+    let (env, q, mut conn) = setup(fast_settings(0)).await;
+    let client = &env.target;
+    let mut pubsub = client.pubsub().await.unwrap();
+    pubsub
+        .subscribe(finish_channel(&queue_name()))
+        .await
+        .unwrap();
     for id in ["r:1", "r:2", "r:3"] {
         q.submit(&bob(), &change(id, publish(id))).await.unwrap();
     }
@@ -96,7 +111,7 @@ async fn retract_removes_a_job_from_any_state_and_tells_a_waiting_submitter() {
     assert_eq!(classic_claim(&mut conn, 1).await, "r:1");
     assert_eq!(classic_claim(&mut conn, 1).await, "r:2");
     let _: () = conn
-        .zadd("feed.claimed:changes", "r:1", u64::MAX >> 12)
+        .zadd(qkey("feed.claimed"), "r:1", u64::MAX >> 12)
         .await
         .unwrap();
     let (requeued, stalled) = q.sweep().await.unwrap();
@@ -120,10 +135,10 @@ async fn retract_removes_a_job_from_any_state_and_tells_a_waiting_submitter() {
     for (id, state) in [("r:1", "claimed"), ("r:2", "stalled"), ("r:3", "available")] {
         let out = run(
             JobCommand::Retract {
-                queue: "changes".into(),
+                queue: queue_name(),
                 id: id.into(),
             },
-            &client,
+            client,
         )
         .await
         .unwrap();
@@ -138,11 +153,11 @@ async fn retract_removes_a_job_from_any_state_and_tells_a_waiting_submitter() {
     }
     assert!(q.list().await.unwrap().is_empty());
     for key in [
-        "feed.items:changes",
-        "feed.cancelled:changes",
-        "job.errors:changes",
+        qkey("feed.items"),
+        qkey("feed.cancelled"),
+        qkey("job.errors"),
     ] {
-        let len: u64 = conn.hlen(key).await.unwrap();
+        let len: u64 = conn.hlen(&key).await.unwrap();
         assert_eq!(len, 0, "{key} is empty");
     }
     let mut messages = pubsub.on_message();
@@ -159,10 +174,10 @@ async fn retract_removes_a_job_from_any_state_and_tells_a_waiting_submitter() {
     }
     let err = run(
         JobCommand::Retract {
-            queue: "changes".into(),
+            queue: queue_name(),
             id: "r:1".into(),
         },
-        &client,
+        client,
     )
     .await
     .unwrap_err();
@@ -171,7 +186,7 @@ async fn retract_removes_a_job_from_any_state_and_tells_a_waiting_submitter() {
 
 #[tokio::test]
 async fn timed_out_claims_count_failures_then_stall_and_only_stalled_jobs_retry() {
-    let (_redis, client, q, mut conn) = setup(QueueSettings {
+    let (env, q, mut conn) = setup(QueueSettings {
         claim_timeout: Duration::from_millis(1),
         ..fast_settings(1)
     })
@@ -193,14 +208,14 @@ async fn timed_out_claims_count_failures_then_stall_and_only_stalled_jobs_retry(
         .as_str()
         .unwrap()
         .contains("claim timed out"));
-    let put_notice: Option<f64> = conn.zscore("feed.published:changes", "t:1").await.unwrap();
+    let put_notice: Option<f64> = conn.zscore(qkey("feed.published"), "t:1").await.unwrap();
     assert!(put_notice.is_some(), "a requeued job stays published");
 
     classic_claim(&mut conn, 1).await;
     assert_eq!(q.sweep().await.unwrap(), (vec![], vec!["t:1".to_owned()]));
     let job = q.show("t:1").await.unwrap().unwrap();
     assert_eq!((job.state, job.failures), ("stalled", 2));
-    let put_notice: Option<f64> = conn.zscore("feed.published:changes", "t:1").await.unwrap();
+    let put_notice: Option<f64> = conn.zscore(qkey("feed.published"), "t:1").await.unwrap();
     assert_eq!(
         put_notice, None,
         "a stalled job leaves feed.published, as classic stall does"
@@ -208,10 +223,10 @@ async fn timed_out_claims_count_failures_then_stall_and_only_stalled_jobs_retry(
 
     run(
         JobCommand::Retry {
-            queue: "changes".into(),
+            queue: queue_name(),
             id: "t:1".into(),
         },
-        &client,
+        &env.target,
     )
     .await
     .unwrap();
@@ -223,7 +238,7 @@ async fn timed_out_claims_count_failures_then_stall_and_only_stalled_jobs_retry(
 
 #[tokio::test]
 async fn an_admin_edits_only_jobs_not_in_flight() {
-    let (_redis, client, q, mut conn) = setup(fast_settings(1)).await;
+    let (env, q, mut conn) = setup(fast_settings(1)).await;
     q.submit(&bob(), &change("e:1", publish("e1")))
         .await
         .unwrap();
@@ -237,11 +252,11 @@ async fn an_admin_edits_only_jobs_not_in_flight() {
     assert!(matches!(err, JobError::BadPayload { .. }), "{err}");
     let err = run(
         JobCommand::Edit {
-            queue: "changes".into(),
+            queue: queue_name(),
             id: "e:1".into(),
             payload: "{not json".into(),
         },
-        &client,
+        &env.target,
     )
     .await
     .unwrap_err();
@@ -265,9 +280,12 @@ async fn an_admin_edits_only_jobs_not_in_flight() {
 
 #[tokio::test]
 async fn a_classic_worker_can_work_our_jobs_and_orphans_are_listed() {
-    let (_redis, client, q, mut conn) = setup(fast_settings(1)).await;
-    let mut pubsub = client.get_async_pubsub().await.unwrap();
-    pubsub.subscribe(finish_channel("changes")).await.unwrap();
+    let (env, q, mut conn) = setup(fast_settings(1)).await;
+    let mut pubsub = env.target.pubsub().await.unwrap();
+    pubsub
+        .subscribe(finish_channel(&queue_name()))
+        .await
+        .unwrap();
     q.submit(&bob(), &change("c:1", publish("c1")))
         .await
         .unwrap();
@@ -275,13 +293,13 @@ async fn a_classic_worker_can_work_our_jobs_and_orphans_are_listed() {
         .await
         .unwrap();
     // thoonk.py get: BRPOP, then MULTI ZADD claimed / HGET item / HGET cancelled.
-    let (_, id): (String, String) = conn.brpop("feed.ids:changes", 1.0).await.unwrap();
+    let (_, id): (String, String) = conn.brpop(qkey("feed.ids"), 1.0).await.unwrap();
     assert_eq!(id, "c:1", "first in, first out");
     let (_, item, cancelled): ((), String, Option<String>) = redis::pipe()
         .atomic()
-        .zadd("feed.claimed:changes", &id, 1_700_000_000_000u64)
-        .hget("feed.items:changes", &id)
-        .hget("feed.cancelled:changes", &id)
+        .zadd(qkey("feed.claimed"), &id, 1_700_000_000_000u64)
+        .hget(qkey("feed.items"), &id)
+        .hget(qkey("feed.cancelled"), &id)
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -290,12 +308,12 @@ async fn a_classic_worker_can_work_our_jobs_and_orphans_are_listed() {
     // thoonk.py finish with a result.
     let _: () = redis::pipe()
         .atomic()
-        .zrem("feed.claimed:changes", &id)
-        .hdel("feed.cancelled:changes", &id)
-        .zrem("feed.published:changes", &id)
-        .incr("feed.finishes:changes", 1)
-        .publish("job.finish:changes", format!("{id}\0done"))
-        .hdel("feed.items:changes", &id)
+        .zrem(qkey("feed.claimed"), &id)
+        .hdel(qkey("feed.cancelled"), &id)
+        .zrem(qkey("feed.published"), &id)
+        .incr(qkey("feed.finishes"), 1)
+        .publish(qkey("job.finish"), format!("{id}\0done"))
+        .hdel(qkey("feed.items"), &id)
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -315,7 +333,7 @@ async fn a_classic_worker_can_work_our_jobs_and_orphans_are_listed() {
     assert_eq!(states, [("c:2".into(), "available")]);
 
     // A classic worker that died between BRPOP and its claim leaves an orphan.
-    let _: String = conn.rpop("feed.ids:changes", None).await.unwrap();
+    let _: String = conn.rpop(qkey("feed.ids"), None).await.unwrap();
     let states: Vec<(String, &str)> = q
         .list()
         .await
@@ -328,11 +346,11 @@ async fn a_classic_worker_can_work_our_jobs_and_orphans_are_listed() {
 
 #[tokio::test]
 async fn a_failure_counts_only_against_the_claim_it_belongs_to() {
-    let (_redis, _client, q, mut conn) = setup(fast_settings(3)).await;
+    let (_env, q, mut conn) = setup(fast_settings(3)).await;
     q.submit(&bob(), &change("f:1", publish("f1")))
         .await
         .unwrap();
-    let keys = thoonk_server::jobs::queue_keys("changes");
+    let keys = thoonk_server::jobs::queue_keys(&queue_name());
     let claim = redis::Script::new(include_str!("../lua/job_claim.lua"));
     let fail = redis::Script::new(include_str!("../lua/job_fail.lua"));
     let mut invocation = claim.prepare_invoke();
@@ -342,7 +360,7 @@ async fn a_failure_counts_only_against_the_claim_it_belongs_to() {
     let (id, _payload, failures, claimed_at, remaining): (String, String, u64, String, u64) =
         invocation.invoke_async(&mut conn).await.unwrap();
     assert_eq!((id.as_str(), failures, remaining), ("f:1", 0, 0));
-    let score: f64 = conn.zscore("feed.claimed:changes", "f:1").await.unwrap();
+    let score: f64 = conn.zscore(qkey("feed.claimed"), "f:1").await.unwrap();
     assert_eq!(score.to_string(), claimed_at, "claimed in the same step");
 
     let run_fail = |token: String| {
@@ -365,11 +383,11 @@ async fn a_failure_counts_only_against_the_claim_it_belongs_to() {
 
 #[tokio::test]
 async fn a_queued_change_whose_job_was_lost_is_put_again_on_resubmit() {
-    let (_redis, _client, q, mut conn) = setup(fast_settings(1)).await;
+    let (_env, q, mut conn) = setup(fast_settings(1)).await;
     let c = change("l:1", publish("l1"));
     assert_eq!(q.submit(&bob(), &c).await.unwrap(), Submitted::Queued);
     // Something outside the job scripts deletes the queue's payloads.
-    let _: () = conn.del("feed.items:changes").await.unwrap();
+    let _: () = conn.del(qkey("feed.items")).await.unwrap();
     assert_eq!(q.submit(&bob(), &c).await.unwrap(), Submitted::Queued);
     let job = q.show("l:1").await.unwrap().unwrap();
     assert_eq!(job.payload["user"], "bob");

@@ -13,7 +13,6 @@ use thoonk_server::feeds::FeedStore;
 use thoonk_server::gateway::access::User;
 use thoonk_server::jobs::cli::{run, JobCommand};
 use thoonk_server::jobs::{applied_key, JobError, JobQueue, QueueSettings};
-use thoonk_testkit::RedisServer;
 
 fn alice() -> User {
     User {
@@ -21,22 +20,22 @@ fn alice() -> User {
     }
 }
 
-async fn open(
-    redis: &RedisServer,
-    settings: &QueueSettings,
-) -> (redis::Client, JobQueue, FeedStore) {
-    let client = redis::Client::open(redis.url()).unwrap();
-    let q = JobQueue::open(&client, "changes", settings.clone())
+/// Starts the test Redis and opens the suite's queue ([`queue_name`]) and a
+/// feed store on it.
+async fn open(settings: &QueueSettings) -> (Env, JobQueue, FeedStore) {
+    let env = Env::start();
+    let q = JobQueue::open(&env.target, &queue_name(), settings.clone())
         .await
         .unwrap();
-    let store = FeedStore::open(&client, "test").await.unwrap();
-    (client, q, store)
+    let store = FeedStore::open(&env.target, "test").await.unwrap();
+    (env, q, store)
 }
 
+/// An action of the example worker that publishes to the feed `notes`.
 fn test_action(name: &str, id: &str, fail: bool) -> Operation {
     Operation::Action {
         name: name.into(),
-        payload: json!({"feed": "notes", "id": id, "item": {"n": id}, "fail": fail}),
+        payload: json!({"feed": feed("notes"), "id": id, "item": {"n": id}, "fail": fail}),
     }
 }
 
@@ -46,18 +45,17 @@ async fn state_of(q: &JobQueue, id: &str) -> Option<&'static str> {
 
 #[tokio::test]
 async fn a_worker_killed_mid_job_is_retried_after_the_claim_timeout_and_applied_once() {
-    let redis = RedisServer::start();
     let settings = fast_settings(3);
-    let (_client, q, store) = open(&redis, &settings).await;
+    let (env, q, store) = open(&settings).await;
     let c = change("k:1", test_action("hang_first_attempt", "n1", false));
     q.submit(&alice(), &c).await.unwrap();
-    let mut first = WorkerProcess::start(&redis.url(), "changes", &settings, &[]);
+    let mut first = WorkerProcess::start(&env.url(), &queue_name(), &settings, &[]);
     eventually("the first worker claims the job", || async {
         (state_of(&q, "k:1").await == Some("claimed")).then_some(())
     })
     .await;
     first.kill9();
-    let _second = WorkerProcess::start(&redis.url(), "changes", &settings, &[]);
+    let _second = WorkerProcess::start(&env.url(), &queue_name(), &settings, &[]);
     let outcome = outcome_of(&q, &c.id).await;
     assert!(matches!(outcome, Outcome::Accepted { .. }), "{outcome:?}");
     assert_eq!(applied_count(&store, &feed("notes"), "k:1").await, 1);
@@ -65,9 +63,8 @@ async fn a_worker_killed_mid_job_is_retried_after_the_claim_timeout_and_applied_
 
 #[tokio::test]
 async fn a_worker_killed_after_its_script_applied_does_not_cause_a_second_apply() {
-    let redis = RedisServer::start();
     let settings = fast_settings(3);
-    let (client, q, store) = open(&redis, &settings).await;
+    let (env, q, store) = open(&settings).await;
     let notes = feed("notes");
     let c = change(
         "k:2",
@@ -79,9 +76,13 @@ async fn a_worker_killed_after_its_script_applied_does_not_cause_a_second_apply(
         },
     );
     q.submit(&alice(), &c).await.unwrap();
-    let mut first =
-        WorkerProcess::start(&redis.url(), "changes", &settings, &["--hang-after-apply"]);
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut first = WorkerProcess::start(
+        &env.url(),
+        &queue_name(),
+        &settings,
+        &["--hang-after-apply"],
+    );
+    let mut conn = env.conn().await;
     let applied = applied_key(&notes, "k:2");
     eventually(
         "the first worker applied the job and has not finished it",
@@ -97,35 +98,35 @@ async fn a_worker_killed_after_its_script_applied_does_not_cause_a_second_apply(
     )
     .await;
     first.kill9();
-    let _second = WorkerProcess::start(&redis.url(), "changes", &settings, &[]);
+    let _second = WorkerProcess::start(&env.url(), &queue_name(), &settings, &[]);
     let outcome = outcome_of(&q, &c.id).await;
     match &outcome {
         Outcome::Accepted { revs, .. } => assert_eq!(revs.get(&notes), Some(&1)),
         other => panic!("expected accepted, got {other:?}"),
     }
     assert_eq!(applied_count(&store, &notes, "k:2").await, 1);
-    let rev: u64 = conn.get("feed.rev:notes").await.unwrap();
+    let rev: u64 = conn.get(format!("feed.rev:{notes}")).await.unwrap();
     assert_eq!(rev, 1, "the feed changed once");
 }
 
 #[tokio::test]
 async fn a_job_past_max_retries_stalls_and_an_admin_edits_and_retries_it() {
-    let redis = RedisServer::start();
     // No claim times out here, even on a loaded machine: only the handler fails.
     let settings = QueueSettings {
         claim_timeout: Duration::from_secs(5),
         ..fast_settings(1)
     };
-    let (client, q, store) = open(&redis, &settings).await;
+    let (env, q, store) = open(&settings).await;
+    let client = &env.target;
     let c = change("k:3", test_action("fail_while", "n3", true));
     q.submit(&alice(), &c).await.unwrap();
-    let _worker = WorkerProcess::start(&redis.url(), "changes", &settings, &[]);
+    let _worker = WorkerProcess::start(&env.url(), &queue_name(), &settings, &[]);
     let stalled = eventually("the job stalls", || async {
         let out = run(
             JobCommand::Stalled {
-                queue: "changes".into(),
+                queue: queue_name(),
             },
-            &client,
+            client,
         )
         .await
         .unwrap();
@@ -151,20 +152,20 @@ async fn a_job_past_max_retries_stalls_and_an_admin_edits_and_retries_it() {
     payload["op"]["payload"]["fail"] = json!(false);
     run(
         JobCommand::Edit {
-            queue: "changes".into(),
+            queue: queue_name(),
             id: "k:3".into(),
             payload: payload.to_string(),
         },
-        &client,
+        client,
     )
     .await
     .unwrap();
     run(
         JobCommand::Retry {
-            queue: "changes".into(),
+            queue: queue_name(),
             id: "k:3".into(),
         },
-        &client,
+        client,
     )
     .await
     .unwrap();
@@ -173,10 +174,10 @@ async fn a_job_past_max_retries_stalls_and_an_admin_edits_and_retries_it() {
     assert_eq!(applied_count(&store, &feed("notes"), "k:3").await, 1);
     let result = run(
         JobCommand::Result {
-            queue: "changes".into(),
+            queue: queue_name(),
             id: "k:3".into(),
         },
-        &client,
+        client,
     )
     .await
     .unwrap();
@@ -185,10 +186,10 @@ async fn a_job_past_max_retries_stalls_and_an_admin_edits_and_retries_it() {
     // Only a stalled job can be retried.
     let err = run(
         JobCommand::Retry {
-            queue: "changes".into(),
+            queue: queue_name(),
             id: "k:3".into(),
         },
-        &client,
+        client,
     )
     .await
     .unwrap_err();
@@ -197,13 +198,13 @@ async fn a_job_past_max_retries_stalls_and_an_admin_edits_and_retries_it() {
 
 #[tokio::test]
 async fn two_processes_sweeping_at_once_requeue_each_timed_out_claim_once() {
-    let redis = RedisServer::start();
     // The dead worker's claims are ancient; the workers' own claims never time out here.
     let settings = QueueSettings {
         claim_timeout: Duration::from_secs(5),
         ..fast_settings(3)
     };
-    let (client, q, store) = open(&redis, &settings).await;
+    let (env, q, store) = open(&settings).await;
+    let queue = queue_name();
     let notes = feed("notes");
     let ids: Vec<String> = (0..20).map(|i| format!("s:{i}")).collect();
     for (i, id) in ids.iter().enumerate() {
@@ -216,16 +217,16 @@ async fn two_processes_sweeping_at_once_requeue_each_timed_out_claim_once() {
         q.submit(&alice(), &change(id, op)).await.unwrap();
     }
     // A classic worker took them all (BRPOP, then ZADD feed.claimed) and died long ago.
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = env.conn().await;
     for _ in &ids {
-        let id: String = conn.rpop("feed.ids:changes", None).await.unwrap();
+        let id: String = conn.rpop(format!("feed.ids:{queue}"), None).await.unwrap();
         let _: () = conn
-            .zadd("feed.claimed:changes", &id, 1_000_000_000_000u64)
+            .zadd(format!("feed.claimed:{queue}"), &id, 1_000_000_000_000u64)
             .await
             .unwrap();
     }
-    let _a = WorkerProcess::start(&redis.url(), "changes", &settings, &[]);
-    let _b = WorkerProcess::start(&redis.url(), "changes", &settings, &[]);
+    let _a = WorkerProcess::start(&env.url(), &queue_name(), &settings, &[]);
+    let _b = WorkerProcess::start(&env.url(), &queue_name(), &settings, &[]);
     for id in &ids {
         let outcome = outcome_of(&q, &ChangeId(id.clone())).await;
         assert!(
@@ -234,9 +235,9 @@ async fn two_processes_sweeping_at_once_requeue_each_timed_out_claim_once() {
         );
         assert_eq!(applied_count(&store, &notes, id).await, 1, "{id}");
     }
-    let finishes: u64 = conn.get("feed.finishes:changes").await.unwrap();
+    let finishes: u64 = conn.get(format!("feed.finishes:{queue}")).await.unwrap();
     assert_eq!(finishes, 20, "each job finished once");
-    let rev: u64 = conn.get("feed.rev:notes").await.unwrap();
+    let rev: u64 = conn.get(format!("feed.rev:{notes}")).await.unwrap();
     assert_eq!(rev, 20);
     assert!(q.list().await.unwrap().is_empty());
 }

@@ -17,7 +17,6 @@ use thoonk_server::jobs::{
     finish_channel, HandlerError, Handlers, JobError, JobQueue, Plan, Priority, QueueSettings,
     Submitted,
 };
-use thoonk_testkit::RedisServer;
 
 fn user(name: &str) -> User {
     User { name: name.into() }
@@ -46,19 +45,20 @@ fn action(name: &str, payload: serde_json::Value) -> Operation {
     }
 }
 
-async fn open(redis: &RedisServer, queue: &str) -> (redis::Client, JobQueue, FeedStore) {
-    let client = redis::Client::open(redis.url()).unwrap();
-    let q = JobQueue::open(&client, queue, steady_settings(2))
+/// Starts the test Redis and opens the queue `changes` (mapped by
+/// [`queue_name`]) and a feed store on it.
+async fn open() -> (Env, JobQueue, FeedStore) {
+    let env = Env::start();
+    let q = JobQueue::open(&env.target, &queue_name(), steady_settings(2))
         .await
         .unwrap();
-    let store = FeedStore::open(&client, "test").await.unwrap();
-    (client, q, store)
+    let store = FeedStore::open(&env.target, "test").await.unwrap();
+    (env, q, store)
 }
 
 #[tokio::test]
 async fn the_same_change_id_is_applied_once_and_answers_with_its_outcome() {
-    let redis = RedisServer::start();
-    let (client, q, store) = open(&redis, "changes").await;
+    let (env, q, store) = open().await;
     let f = feed("notes");
     let c = change(
         "c1:1",
@@ -85,8 +85,8 @@ async fn the_same_change_id_is_applied_once_and_answers_with_its_outcome() {
     );
 
     let workers = InProcess::start(
-        &redis.url(),
-        "changes",
+        &env.url(),
+        &queue_name(),
         steady_settings(2),
         Handlers::standard(),
         Arc::new(OpenAccess),
@@ -98,10 +98,17 @@ async fn the_same_change_id_is_applied_once_and_answers_with_its_outcome() {
     };
     assert_eq!(revs.get(&f), Some(&1));
     // After finishing, the classic job record is gone; the ledger still answers.
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let exists: bool = conn.hexists("feed.items:changes", "c1:1").await.unwrap();
+    let queue = queue_name();
+    let mut conn = env.conn().await;
+    let exists: bool = conn
+        .hexists(format!("feed.items:{queue}"), "c1:1")
+        .await
+        .unwrap();
     assert!(!exists, "the finished job's payload is removed");
-    let published: Option<f64> = conn.zscore("feed.published:changes", "c1:1").await.unwrap();
+    let published: Option<f64> = conn
+        .zscore(format!("feed.published:{queue}"), "c1:1")
+        .await
+        .unwrap();
     assert_eq!(published, None);
     assert_eq!(
         q.submit(&alice, &c).await.unwrap(),
@@ -110,19 +117,21 @@ async fn the_same_change_id_is_applied_once_and_answers_with_its_outcome() {
     assert_eq!(q.list().await.unwrap().len(), 0, "nothing was queued again");
     workers.stop().await;
     assert_eq!(applied_count(&store, &f, "c1:1").await, 1);
-    let finishes: u64 = conn.get("feed.finishes:changes").await.unwrap();
+    let finishes: u64 = conn.get(format!("feed.finishes:{queue}")).await.unwrap();
     assert_eq!(finishes, 1);
     // The ledger and the applied record expire after the queue's retention (1 h here).
-    for key in ["job.ledger:changes:c1:1", "job.applied:notes:c1:1"] {
-        let ttl: i64 = conn.pttl(key).await.unwrap();
+    for key in [
+        format!("job.ledger:{queue}:c1:1"),
+        format!("job.applied:{f}:c1:1"),
+    ] {
+        let ttl: i64 = conn.pttl(&key).await.unwrap();
         assert!(ttl > 0 && ttl <= 3_600_000, "{key} expires: {ttl}");
     }
 }
 
 #[tokio::test]
 async fn a_change_to_an_item_changed_since_its_base_is_a_conflict_with_history() {
-    let redis = RedisServer::start();
-    let (_client, q, store) = open(&redis, "changes").await;
+    let (env, q, store) = open().await;
     let f = feed("team:353:member:bob:tasks");
     store
         .create(&f, &FeedSettings::new(FeedType::SortedFeed))
@@ -163,8 +172,8 @@ async fn a_change_to_an_item_changed_since_its_base_is_a_conflict_with_history()
         .await
         .unwrap(); // rev 4
     let workers = InProcess::start(
-        &redis.url(),
-        "changes",
+        &env.url(),
+        &queue_name(),
         steady_settings(2),
         Handlers::standard(),
         team_rules(),
@@ -245,12 +254,11 @@ async fn a_change_to_an_item_changed_since_its_base_is_a_conflict_with_history()
 
 #[tokio::test]
 async fn delegation_moves_a_task_atomically_or_not_at_all() {
-    let redis = RedisServer::start();
-    let (_client, q, store) = open(&redis, "changes").await;
+    let (env, q, store) = open().await;
     let rules = team_rules();
     let workers = InProcess::start(
-        &redis.url(),
-        "changes",
+        &env.url(),
+        &queue_name(),
         steady_settings(2),
         Handlers::standard(),
         rules,
@@ -351,11 +359,10 @@ async fn delegation_moves_a_task_atomically_or_not_at_all() {
 
 #[tokio::test]
 async fn acl_rejections_carry_clear_codes() {
-    let redis = RedisServer::start();
-    let (_client, q, _store) = open(&redis, "changes").await;
+    let (env, q, _store) = open().await;
     let workers = InProcess::start(
-        &redis.url(),
-        "changes",
+        &env.url(),
+        &queue_name(),
         steady_settings(2),
         Handlers::standard(),
         team_rules(),
@@ -484,8 +491,7 @@ async fn acl_rejections_carry_clear_codes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn high_priority_jobs_are_served_first_and_a_panic_fails_only_its_job() {
-    let redis = RedisServer::start();
-    let (_client, q, _store) = open(&redis, "changes").await;
+    let (env, q, _store) = open().await;
     let f = feed("notes");
     let publish = |id: &str| Operation::Publish {
         feed: f.clone(),
@@ -518,8 +524,8 @@ async fn high_priority_jobs_are_served_first_and_a_panic_fails_only_its_job() {
         Ok::<Plan, HandlerError>(Plan::default())
     });
     let workers = InProcess::start(
-        &redis.url(),
-        "changes",
+        &env.url(),
+        &queue_name(),
         steady_settings(0),
         handlers,
         Arc::new(OpenAccess),
@@ -548,24 +554,28 @@ async fn high_priority_jobs_are_served_first_and_a_panic_fails_only_its_job() {
 
 #[tokio::test]
 async fn a_job_put_through_redis_alone_is_worked_and_its_outcome_published_and_stored() {
-    let redis = RedisServer::start();
-    let (client, _q, store) = open(&redis, "changes").await;
-    let mut pubsub = client.get_async_pubsub().await.unwrap();
-    pubsub.subscribe(finish_channel("changes")).await.unwrap();
+    let (env, _q, store) = open().await;
+    let queue = queue_name();
+    let mut pubsub = env.target.pubsub().await.unwrap();
+    pubsub.subscribe(finish_channel(&queue)).await.unwrap();
     let workers = InProcess::start(
-        &redis.url(),
-        "changes",
+        &env.url(),
+        &queue_name(),
         steady_settings(2),
         Handlers::standard(),
         Arc::new(OpenAccess),
         1,
     );
     // A foreign process with only redis-cli: the classic put (as thoonk.py/js do it).
-    let payload = json!({"id": "py:1", "user": "alice", "op": {"kind": "publish", "feed": "notes", "id": "n1", "item": {"text": "from outside"}}}).to_string();
-    let port = redis.port().to_string();
+    let payload = json!({"id": "py:1", "user": "alice", "op": {"kind": "publish", "feed": feed("notes"), "id": "n1", "item": {"text": "from outside"}}}).to_string();
+    // On a cluster redis-cli follows redirects (-c) to the node of each key's slot.
+    let mut node = vec!["-p".to_owned(), env.redis.port().to_string()];
+    if env.is_cluster() {
+        node.insert(0, "-c".to_owned());
+    }
     let cli = |args: &[&str]| {
         let out = std::process::Command::new("redis-cli")
-            .args(["-p", &port])
+            .args(&node)
             .args(args)
             .output()
             .expect("run redis-cli");
@@ -584,20 +594,20 @@ async fn a_job_put_through_redis_alone_is_worked_and_its_outcome_published_and_s
         "EVAL",
         script,
         "4",
-        "feed.ids:changes",
-        "feed.items:changes",
-        "feed.published:changes",
-        "feed.publishes:changes",
+        &format!("feed.ids:{queue}"),
+        &format!("feed.items:{queue}"),
+        &format!("feed.published:{queue}"),
+        &format!("feed.publishes:{queue}"),
         "py:1",
         &payload,
         "1700000000000",
     ]);
     // And one through job_submit.lua, as docs/JOBS.md shows.
     let submit = concat!(env!("CARGO_MANIFEST_DIR"), "/lua/job_submit.lua");
-    let payload2 = json!({"id": "py:2", "user": "alice", "op": {"kind": "retract", "feed": "notes", "id": "n1"}}).to_string();
-    let keys: Vec<String> = thoonk_server::jobs::queue_keys("changes")
+    let payload2 = json!({"id": "py:2", "user": "alice", "op": {"kind": "retract", "feed": feed("notes"), "id": "n1"}}).to_string();
+    let keys: Vec<String> = thoonk_server::jobs::queue_keys(&queue)
         .into_iter()
-        .chain([thoonk_server::jobs::ledger_key("changes", "py:2")])
+        .chain([thoonk_server::jobs::ledger_key(&queue, "py:2")])
         .collect();
     let mut args: Vec<&str> = vec!["--eval", submit];
     args.extend(keys.iter().map(String::as_str));
@@ -622,7 +632,7 @@ async fn a_job_put_through_redis_alone_is_worked_and_its_outcome_published_and_s
     }
     assert_eq!(finished, ["py:1", "py:2"]);
     // The outcome is readable later through Redis alone too.
-    let stored = cli(&["HGET", "job.ledger:changes:py:1", "outcome"]);
+    let stored = cli(&["HGET", &format!("job.ledger:{queue}:py:1"), "outcome"]);
     assert!(stored.contains("\"status\":\"accepted\""), "{stored}");
     assert_eq!(applied_count(&store, &feed("notes"), "py:1").await, 1);
     drop(messages);
@@ -649,11 +659,10 @@ fn finish_messages_parse_only_with_the_nul_and_an_outcome() {
 
 #[tokio::test]
 async fn generic_operations_apply_with_base_revisions_and_report_conflicts() {
-    let redis = RedisServer::start();
-    let (_client, q, store) = open(&redis, "changes").await;
+    let (env, q, store) = open().await;
     let workers = InProcess::start(
-        &redis.url(),
-        "changes",
+        &env.url(),
+        &queue_name(),
         steady_settings(2),
         Handlers::standard(),
         Arc::new(OpenAccess),
@@ -831,8 +840,7 @@ async fn generic_operations_apply_with_base_revisions_and_report_conflicts() {
 
 #[tokio::test]
 async fn a_handler_slower_than_the_claim_timeout_fails_its_job_only() {
-    let redis = RedisServer::start();
-    let (_client, q, _store) = open(&redis, "changes").await;
+    let (env, q, _store) = open().await;
     let mut handlers = Handlers::standard();
     handlers.register("slow", |_ctx, _payload| async move {
         tokio::time::sleep(std::time::Duration::from_secs(60)).await;
@@ -856,8 +864,8 @@ async fn a_handler_slower_than_the_claim_timeout_fails_its_job_only() {
         ..fast_settings(0)
     };
     let workers = InProcess::start(
-        &redis.url(),
-        "changes",
+        &env.url(),
+        &queue_name(),
         settings,
         handlers,
         Arc::new(OpenAccess),
@@ -887,8 +895,7 @@ async fn a_handler_slower_than_the_claim_timeout_fails_its_job_only() {
 
 #[tokio::test]
 async fn a_plan_writing_one_item_twice_is_refused_and_writes_nothing() {
-    let redis = RedisServer::start();
-    let (_client, q, store) = open(&redis, "changes").await;
+    let (env, q, store) = open().await;
     let mut handlers = Handlers::standard();
     handlers.register("twice", |_ctx, _payload| async move {
         let write = |item: serde_json::Value| thoonk_server::jobs::FeedWrite {
@@ -910,8 +917,8 @@ async fn a_plan_writing_one_item_twice_is_refused_and_writes_nothing() {
     let c = change("t:1", action("twice", json!({})));
     q.submit(&user("alice"), &c).await.unwrap();
     let workers = InProcess::start(
-        &redis.url(),
-        "changes",
+        &env.url(),
+        &queue_name(),
         steady_settings(2),
         handlers,
         Arc::new(OpenAccess),

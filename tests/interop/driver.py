@@ -21,7 +21,8 @@ Commands ({"op": ..., ...}):
   put         queue, id, item            Job.put naming the job `id` (thoonk3.put_as)
   get         queue, timeout             Job.get -> [id, item, cancels] | null on timeout
   finish      queue, id, result          Job.finish
-Environment: THOONK_REDIS_HOST, THOONK_REDIS_PORT.
+Environment: THOONK_REDIS_HOST, THOONK_REDIS_PORT, THOONK_REDIS_CLUSTER=1 for a
+node of a Redis Cluster.
 """
 
 import json

@@ -25,7 +25,13 @@ the transaction — because those are what other processes must cope with.
    hands only real messages to thoonk.py's own `_handle_message`.
    (Unchanged classic behaviour: a feed created later is subscribed to only
    when its `newfeed` arrives, so its first events may be missed.)
-4. `put_as(job, id, item)`: thoonk.py's Job.put names a job `uuid4().hex`,
+4. Redis Cluster: with THOONK_REDIS_CLUSTER=1, thoonk.py gets redis-py's
+   cluster client instead (`RedisCluster`, which routes each command and
+   each same-slot transaction by its keys). thoonk.py keeps one feed's keys
+   in one transaction, so with hash-tagged names (`{notes}`) it runs on a
+   cluster unchanged; only `delete_feed`, whose transaction spans the
+   registry and the feed, cannot.
+5. `put_as(job, id, item)`: thoonk.py's Job.put names a job `uuid4().hex`,
    but a thoonk-sync job payload carries its own id; this runs thoonk.py's
    put with the id chosen by the caller.
 """
@@ -36,6 +42,7 @@ import threading
 import time
 
 import redis
+import redis.cluster
 
 _zadd = redis.Redis.zadd
 
@@ -60,7 +67,33 @@ class StrictRedis(redis.Redis):
         super().__init__(*args, **kwargs)
 
 
-redis.StrictRedis = StrictRedis
+class ClusterStrictRedis(redis.cluster.RedisCluster):
+    """A Redis Cluster client built the way thoonk.py builds StrictRedis
+    (host, port, db) that returns text; `db` must be 0 on a cluster."""
+
+    def __init__(self, host="localhost", port=6379, db=0, **kwargs):
+        assert db == 0, "a Redis Cluster has only db 0"
+        kwargs.setdefault("decode_responses", True)
+        super().__init__(host=host, port=port, **kwargs)
+
+    @property
+    def connection_pool(self):
+        """Thoonk.close() disconnects through the pool; a cluster client closes itself."""
+        client = self
+        return type("Pool", (), {"disconnect": staticmethod(client.close)})()
+
+
+redis.cluster.RedisCluster.zadd = _compat_zadd  # also its ClusterPipeline
+# thoonk.py queues its events' PUBLISH inside a feed's transaction. Redis
+# Cluster runs that (PUBLISH has no key; the MULTI goes to the feed's node),
+# but redis-py refuses keyless commands in a cluster pipeline: let PUBLISH
+# through, keeping the transaction on the slot of its keyed commands.
+redis.cluster.ClusterPipeline.publish = redis.Redis.publish
+redis.cluster.ClusterPipeline.NO_SLOTS_COMMANDS = {"UNWATCH", "PUBLISH"}
+
+redis.StrictRedis = (
+    ClusterStrictRedis if os.environ.get("THOONK_REDIS_CLUSTER") == "1" else StrictRedis
+)
 
 import thoonk  # noqa: E402  (after the patches above)
 from thoonk import pubsub as _pubsub  # noqa: E402
@@ -124,7 +157,8 @@ def put_as(job, job_id, item, priority=False):
 
 
 def connect(listen=False):
-    """A Thoonk on the Redis named by THOONK_REDIS_HOST / THOONK_REDIS_PORT."""
+    """A Thoonk on the Redis named by THOONK_REDIS_HOST / THOONK_REDIS_PORT
+    (a node of the cluster with THOONK_REDIS_CLUSTER=1)."""
     host = os.environ.get("THOONK_REDIS_HOST", "127.0.0.1")
     port = int(os.environ.get("THOONK_REDIS_PORT", "6379"))
     return Thoonk(host=host, port=port, listen=listen)

@@ -1,4 +1,5 @@
-//! Shared helpers of the interop tests: a real Redis, real thoonk.py
+//! Shared helpers of the interop tests: a real Redis (or Redis Cluster, with
+//! `THOONK_TEST_REDIS=cluster`: thoonk.py then uses redis-py's cluster client), real thoonk.py
 //! processes (tests/interop/driver.py in the venv scripts/setup makes), real
 //! `thoonk-server` processes, and a replay of change logs.
 #![allow(dead_code)]
@@ -12,15 +13,18 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use thoonk_protocol::{ChangeOp, FeedEvent, FeedName, ItemId, Position};
 use thoonk_server::feeds::FeedStore;
-use thoonk_testkit::RedisServer;
+use thoonk_server::redis_target::{RedisConn, RedisTarget};
+use thoonk_testkit::{shard, TestRedis};
 use tokio::sync::mpsc;
 
 /// Upper bound for one awaited line, frame or state: a failure condition
 /// (the thing never happened), not a measured speed.
 pub const WAIT: Duration = Duration::from_secs(15);
 
+/// The feed (or queue) called `s` on the target: with a hash tag on a
+/// cluster (see [`thoonk_testkit::shard`]).
 pub fn name(s: &str) -> FeedName {
-    FeedName::new(s).expect("valid feed name")
+    FeedName::new(shard(s)).expect("valid feed name")
 }
 
 pub fn id(s: &str) -> ItemId {
@@ -49,35 +53,49 @@ pub fn python() -> PathBuf {
 
 /// A Redis of its own with a feed store on it.
 pub struct Env {
-    pub redis: RedisServer,
-    pub client: redis::Client,
+    pub redis: TestRedis,
+    pub target: RedisTarget,
     pub store: FeedStore,
 }
 
 impl Env {
     pub async fn start() -> Env {
-        let redis = RedisServer::start();
-        let client = redis::Client::open(redis.url()).expect("redis url");
-        let store = FeedStore::open(&client, "interop-tests")
+        let redis = TestRedis::start();
+        let target = RedisTarget::parse(&redis.url()).expect("redis url");
+        let store = FeedStore::open(&target, "interop-tests")
             .await
             .expect("open the feed store");
         Env {
             redis,
-            client,
+            target,
             store,
         }
     }
 
-    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        self.client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to redis")
+    /// A connection routed by slot on a cluster.
+    pub async fn conn(&self) -> RedisConn {
+        self.target.connect().await.expect("connect to redis")
+    }
+
+    /// A plain connection to each node (one on a single Redis), for
+    /// commands without keys such as `INFO` or `PUBSUB`.
+    pub async fn node_conns(&self) -> Vec<redis::aio::MultiplexedConnection> {
+        let mut conns = Vec::new();
+        for port in self.redis.ports() {
+            let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).expect("url");
+            conns.push(
+                client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("connect to a node"),
+            );
+        }
+        conns
     }
 
     /// A thoonk.py process on this Redis.
     pub async fn py(&self, listen: bool) -> Py {
-        Py::start(self.redis.port(), listen).await
+        Py::start(self.redis.port(), self.redis.is_cluster(), listen).await
     }
 }
 
@@ -90,12 +108,15 @@ pub struct Py {
 }
 
 impl Py {
-    pub async fn start(port: u16, listen: bool) -> Py {
+    /// Starts the driver on the Redis at `port` (a node of a cluster when
+    /// `cluster`).
+    pub async fn start(port: u16, cluster: bool, listen: bool) -> Py {
         let mut command = Command::new(python());
         command
             .arg(root().join("tests/interop/driver.py"))
             .env("THOONK_REDIS_PORT", port.to_string())
             .env("THOONK_REDIS_HOST", "127.0.0.1")
+            .env("THOONK_REDIS_CLUSTER", if cluster { "1" } else { "0" })
             .env("PYTHONUNBUFFERED", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -135,7 +156,13 @@ impl Py {
     }
 
     /// Runs one command; returns its reply (events heard meanwhile are kept).
-    pub async fn call(&mut self, command: Value) -> Value {
+    /// Runs `command`; its `feed` or `queue` name is the one [`name`] gives.
+    pub async fn call(&mut self, mut command: Value) -> Value {
+        for field in ["feed", "queue"] {
+            if let Some(Value::String(feed)) = command.get_mut(field) {
+                *feed = shard(feed);
+            }
+        }
         let mut text = command.to_string();
         text.push('\n');
         self.stdin
@@ -446,12 +473,17 @@ impl WsClient {
 pub async fn wait_for_newfeed_listeners(env: &Env, n: usize) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let (_, count): (String, usize) = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg("newfeed")
-            .query_async(&mut env.conn().await)
-            .await
-            .expect("PUBSUB NUMSUB");
+        let mut count = 0;
+        // Each subscriber listens on one node of a cluster.
+        for mut node in env.node_conns().await {
+            let (_, on_node): (String, usize) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg("newfeed")
+                .query_async(&mut node)
+                .await
+                .expect("PUBSUB NUMSUB");
+            count += on_node;
+        }
         if count >= n {
             return;
         }
@@ -463,11 +495,15 @@ pub async fn wait_for_newfeed_listeners(env: &Env, n: usize) {
     }
 }
 
-/// Starts a gateway (`thoonk-server serve`) on the env's Redis.
+/// Starts a gateway (`thoonk-server serve`) on the env's Redis, with its
+/// job queue named for the target.
 pub fn gateway(env: &Env, extra: &[&str]) -> thoonk_testkit::ThoonkServer {
+    let queue = shard("changes");
+    let mut args = vec!["--queue", queue.as_str()];
+    args.extend_from_slice(extra);
     thoonk_testkit::ThoonkServer::start(
         std::path::Path::new(env!("CARGO_BIN_EXE_thoonk-server")),
         &env.redis.url(),
-        extra,
+        &args,
     )
 }

@@ -1,4 +1,5 @@
-//! Helpers shared by the job tests: worker processes, in-process workers, polling.
+//! Helpers shared by the job tests: a real Redis (or Redis Cluster, with
+//! `THOONK_TEST_REDIS=cluster`), worker processes, in-process workers, polling.
 #![allow(dead_code)]
 
 use std::future::Future;
@@ -11,8 +12,52 @@ use thoonk_protocol::{ChangeId, ChangeRequest, FeedName, Operation, Outcome};
 use thoonk_server::feeds::FeedStore;
 use thoonk_server::gateway::AccessRules;
 use thoonk_server::jobs::{run_workers, Handlers, JobQueue, QueueSettings};
+use thoonk_server::redis_target::{RedisConn, RedisTarget};
+use thoonk_testkit::TestRedis;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+/// A running Redis (one server or a cluster, as `THOONK_TEST_REDIS` picks)
+/// and the target that reaches it.
+pub struct Env {
+    pub redis: TestRedis,
+    pub target: RedisTarget,
+}
+
+impl Env {
+    /// Starts the Redis the suite runs against.
+    pub fn start() -> Env {
+        let redis = TestRedis::start();
+        let target = RedisTarget::parse(&redis.url()).expect("the test Redis URL");
+        Env { redis, target }
+    }
+
+    /// The URL worker processes and `thoonk-server --redis` take.
+    pub fn url(&self) -> String {
+        self.redis.url()
+    }
+
+    /// A connection for inspecting and changing keys (routed by slot on a cluster).
+    pub async fn conn(&self) -> RedisConn {
+        self.target.connect().await.expect("connect to redis")
+    }
+
+    /// True on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.redis.is_cluster()
+    }
+}
+
+/// The name the suites give the queue or feed called `s` on their target:
+/// with a hash tag on a cluster (see [`thoonk_testkit::shard`]).
+pub fn shard(s: &str) -> String {
+    thoonk_testkit::shard(s)
+}
+
+/// The queue every suite works: `changes`, with a hash tag on a cluster.
+pub fn queue_name() -> String {
+    shard("changes")
+}
 
 /// Upper bound for any state a test waits for.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -66,8 +111,9 @@ pub async fn outcome_of(queue: &JobQueue, id: &ChangeId) -> Outcome {
     .await
 }
 
+/// The feed called `name` on the target (with a hash tag on a cluster, see [`shard`]).
 pub fn feed(name: &str) -> FeedName {
-    FeedName::new(name).expect("a valid feed name")
+    FeedName::new(shard(name)).expect("a valid feed name")
 }
 
 pub fn change(id: &str, op: Operation) -> ChangeRequest {
@@ -97,6 +143,8 @@ pub struct InProcess {
 }
 
 impl InProcess {
+    /// Starts `concurrency` workers on `queue` of the Redis at `url` (a
+    /// `redis://` or `redis+cluster://` URL).
     pub fn start(
         url: &str,
         queue: &str,
@@ -105,12 +153,12 @@ impl InProcess {
         access: Arc<dyn AccessRules>,
         concurrency: usize,
     ) -> Self {
-        let client = redis::Client::open(url).expect("a redis URL");
+        let target = RedisTarget::parse(url).expect("a redis URL");
         let (stop, stopped) = oneshot::channel();
         let queue = queue.to_owned();
         let task = tokio::spawn(async move {
             run_workers(
-                client,
+                target,
                 queue,
                 settings,
                 handlers,
@@ -181,6 +229,8 @@ pub struct WorkerProcess {
 }
 
 impl WorkerProcess {
+    /// Starts the example worker on `queue` of the Redis at `url` (the
+    /// test Redis's URL: `redis+cluster://…` on a cluster).
     pub fn start(url: &str, queue: &str, settings: &QueueSettings, extra: &[&str]) -> Self {
         let child = Command::new(worker_binary())
             .args(["--redis", url, "--queue", queue, "--concurrency", "2"])
