@@ -7,7 +7,7 @@
 --   1. reads and checks: check_* functions; they write nothing and fail with
 --      fail(CODE, message), which becomes an error reply "CODE message";
 --   2. writes: apply_* functions; they cannot fail on valid input;
---   3. flush(): every PUBLISH queued by the writes, in order.
+--   3. flush(): every PUBLISH (and SPUBLISH) queued by the writes, in order.
 --
 -- A feed occupies 8 consecutive KEYS (see feed_at), all of the form
 -- <prefix>:<feed name>, so a `{hash tag}` in the name puts them in one
@@ -23,6 +23,9 @@ local FEED_KEY_PREFIXES = {
 local FEED_KEY_COUNT = 8
 local DEFAULT_RETENTION = 10000
 local NOTICE_PREFIX = 'feed.changes:'
+-- Sharded channel of every notice of the feeds that share a hash tag:
+-- feed.tag.changes:{<tag>} lies in the tag's slot (see docs/REDIS.md).
+local TAG_NOTICE_PREFIX = 'feed.tag.changes:'
 local HMGET_CHUNK = 1000
 
 -- Aborts the read-and-check phase with an error reply "CODE message".
@@ -147,16 +150,32 @@ end
 
 local pending = {}
 
-local function queue(channel, message)
-  pending[#pending + 1] = { channel, message }
+-- Queues a PUBLISH, or with `sharded` an SPUBLISH (to a channel in the
+-- slot of the script's keys).
+local function queue(channel, message, sharded)
+  pending[#pending + 1] = { channel, message, sharded }
 end
 
--- Phase 3: sends every queued PUBLISH in order.
+-- Phase 3: sends every queued message in order. An SPUBLISH is called
+-- protected: a Redis before 7.0 has none, and its notices still go out on
+-- the classic channel.
 local function flush()
   for i = 1, #pending do
-    redis.call('PUBLISH', pending[i][1], pending[i][2])
+    if pending[i][3] then
+      redis.pcall('SPUBLISH', pending[i][1], pending[i][2])
+    else
+      redis.call('PUBLISH', pending[i][1], pending[i][2])
+    end
   end
   pending = {}
+end
+
+-- The hash tag of a name as Redis Cluster reads it: the text between the
+-- first `{` and the next `}`, when not empty; nil otherwise.
+local function hash_tag(name)
+  local tag = string.match(name, '^[^{]*{([^}]*)}')
+  if tag and tag ~= '' then return tag end
+  return nil
 end
 
 -- Stored item text as JSON text: the text itself when it is JSON, else a
@@ -237,9 +256,15 @@ local function record(f, c)
   end
   if not f.notice_head then
     f.notice_head = '{"feed":' .. cjson.encode(f.name) .. ',"epoch":'
+    local tag = hash_tag(f.name)
+    f.tag_channel = tag and (TAG_NOTICE_PREFIX .. '{' .. tag .. '}')
   end
-  queue(NOTICE_PREFIX .. f.name, f.notice_head .. num(f.epoch)
-    .. ',"rev":' .. rev .. ',"change":' .. table.concat(json) .. '}')
+  local notice = f.notice_head .. num(f.epoch)
+    .. ',"rev":' .. rev .. ',"change":' .. table.concat(json) .. '}'
+  queue(NOTICE_PREFIX .. f.name, notice)
+  -- A feed with a hash tag also announces on its tag's sharded channel,
+  -- which a gateway running sharded fan-out subscribes to.
+  if f.tag_channel then queue(f.tag_channel, notice, true) end
   return f.rev
 end
 

@@ -9,7 +9,8 @@ use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand};
 use thoonk_server::feeds::{cli::FeedCommand, FeedStore};
 use thoonk_server::gateway::{
-    AccessRules, ClientOwners, ConfigRules, Hub, OpenAccess, SessionLimits, Shared,
+    AccessRules, ClientOwners, ConfigRules, Fanout, Hub, OpenAccess, SessionLimits, Shared,
+    TagSubscriptions,
 };
 use thoonk_server::http::{router, StaticDir};
 use thoonk_server::jobs::cli::{JobCommand, QueueArgs, WorkArgs};
@@ -81,6 +82,17 @@ struct ServeArgs {
     /// The job queue client changes go to.
     #[arg(long, env = "THOONK_QUEUE", default_value = thoonk_server::jobs::DEFAULT_QUEUE)]
     queue: String,
+    /// How change notices reach this gateway: `broadcast` (one pattern
+    /// subscription to every feed) or, on a Redis Cluster, `sharded` (one
+    /// subscription per hash tag its clients follow; names and patterns must
+    /// carry a tag). See docs/ARCHITECTURE.md, "Deployment at scale".
+    #[arg(long, env = "THOONK_FANOUT", value_enum, default_value_t = Fanout::Broadcast)]
+    fanout: Fanout,
+    /// Do not adopt classic Thoonk writes in this process (the adopter
+    /// listens to every feed's events): run one adopter elsewhere with
+    /// `thoonk-server work --adopt`, e.g. when gateways use `--fanout sharded`.
+    #[arg(long, env = "THOONK_NO_ADOPT")]
+    no_adopt: bool,
     /// Job workers run inside this process (0: only `thoonk-server work` processes work the queue).
     #[arg(long, env = "THOONK_WORKERS", default_value_t = 2)]
     workers: usize,
@@ -160,17 +172,25 @@ async fn serve(client: RedisTarget, args: ServeArgs) -> anyhow::Result<()> {
         .context("open the feed store (is Redis running?)")?;
     let limits = SessionLimits::default();
     let hub = Hub::new(1024, &args.queue);
+    if args.fanout == Fanout::Sharded {
+        let tags = TagSubscriptions::connect(&client, hub.clone())
+            .await
+            .context("subscribe for sharded fan-out")?;
+        hub.use_sharded_fanout(tags);
+    }
     tokio::spawn(hub.clone().run(client.clone()));
     tokio::spawn(hub.clone().watch_for_data_loss(
         client.clone(),
         format!("{}-{}", instance_name(None), boot_token()),
         std::time::Duration::from_secs(2),
     ));
-    tokio::spawn(thoonk_server::interop::run_adopter(
-        client.clone(),
-        store.clone(),
-        std::future::pending(),
-    ));
+    if !args.no_adopt {
+        tokio::spawn(thoonk_server::interop::run_adopter(
+            client.clone(),
+            store.clone(),
+            std::future::pending(),
+        ));
+    }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     if args.workers > 0 {
         let mut until = stopped.clone();
@@ -191,6 +211,7 @@ async fn serve(client: RedisTarget, args: ServeArgs) -> anyhow::Result<()> {
             }
         });
     }
+    let sessions = hub.clone();
     let shared = Shared {
         store,
         jobs,
@@ -226,6 +247,12 @@ async fn serve(client: RedisTarget, args: ServeArgs) -> anyhow::Result<()> {
             let _ = stopped.wait_for(|stop| *stop).await;
         })
         .await?;
+    // Upgraded WebSocket sessions are not part of axum's graceful shutdown:
+    // give them a moment to send their close frame (1001, reconnect).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while sessions.sessions() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     tracing::info!("thoonk-server stopped");
     Ok(())
 }

@@ -40,6 +40,16 @@ pub fn change_channel(feed: &FeedName) -> String {
     format!("{CHANGE_CHANNEL_PREFIX}{feed}")
 }
 
+/// Prefix of the sharded channel carrying every change of the feeds that
+/// share a hash tag (`SPUBLISH`, beside the classic notice).
+pub const TAG_CHANGE_CHANNEL_PREFIX: &str = "feed.tag.changes:";
+
+/// The sharded channel of every change of the feeds tagged `tag`:
+/// `feed.tag.changes:{<tag>}`, in the tag's Redis Cluster slot.
+pub fn tag_change_channel(tag: &str) -> String {
+    format!("{TAG_CHANGE_CHANNEL_PREFIX}{{{tag}}}")
+}
+
 /// The feed a change channel belongs to (`None` for another channel).
 pub fn feed_of_change_channel(channel: &str) -> Option<FeedName> {
     channel

@@ -19,8 +19,9 @@ pub use decode::item_value;
 pub use error::FeedError;
 pub use keys::{
     change_channel, edit_channel, feed_keys, feed_of_change_channel, position_channel,
-    publish_channel, retract_channel, CHANGE_CHANNEL_PATTERN, CHANGE_CHANNEL_PREFIX,
-    CONFFEED_CHANNEL, DELFEED_CHANNEL, FEED_KEY_PREFIXES, NEWFEED_CHANNEL, REGISTRY,
+    publish_channel, retract_channel, tag_change_channel, CHANGE_CHANNEL_PATTERN,
+    CHANGE_CHANNEL_PREFIX, CONFFEED_CHANNEL, DELFEED_CHANNEL, FEED_KEY_PREFIXES, NEWFEED_CHANNEL,
+    REGISTRY, TAG_CHANGE_CHANNEL_PREFIX,
 };
 pub use model::{
     Applied, ChangeNotice, ConfigChange, FeedInfo, FeedSettings, FeedType, History, ItemRead,

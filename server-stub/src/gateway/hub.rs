@@ -7,19 +7,24 @@
 //! the sessions that follow its feed. Pub/sub is a doorbell, not a log: when
 //! the connection drops, or a session's queue overflows, the session is told
 //! to resync from the change logs, so nothing missed is ever skipped.
+//!
+//! With sharded fan-out ([`super::tag_fanout`]) the change notices come
+//! instead from a sharded subscription per hash tag the sessions follow; the
+//! registry and outcome channels stay on the classic connection.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt;
 use thoonk_protocol::{ChangeId, FeedName, FeedPattern, Outcome};
 use tokio::sync::mpsc;
 
+use super::tag_fanout::{TagSubscriptions, Untagged};
 use crate::feeds::{ChangeNotice, CHANGE_CHANNEL_PATTERN, DELFEED_CHANNEL, NEWFEED_CHANNEL};
 use crate::jobs::{finish_channel, parse_finish};
-use crate::redis_target::RedisTarget;
+use crate::redis_target::{hash_tag, RedisTarget};
 
 /// What the hub hands to a session.
 #[derive(Clone, Debug)]
@@ -79,6 +84,8 @@ pub struct Hub {
     next_id: Arc<AtomicU64>,
     queue_len: usize,
     job_queue: String,
+    /// Set for sharded fan-out.
+    tags: Arc<OnceLock<Arc<TagSubscriptions>>>,
 }
 
 impl Hub {
@@ -90,6 +97,35 @@ impl Hub {
             next_id: Arc::new(AtomicU64::new(1)),
             queue_len,
             job_queue: job_queue.to_owned(),
+            tags: Arc::default(),
+        }
+    }
+
+    /// Switches the hub to sharded fan-out: change notices come from `tags`
+    /// (call before [`Hub::run`] and before any session joins).
+    pub fn use_sharded_fanout(&self, tags: Arc<TagSubscriptions>) {
+        assert!(self.tags.set(tags).is_ok(), "the fan-out is chosen once");
+    }
+
+    /// With sharded fan-out, refuses a feed name or pattern without a hash
+    /// tag (or whose tag holds a wildcard): no shard would carry its changes.
+    pub fn check_routable(&self, name: &str) -> Result<(), Untagged> {
+        if self.tags.get().is_none() {
+            return Ok(());
+        }
+        match hash_tag(name) {
+            Some(tag) if !tag.contains('*') => Ok(()),
+            _ => Err(Untagged(name.to_owned())),
+        }
+    }
+
+    /// Returns once changes of `feed` published from now on reach the hub:
+    /// at once with broadcast fan-out; with sharded fan-out, once its tag's
+    /// channel is subscribed.
+    pub async fn hear_changes_of(&self, feed: &FeedName) -> redis::RedisResult<()> {
+        match (self.tags.get(), hash_tag(feed.as_str())) {
+            (Some(tags), Some(tag)) => tags.ensure(tag).await,
+            _ => Ok(()),
         }
     }
 
@@ -114,7 +150,9 @@ impl Hub {
         let mut reg = self.lock();
         if let Some(follower) = reg.followers.remove(&session) {
             for feed in follower.feeds {
-                reg.unindex(&feed, session);
+                if reg.unindex(&feed, session) {
+                    self.last_follower_left(&feed);
+                }
             }
             if let Some(client) = follower.client {
                 reg.unindex_client(&client, session);
@@ -139,8 +177,22 @@ impl Hub {
         let mut reg = self.lock();
         if let Some(follower) = reg.followers.get_mut(&session) {
             if follower.feeds.insert(feed.clone()) {
-                reg.by_feed.entry(feed.clone()).or_default().insert(session);
+                let sessions = reg.by_feed.entry(feed.clone()).or_default();
+                if sessions.is_empty() {
+                    if let (Some(tags), Some(tag)) = (self.tags.get(), hash_tag(feed.as_str())) {
+                        tags.feed_followed(tag);
+                    }
+                }
+                sessions.insert(session);
             }
+        }
+    }
+
+    /// No session follows `feed` any more: with sharded fan-out its tag may
+    /// no longer be needed.
+    fn last_follower_left(&self, feed: &FeedName) {
+        if let (Some(tags), Some(tag)) = (self.tags.get(), hash_tag(feed.as_str())) {
+            tags.feed_unfollowed(tag);
         }
     }
 
@@ -148,8 +200,8 @@ impl Hub {
     pub fn unfollow_feed(&self, session: SessionId, feed: &FeedName) {
         let mut reg = self.lock();
         if let Some(follower) = reg.followers.get_mut(&session) {
-            if follower.feeds.remove(feed) {
-                reg.unindex(feed, session);
+            if follower.feeds.remove(feed) && reg.unindex(feed, session) {
+                self.last_follower_left(feed);
             }
         }
     }
@@ -318,7 +370,9 @@ impl Hub {
         backoff: &mut Duration,
     ) -> redis::RedisResult<()> {
         let mut pubsub = redis.pubsub().await?;
-        pubsub.psubscribe(CHANGE_CHANNEL_PATTERN).await?;
+        if self.tags.get().is_none() {
+            pubsub.psubscribe(CHANGE_CHANNEL_PATTERN).await?;
+        }
         pubsub.subscribe(NEWFEED_CHANNEL).await?;
         pubsub.subscribe(DELFEED_CHANNEL).await?;
         let finish = finish_channel(&self.job_queue);
@@ -377,13 +431,16 @@ impl Registry {
         }
     }
 
-    fn unindex(&mut self, feed: &FeedName, session: SessionId) {
+    /// Drops `session` from `feed`'s followers; true when it was the last.
+    fn unindex(&mut self, feed: &FeedName, session: SessionId) -> bool {
         if let Some(set) = self.by_feed.get_mut(feed) {
             set.remove(&session);
             if set.is_empty() {
                 self.by_feed.remove(feed);
+                return true;
             }
         }
+        false
     }
 }
 

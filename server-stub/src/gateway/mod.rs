@@ -4,8 +4,10 @@ pub mod access;
 pub mod clients;
 pub mod hub;
 pub mod session;
+pub mod tag_fanout;
 
 pub use access::{AccessRules, ConfigRules, OpenAccess, User};
 pub use clients::ClientOwners;
 pub use hub::Hub;
 pub use session::{SessionLimits, Shared};
+pub use tag_fanout::{Fanout, TagSubscriptions};

@@ -121,7 +121,6 @@ pub async fn serve(shared: Shared, socket: WebSocket) {
         resync_at: None,
     };
     let end = session.run().await;
-    hub.leave(session_id);
     match end {
         SessionEnd::ClientClosed => tracing::debug!(session_id, "session closed"),
         SessionEnd::Refused { code, message } => {
@@ -159,6 +158,8 @@ pub async fn serve(shared: Shared, socket: WebSocket) {
         }
         other => tracing::info!(session_id, reason = %other, "session ended"),
     }
+    // Last, so that a server shutting down waits for the close frames.
+    hub.leave(session_id);
 }
 
 impl Session {
@@ -366,6 +367,11 @@ impl Session {
             );
             return self.send_error(ErrorCode::RateLimited, message).await;
         }
+        if let Err(untagged) = self.shared.hub.check_routable(pattern.as_str()) {
+            return self
+                .send_error(ErrorCode::BadRequest, untagged.to_string())
+                .await;
+        }
         let id = self.membership.id;
         let feeds = if pattern.is_concrete() {
             let feed = FeedName::new(pattern.as_str()).expect("a concrete pattern is a feed name");
@@ -465,9 +471,14 @@ impl Session {
         feed: &FeedName,
         from: Option<FeedPosition>,
     ) -> Result<(), SessionEnd> {
-        let since = match from {
-            Some(from) => self.shared.store.changes_since(feed, from).await,
-            None => self.shared.store.snapshot(feed).await.map(Since::Reset),
+        // Changes published after this read must reach the hub (with
+        // sharded fan-out: the feed's tag is subscribed first).
+        let since = match self.shared.hub.hear_changes_of(feed).await {
+            Err(err) => Err(err.into()),
+            Ok(()) => match from {
+                Some(from) => self.shared.store.changes_since(feed, from).await,
+                None => self.shared.store.snapshot(feed).await.map(Since::Reset),
+            },
         };
         let since = match since {
             Ok(since) => since,

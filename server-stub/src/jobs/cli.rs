@@ -13,7 +13,9 @@ use super::payload::{JobPayload, Priority};
 use super::queue::{JobQueue, Submitted};
 use super::settings::QueueSettings;
 use super::worker::run_workers;
+use crate::feeds::FeedStore;
 use crate::gateway::access::AccessRules;
+use crate::interop::run_adopter;
 use crate::redis_target::RedisTarget;
 
 /// A job admin command: investigate a stalled job, edit it, retry it.
@@ -236,6 +238,10 @@ pub struct WorkArgs {
     /// Jobs worked at once by this process.
     #[arg(long, env = "THOONK_CONCURRENCY", default_value_t = 4)]
     pub concurrency: usize,
+    /// Also run the adopter here (classic Thoonk writes get revisions), for
+    /// deployments whose gateways run `serve --no-adopt`.
+    #[arg(long, env = "THOONK_ADOPT")]
+    pub adopt: bool,
     /// The queue's settings.
     #[command(flatten)]
     pub settings: QueueArgs,
@@ -247,6 +253,16 @@ pub async fn work(
     client: RedisTarget,
     access: Arc<dyn AccessRules>,
 ) -> Result<(), JobError> {
+    if args.adopt {
+        let instance = format!("thoonk-worker-{}", std::process::id());
+        let store = FeedStore::open(&client, &instance).await?;
+        let adopter = run_adopter(client.clone(), store, std::future::pending());
+        tokio::spawn(async move {
+            if let Err(err) = adopter.await {
+                tracing::error!(%err, "the adopter stopped");
+            }
+        });
+    }
     run_workers(
         client,
         args.queue,
