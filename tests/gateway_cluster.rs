@@ -377,3 +377,78 @@ async fn a_job_writes_one_shard_atomically_and_one_spanning_shards_is_rejected()
     let _ = stop.send(());
     workers.await.unwrap().unwrap();
 }
+
+/// One queue lives in one slot: with a queue per shard the gateways spread
+/// the changes over the queues by hash tag (a team keeps its queue), and a
+/// change resubmitted through another gateway meets its own ledger there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_spread_over_a_queue_per_shard_and_apply_once() {
+    let cluster = RedisCluster::start(3, 0);
+    let target = RedisTarget::parse(&cluster.url()).unwrap();
+    let store = FeedStore::open(&target, "queues-test").await.unwrap();
+    let queues = ["{changes:a}", "{changes:b}", "{changes:c}"];
+    let args = ["--queue", "{changes:a},{changes:b},{changes:c}"];
+    let first_node =
+        redis::Client::open(format!("redis://127.0.0.1:{}/", cluster.ports()[0])).unwrap();
+    let one = ThoonkServer::start(server_bin(), &cluster.url(), &args);
+    let two = ThoonkServer::start(server_bin(), &cluster.url(), &args);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while hubs_on(&first_node).await < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no hubs");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let teams = 1..=12;
+    let mut ann = WsClient::signed_in(&one.ws_url(), "ann").await;
+    submit_to_every_team(&mut ann, teams.clone()).await;
+    // The same client on the other gateway resubmits them all (as after a
+    // lost connection): the ledgers answer, nothing applies twice.
+    drop(ann);
+    let mut again = WsClient::signed_in(&two.ws_url(), "ann").await;
+    submit_to_every_team(&mut again, teams.clone()).await;
+    for n in teams {
+        let snapshot = store
+            .snapshot(&name(&format!("team:{{{n}}}:tasks")))
+            .await
+            .unwrap();
+        assert_eq!((snapshot.rev, snapshot.items.len()), (1, 1), "team {n}");
+    }
+    let mut conn = target.connect().await.unwrap();
+    for queue in queues {
+        let ledger: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("job.ledger:{queue}:*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(!ledger.is_empty(), "{queue} got no change");
+    }
+}
+
+/// Submits a publish to `team:{n}:tasks` for every team `n` and waits until
+/// each is accepted.
+async fn submit_to_every_team(client: &mut WsClient, teams: std::ops::RangeInclusive<u32>) {
+    let mut waiting = BTreeSet::new();
+    for n in teams {
+        let id = format!("test-ann:{n}");
+        let frame = json!({"type": "submit", "change": {
+            "id": id,
+            "op": {"kind": "publish", "feed": format!("team:{{{n}}}:tasks"), "id": "t", "item": {"n": n}},
+            "base": {},
+        }});
+        client.send_text(frame.to_string()).await;
+        waiting.insert(id);
+    }
+    while !waiting.is_empty() {
+        let (id, outcome) = client
+            .until("an outcome", |m| match m {
+                ServerMessage::Outcome { id, outcome } => Some((id.0.clone(), outcome.clone())),
+                _ => None,
+            })
+            .await;
+        assert!(
+            matches!(outcome, thoonk_protocol::Outcome::Accepted { .. }),
+            "{id}: {outcome:?}"
+        );
+        waiting.remove(&id);
+    }
+}

@@ -101,9 +101,11 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
+    let [queue] = <[String; 1]>::try_from(args.work.queue)
+        .map_err(|queues| anyhow::anyhow!("this worker works one queue, not {queues:?}"))?;
     run_workers(
         client,
-        args.work.queue,
+        queue,
         args.work.settings.settings(),
         handlers,
         Arc::new(OpenAccess),

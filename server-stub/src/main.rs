@@ -14,7 +14,7 @@ use thoonk_server::gateway::{
 };
 use thoonk_server::http::{router, StaticDir};
 use thoonk_server::jobs::cli::{JobCommand, QueueArgs, WorkArgs};
-use thoonk_server::jobs::{run_workers, Handlers, JobQueue};
+use thoonk_server::jobs::{run_workers, Handlers, QueueSet};
 use thoonk_server::redis_target::RedisTarget;
 use tracing_subscriber::EnvFilter;
 
@@ -79,9 +79,17 @@ struct ServeArgs {
     /// the demo's sign-in picker. Development only: it gives every token away.
     #[arg(long, requires = "config")]
     demo_users: bool,
-    /// The job queue client changes go to.
-    #[arg(long, env = "THOONK_QUEUE", default_value = thoonk_server::jobs::DEFAULT_QUEUE)]
-    queue: String,
+    /// The job queue client changes go to; on a Redis Cluster, a queue per
+    /// shard spreads the jobs (`'{changes:a},{changes:b}'`): each change
+    /// goes to the queue its hash tag picks, and the in-process workers
+    /// work every one.
+    #[arg(
+        long,
+        env = "THOONK_QUEUE",
+        value_delimiter = ',',
+        default_value = thoonk_server::jobs::DEFAULT_QUEUE
+    )]
+    queue: Vec<String>,
     /// How change notices reach this gateway: `broadcast` (one pattern
     /// subscription to every feed) or, on a Redis Cluster, `sharded` (one
     /// subscription per hash tag its clients follow; names and patterns must
@@ -161,7 +169,7 @@ fn load_access(config: Option<&std::path::Path>) -> anyhow::Result<Arc<dyn Acces
 async fn serve(client: RedisTarget, args: ServeArgs) -> anyhow::Result<()> {
     let access = load_access(args.config.as_deref())?;
     let settings = args.queue_settings.settings();
-    let jobs = JobQueue::open(&client, &args.queue, settings.clone())
+    let jobs = QueueSet::open(&client, &args.queue, settings.clone())
         .await
         .context("open the job queue")?;
     let owners = ClientOwners::open(&client, settings.retention)
@@ -193,23 +201,25 @@ async fn serve(client: RedisTarget, args: ServeArgs) -> anyhow::Result<()> {
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     if args.workers > 0 {
-        let mut until = stopped.clone();
-        let workers = run_workers(
-            client,
-            args.queue.clone(),
-            settings,
-            Handlers::standard(),
-            access.clone(),
-            args.workers,
-            async move {
-                let _ = until.wait_for(|stop| *stop).await;
-            },
-        );
-        tokio::spawn(async move {
-            if let Err(err) = workers.await {
-                tracing::error!(%err, "job workers stopped");
-            }
-        });
+        for queue in &args.queue {
+            let mut until = stopped.clone();
+            let workers = run_workers(
+                client.clone(),
+                queue.clone(),
+                settings.clone(),
+                Handlers::standard(),
+                access.clone(),
+                args.workers,
+                async move {
+                    let _ = until.wait_for(|stop| *stop).await;
+                },
+            );
+            tokio::spawn(async move {
+                if let Err(err) = workers.await {
+                    tracing::error!(%err, "job workers stopped");
+                }
+            });
+        }
     }
     let sessions = hub.clone();
     let shared = Shared {

@@ -83,20 +83,20 @@ pub struct Hub {
     registry: Arc<Mutex<Registry>>,
     next_id: Arc<AtomicU64>,
     queue_len: usize,
-    job_queue: String,
+    job_queues: Vec<String>,
     /// Set for sharded fan-out.
     tags: Arc<OnceLock<Arc<TagSubscriptions>>>,
 }
 
 impl Hub {
     /// Creates a hub whose sessions each queue at most `queue_len` events and
-    /// hear the outcomes of their changes on `job_queue`.
-    pub fn new(queue_len: usize, job_queue: &str) -> Self {
+    /// hear the outcomes of their changes on `job_queues`.
+    pub fn new(queue_len: usize, job_queues: &[String]) -> Self {
         Self {
             registry: Arc::default(),
             next_id: Arc::new(AtomicU64::new(1)),
             queue_len,
-            job_queue: job_queue.to_owned(),
+            job_queues: job_queues.to_vec(),
             tags: Arc::default(),
         }
     }
@@ -375,8 +375,10 @@ impl Hub {
         }
         pubsub.subscribe(NEWFEED_CHANNEL).await?;
         pubsub.subscribe(DELFEED_CHANNEL).await?;
-        let finish = finish_channel(&self.job_queue);
-        pubsub.subscribe(&finish).await?;
+        let finishes: HashSet<String> = self.job_queues.iter().map(|q| finish_channel(q)).collect();
+        for finish in &finishes {
+            pubsub.subscribe(finish).await?;
+        }
         *backoff = Duration::from_millis(100);
         // Notices published before this subscription (at start, or while it
         // was down) reached nobody: every session catches up from the logs.
@@ -387,7 +389,7 @@ impl Hub {
         let mut messages = pubsub.on_message();
         while let Some(msg) = messages.next().await {
             let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
-            if msg.get_channel_name() == finish {
+            if finishes.contains(msg.get_channel_name()) {
                 match std::str::from_utf8(&payload).ok().and_then(parse_finish) {
                     Some((id, outcome)) => self.dispatch_outcome(id, outcome),
                     None => tracing::debug!("ignoring a job.finish message that is not an outcome"),

@@ -20,7 +20,7 @@ use thoonk_protocol::{
 use super::access::{AccessRules, User};
 use super::hub::{Hub, HubEvent, Membership};
 use crate::feeds::{ChangeNotice, FeedStore, Since};
-use crate::jobs::{JobQueue, Submitted};
+use crate::jobs::{QueueSet, Submitted};
 
 /// Limits that protect the gateway from one client.
 #[derive(Clone, Debug)]
@@ -54,8 +54,8 @@ impl Default for SessionLimits {
 pub struct Shared {
     /// The feed store.
     pub store: FeedStore,
-    /// The queue client changes are submitted to.
-    pub jobs: JobQueue,
+    /// The queues client changes are submitted to.
+    pub jobs: QueueSet,
     /// Which user owns each client id.
     pub owners: super::ClientOwners,
     /// The fan-out hub.

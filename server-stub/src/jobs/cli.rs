@@ -232,9 +232,15 @@ impl QueueArgs {
 /// Options of `thoonk-server work`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct WorkArgs {
-    /// The job queue to work.
-    #[arg(long, env = "THOONK_QUEUE", default_value = super::DEFAULT_QUEUE)]
-    pub queue: String,
+    /// The job queue to work, or several separated by commas (a queue per
+    /// shard on a Redis Cluster); each gets `--concurrency` workers.
+    #[arg(
+        long,
+        env = "THOONK_QUEUE",
+        value_delimiter = ',',
+        default_value = super::DEFAULT_QUEUE
+    )]
+    pub queue: Vec<String>,
     /// Jobs worked at once by this process.
     #[arg(long, env = "THOONK_CONCURRENCY", default_value_t = 4)]
     pub concurrency: usize,
@@ -263,16 +269,26 @@ pub async fn work(
             }
         });
     }
-    run_workers(
-        client,
-        args.queue,
-        args.settings.settings(),
-        Handlers::standard(),
-        access,
-        args.concurrency,
-        shutdown_signal(),
-    )
-    .await
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let workers = args.queue.iter().map(|queue| {
+        let mut until = stopped.clone();
+        run_workers(
+            client.clone(),
+            queue.clone(),
+            args.settings.settings(),
+            Handlers::standard(),
+            access.clone(),
+            args.concurrency,
+            async move {
+                let _ = until.wait_for(|stop| *stop).await;
+            },
+        )
+    });
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    futures::future::try_join_all(workers).await.map(drop)
 }
 
 async fn shutdown_signal() {
@@ -325,7 +341,7 @@ mod tests {
             "redis://h:1/",
             "work",
             "--queue",
-            "q",
+            "{q:a},{q:b}",
             "--claim-timeout-ms",
             "250",
             "--max-retries",
@@ -335,7 +351,7 @@ mod tests {
             panic!("expected work");
         };
         let settings = args.settings.settings();
-        assert_eq!(args.queue, "q");
+        assert_eq!(args.queue, ["{q:a}", "{q:b}"]);
         assert_eq!(settings.claim_timeout, Duration::from_millis(250));
         assert_eq!(settings.max_retries, 0);
         assert_eq!(settings.retention, Duration::from_secs(30 * 24 * 3600));
@@ -343,7 +359,7 @@ mod tests {
         let Command::Work(args) = cli.command else {
             panic!("expected work");
         };
-        assert_eq!(args.queue, crate::jobs::DEFAULT_QUEUE);
+        assert_eq!(args.queue, [crate::jobs::DEFAULT_QUEUE]);
         assert_eq!(args.settings.settings(), QueueSettings::default());
     }
 }

@@ -19,6 +19,7 @@ mod keys;
 mod payload;
 mod plan;
 mod queue;
+mod routing;
 mod scripts;
 mod settings;
 mod worker;
@@ -32,6 +33,7 @@ pub use keys::{
 pub use payload::{JobPayload, Priority};
 pub use plan::{FeedWrite, HandlerError, Plan, WriteKind};
 pub use queue::{JobInfo, JobQueue, Submitted};
+pub use routing::QueueSet;
 pub use settings::QueueSettings;
 pub use worker::{run_sweeper, run_workers};
 

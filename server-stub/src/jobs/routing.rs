@@ -1,0 +1,140 @@
+//! Several job queues behind one gateway: on a Redis Cluster a queue lives
+//! in one slot, so one queue is one shard's worth of job throughput; with a
+//! queue per shard (`--queue '{changes:a},{changes:b},{changes:c}'`) the
+//! gateway spreads the changes over them by hash tag.
+//!
+//! A change goes to the queue its routing key picks: the hash tag (or, without
+//! one, the name) of the feed it writes, else of the first feed of its base,
+//! else its id. The key is a function of the change alone, so every
+//! resubmission of a change, through any gateway with the same list, meets
+//! its own ledger; and the changes of one team keep one queue, in order.
+
+use thoonk_protocol::{ChangeRequest, Outcome};
+
+use super::{JobError, JobQueue, QueueSettings, Submitted};
+use crate::gateway::access::User;
+use crate::redis_target::{hash_tag, RedisTarget};
+
+/// The queues a gateway submits to, in the order configured.
+#[derive(Clone)]
+pub struct QueueSet {
+    queues: Vec<JobQueue>,
+}
+
+impl QueueSet {
+    /// Opens (creating when missing) every queue of `names`, which must not
+    /// be empty.
+    pub async fn open(
+        redis: impl Into<RedisTarget>,
+        names: &[String],
+        settings: QueueSettings,
+    ) -> Result<Self, JobError> {
+        let redis = redis.into();
+        if names.is_empty() {
+            return Err(JobError::BadQueueName {
+                queue: String::new(),
+                reason: "name at least one job queue".into(),
+            });
+        }
+        let mut queues = Vec::with_capacity(names.len());
+        for name in names {
+            queues.push(JobQueue::open(&redis, name, settings.clone()).await?);
+        }
+        Ok(Self { queues })
+    }
+
+    /// The queue `change` goes to.
+    pub fn queue_for(&self, change: &ChangeRequest) -> &JobQueue {
+        &self.queues[route(change, self.queues.len())]
+    }
+
+    /// Submits `change` for `user` to its queue (see [`JobQueue::submit`]).
+    pub async fn submit(&self, user: &User, change: &ChangeRequest) -> Result<Submitted, JobError> {
+        self.queue_for(change).submit(user, change).await
+    }
+
+    /// The stored outcome of `change`, from its queue's ledger.
+    pub async fn outcome(&self, change: &ChangeRequest) -> Result<Option<Outcome>, JobError> {
+        self.queue_for(change).outcome(&change.id).await
+    }
+}
+
+/// The index, below `queues`, of the queue for `change`.
+fn route(change: &ChangeRequest, queues: usize) -> usize {
+    if queues <= 1 {
+        return 0;
+    }
+    let feed = change
+        .op
+        .feed()
+        .or_else(|| change.base.keys().next())
+        .map(|feed| feed.as_str());
+    let key = match feed {
+        Some(name) => hash_tag(name).unwrap_or(name),
+        None => change.id.0.as_str(),
+    };
+    (fnv1a(key.as_bytes()) % queues as u64) as usize
+}
+
+/// 64-bit FNV-1a: a hash every gateway computes alike, in any version.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::collections::{BTreeMap, BTreeSet};
+    use thoonk_protocol::{ChangeId, FeedName, ItemId, Operation};
+
+    fn publish(id: &str, feed: &str) -> ChangeRequest {
+        ChangeRequest {
+            id: ChangeId(id.into()),
+            op: Operation::Publish {
+                feed: FeedName::new(feed).unwrap(),
+                id: ItemId::new("i").unwrap(),
+                item: json!(1),
+                position: None,
+            },
+            base: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_team_keeps_one_queue_and_teams_spread() {
+        let of = |id: &str, feed: &str| route(&publish(id, feed), 3);
+        let team = of("c:1", "team:{353}:member:ann:tasks");
+        assert_eq!(of("c:2", "team:{353}:member:bob:tasks"), team);
+        assert_eq!(of("other:9", "team:{353}:notes"), team);
+        let used: BTreeSet<usize> = (0..30)
+            .map(|n| of("c:1", &format!("team:{{{n}}}:tasks")))
+            .collect();
+        assert_eq!(used.len(), 3, "30 teams use every queue");
+        assert_eq!(route(&publish("c:1", "team:{353}:notes"), 1), 0);
+    }
+
+    #[test]
+    fn an_action_routes_by_its_base_or_its_id() {
+        let action = |id: &str, base: &[&str]| ChangeRequest {
+            id: ChangeId(id.into()),
+            op: Operation::Action {
+                name: "delegate_task".into(),
+                payload: json!({}),
+            },
+            base: base
+                .iter()
+                .map(|f| (FeedName::new(*f).unwrap(), 1))
+                .collect(),
+        };
+        assert_eq!(
+            route(&action("c:1", &["team:{7}:member:ann:tasks"]), 5),
+            route(&publish("x:2", "team:{7}:notes"), 5)
+        );
+        assert_eq!(route(&action("c:1", &[]), 5), route(&action("c:1", &[]), 5));
+        // FNV-1a's published test vector: the routing never changes.
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}
