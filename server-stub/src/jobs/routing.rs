@@ -1,6 +1,6 @@
 //! Several job queues behind one gateway: on a Redis Cluster a queue lives
 //! in one slot, so one queue is one shard's worth of job throughput; with a
-//! queue per shard (`--queue '{changes:a},{changes:b},{changes:c}'`) the
+//! queue per shard (`--queue '{changes:x},{changes:y},{changes:z}'`) the
 //! gateway spreads the changes over them by hash tag.
 //!
 //! A change goes to the queue its routing key picks: the hash tag (or, without
