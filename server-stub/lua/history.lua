@@ -13,6 +13,13 @@ return run(function()
   if f.reset_history then
     return { '0', '0', '0', {} }
   end
-  local entries = redis.call('XRANGE', f.log, num(after + 1) .. '-0', '+', 'COUNT', count)
+  -- Revisions stay below 2^53: nothing follows a larger `after` (whose
+  -- stream id Lua's doubles could not even spell), and no page is longer
+  -- than a log can be.
+  if after >= f.rev then
+    return { num(f.epoch), num(f.rev), num(oldest_logged(f) or 0), {} }
+  end
+  count = math.min(count, f.rev - after)
+  local entries = redis.call('XRANGE', f.log, num(after + 1) .. '-0', '+', 'COUNT', num(count))
   return { num(f.epoch), num(f.rev), num(oldest_logged(f) or 0), entries }
 end)
