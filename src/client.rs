@@ -136,6 +136,7 @@ pub(crate) fn core_error(err: CoreError) -> JsValue {
         CoreError::Server(_) => "server",
         CoreError::ProtocolMismatch { .. } => "unsupported_version",
         CoreError::Resolver(_) => "resolver",
+        CoreError::TooLarge { .. } => "too_large",
     };
     js_error(code, err)
 }

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 use thoonk_protocol::{
-    ChangeId, ClientMessage, ErrorCode, FeedName, FeedPattern, FeedPosition, ItemId, Operation,
-    Outcome, Position, ServerMessage, PROTOCOL_VERSION,
+    ChangeId, ChangeRequest, ClientMessage, ErrorCode, FeedName, FeedPattern, FeedPosition, ItemId,
+    Operation, Outcome, Position, ServerMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 
 use crate::config::Config;
@@ -634,8 +634,6 @@ impl SyncCore {
                 return Err(CoreError::Usage("an action needs a name".into()));
             }
         }
-        let seq = self.allocate_seq();
-        let id = id.unwrap_or_else(|| ChangeId::new(&self.client_id, seq));
         let base = op
             .feed()
             .map(|f| {
@@ -643,6 +641,26 @@ impl SyncCore {
                 BTreeMap::from([(f.clone(), rev)])
             })
             .unwrap_or_default();
+        // Refused now, or it would wait in the outbox for an outcome the
+        // server can never give (it does not read the frame). Measured with
+        // the longest id the change can get.
+        let change = ChangeRequest {
+            id: id
+                .clone()
+                .unwrap_or_else(|| ChangeId::new(&self.client_id, u64::MAX)),
+            op,
+            base,
+        };
+        let bytes = change.submit_frame_len();
+        if bytes > MAX_FRAME_BYTES {
+            return Err(CoreError::TooLarge {
+                bytes,
+                limit: MAX_FRAME_BYTES,
+            });
+        }
+        let ChangeRequest { op, base, .. } = change;
+        let seq = self.allocate_seq();
+        let id = id.unwrap_or_else(|| ChangeId::new(&self.client_id, seq));
         if let Some(feed) = op.feed() {
             self.journal.views.insert(feed.clone());
         }

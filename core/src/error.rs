@@ -28,6 +28,18 @@ pub enum CoreError {
     /// The app called the core in a way it does not support.
     #[error("invalid use: {0}")]
     Usage(String),
+    /// The app's change would not fit in one frame the server reads; it was
+    /// not queued.
+    #[error(
+        "the change takes {bytes} bytes to send, over the server's limit of {limit}: \
+         split it into smaller changes"
+    )]
+    TooLarge {
+        /// The size of its `submit` frame.
+        bytes: usize,
+        /// The largest frame a server reads.
+        limit: usize,
+    },
 }
 
 /// A server message that breaks the protocol.

@@ -602,3 +602,32 @@ fn a_change_with_a_chosen_id_is_queued_once_however_often_it_is_given() {
         assert!(matches!(err, CoreError::Usage(_)), "{bad}: {err}");
     }
 }
+
+#[test]
+fn a_change_too_large_for_one_frame_is_refused_before_it_is_queued() {
+    let mut h = Harness::new();
+    h.online();
+    let big = |bytes: usize| Operation::Publish {
+        feed: feed(),
+        id: id("big"),
+        item: json!("x".repeat(bytes)),
+        position: None,
+    };
+    h.now += 1;
+    let err = h
+        .core
+        .change(big(thoonk_protocol::MAX_FRAME_BYTES), h.now)
+        .unwrap_err();
+    assert!(
+        matches!(err, CoreError::TooLarge { bytes, limit } if bytes > limit),
+        "{err}"
+    );
+    let fx = h.effects();
+    assert!(fx.store.is_none() && fx.send.is_empty(), "nothing queued");
+    assert!(h.core.pending().is_empty());
+    // Just under the limit it goes out as usual.
+    let fits = thoonk_protocol::MAX_FRAME_BYTES - 1_000;
+    h.core.change(big(fits), h.now).unwrap();
+    let fx = h.effects();
+    assert_eq!(submitted(&fx).len(), 1);
+}

@@ -24,6 +24,11 @@ pub use name::{FeedName, FeedPattern, ItemId, MAX_FEED_NAME_LEN, MAX_ITEM_ID_LEN
 /// The protocol version this build speaks; sent in `hello` and `welcome`.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The largest text frame a gateway reads (bytes); a larger one is answered
+/// with `too_large`. A client refuses a change whose `submit` frame would
+/// not fit before it queues it.
+pub const MAX_FRAME_BYTES: usize = 256 * 1024;
+
 /// A feed's epoch: changes whenever the feed's history restarts (feed deleted and
 /// recreated, change log lost or reset), so revisions of different epochs never compare.
 pub type Epoch = u64;

@@ -109,6 +109,15 @@ pub struct ChangeRequest {
     pub base: BTreeMap<FeedName, Rev>,
 }
 
+impl ChangeRequest {
+    /// The length in bytes of the `submit` frame that carries this change.
+    pub fn submit_frame_len(&self) -> usize {
+        const HEAD: &str = r#"{"type":"submit","change":"#;
+        // A change always serializes (its JSON values are already JSON).
+        HEAD.len() + serde_json::to_vec(self).map_or(0, |json| json.len()) + 1
+    }
+}
+
 /// The final result of a submitted change.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
@@ -291,6 +300,13 @@ mod tests {
                 "op": {"kind": "move", "feed": "team:1:tasks", "id": "a", "position": {"after": "b"}},
                 "base": {"team:1:tasks": 4}
             }})
+        );
+        let ClientMessage::Submit { change } = &submit else {
+            unreachable!()
+        };
+        assert_eq!(
+            change.submit_frame_len(),
+            serde_json::to_vec(&submit).unwrap().len()
         );
 
         let event = ServerMessage::Event {

@@ -40,7 +40,7 @@ pub struct SessionLimits {
 impl Default for SessionLimits {
     fn default() -> Self {
         Self {
-            max_frame: 256 * 1024,
+            max_frame: thoonk_protocol::MAX_FRAME_BYTES,
             max_subscriptions: 256,
             replay_batch: 500,
             send_timeout: Duration::from_secs(10),
