@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{id, name, WsClient};
+use support::{id, name, publish_round_through_failover, until_converged, WsClient};
 use thoonk_protocol::ServerMessage;
 use thoonk_server::feeds::FeedStore;
 use thoonk_server::redis_target::RedisTarget;
@@ -185,26 +185,8 @@ async fn a_primary_killed_fails_over_to_its_replica_and_clients_converge() {
     let feeds: Vec<_> = (1..=6)
         .map(|n| name(&format!("team:{{{n}}}:tasks")))
         .collect();
-    let write = |round: usize| {
-        let store = store.clone();
-        let feeds = feeds.clone();
-        async move {
-            for feed in &feeds {
-                // During the failover the shard of a dead primary refuses
-                // writes for a moment: retry (an upsert of the same id).
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-                while let Err(err) = store
-                    .publish(feed, Some(&id(&format!("r{round}"))), &json!(round), None)
-                    .await
-                {
-                    assert!(tokio::time::Instant::now() < deadline, "{feed}: {err}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    };
     for round in 0..3 {
-        write(round).await;
+        publish_round_through_failover(&store, &feeds, round).await;
     }
     let gateway = ThoonkServer::start(server_bin(), &cluster.url(), &["--queue", "{changes}"]);
     let mut client = WsClient::signed_in(&gateway.ws_url(), "ann").await;
@@ -234,29 +216,12 @@ async fn a_primary_killed_fails_over_to_its_replica_and_clients_converge() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for round in 3..6 {
-        write(round).await;
+        publish_round_through_failover(&store, &feeds, round).await;
     }
 
     // The client converges on the server's state of every feed.
     for feed in &feeds {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let server = store.snapshot(feed).await.unwrap();
-            let ids: Vec<String> = server.items.iter().map(|i| i.id.to_string()).collect();
-            let mirror = client.mirror.get(feed).map(|m| (m.epoch, m.ids()));
-            if mirror == Some((server.epoch, ids.clone()))
-                && client.mirror.rev(feed) == Some(server.rev)
-            {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{feed}: the client never converged: server ({}, {}) {ids:?}, client {mirror:?}",
-                server.epoch,
-                server.rev
-            );
-            let _ = client.try_next_frame(Duration::from_millis(200)).await;
-        }
+        until_converged(&mut client, &store, feed).await;
     }
 }
 

@@ -13,8 +13,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{id, name, WsClient};
-use thoonk_protocol::{ClientMessage, ErrorCode, FeedName, FeedPattern, ServerMessage};
+use support::{id, name, publish_round_through_failover, until_converged, WsClient};
+use thoonk_protocol::{ClientMessage, ErrorCode, FeedPattern, ServerMessage};
 use thoonk_server::feeds::FeedStore;
 use thoonk_server::redis_target::RedisTarget;
 use thoonk_testkit::{server_bin, RedisCluster, ThoonkServer};
@@ -77,28 +77,6 @@ async fn until_shard_channels(cluster: &RedisCluster, want: &[&str]) {
             "sharded channels {channels:?}, expected {want:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Waits until `client` mirrors `feed` exactly as the server holds it.
-async fn until_converged(client: &mut WsClient, store: &FeedStore, feed: &FeedName) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let server = store.snapshot(feed).await.unwrap();
-        let ids: Vec<String> = server.items.iter().map(|i| i.id.to_string()).collect();
-        let mirror = client.mirror.get(feed).map(|m| (m.epoch, m.ids()));
-        if mirror == Some((server.epoch, ids.clone()))
-            && client.mirror.rev(feed) == Some(server.rev)
-        {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{feed}: the client never converged: server ({}, {}) {ids:?}, client {mirror:?}",
-            server.epoch,
-            server.rev
-        );
-        let _ = client.try_next_frame(Duration::from_millis(200)).await;
     }
 }
 
@@ -226,25 +204,7 @@ async fn a_sharded_gateway_resubscribes_after_a_failover_and_clients_converge() 
     let feeds: Vec<_> = (1..=6)
         .map(|n| name(&format!("team:{{{n}}}:tasks")))
         .collect();
-    let write = |round: usize| {
-        let store = store.clone();
-        let feeds = feeds.clone();
-        async move {
-            for feed in &feeds {
-                // A dead primary's shard refuses writes until its replica
-                // takes over: retry (an upsert of the same id).
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-                while let Err(err) = store
-                    .publish(feed, Some(&id(&format!("r{round}"))), &json!(round), None)
-                    .await
-                {
-                    assert!(tokio::time::Instant::now() < deadline, "{feed}: {err}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    };
-    write(0).await;
+    publish_round_through_failover(&store, &feeds, 0).await;
     let gateway = ThoonkServer::start(server_bin(), &cluster.url(), &SHARDED);
     let mut client = WsClient::signed_in(&gateway.ws_url(), "ann").await;
     for n in 1..=6 {
@@ -254,7 +214,7 @@ async fn a_sharded_gateway_resubscribes_after_a_failover_and_clients_converge() 
         client.until_rev(feed, 1).await;
     }
     for round in 1..3 {
-        write(round).await;
+        publish_round_through_failover(&store, &feeds, round).await;
     }
     for feed in &feeds {
         client.until_rev(feed, 3).await;
@@ -278,7 +238,7 @@ async fn a_sharded_gateway_resubscribes_after_a_failover_and_clients_converge() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for round in 3..6 {
-        write(round).await;
+        publish_round_through_failover(&store, &feeds, round).await;
     }
     for feed in &feeds {
         until_converged(&mut client, &store, feed).await;

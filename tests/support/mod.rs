@@ -741,3 +741,42 @@ impl WsClient {
             .collect()
     }
 }
+
+/// Waits until `client` mirrors `feed` exactly as the server holds it
+/// (epoch, revision and item order), reading frames meanwhile.
+pub async fn until_converged(client: &mut WsClient, store: &FeedStore, feed: &FeedName) {
+    let deadline = tokio::time::Instant::now() + STREAM_WAIT;
+    loop {
+        let server = store.snapshot(feed).await.expect("snapshot");
+        let ids: Vec<String> = server.items.iter().map(|i| i.id.to_string()).collect();
+        let mirror = client.mirror.get(feed).map(|m| (m.epoch, m.ids()));
+        if mirror == Some((server.epoch, ids.clone()))
+            && client.mirror.rev(feed) == Some(server.rev)
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{feed}: the client never converged: server ({}, {}) {ids:?}, client {mirror:?}",
+            server.epoch,
+            server.rev
+        );
+        let _ = client.try_next_frame(Duration::from_millis(200)).await;
+    }
+}
+
+/// Upserts item `r<round>` (value `round`) into every feed of `feeds`,
+/// retrying while a shard whose primary died refuses writes (until its
+/// replica takes over).
+pub async fn publish_round_through_failover(store: &FeedStore, feeds: &[FeedName], round: usize) {
+    for feed in feeds {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while let Err(err) = store
+            .publish(feed, Some(&id(&format!("r{round}"))), &json!(round), None)
+            .await
+        {
+            assert!(tokio::time::Instant::now() < deadline, "{feed}: {err}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
