@@ -417,3 +417,80 @@ async fn submit_to_every_team(client: &mut WsClient, teams: std::ops::RangeInclu
         waiting.remove(&id);
     }
 }
+
+/// Replication is asynchronous: a primary killed before its replica received
+/// its last writes leaves a promoted replica without them, and new writes
+/// reuse their revisions. The feeds of that shard go on under a new epoch,
+/// so a client that saw the lost revisions starts over from a snapshot and
+/// converges, instead of keeping items the server no longer has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_that_loses_acknowledged_writes_resets_clients_instead_of_diverging() {
+    let mut cluster = RedisCluster::start(3, 1);
+    let replica = cluster
+        .replica_of(0)
+        .expect("the first primary has a replica");
+    let target = RedisTarget::parse(&cluster.url()).unwrap();
+    let store = FeedStore::open(&target, "lost-tail-test").await.unwrap();
+    let feeds: Vec<_> = (1..=6)
+        .map(|n| name(&format!("team:{{{n}}}:tasks")))
+        .collect();
+    for round in 0..3 {
+        publish_round_through_failover(&store, &feeds, round).await;
+    }
+    let gateway = ThoonkServer::start(server_bin(), &cluster.url(), &["--queue", "{changes}"]);
+    let mut client = WsClient::signed_in(&gateway.ws_url(), "ann").await;
+    client.subscribe("team:*:tasks").await;
+    for feed in &feeds {
+        client.until_rev(feed, 3).await;
+    }
+    // Let the replica catch up, then stop it and drop its link: the next
+    // writes reach only the primary (and the client).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.pause(replica);
+    let mut primary = redis::Client::open(format!("redis://127.0.0.1:{}/", cluster.ports()[0]))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: redis::Value = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "replica"])
+        .query_async(&mut primary)
+        .await
+        .unwrap();
+    for round in 3..5 {
+        publish_round_through_failover(&store, &feeds, round).await;
+    }
+    for feed in &feeds {
+        client.until_rev(feed, 5).await;
+    }
+    let before: Vec<_> = feeds
+        .iter()
+        .map(|f| client.mirror.get(f).unwrap().epoch)
+        .collect();
+    cluster.kill9(0);
+    cluster.resume(replica);
+    let ports = cluster.ports();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while role(ports[replica]).await != "master" {
+        assert!(tokio::time::Instant::now() < deadline, "no failover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // New writes on every shard; on the failed-over one they would reuse the
+    // lost revisions 4 and 5.
+    for round in 5..8 {
+        publish_round_through_failover(&store, &feeds, round).await;
+    }
+    let mut lost = 0;
+    for (feed, epoch) in feeds.iter().zip(before) {
+        let server = store.snapshot(feed).await.unwrap();
+        if !server.items.iter().any(|i| i.id.as_str() == "r4") {
+            lost += 1;
+            assert_ne!(server.epoch, epoch, "{feed}: lost writes, same epoch");
+        }
+        until_converged(&mut client, &store, feed).await;
+    }
+    assert!(
+        lost > 0,
+        "the failover lost no write: the test proves nothing"
+    );
+}

@@ -110,8 +110,23 @@ end
 -- exist but is gone, or a log whose revision counter is gone.
 -- f.reset_history additionally drops the old log and item revisions and
 -- restarts the revision at 0.
+--
+-- On a Redis Cluster node an epoch also belongs to the replication history
+-- its writes were made in (INFO's master_replid, kept in the config field
+-- `history`): a replica promoted at failover, or a primary restarted, has a
+-- new one, and may lack writes that were acknowledged (replication and
+-- `everysec` fsync are asynchronous), whose revisions new writes would
+-- reuse. So the feed goes on under a new epoch (f.history_changed; the
+-- revision continues) and clients that saw the lost revisions start over
+-- from a snapshot instead of silently diverging.
+local function cluster_history()
+  local info = redis.call('INFO', 'cluster', 'replication')
+  if not string.find(info, 'cluster_enabled:1', 1, true) then return nil end
+  return string.match(info, 'master_replid:(%x+)')
+end
+
 local function read_feed(f)
-  local cfg = redis.call('HMGET', f.config, 'type', 'max_length', 'retention', 'epoch')
+  local cfg = redis.call('HMGET', f.config, 'type', 'max_length', 'retention', 'epoch', 'history')
   f.type = cfg[1]
   f.max_length = tonumber(cfg[2]) or 0
   if f.max_length < 0 then f.max_length = 0 end
@@ -131,6 +146,11 @@ local function read_feed(f)
     f.reset_history = true
   end
   if f.reset_history then f.rev = 0 end
+  f.history = cluster_history()
+  f.history_changed = f.history ~= nil and cfg[5] ~= false and cfg[5] ~= f.history
+    and not f.new_epoch
+  if f.history_changed then f.new_epoch = true end
+  f.record_history = f.history ~= nil and cfg[5] ~= f.history
   return f
 end
 
@@ -215,6 +235,11 @@ local function begin_writes(f)
     end
     redis.call('HSET', f.config, 'epoch', num(f.epoch))
     f.new_epoch = false
+    f.history_changed = false
+  end
+  if f.record_history then
+    redis.call('HSET', f.config, 'history', f.history)
+    f.record_history = false
   end
 end
 

@@ -6,6 +6,9 @@
 -- ARGV[2] the last revision the caller applied
 -- Reply: { 'changes', epoch, log entries }  (entries as XRANGE returns them)
 --      | { 'reset', epoch, rev, ids, items, item revs }  (as snapshot.lua)
+-- Writes: only on a Redis Cluster node whose replication history changed
+--         since the feed's last write (failover, restart): the new epoch
+--         (see read_feed in prelude.lua), so the reply is a snapshot of it.
 -- Errors: FEEDTYPE <type>, BADARG, BADKEYS
 return run(function()
   local f = read_feed(feed_at(1))
@@ -13,6 +16,10 @@ return run(function()
   if not from_epoch or not from_rev then
     fail('BADARG', 'epoch and revision must be numbers')
   end
+  -- After a failover or restart of a cluster node the log may hold
+  -- revisions its clients never saw, or lack some they did: start the new
+  -- epoch now (a write, the only one this script makes) and answer with it.
+  if f.history_changed and f.type then begin_writes(f) end
   local epoch = f.epoch or 0
   if f.type and not f.reset_history and epoch == from_epoch and from_rev <= f.rev then
     if from_rev == f.rev then

@@ -187,6 +187,11 @@ async fn serve(client: RedisTarget, args: ServeArgs) -> anyhow::Result<()> {
         hub.use_sharded_fanout(tags);
     }
     tokio::spawn(hub.clone().run(client.clone()));
+    tokio::spawn(thoonk_server::gateway::failover_watch::watch_for_failovers(
+        hub.clone(),
+        client.clone(),
+        std::time::Duration::from_secs(1),
+    ));
     tokio::spawn(hub.clone().watch_for_data_loss(
         client.clone(),
         format!("{}-{}", instance_name(None), boot_token()),

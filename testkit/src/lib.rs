@@ -174,6 +174,14 @@ impl RedisServer {
         &self.dir
     }
 
+    /// Sends it `signal` (a name such as `STOP` or `CONT`).
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
     /// Kills it with SIGKILL (a crash: nothing is flushed).
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -223,6 +231,9 @@ impl RedisCluster {
                     // A replica fails over however long ago it last heard its primary.
                     "--cluster-replica-validity-factor",
                     "0",
+                    // Replicas get their first copy at once, not after 5 s.
+                    "--repl-diskless-sync-delay",
+                    "0",
                 ];
                 args.extend_from_slice(extra);
                 RedisServer::start_on(free_cluster_port(), &args)
@@ -249,6 +260,13 @@ impl RedisCluster {
                 .iter()
                 .all(|n| cluster_info(n.port()).contains("cluster_state:ok"))
         });
+        // A replica that has not finished its first sync holds nothing yet.
+        wait_until("the replicas' first sync", Duration::from_secs(30), || {
+            cluster.nodes.iter().all(|n| {
+                let replication = info(n.port(), "replication");
+                !replication.contains("role:slave") || replication.contains("master_link_status:up")
+            })
+        });
         cluster
     }
 
@@ -271,6 +289,43 @@ impl RedisCluster {
     pub fn kill9(&mut self, index: usize) {
         self.nodes[index].kill9();
     }
+
+    /// Stops node `index` with SIGSTOP (it neither answers nor replicates)
+    /// until [`RedisCluster::resume`].
+    pub fn pause(&self, index: usize) {
+        self.nodes[index].signal("STOP");
+    }
+
+    /// Lets a paused node go on (SIGCONT).
+    pub fn resume(&self, index: usize) {
+        self.nodes[index].signal("CONT");
+    }
+
+    /// The index of a replica of the primary at `index`.
+    pub fn replica_of(&self, index: usize) -> Option<usize> {
+        let port = self.nodes[index].port().to_string();
+        let id = Command::new("redis-cli")
+            .args(["-p", &port, "cluster", "myid"])
+            .output()
+            .ok()?;
+        let id = String::from_utf8_lossy(&id.stdout).trim().to_owned();
+        let nodes = Command::new("redis-cli")
+            .args(["-p", &port, "cluster", "nodes"])
+            .output()
+            .ok()?;
+        // `<id> <ip:port@bus> <flags> <primary id> …` per node.
+        String::from_utf8_lossy(&nodes.stdout)
+            .lines()
+            .find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let replica =
+                    fields.get(2)?.contains("slave") && fields.get(3) == Some(&id.as_str());
+                let port: u16 = fields.get(1)?.split(['@', ':']).nth(1)?.parse().ok()?;
+                replica
+                    .then(|| self.nodes.iter().position(|n| n.port() == port))
+                    .flatten()
+            })
+    }
 }
 
 /// A port for a cluster node: free, with its cluster-bus port (port + 10000)
@@ -291,6 +346,15 @@ pub fn free_cluster_port() -> u16 {
             return port;
         }
     }
+}
+
+/// `INFO <section>` of the node on `port` (empty when it does not answer).
+pub fn info(port: u16, section: &str) -> String {
+    Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "info", section])
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default()
 }
 
 /// `CLUSTER INFO` of the node on `port` (empty when it does not answer).

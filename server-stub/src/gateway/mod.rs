@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod clients;
+pub mod failover_watch;
 pub mod hub;
 pub mod session;
 pub mod tag_fanout;
