@@ -119,6 +119,14 @@ end
 -- reuse. So the feed goes on under a new epoch (f.history_changed; the
 -- revision continues) and clients that saw the lost revisions start over
 -- from a snapshot instead of silently diverging.
+-- The hash tag of a name as Redis Cluster reads it: the text between the
+-- first `{` and the next `}`, when not empty; nil otherwise.
+local function hash_tag(name)
+  local tag = string.match(name, '^[^{]*{([^}]*)}')
+  if tag and tag ~= '' then return tag end
+  return nil
+end
+
 local function cluster_history()
   local info = redis.call('INFO', 'cluster', 'replication')
   if not string.find(info, 'cluster_enabled:1', 1, true) then return nil end
@@ -146,7 +154,8 @@ local function read_feed(f)
     f.reset_history = true
   end
   if f.reset_history then f.rev = 0 end
-  f.history = cluster_history()
+  -- (A feed name without a tag cannot live on a cluster: no INFO call.)
+  f.history = hash_tag(f.name) and cluster_history()
   f.history_changed = f.history ~= nil and cfg[5] ~= false and cfg[5] ~= f.history
     and not f.new_epoch
   if f.history_changed then f.new_epoch = true end
@@ -190,13 +199,6 @@ local function flush()
   pending = {}
 end
 
--- The hash tag of a name as Redis Cluster reads it: the text between the
--- first `{` and the next `}`, when not empty; nil otherwise.
-local function hash_tag(name)
-  local tag = string.match(name, '^[^{]*{([^}]*)}')
-  if tag and tag ~= '' then return tag end
-  return nil
-end
 
 -- Stored item text as JSON text: the text itself when it is JSON, else a
 -- JSON string holding it (an item written by a foreign Thoonk process).
