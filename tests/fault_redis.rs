@@ -105,8 +105,11 @@ fn aof_file(dir: &std::path::Path) -> std::path::PathBuf {
         .expect("an incr AOF file")
 }
 
+/// Once a known bug: after Redis lost its last writes a feed kept its epoch
+/// with a lower revision, and clients ahead of it skipped the reused
+/// revisions (silent divergence). A gateway now starts new epochs for the
+/// feeds older than the restarted Redis, and the clients reset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: after Redis loses its last writes (appendfsync everysec, power cut) a feed keeps its epoch with a lower revision; clients ahead of it ignore the server's snapshot as stale and then skip the reused revisions: silent divergence"]
 async fn redis_losing_its_unsynced_tail_with_everysec_leaves_no_divergence() {
     let mut redis = Redis::start("everysec");
     let url = redis.url();
@@ -166,11 +169,17 @@ async fn redis_losing_its_unsynced_tail_with_everysec_leaves_no_divergence() {
         "{:#?}",
         acc.problems
     );
-    assert!(
-        acc.problems.iter().all(|p| p.contains("-1-")),
-        "{:#?}",
-        acc.problems
-    );
+    // Each client's changes are numbered in order, 4 a round: round 1 is
+    // changes 5 to 8.
+    let round_1 = |problem: &String| {
+        problem
+            .strip_prefix("lost: ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|id| id.rsplit_once(':'))
+            .and_then(|(_, seq)| seq.parse::<u64>().ok())
+            .is_some_and(|seq| (5..=8).contains(&seq))
+    };
+    assert!(acc.problems.iter().all(round_1), "{:#?}", acc.problems);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

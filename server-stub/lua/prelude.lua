@@ -133,6 +133,12 @@ local function cluster_history()
   return string.match(info, 'master_replid:(%x+)')
 end
 
+-- The id of this Redis process (INFO's run_id), recorded with each new
+-- epoch (config field `epoch_run`): see epoch.lua.
+local function run_id()
+  return string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+end
+
 local function read_feed(f)
   local cfg = redis.call('HMGET', f.config, 'type', 'max_length', 'retention', 'epoch', 'history')
   f.type = cfg[1]
@@ -235,7 +241,7 @@ local function begin_writes(f)
       redis.call('DEL', f.log, f.itemrevs, f.rev_key)
       f.reset_history = false
     end
-    redis.call('HSET', f.config, 'epoch', num(f.epoch))
+    redis.call('HSET', f.config, 'epoch', num(f.epoch), 'epoch_run', run_id())
     f.new_epoch = false
     f.history_changed = false
   end

@@ -9,8 +9,8 @@ use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand};
 use thoonk_server::feeds::{cli::FeedCommand, FeedStore};
 use thoonk_server::gateway::{
-    AccessRules, ClientOwners, ConfigRules, Fanout, Hub, OpenAccess, SessionLimits, Shared,
-    TagSubscriptions,
+    AccessRules, ClientOwners, ConfigRules, Fanout, Hub, OpenAccess, RestartWatch, SessionLimits,
+    Shared, TagSubscriptions,
 };
 use thoonk_server::http::{router, StaticDir};
 use thoonk_server::jobs::cli::{JobCommand, QueueArgs, WorkArgs};
@@ -186,7 +186,10 @@ async fn serve(client: RedisTarget, args: ServeArgs) -> anyhow::Result<()> {
             .context("subscribe for sharded fan-out")?;
         hub.use_sharded_fanout(tags);
     }
+    let restarts = Arc::new(RestartWatch::new(store.clone(), client.clone()));
+    hub.check_restarts_with(restarts.clone());
     tokio::spawn(hub.clone().run(client.clone()));
+    tokio::spawn(restarts.run(hub.clone(), std::time::Duration::from_secs(1)));
     tokio::spawn(thoonk_server::gateway::failover_watch::watch_for_failovers(
         hub.clone(),
         client.clone(),

@@ -515,3 +515,47 @@ async fn the_log_keeps_the_configured_retention() {
     };
     assert_eq!(events.len(), 3);
 }
+
+#[tokio::test]
+async fn an_epoch_from_another_redis_process_is_renewed_once_keeping_items_and_revision() {
+    let env = Env::start().await;
+    let feed = name("team:4:renewed");
+    env.store
+        .publish(&feed, Some(&id("a")), &json!(1), None)
+        .await
+        .unwrap();
+    let before = env.store.snapshot(&feed).await.unwrap();
+    assert!(
+        !env.store.renew_epoch_after_restart(&feed).await.unwrap(),
+        "an epoch of this Redis process stays"
+    );
+    // As after a restart: the epoch began in another process.
+    let _: () = redis::cmd("HSET")
+        .arg(format!("feed.config:{feed}"))
+        .arg("epoch_run")
+        .arg("0123456789abcdef0123456789abcdef01234567")
+        .query_async(&mut env.conn().await)
+        .await
+        .unwrap();
+    assert!(env.store.renew_epoch_after_restart(&feed).await.unwrap());
+    assert!(!env.store.renew_epoch_after_restart(&feed).await.unwrap());
+    let after = env.store.snapshot(&feed).await.unwrap();
+    assert!(after.epoch > before.epoch);
+    assert_eq!((after.rev, after.items), (before.rev, before.items));
+    // A client of the old epoch is answered with a snapshot of the new one.
+    let position = thoonk_protocol::FeedPosition {
+        epoch: before.epoch,
+        rev: before.rev,
+    };
+    assert!(matches!(
+        env.store.changes_since(&feed, position).await.unwrap(),
+        Since::Reset(snapshot) if snapshot.epoch == after.epoch
+    ));
+    // The next change goes on from the revision, under the new epoch.
+    let next = env
+        .store
+        .publish(&feed, Some(&id("b")), &json!(2), None)
+        .await
+        .unwrap();
+    assert_eq!((next.epoch, next.rev), (after.epoch, before.rev + 1));
+}

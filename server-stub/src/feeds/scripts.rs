@@ -21,6 +21,7 @@ pub(crate) struct Scripts {
     pub get: Script,
     pub item_at: Script,
     pub history: Script,
+    pub epoch: Script,
 }
 
 fn with_prelude(body: &str) -> Script {
@@ -44,10 +45,11 @@ impl Scripts {
             get: with_prelude(include_str!("../../lua/get.lua")),
             item_at: with_prelude(include_str!("../../lua/item_at.lua")),
             history: with_prelude(include_str!("../../lua/history.lua")),
+            epoch: with_prelude(include_str!("../../lua/epoch.lua")),
         }
     }
 
-    pub fn all(&self) -> [&Script; 14] {
+    pub fn all(&self) -> [&Script; 15] {
         [
             &self.create,
             &self.register,
@@ -63,6 +65,7 @@ impl Scripts {
             &self.get,
             &self.item_at,
             &self.history,
+            &self.epoch,
         ]
     }
 }

@@ -284,6 +284,24 @@ impl FeedStore {
         Ok(existed || registered)
     }
 
+    /// Starts a new epoch of `feed` if its epoch began in another Redis
+    /// process, keeping its items and revision; true when it did. For a
+    /// Redis that restarted and may have lost acknowledged writes (see
+    /// [`crate::gateway::RestartWatch`]); does nothing to a queue, a missing
+    /// feed or one without an epoch.
+    pub async fn renew_epoch_after_restart(&self, feed: &FeedName) -> Result<bool, FeedError> {
+        let ctx = Ctx {
+            feed,
+            id: None,
+            what: "only feeds and sorted feeds have epochs",
+        };
+        let began = self
+            .invoke(&self.scripts.epoch, feed, &[])
+            .await
+            .map_err(|e| ctx.error(e))?;
+        Ok(Decoder { feed }.number(&began, "epoch reply")? == 1)
+    }
+
     /// The feed's settings; `None` when it does not exist.
     pub async fn info(&self, feed: &FeedName) -> Result<Option<FeedInfo>, FeedError> {
         let mut conn = self.conn.clone();

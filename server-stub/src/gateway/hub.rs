@@ -21,6 +21,7 @@ use futures::StreamExt;
 use thoonk_protocol::{ChangeId, FeedName, FeedPattern, Outcome};
 use tokio::sync::mpsc;
 
+use super::restart_watch::RestartWatch;
 use super::tag_fanout::{TagSubscriptions, Untagged};
 use crate::feeds::{ChangeNotice, CHANGE_CHANNEL_PATTERN, DELFEED_CHANNEL, NEWFEED_CHANNEL};
 use crate::jobs::{finish_channel, parse_finish};
@@ -86,6 +87,8 @@ pub struct Hub {
     job_queues: Vec<String>,
     /// Set for sharded fan-out.
     tags: Arc<OnceLock<Arc<TagSubscriptions>>>,
+    /// Set on a single Redis: runs after each reconnect, before the resync.
+    restarts: Arc<OnceLock<Arc<RestartWatch>>>,
 }
 
 impl Hub {
@@ -98,7 +101,14 @@ impl Hub {
             queue_len,
             job_queues: job_queues.to_vec(),
             tags: Arc::default(),
+            restarts: Arc::default(),
         }
+    }
+
+    /// Has `watch` check for a restarted Redis after every reconnect of the
+    /// subscription, before the sessions resync (call before [`Hub::run`]).
+    pub fn check_restarts_with(&self, watch: Arc<RestartWatch>) {
+        assert!(self.restarts.set(watch).is_ok(), "set once");
     }
 
     /// Switches the hub to sharded fan-out: change notices come from `tags`
@@ -384,6 +394,13 @@ impl Hub {
         // was down) reached nobody: every session catches up from the logs.
         if !std::mem::replace(first, false) {
             tracing::info!("redis pub/sub reconnected; sessions resync from the change logs");
+        }
+        // A restarted Redis may have lost writes: its older feeds get new
+        // epochs first, so the sessions' catch-up hands them out.
+        if let Some(watch) = self.restarts.get() {
+            if let Err(err) = watch.check().await {
+                tracing::warn!(%err, "cannot check for a restarted Redis; the timer retries");
+            }
         }
         self.dispatch_resync();
         let mut messages = pubsub.on_message();
