@@ -351,8 +351,8 @@ async fn changes_spread_over_a_queue_per_shard_and_apply_once() {
     let cluster = RedisCluster::start(3, 0);
     let target = RedisTarget::parse(&cluster.url()).unwrap();
     let store = FeedStore::open(&target, "queues-test").await.unwrap();
-    let queues = ["{changes:x}", "{changes:y}", "{changes:z}"];
-    let args = ["--queue", "{changes:x},{changes:y},{changes:z}"];
+    let queues = ["{changes-0}", "{changes-1}", "{changes-2}"];
+    let args = ["--queue", "{changes-0},{changes-1},{changes-2}"];
     let first_node =
         redis::Client::open(format!("redis://127.0.0.1:{}/", cluster.ports()[0])).unwrap();
     let one = ThoonkServer::start(server_bin(), &cluster.url(), &args);

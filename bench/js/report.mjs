@@ -265,17 +265,112 @@ if (bundle) {
 }
 
 const single = of('spread_single').map((r) => r.per_sec), clustered = of('spread_cluster').map((r) => r.per_sec);
-if (single.length && clustered.length) {
+const jobsOne = of('jobs_shard_single'), jobsCluster = of('jobs_shard_cluster'), jobsOne3 = of('jobs_shard_single3');
+const split = of('ws_split');
+const fanout = of('tag_fanout');
+if (single.length || jobsOne.length || split.length || fanout.length) {
   p('## Beyond one machine (issue 12)');
   p();
-  p(`Publishes per second through \`FeedStore::publish\` (50 concurrent tasks, one store, 12 feeds \`bench:{s<i>}:spread\` each with its own hash tag), on one Redis and on a local Redis Cluster of 3 primaries (no replicas), interleaved, on the machine above: the point is that the feeds spread over the shards and throughput does not fall, not an absolute figure (three Redis processes share the same two cores with the load client).`);
+  p(`What these figures mean: all of it runs on the machine above, ${machine.info.nproc ?? 2} cores. The Redis Cluster is 3 primaries (no replicas) as 3 local redis-server processes, and they share those cores with the gateways, the workers and the load client; so a cluster cannot add capacity here, only show that the deployment works, that the load spreads over the shards, and what each gateway has to hear. Ratios are against the one-Redis / one-gateway / broadcast baseline of the same run, interleaved.`);
+  p();
+}
+if (single.length && clustered.length) {
+  p('### Publish throughput: one Redis vs 3 primaries');
+  p();
+  p('Publishes per second through `FeedStore::publish` (50 concurrent tasks, one store, 12 feeds `bench:{s<i>}:spread` each with its own hash tag), on one Redis and on the cluster.');
   p();
   p('| target | publishes/s | vs one Redis |');
   p('|---|---|---|');
   p(`| one Redis | ${spread(single, 0)} | 1× |`);
-  p(`| Redis Cluster, 3 primaries | ${spread(clustered, 0)} | ${fmt(median(clustered) / median(single), 2)}× |`);
+  p(`| Redis Cluster, 3 primaries | ${spread(clustered, 0)} | ${ratio(median(clustered) / median(single))} |`);
   p();
-  p('Jobs: one queue is one hash tag, so one shard; jobs scale over shards with a queue per shard (e.g. per team), which the server does not run yet. Connections over several gateways: see the fan-out and connection tables above (one gateway); two gateways on one Redis are tested for identical streams, not measured here.');
+}
+if (jobsOne.length && jobsCluster.length) {
+  const base = median(jobsOne.map((r) => r.per_sec));
+  const first = jobsCluster[0];
+  p('### Jobs: one queue on one Redis vs a queue per shard');
+  p();
+  p(`\`thoonk-bench jobs --op publish --teams 12\`: ${fmt(first.jobs, 0)} jobs, each a publish to one of 12 teams' feeds \`team:{<n>}:…\`, put by 16 concurrent producers and worked by ${first.workers} in-process workers in all (\`run_workers\`, as \`serve --workers\` runs them); jobs/s from the first put to the last finish notice (put → claimed → applied to the feed → outcome stored and published). One Redis: one queue, all ${first.workers} workers on it. Cluster: 3 queues \`{bjobs:…:q<i>}\`, each its own hash tag, chosen so that each lies on a different primary, ${first.workers / first.queues} workers each; each job goes to the queue the gateway's own routing picks (\`QueueSet::queue_for\`, by the hash tag of the feed it writes). The third row is the control: the same 3 queues on the one Redis.`);
+  p();
+  p('| target | queues | jobs/s | vs one Redis, one queue | jobs per queue (last rep) |');
+  p('|---|---|---|---|---|');
+  const row = (name, rows) => {
+    if (!rows.length) return;
+    const r = median(rows.map((x) => x.per_sec));
+    const last = rows[rows.length - 1];
+    const allAccepted = rows.every((x) => x.accepted === x.jobs && x.last_outcome_stored);
+    p(`| ${name} | ${last.queues} | ${spread(rows.map((x) => x.per_sec), 0)}${allAccepted ? '' : ' (not every job accepted)'} | ${ratio(r / base)} | ${last.jobs_per_queue.map((n) => fmt(n, 0)).join(' / ')} |`);
+  };
+  row('one Redis', jobsOne);
+  row('Redis Cluster, 3 primaries, a queue per shard', jobsCluster);
+  row('one Redis, 3 queues (control)', jobsOne3);
+  p();
+  p('The routing gives the i-th queue the i-th third of the slots, and the queues are listed in slot order, one on each primary: a team\'s jobs are queued on the primary that holds its feeds (the default equal slot ranges). The jobs per queue follow how the 12 teams\' tags fall in the three ranges.');
+  p();
+}
+if (split.length) {
+  const by = (n) => split.filter((r) => (r.gateways?.length ?? 1) === n);
+  const one = by(1), two = by(2);
+  const all = (rows, key) => rows.flatMap((r) => r[key]);
+  const lastOne = median(all(one, 'fanout_last_ms'));
+  p('### Connections spread over two gateways');
+  p();
+  p(`\`thoonk-bench ws-conns\` with the same ${fmt(split[0].conns, 0)} connections, each subscribed to one feed, held by one gateway or dealt in turn over two gateways (both on the one Redis, each hearing every notice by its own pattern subscription); then 5 single publishes to that feed per repetition, each timed from before the publish call until every connection has parsed its \`event\`. One load-client process opens and reads all the connections, so the receiving side is the same in both rows.`);
+  p();
+  p('| gateways | connections held | fan-out to the last socket (ms) | to the median socket (ms) | RSS of each gateway, held (MB) | RSS in all (MB) | last socket vs one gateway |');
+  p('|---|---|---|---|---|---|---|');
+  for (const [n, rows] of [[1, one], [2, two]]) {
+    if (!rows.length) continue;
+    const each = rows[0].gateways ?? [{ rss_held: rows[0].server_rss_held }];
+    const rssEach = each.map((_, g) => median(rows.map((r) => (r.gateways ? r.gateways[g].rss_held : r.server_rss_held) / 1048576)));
+    const held = Math.min(...rows.map((r) => r.held));
+    p(`| ${n} | ${fmt(held, 0)}${n > 1 ? ` (${each.map((_, g) => fmt(median(rows.map((r) => r.gateways[g].held)), 0)).join(' + ')})` : ''} | ${spread(all(rows, 'fanout_last_ms'))} | ${spread(all(rows, 'fanout_median_ms'))} | ${rssEach.map((x) => fmt(x, 0)).join(' + ')} | ${fmt(median(rows.map((r) => r.server_rss_held / 1048576)), 0)} | ${n === 1 ? '1×' : ratio(median(all(rows, 'fanout_last_ms')) / lastOne)} |`);
+  }
+  p();
+  p('(n counts publishes: 5 per repetition.) Two gateways halve what each holds; the time to reach every socket is bound here by the two cores that the gateways and the one load client share, so a lower figure with two gateways is not a speed-up to count on; on two machines each gateway would write half the frames.');
+  p();
+}
+if (fanout.length) {
+  const modes = ['broadcast', 'sharded'];
+  const rowsOf = (m) => fanout.filter((r) => r.mode === m);
+  const base = rowsOf('broadcast');
+  const f0 = fanout[0];
+  p('### Broadcast vs sharded fan-out on the cluster');
+  p();
+  p(`Two gateways on the cluster, \`serve --workers 0 --no-adopt --fanout broadcast|sharded\` (no adopter in either mode, so that only the fan-out differs). Gateway A's clients follow teams ${f0.gateways[0].tags.join(', ')} and gateway B's teams ${f0.gateways[1]?.tags.join(', ')} of ${f0.teams} (${f0.conns_per_feed} connections per team feed \`team:{<n>}:fanout-…\`); a writer (\`FeedStore::publish\`, ${f0.concurrency} concurrent tasks) publishes to all ${f0.teams} teams' feeds for ${fmt(f0.secs, 0)} s, the modes interleaved.`);
+  p();
+  p('Measured, per gateway, from outside it: **bytes read from Redis** = the growth of `bytes_received` of the gateway\'s TCP sockets to the cluster\'s primaries (`ss -tinp`, by its pid) over the window; **notices** = those bytes ÷ the wire size of one notice in that mode (RESP, from the listeners below) — the figure is a count read off the gateway\'s sockets; **CPU** = the gateway\'s user + system time (`/proc/PID/stat`). Beside the gateways the load client runs the two listeners each mode implies — one `PSUBSCRIBE feed.changes:*` (what a broadcast gateway is sent: every notice of the system) and, per gateway, a RESP3 cluster connection that `SSUBSCRIBE`s `feed.tag.changes:{<tag>}` for its teams (what a sharded gateway is sent) — in both modes, so Redis carries the same extra load either way; "all notices" is the first listener\'s count.');
+  p();
+  p('| mode | gateway (teams) | notices read from Redis | share of all notices | bytes read from Redis per notice of the system | vs broadcast | gateway CPU, ms per 1,000 notices of the system | events to its clients, delivered / expected |');
+  p('|---|---|---|---|---|---|---|---|');
+  for (const m of modes) {
+    const rows = rowsOf(m);
+    if (!rows.length) continue;
+    rows[0].gateways.forEach((g0, g) => {
+      const per = rows.map((r) => {
+        const gw = r.gateways[g];
+        const wire = m === 'sharded' ? gw.sharded_wire_bytes / gw.sharded_notices : r.broadcast_wire_bytes / r.broadcast_notices;
+        return { notices: gw.redis_bytes_read / wire, share: gw.redis_bytes_read / wire / r.broadcast_notices, bytes: gw.redis_bytes_read / r.broadcast_notices, cpu: (1e6 * gw.cpu_secs) / r.broadcast_notices, delivered: gw.events_delivered, expected: gw.events_expected };
+      });
+      const baseBytes = median(base.map((r) => r.gateways[g].redis_bytes_read / r.broadcast_notices));
+      const d = per.reduce((a, x) => a + x.delivered, 0), e = per.reduce((a, x) => a + x.expected, 0);
+      p(`| ${m} | ${'AB'[g] ?? g} (${g0.tags.join(', ')}) | ${spread(per.map((x) => x.notices), 0)} | ${fmt(100 * median(per.map((x) => x.share)), 1)} % | ${spread(per.map((x) => x.bytes), 0)} | ${ratio(median(per.map((x) => x.bytes)) / baseBytes)} | ${spread(per.map((x) => x.cpu), 1)} | ${fmt(d, 0)} / ${fmt(e, 0)} |`);
+    });
+  }
+  p();
+  p('| mode | publishes/s (writer) | vs broadcast | all notices in the window | classic PUBLISHes forwarded over the cluster bus, per publish |');
+  p('|---|---|---|---|---|');
+  const basePs = median(base.map((r) => r.per_sec));
+  for (const m of modes) {
+    const rows = rowsOf(m);
+    if (!rows.length) continue;
+    const bus = rows.map((r) => r.nodes.reduce((a, n) => a + n.bus_publishes_sent, 0) / r.publishes);
+    p(`| ${m} | ${spread(rows.map((r) => r.per_sec), 0)} | ${ratio(median(rows.map((r) => r.per_sec)) / basePs)} | ${spread(rows.map((r) => r.broadcast_notices), 0)} | ${fmt(median(bus), 2)} |`);
+  }
+  p();
+  p('The windows hold different numbers of publishes, so the per-notice columns divide by the notices of the whole system in each window. The CPU column is the gateway\'s whole work in the window, mostly writing the events to its clients, which is the same in both modes.');
+  p();
+  p('A broadcast gateway reads every notice of the system whatever its clients follow; a sharded one reads only its teams\' (here 3 of 12, a quarter), so its Redis traffic grows with what its clients follow, not with the whole system\'s writes. The events its clients got are the same in both modes. What sharded fan-out does not remove: every change is still announced on classic channels too (`feed.changes:<feed>` and the classic `feed.publish:<feed>` event), which Redis Cluster forwards to every other node over the bus — the last column (2 classic PUBLISHes × 2 other nodes = 4 per publish) — so node-to-node traffic still grows with the whole system\'s writes and the number of nodes. On this machine the publish rate is bound by the shared cores, so the two modes\' rates differ by little.');
   p();
 }
 p('## Scaling');

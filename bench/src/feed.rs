@@ -40,17 +40,21 @@ pub async fn prepare(args: &Args) -> anyhow::Result<Value> {
 }
 
 /// Calls completed and failed by [`run_for`].
-struct Counted {
-    ops: u64,
-    errors: u64,
-    secs: f64,
+pub(crate) struct Counted {
+    pub(crate) ops: u64,
+    pub(crate) errors: u64,
+    pub(crate) secs: f64,
 }
 
 /// Runs `concurrency` tasks, each calling `call(task, n)` for n = 1, 2, …
 /// until `seconds` have passed; counts the calls that succeeded by then.
 /// A failed call (the client's response timeout on an overloaded machine)
 /// is counted and the task goes on, up to 1,000 failures in all.
-async fn run_for<F, Fut>(concurrency: usize, seconds: f64, call: F) -> anyhow::Result<Counted>
+pub(crate) async fn run_for<F, Fut>(
+    concurrency: usize,
+    seconds: f64,
+    call: F,
+) -> anyhow::Result<Counted>
 where
     F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,

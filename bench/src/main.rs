@@ -9,14 +9,16 @@
 //! thoonk-bench prepare-feed --redis URL --feed F          # creates F, prints the publish script's sha
 //! thoonk-bench feed --redis URL --feed F --script publish|trivial --concurrency C --seconds S
 //! thoonk-bench spread --redis URL|redis+cluster://… --feeds K --concurrency C --seconds S
-//! thoonk-bench jobs --redis URL --jobs N --workers W --op noop|publish [--putters P]
-//! thoonk-bench ws-conns --url WS --redis URL --pid PID --conns N --publishes R
+//! thoonk-bench jobs --redis URL|redis+cluster://… --jobs N --workers W --op noop|publish [--putters P] [--queues K] [--teams T]
+//! thoonk-bench ws-conns --url WS[,WS…] --redis URL --pid PID[,PID…] --conns N --publishes R
+//! thoonk-bench tag-fanout --redis redis+cluster://… --url WS,WS --pid PID,PID --mode broadcast|sharded --teams T --follow F --seconds S
 //! thoonk-bench ws-latency --url WS --redis URL --samples N
 //! thoonk-bench replay --url WS --redis URL --items N --reps R
 //! thoonk-bench fill --redis URL --feed F [--retention N | --from A --to B]
 //! ```
 
 mod args;
+mod cluster;
 mod feed;
 mod jobs;
 mod stats;
@@ -26,7 +28,7 @@ use args::Args;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: thoonk-bench prepare-feed|feed|jobs|ws-conns|ws-latency|replay|fill --option value …"
+        "usage: thoonk-bench prepare-feed|feed|spread|jobs|ws-conns|tag-fanout|ws-latency|replay|fill --option value …"
     );
     std::process::exit(2)
 }
@@ -45,6 +47,7 @@ fn main() -> anyhow::Result<()> {
             "spread" => feed::spread(&args).await,
             "jobs" => jobs::run(&args).await,
             "ws-conns" => ws::conns(&args).await,
+            "tag-fanout" => cluster::tag_fanout(&args).await,
             "ws-latency" => ws::latency(&args).await,
             "replay" => ws::replay(&args).await,
             "fill" => ws::fill(&args).await,

@@ -23,7 +23,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::args::Args;
 use crate::stats::{quantile, rss, summary_ms};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Bound for one awaited frame: a failure condition, not a measure.
 const WAIT: Duration = Duration::from_secs(60);
@@ -49,7 +49,7 @@ async fn recv(ws: &mut Ws) -> anyhow::Result<ServerMessage> {
 }
 
 /// Connects and says hello; returns after `welcome`.
-async fn open(url: &str, client_id: &str) -> anyhow::Result<Ws> {
+pub(crate) async fn open(url: &str, client_id: &str) -> anyhow::Result<Ws> {
     // Small buffers on the load client's side (tungstenite allocates its
     // whole read buffer per connection up front), and no Nagle delay.
     let config = WebSocketConfig::default()
@@ -72,7 +72,7 @@ async fn open(url: &str, client_id: &str) -> anyhow::Result<Ws> {
 }
 
 /// Subscribes to one feed and reads until its snapshot or replay is complete.
-async fn subscribe(
+pub(crate) async fn subscribe(
     ws: &mut Ws,
     feed: &FeedName,
     known: Option<FeedPosition>,
@@ -112,7 +112,7 @@ async fn store(args: &Args) -> anyhow::Result<FeedStore> {
     retry(|| FeedStore::open(&client, "thoonk-bench")).await
 }
 
-fn stamp() -> u128 {
+pub(crate) fn stamp() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros())
@@ -122,9 +122,24 @@ fn stamp() -> u128 {
 /// `--conns` connections, each subscribed to one feed, held idle: the
 /// gateway's memory per connection; then `--publishes` single publishes to
 /// that feed, each timed until the last connection received it.
+///
+/// `--url` and `--pid` may list several gateways (comma-separated, in the
+/// same order): the connections are dealt over them in turn, and the RSS
+/// figures are their sum (each gateway's under `gateways`).
 pub async fn conns(args: &Args) -> anyhow::Result<Value> {
-    let url = args.text("url")?;
-    let pid: u32 = args.or("pid", 0)?;
+    let urls: Vec<String> = args.text("url")?.split(',').map(str::to_owned).collect();
+    let pids: Vec<u32> = args
+        .or("pid", "0".to_owned())?
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    anyhow::ensure!(
+        pids.len() == urls.len(),
+        "--pid lists {} gateways, --url {}",
+        pids.len(),
+        urls.len()
+    );
+    let rss_each = || pids.iter().map(|&pid| rss(pid)).collect::<Vec<u64>>();
     let count: usize = args.or("conns", 1000)?;
     let publishes: usize = args.or("publishes", 5)?;
     let opening: usize = args.or("opening", 200)?;
@@ -133,16 +148,18 @@ pub async fn conns(args: &Args) -> anyhow::Result<Value> {
     let (seed, seed_item) = (ItemId::new("seed")?, json!({"title": "seed"}));
     retry(|| store.publish(&feed, Some(&seed), &seed_item, None)).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_before = rss(pid);
+    let rss_before_each = rss_each();
+    let rss_before: u64 = rss_before_each.iter().sum();
     let client_rss_before = rss(std::process::id());
 
-    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<Result<(), String>>();
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<Result<usize, String>>();
     let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<(u64, Instant)>();
     let (stop_tx, stop_rx) = watch::channel(false);
     let gate = Arc::new(Semaphore::new(opening));
     let start = Instant::now();
     for n in 0..count {
-        let (url, feed, gate) = (url.clone(), feed.clone(), gate.clone());
+        let gateway = n % urls.len();
+        let (url, feed, gate) = (urls[gateway].clone(), feed.clone(), gate.clone());
         let (ready_tx, seen_tx, mut stop) = (ready_tx.clone(), seen_tx.clone(), stop_rx.clone());
         tokio::spawn(async move {
             let permit = gate.acquire_owned().await;
@@ -155,7 +172,7 @@ pub async fn conns(args: &Args) -> anyhow::Result<Value> {
             drop(permit);
             let mut ws = match opened {
                 Ok(ws) => {
-                    let _ = ready_tx.send(Ok(()));
+                    let _ = ready_tx.send(Ok(gateway));
                     ws
                 }
                 Err(err) => {
@@ -190,9 +207,13 @@ pub async fn conns(args: &Args) -> anyhow::Result<Value> {
     }
     drop(ready_tx);
     let (mut held, mut failed, mut first_error) = (0usize, 0usize, None);
+    let mut held_each = vec![0usize; urls.len()];
     while let Some(result) = ready_rx.recv().await {
         match result {
-            Ok(()) => held += 1,
+            Ok(gateway) => {
+                held += 1;
+                held_each[gateway] += 1;
+            }
             Err(err) => {
                 failed += 1;
                 first_error.get_or_insert(err);
@@ -204,7 +225,8 @@ pub async fn conns(args: &Args) -> anyhow::Result<Value> {
     }
     let ramp = start.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_after = rss(pid);
+    let rss_after_each = rss_each();
+    let rss_after: u64 = rss_after_each.iter().sum();
     let client_rss_after = rss(std::process::id());
 
     // Fan-out: one publish at a time, timed from before the publish call
@@ -239,7 +261,8 @@ pub async fn conns(args: &Args) -> anyhow::Result<Value> {
         fanout_median.push(quantile(&times, 0.5));
         fanout_last.push(times.last().copied().unwrap_or(f64::NAN));
     }
-    let rss_end = rss(pid);
+    let rss_end_each = rss_each();
+    let rss_end: u64 = rss_end_each.iter().sum();
     let _ = stop_tx.send(true);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let per_conn = if held > 0 {
@@ -249,6 +272,12 @@ pub async fn conns(args: &Args) -> anyhow::Result<Value> {
     };
     Ok(json!({
         "conns": count,
+        "gateways": (0..urls.len()).map(|g| json!({
+            "held": held_each[g],
+            "rss_before": rss_before_each[g],
+            "rss_held": rss_after_each[g],
+            "rss_end": rss_end_each[g],
+        })).collect::<Vec<_>>(),
         "held": held,
         "failed": failed,
         "first_error": first_error,

@@ -80,7 +80,7 @@ struct ServeArgs {
     #[arg(long, requires = "config")]
     demo_users: bool,
     /// The job queue client changes go to; on a Redis Cluster, a queue per
-    /// shard spreads the jobs (`'{changes:x},{changes:y}'`): each change
+    /// shard spreads the jobs (`'{changes-0},{changes-1}'`): each change
     /// goes to the queue its hash tag picks, and the in-process workers
     /// work every one.
     #[arg(

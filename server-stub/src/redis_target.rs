@@ -133,6 +133,24 @@ pub fn hash_tag(name: &str) -> Option<&str> {
     (close > 0).then(|| &name[open + 1..open + 1 + close])
 }
 
+/// The Redis Cluster slot of `key` (0..16384): CRC16 (XMODEM) of its hash
+/// tag, or of the whole key without one, as every cluster node computes it.
+pub fn key_slot(key: &str) -> u16 {
+    let hashed = hash_tag(key).unwrap_or(key);
+    let crc = hashed.bytes().fold(0u16, |mut crc, byte| {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+        crc
+    });
+    crc & 0x3fff
+}
+
 /// A connection to a [`RedisTarget`]: commands and scripts run on it alike.
 #[derive(Clone)]
 pub enum RedisConn {

@@ -1,19 +1,24 @@
 //! Several job queues behind one gateway: on a Redis Cluster a queue lives
 //! in one slot, so one queue is one shard's worth of job throughput; with a
-//! queue per shard (`--queue '{changes:x},{changes:y},{changes:z}'`) the
+//! queue per shard (`--queue '{changes-0},{changes-1},{changes-2}'`) the
 //! gateway spreads the changes over them by hash tag.
 //!
 //! A change goes to the queue its routing key picks: the hash tag (or, without
 //! one, the name) of the feed it writes, else of the first feed of its base,
-//! else its id. The key is a function of the change alone, so every
-//! resubmission of a change, through any gateway with the same list, meets
-//! its own ledger; and the changes of one team keep one queue, in order.
+//! else its id. The key's cluster slot, in n equal ranges of the 16384
+//! slots, picks the n-th queue: with the queues listed in slot order (the
+//! i-th queue's tag in the i-th range, as `{changes-0}` … `{changes-2}` are
+//! for 3), a job is queued on the primary that holds its feeds, given the
+//! default equal slot ranges. The key is a function of the change alone, so
+//! every resubmission of a change, through any gateway with the same list,
+//! meets its own ledger; and the changes of one team keep one queue, in
+//! order.
 
 use thoonk_protocol::{ChangeRequest, Outcome};
 
 use super::{JobError, JobQueue, QueueSettings, Submitted};
 use crate::gateway::access::User;
-use crate::redis_target::{hash_tag, RedisTarget};
+use crate::redis_target::{hash_tag, key_slot, RedisTarget};
 
 /// The queues a gateway submits to, in the order configured.
 #[derive(Clone)]
@@ -73,15 +78,11 @@ fn route(change: &ChangeRequest, queues: usize) -> usize {
         Some(name) => hash_tag(name).unwrap_or(name),
         None => change.id.0.as_str(),
     };
-    (fnv1a(key.as_bytes()) % queues as u64) as usize
+    usize::from(key_slot(key)) * queues / SLOTS
 }
 
-/// 64-bit FNV-1a: a hash every gateway computes alike, in any version.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
+/// The number of Redis Cluster slots.
+const SLOTS: usize = 16384;
 
 #[cfg(test)]
 mod tests {
@@ -117,6 +118,22 @@ mod tests {
     }
 
     #[test]
+    fn a_team_goes_to_the_queue_of_its_slot_range() {
+        // The queues' own tags sit one in each third of the slots, in order.
+        for (index, queue) in ["{changes-0}", "{changes-1}", "{changes-2}"]
+            .iter()
+            .enumerate()
+        {
+            assert_eq!(usize::from(key_slot(queue)) * 3 / SLOTS, index);
+        }
+        for team in 0..50 {
+            let feed = format!("team:{{{team}}}:tasks");
+            let slot = usize::from(key_slot(&feed));
+            assert_eq!(route(&publish("c:1", &feed), 3), slot * 3 / SLOTS);
+        }
+    }
+
+    #[test]
     fn an_action_routes_by_its_base_or_its_id() {
         let action = |id: &str, base: &[&str]| ChangeRequest {
             id: ChangeId(id.into()),
@@ -134,7 +151,5 @@ mod tests {
             route(&publish("x:2", "team:{7}:notes"), 5)
         );
         assert_eq!(route(&action("c:1", &[]), 5), route(&action("c:1", &[]), 5));
-        // FNV-1a's published test vector: the routing never changes.
-        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
     }
 }
