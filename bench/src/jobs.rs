@@ -250,4 +250,3 @@ pub async fn slot_owners(node: &redis::Client) -> anyhow::Result<Vec<(u16, u16, 
     }
     Ok(ranges)
 }
-
