@@ -1,6 +1,9 @@
 // The demo: an offline-first team task list on thoonk-sync's public JS API.
 //
-// Each member's tasks are a sorted feed `team:<team>:member:<user>:tasks`;
+// Each member's tasks are a sorted feed `team:{<team>}:member:<user>:tasks`
+// (the team is a Redis Cluster hash tag: a team's feeds share a shard, so the
+// page runs on one Redis and on a cluster alike; the access rules read
+// `{353}` as `353`);
 // the page follows the whole team with one pattern subscription. Adds, edits,
 // completions, reorders and deletions are the client's feed operations (shown
 // at once as pending, merged three-way on conflict); delegation is the named
@@ -10,6 +13,9 @@ import init, { Client } from '/pkg/thoonk_sync.js';
 import { el, showStatus } from './ui.js';
 
 const params = new URLSearchParams(location.search);
+
+// The feed `team:{<team>}:<rest>`.
+const teamFeed = (team, rest) => `team:{${team}}:${rest}`;
 const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
 const $ = (id) => document.getElementById(id);
 
@@ -83,8 +89,8 @@ class TaskApp {
     const stored = localStorage.getItem(`thoonk-demo:team:${me.name}`);
     this.team = [params.get('team'), stored, teams[0]].find((t) => t && teams.includes(t)) ?? null;
     this.role = this.team ? me.teams[this.team] : null;
-    this.pattern = this.team ? `team:${this.team}:member:*:tasks` : null;
-    this.myFeed = this.team ? `team:${this.team}:member:${me.name}:tasks` : null;
+    this.pattern = this.team ? teamFeed(this.team, 'member:*:tasks') : null;
+    this.myFeed = this.team ? teamFeed(this.team, `member:${me.name}:tasks`) : null;
     this.client = null;
     this.status = null;
     this.outcomes = new Map(); // change id → outcome the user must see
@@ -105,7 +111,7 @@ class TaskApp {
     const names = this.users.filter((u) => this.team in u.teams).map((u) => u.name);
     for (const feed of Object.keys(this.status?.feeds ?? {})) {
       const member = memberOf(feed);
-      if (feed.startsWith(`team:${this.team}:member:`) && !names.includes(member)) names.push(member);
+      if (feed.startsWith(teamFeed(this.team, 'member:')) && !names.includes(member)) names.push(member);
     }
     return names;
   }
@@ -466,7 +472,7 @@ class TaskApp {
       $('my-tasks').replaceChildren(...this.rows(this.myFeed));
       const others = this.members().filter((m) => m !== this.me.name);
       $('members').replaceChildren(...others.map((member) => {
-        const feed = `team:${this.team}:member:${member}:tasks`;
+        const feed = teamFeed(this.team, `member:${member}:tasks`);
         const rows = this.rows(feed);
         const headingId = `member-${member}`;
         return el('section', { class: 'member', 'aria-labelledby': headingId }, [

@@ -16,7 +16,7 @@ const WAIT = { timeout: 30_000 };
 // Everything confirmed: a change whose outcome notice was missed is asked for
 // again after the client's outcome timeout (30 s), so allow for one such round.
 const SYNC_WAIT = { timeout: 60_000 };
-const feedOf = (user, team = '353') => `team:${team}:member:${user}:tasks`;
+const feedOf = (user, team = '353') => `team:{${team}}:member:${user}:tasks`;
 
 let browser;
 before(async () => {
@@ -330,7 +330,7 @@ test('a change rejected after the user left the team is shown with its reason, a
 
   const notice = bob.getByRole('listitem').filter({ hasText: 'rejected' });
   await notice.waitFor(WAIT);
-  assert.match(await notice.textContent(), /Complete “Order chairs”: rejected\. bob may not write feed team:353:member:bob:tasks \(forbidden\)/);
+  assert.match(await notice.textContent(), /Complete “Order chairs”: rejected\. bob may not write feed team:\{353\}:member:bob:tasks \(forbidden\)/);
   await task(myTasks(bob), 'Order chairs').getByText('Not saved: bob may not write feed').waitFor(WAIT);
   await shot(bob, 'demo-rejected');
 
