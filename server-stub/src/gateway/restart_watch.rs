@@ -8,9 +8,8 @@
 //! (`INFO server` `run_id`, also at its own start) starts a new epoch for
 //! every feed whose epoch began in another process (`epoch.lua`: each epoch
 //! records the process it began in; items and revision stay; idempotent, so
-//! several gateways may all do it), and
-//! makes every session catch up: clients reset to a snapshot instead of
-//! silently diverging. The hub checks after every reconnect of its
+//! several gateways may all do it), and makes every session catch up:
+//! clients reset to a snapshot instead of silently diverging. The hub checks after every reconnect of its
 //! subscription (a restart always breaks it), before its sessions resync,
 //! and a timer checks besides. A Redis Cluster node's feeds get the same
 //! from the feed scripts themselves (see `read_feed` in
