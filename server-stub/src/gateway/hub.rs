@@ -379,6 +379,14 @@ impl Hub {
         first: &mut bool,
         backoff: &mut Duration,
     ) -> redis::RedisResult<()> {
+        // A restarted Redis may have lost writes: its older feeds get new
+        // epochs before the subscription stands (the sign that the hub
+        // listens), so the sessions' catch-up after it hands them out.
+        if let Some(watch) = self.restarts.get() {
+            if let Err(err) = watch.check().await {
+                tracing::warn!(%err, "cannot check for a restarted Redis; the timer retries");
+            }
+        }
         let mut pubsub = redis.pubsub().await?;
         if self.tags.get().is_none() {
             pubsub.psubscribe(CHANGE_CHANNEL_PATTERN).await?;
@@ -394,13 +402,6 @@ impl Hub {
         // was down) reached nobody: every session catches up from the logs.
         if !std::mem::replace(first, false) {
             tracing::info!("redis pub/sub reconnected; sessions resync from the change logs");
-        }
-        // A restarted Redis may have lost writes: its older feeds get new
-        // epochs first, so the sessions' catch-up hands them out.
-        if let Some(watch) = self.restarts.get() {
-            if let Err(err) = watch.check().await {
-                tracing::warn!(%err, "cannot check for a restarted Redis; the timer retries");
-            }
         }
         self.dispatch_resync();
         let mut messages = pubsub.on_message();
