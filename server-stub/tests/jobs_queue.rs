@@ -934,3 +934,61 @@ async fn a_plan_writing_one_item_twice_is_refused_and_writes_nothing() {
     assert_eq!(store.snapshot(&feed("notes")).await.unwrap().rev, 0);
     workers.stop().await;
 }
+
+/// A first attempt that created its feed and then failed before registering
+/// it (the connection cut between the two steps) leaves a feed that is not
+/// in `feeds`: pattern subscribers never hear of it. The retry, which finds
+/// the feed and creates nothing, registers it.
+#[tokio::test]
+async fn a_retried_job_registers_a_feed_an_earlier_attempt_created() {
+    use thoonk_server::jobs::{FeedWrite, WriteKind};
+
+    let (env, q, store) = open().await;
+    let created = feed("team:5:created");
+    // What the first attempt left behind: the feed, not its registration.
+    store
+        .create(&created, &FeedSettings::new(FeedType::Feed))
+        .await
+        .unwrap();
+    let mut conn = env.conn().await;
+    let _: () = conn.srem("feeds", created.as_str()).await.unwrap();
+    let mut handlers = Handlers::standard();
+    handlers.register("publish_after_a_failure", |ctx, payload| async move {
+        if ctx.failures == 0 {
+            return Err(HandlerError::Failed("the first attempt fails".into()));
+        }
+        let feed = thoonk_protocol::FeedName::new(payload["feed"].as_str().unwrap_or("")).unwrap();
+        Ok(Plan {
+            writes: vec![FeedWrite {
+                feed,
+                id: ItemId::new("n").unwrap(),
+                kind: WriteKind::Upsert {
+                    item: json!(1),
+                    position: None,
+                },
+                base: None,
+                guard: None,
+                create: Some(FeedType::Feed),
+            }],
+            result: serde_json::Value::Null,
+        })
+    });
+    let job = change(
+        "r:1",
+        action("publish_after_a_failure", json!({"feed": created.as_str()})),
+    );
+    q.submit(&user("alice"), &job).await.unwrap();
+    let workers = InProcess::start(
+        &env.url(),
+        &queue_name(),
+        fast_settings(2),
+        handlers,
+        Arc::new(OpenAccess),
+        1,
+    );
+    let outcome = outcome_of(&q, &job.id).await;
+    assert!(matches!(outcome, Outcome::Accepted { .. }), "{outcome:?}");
+    let registered: bool = conn.sismember("feeds", created.as_str()).await.unwrap();
+    assert!(registered, "the retry registered the feed");
+    workers.stop().await;
+}

@@ -202,6 +202,18 @@ impl FeedStore {
         Ok((created, kind, epoch))
     }
 
+    /// Adds an existing feed to the registry (`feeds` set), announcing it
+    /// on `newfeed` and `conffeed` if it was missing: the repair after a
+    /// crash between a feed's creation and its registration. True when it
+    /// was missing.
+    pub async fn register(&self, feed: &FeedName) -> Result<bool, FeedError> {
+        self.registry(
+            &self.scripts.register,
+            &[feed.as_str(), &self.instance, "0"],
+        )
+        .await
+    }
+
     /// Creates a feed (classic keys, registry, `newfeed` + `conffeed`) with a
     /// new epoch. Fails with [`FeedError::FeedExists`] when it exists.
     pub async fn create(

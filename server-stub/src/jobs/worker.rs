@@ -343,6 +343,19 @@ async fn work(shared: &Shared, job: &Claimed) -> Ending {
         let scripts = shared.queue.scripts();
         match apply(&conn, scripts, &shared.store, &job.id, &plan, &retention).await {
             Ok(Applied::Done(outcome)) => {
+                // An earlier attempt may have created a feed and failed
+                // before registering it (`feeds`, `newfeed`); this attempt
+                // found the feed and created nothing, so it registers them.
+                if job.failures > 0 && matches!(outcome, Outcome::Accepted { .. }) {
+                    for write in plan.writes.iter().filter(|w| w.create.is_some()) {
+                        if let Err(err) = shared.store.register(&write.feed).await {
+                            return Ending::Fail(format!(
+                                "register {} after a retry: {err}",
+                                write.feed
+                            ));
+                        }
+                    }
+                }
                 if let (Some(hook), Outcome::Accepted { .. }) =
                     (shared.handlers.after_apply_hook(), &outcome)
                 {
