@@ -12,7 +12,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{id, name, publish_round_through_failover, until_converged, WsClient};
+use support::{
+    id, name, publish_round_through_failover, until_converged, until_failed_over, WsClient,
+};
+use thoonk_protocol::FeedName;
 use thoonk_protocol::ServerMessage;
 use thoonk_server::feeds::FeedStore;
 use thoonk_server::redis_target::RedisTarget;
@@ -164,6 +167,29 @@ async fn the_server_runs_on_a_redis_cluster_sharded_by_hash_tag() {
     }
 }
 
+/// Six teams' feeds `team:{n}:tasks` on `cluster`, three rounds written
+/// (`r0`..`r2`), and a gateway whose client follows them all at revision 3.
+async fn six_teams_followed(
+    cluster: &RedisCluster,
+    instance: &str,
+) -> (FeedStore, Vec<FeedName>, ThoonkServer, WsClient) {
+    let target = RedisTarget::parse(&cluster.url()).unwrap();
+    let store = FeedStore::open(&target, instance).await.unwrap();
+    let feeds: Vec<_> = (1..=6)
+        .map(|n| name(&format!("team:{{{n}}}:tasks")))
+        .collect();
+    for round in 0..3 {
+        publish_round_through_failover(&store, &feeds, round).await;
+    }
+    let gateway = ThoonkServer::start(server_bin(), &cluster.url(), &["--queue", "{changes}"]);
+    let mut client = WsClient::signed_in(&gateway.ws_url(), "ann").await;
+    client.subscribe("team:*:tasks").await;
+    for feed in &feeds {
+        client.until_rev(feed, 3).await;
+    }
+    (store, feeds, gateway, client)
+}
+
 /// `ROLE` of the node on `port`: "master" or "slave".
 async fn role(port: u16) -> String {
     let node = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
@@ -180,41 +206,14 @@ async fn a_primary_killed_fails_over_to_its_replica_and_clients_converge() {
     let mut cluster = RedisCluster::start(3, 1);
     let ports = cluster.ports();
     assert_eq!(role(ports[0]).await, "master");
-    let target = RedisTarget::parse(&cluster.url()).unwrap();
-    let store = FeedStore::open(&target, "failover-test").await.unwrap();
-    let feeds: Vec<_> = (1..=6)
-        .map(|n| name(&format!("team:{{{n}}}:tasks")))
-        .collect();
-    for round in 0..3 {
-        publish_round_through_failover(&store, &feeds, round).await;
-    }
-    let gateway = ThoonkServer::start(server_bin(), &cluster.url(), &["--queue", "{changes}"]);
-    let mut client = WsClient::signed_in(&gateway.ws_url(), "ann").await;
-    client.subscribe("team:*:tasks").await;
-    for feed in &feeds {
-        client.until_rev(feed, 3).await;
-    }
+    let (store, feeds, _gateway, mut client) = six_teams_followed(&cluster, "failover-test").await;
     // Replication is asynchronous: let the replicas catch up before the
     // crash, so that this test sees a failover without lost writes (what a
     // crash may lose is in docs/SECURITY.md).
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     cluster.kill9(0);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut primaries = 0;
-        for &port in &ports[1..] {
-            primaries += usize::from(role(port).await == "master");
-        }
-        let ok = ports[1..]
-            .iter()
-            .all(|&p| thoonk_testkit::cluster_info(p).contains("cluster_state:ok"));
-        if primaries == 3 && ok {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no failover");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_failed_over(&ports, 0).await;
     for round in 3..6 {
         publish_round_through_failover(&store, &feeds, round).await;
     }
@@ -429,20 +428,7 @@ async fn a_failover_that_loses_acknowledged_writes_resets_clients_instead_of_div
     let replica = cluster
         .replica_of(0)
         .expect("the first primary has a replica");
-    let target = RedisTarget::parse(&cluster.url()).unwrap();
-    let store = FeedStore::open(&target, "lost-tail-test").await.unwrap();
-    let feeds: Vec<_> = (1..=6)
-        .map(|n| name(&format!("team:{{{n}}}:tasks")))
-        .collect();
-    for round in 0..3 {
-        publish_round_through_failover(&store, &feeds, round).await;
-    }
-    let gateway = ThoonkServer::start(server_bin(), &cluster.url(), &["--queue", "{changes}"]);
-    let mut client = WsClient::signed_in(&gateway.ws_url(), "ann").await;
-    client.subscribe("team:*:tasks").await;
-    for feed in &feeds {
-        client.until_rev(feed, 3).await;
-    }
+    let (store, feeds, _gateway, mut client) = six_teams_followed(&cluster, "lost-tail-test").await;
     // Let the replica catch up, then stop it and drop its link: the next
     // writes reach only the primary (and the client).
     tokio::time::sleep(Duration::from_secs(1)).await;

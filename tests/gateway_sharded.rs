@@ -13,7 +13,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{id, name, publish_round_through_failover, until_converged, WsClient};
+use support::{
+    id, name, publish_round_through_failover, until_converged, until_failed_over, WsClient,
+};
 use thoonk_protocol::{ClientMessage, ErrorCode, FeedPattern, ServerMessage};
 use thoonk_server::feeds::FeedStore;
 use thoonk_server::redis_target::RedisTarget;
@@ -227,16 +229,7 @@ async fn a_sharded_gateway_resubscribes_after_a_failover_and_clients_converge() 
     // reconnect would resync every session anyway. The second primary's
     // tags must come back through the sharded subscriptions alone.
     cluster.kill9(1);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !ports
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != 1)
-        .all(|(_, &p)| thoonk_testkit::cluster_info(p).contains("cluster_state:ok"))
-    {
-        assert!(tokio::time::Instant::now() < deadline, "no failover");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_failed_over(&ports, 1).await;
     for round in 3..6 {
         publish_round_through_failover(&store, &feeds, round).await;
     }

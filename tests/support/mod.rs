@@ -780,3 +780,18 @@ pub async fn publish_round_through_failover(store: &FeedStore, feeds: &[FeedName
         }
     }
 }
+
+/// Waits until every node of `ports` but the one at `dead` reports
+/// `cluster_state:ok`: all slots are served again, by a promoted replica.
+pub async fn until_failed_over(ports: &[u16], dead: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !ports
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != dead)
+        .all(|(_, &p)| thoonk_testkit::cluster_info(p).contains("cluster_state:ok"))
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no failover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
