@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::{
-    id, name, publish_round_through_failover, until_converged, until_failed_over, WsClient,
+    id, name, publish_round_through_failover, until_converged, until_failed_over,
+    write_rounds_and_converge, WsClient,
 };
 use thoonk_protocol::FeedName;
 use thoonk_protocol::ServerMessage;
@@ -214,14 +215,8 @@ async fn a_primary_killed_fails_over_to_its_replica_and_clients_converge() {
 
     cluster.kill9(0);
     until_failed_over(&ports, 0).await;
-    for round in 3..6 {
-        publish_round_through_failover(&store, &feeds, round).await;
-    }
-
     // The client converges on the server's state of every feed.
-    for feed in &feeds {
-        until_converged(&mut client, &store, feed).await;
-    }
+    write_rounds_and_converge(&store, &feeds, &mut client, 3..6).await;
 }
 
 /// A job writes in one script, so on a cluster its feeds must share a shard:

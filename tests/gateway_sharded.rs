@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::{
-    id, name, publish_round_through_failover, until_converged, until_failed_over, WsClient,
+    id, name, publish_round_through_failover, until_converged, until_failed_over,
+    write_rounds_and_converge, WsClient,
 };
 use thoonk_protocol::{ClientMessage, ErrorCode, FeedPattern, ServerMessage};
 use thoonk_server::feeds::FeedStore;
@@ -230,10 +231,5 @@ async fn a_sharded_gateway_resubscribes_after_a_failover_and_clients_converge() 
     // tags must come back through the sharded subscriptions alone.
     cluster.kill9(1);
     until_failed_over(&ports, 1).await;
-    for round in 3..6 {
-        publish_round_through_failover(&store, &feeds, round).await;
-    }
-    for feed in &feeds {
-        until_converged(&mut client, &store, feed).await;
-    }
+    write_rounds_and_converge(&store, &feeds, &mut client, 3..6).await;
 }

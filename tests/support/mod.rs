@@ -795,3 +795,19 @@ pub async fn until_failed_over(ports: &[u16], dead: usize) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Writes rounds `rounds` to every feed (through a failover) and waits
+/// until `client` mirrors each feed as the server holds it.
+pub async fn write_rounds_and_converge(
+    store: &FeedStore,
+    feeds: &[FeedName],
+    client: &mut WsClient,
+    rounds: std::ops::Range<usize>,
+) {
+    for round in rounds {
+        publish_round_through_failover(store, feeds, round).await;
+    }
+    for feed in feeds {
+        until_converged(client, store, feed).await;
+    }
+}
