@@ -1,7 +1,11 @@
 -- job_finish.lua: finishes a job: removes it from the queue, stores its
 -- outcome in the ledger and publishes it on job.finish:N as "id\0outcome"
--- (always with the NUL). A job that is claimed, or available again after a
--- claim timeout, can be finished; the first stored outcome wins.
+-- (always with the NUL). Given the claim time its worker got from the claim,
+-- only that claim can finish the job: a worker whose claim timed out (the
+-- job is available again, or claimed again since) records nothing, so its
+-- outcome can never disagree with what the next claim applies. Without a
+-- claim time (a foreign worker), a job that is claimed, or available again
+-- after a claim timeout, can be finished. The first stored outcome wins.
 -- KEYS[1..10] the queue's keys (see job_submit.lua)
 -- KEYS[11] job.ledger:N:<id>
 -- ARGV[1] job id
@@ -9,11 +13,14 @@
 -- ARGV[3] ledger retention in milliseconds
 -- ARGV[4] 'next' to also claim the next available job, as job_claim.lua
 --         does (saves a worker a round trip); absent or '' otherwise
--- Reply: { 'finished', outcome JSON as stored } | { 'gone' } (retracted or
---        finished already); with 'next' and a job available, followed by
+-- ARGV[5] the claim time job_claim.lua returned (as job_fail.lua takes it),
+--         or absent / '' to finish whatever claim holds the job
+-- Reply: { 'finished', outcome JSON as stored } | { 'gone' } (retracted,
+--        finished already, or no longer held by the given claim); with 'next' and a job available, followed by
 --        that job as job_claim.lua replies it (id, payload, failures,
 --        claim time, ids still available)
 local id, outcome, ttl, claim_next = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == 'next'
+local claimed_at = ARGV[5] or ''
 local name = string.sub(KEYS[1], 13)
 local t = redis.call('TIME')
 local now = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
@@ -42,6 +49,9 @@ end
 -- claim, which finds no payload), so only an unclaimed one is looked up and
 -- removed from the list: LPOS and LREM scan it.
 local claimed = redis.call('ZSCORE', KEYS[5], id)
+if claimed_at ~= '' and (not claimed or tonumber(claimed) ~= tonumber(claimed_at)) then
+  return with_next({ 'gone' })
+end
 if not claimed and not redis.call('LPOS', KEYS[2], id) then
   return with_next({ 'gone' })
 end

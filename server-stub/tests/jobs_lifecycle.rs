@@ -381,6 +381,99 @@ async fn a_failure_counts_only_against_the_claim_it_belongs_to() {
     assert_eq!((job.state, job.failures), ("available", 1));
 }
 
+/// Claims the suite queue's next job with `job_claim.lua`; returns its id
+/// and claim time.
+async fn script_claim(conn: &mut RedisConn) -> (String, String) {
+    let claim = redis::Script::new(include_str!("../lua/job_claim.lua"));
+    let mut invocation = claim.prepare_invoke();
+    for key in thoonk_server::jobs::queue_keys(&queue_name()) {
+        invocation.key(key);
+    }
+    let (id, _payload, _failures, claimed_at, _remaining): (String, String, u64, String, u64) =
+        invocation.invoke_async(conn).await.unwrap();
+    (id, claimed_at)
+}
+
+/// Runs `job_finish.lua` for `id` with `outcome` as the claim made at `claimed_at`.
+async fn script_finish(
+    conn: &mut RedisConn,
+    id: &str,
+    outcome: &Outcome,
+    claimed_at: &str,
+) -> Vec<String> {
+    let finish = redis::Script::new(include_str!("../lua/job_finish.lua"));
+    let mut invocation = finish.prepare_invoke();
+    for key in thoonk_server::jobs::queue_keys(&queue_name()) {
+        invocation.key(key);
+    }
+    invocation.key(thoonk_server::jobs::ledger_key(&queue_name(), id));
+    invocation
+        .arg(id)
+        .arg(serde_json::to_string(outcome).unwrap())
+        .arg(3_600_000)
+        .arg("")
+        .arg(claimed_at);
+    invocation.invoke_async(conn).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_finish_counts_only_for_the_claim_that_still_holds_the_job() {
+    let (_env, q, mut conn) = setup(fast_settings(3)).await;
+    let c = change("s:1", publish("s1"));
+    q.submit(&bob(), &c).await.unwrap();
+    let (id, first_claim) = script_claim(&mut conn).await;
+    assert_eq!(id, "s:1");
+    // The first worker's claim times out (the next millisecond, so that the
+    // second claim gets another time) and the sweep puts the job back.
+    eventually("Redis time passes the first claim", || {
+        let mut conn = conn.clone();
+        let first: u64 = first_claim.parse().unwrap();
+        async move {
+            let (secs, micros): (u64, u64) =
+                redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+            (secs * 1000 + micros / 1000 > first).then_some(())
+        }
+    })
+    .await;
+    let sweep = redis::Script::new(include_str!("../lua/job_sweep.lua"));
+    let mut invocation = sweep.prepare_invoke();
+    for key in thoonk_server::jobs::queue_keys(&queue_name()) {
+        invocation.key(key);
+    }
+    invocation.arg(0).arg(3).arg(100);
+    let (requeued, _stalled): (Vec<String>, Vec<String>) =
+        invocation.invoke_async(&mut conn).await.unwrap();
+    assert_eq!(requeued, ["s:1"]);
+
+    let rejected = Outcome::Rejected {
+        code: ErrorCode::Forbidden,
+        message: "decided by a claim that timed out".into(),
+    };
+    // Available again: the timed-out worker's outcome is not recorded.
+    let stale = script_finish(&mut conn, "s:1", &rejected, &first_claim).await;
+    assert_eq!(stale, ["gone"]);
+    assert_eq!(q.outcome(&c.id).await.unwrap(), None);
+    assert_eq!(q.show("s:1").await.unwrap().unwrap().state, "available");
+
+    // Claimed again by another worker: still not recorded.
+    let (_, second_claim) = script_claim(&mut conn).await;
+    assert_ne!(second_claim, first_claim);
+    let stale = script_finish(&mut conn, "s:1", &rejected, &first_claim).await;
+    assert_eq!(stale, ["gone"]);
+    assert_eq!(q.outcome(&c.id).await.unwrap(), None);
+    assert_eq!(q.show("s:1").await.unwrap().unwrap().state, "claimed");
+
+    // The claim that holds the job finishes it.
+    let accepted = Outcome::Accepted {
+        result: serde_json::Value::Null,
+        revs: Default::default(),
+    };
+    let own = script_finish(&mut conn, "s:1", &accepted, &second_claim).await;
+    assert_eq!(own[0], "finished");
+    assert_eq!(q.outcome(&c.id).await.unwrap(), Some(accepted));
+    assert!(q.show("s:1").await.unwrap().is_none());
+}
+
 #[tokio::test]
 async fn a_queued_change_whose_job_was_lost_is_put_again_on_resubmit() {
     let (_env, q, mut conn) = setup(fast_settings(1)).await;

@@ -330,12 +330,15 @@ impl JobQueue {
     }
 
     /// Finishes a job with `outcome` (JSON): stores it, publishes it on
-    /// `job.finish:N`; when `claim_next`, also claims the next available job
+    /// `job.finish:N`, but only while the claim made at `claimed_at` still
+    /// holds the job; when `claim_next`, also claims the next available job
     /// in the same script. Returns the outcome as stored (the first one
-    /// wins; `None` when the job is not on the queue any more) and the next job.
+    /// wins; `None` when the job is not on the queue any more or another
+    /// claim holds it) and the next job.
     pub(crate) async fn finish_and_claim(
         &self,
         id: &str,
+        claimed_at: &str,
         outcome: &str,
         claim_next: bool,
     ) -> Result<(Option<Outcome>, Option<Claimed>), JobError> {
@@ -344,7 +347,8 @@ impl JobQueue {
             .arg(id)
             .arg(outcome)
             .arg(self.settings.retention_ms())
-            .arg(if claim_next { "next" } else { "" });
+            .arg(if claim_next { "next" } else { "" })
+            .arg(claimed_at);
         let reply: Vec<String> = self.invoke(invocation).await?;
         let (stored, rest) = match reply.as_slice() {
             [state, stored, rest @ ..] if state == "finished" => {

@@ -230,8 +230,9 @@ fn panic_message(err: tokio::task::JoinError) -> String {
 }
 
 /// Finishes or fails the job; Redis errors are retried a few times, then
-/// left to the claim-timeout sweep. A failure counts only against this
-/// worker's own claim: after a timeout another worker may have claimed the job.
+/// left to the claim-timeout sweep. A finish or a failure counts only for
+/// this worker's own claim: after a timeout another worker may have claimed
+/// the job, and its attempt decides the outcome.
 async fn record(
     queue: &JobQueue,
     id: &str,
@@ -244,14 +245,14 @@ async fn record(
             Ending::Finish(outcome) => {
                 let text = serde_json::to_string(outcome).unwrap_or_default();
                 queue
-                    .finish_and_claim(id, &text, claim_next)
+                    .finish_and_claim(id, claimed_at, &text, claim_next)
                     .await
                     .map(|(stored, next)| {
                         if stored.is_none() {
                             tracing::info!(
                                 queue = queue.name(),
                                 id,
-                                "job finished elsewhere or retracted"
+                                "job finished elsewhere, retracted, or claimed again"
                             );
                         }
                         next
