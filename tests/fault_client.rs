@@ -126,7 +126,7 @@ async fn a_client_offline_past_the_retention_resets_and_its_queue_applies_once()
 }
 
 /// Changes whose log entries were trimmed on purpose: each counts as applied
-/// once when its applied record (`job.applied:<feed>:<id>`) exists.
+/// once when its applied record (`job.applied:<len>:<feed>:<id>`) exists.
 async fn recount_trimmed(
     redis: &Redis,
     mut acc: Accounting,
@@ -150,7 +150,7 @@ async fn recount_trimmed(
         let mut found = false;
         if let Some(first) = made.and_then(|m| m.op.feed()) {
             assert!(feeds.contains(first));
-            let key = format!("job.applied:{first}:{id}");
+            let key = thoonk_server::jobs::applied_key(first, id);
             let exists: bool = redis::cmd("EXISTS")
                 .arg(&key)
                 .query_async(&mut conn)

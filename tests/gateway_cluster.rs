@@ -375,7 +375,7 @@ async fn changes_spread_over_a_queue_per_shard_and_apply_once() {
     let mut conn = target.connect().await.unwrap();
     for queue in queues {
         let ledger: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("job.ledger:{queue}:*"))
+            .arg(thoonk_server::jobs::ledger_key(queue, "*"))
             .query_async(&mut conn)
             .await
             .unwrap();

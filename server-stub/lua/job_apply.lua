@@ -34,9 +34,10 @@ local function at_write(i, fn)
   error(result, 0)
 end
 
--- The client id of a change id "<client>:<seq>".
+-- The client id of a change id "<client>:<seq>": client ids hold no ':',
+-- the sequence may.
 local function client_of(job)
-  return string.match(job, '^(.*):[^:]*$') or job
+  return string.match(job, '^([^:]*):') or job
 end
 
 -- True when item `id` changed after revision `base` by a change that is not

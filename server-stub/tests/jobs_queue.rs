@@ -9,7 +9,7 @@ use std::sync::Arc;
 use jobs_support::*;
 use redis::AsyncCommands;
 use serde_json::json;
-use thoonk_protocol::{ChangeId, ErrorCode, ItemId, Operation, Outcome};
+use thoonk_protocol::{ChangeId, ErrorCode, FeedName, ItemId, Operation, Outcome};
 use thoonk_server::feeds::{FeedSettings, FeedStore, FeedType};
 use thoonk_server::gateway::access::{AccessConfig, ConfigRules, User};
 use thoonk_server::gateway::OpenAccess;
@@ -43,6 +43,19 @@ fn action(name: &str, payload: serde_json::Value) -> Operation {
         name: name.into(),
         payload,
     }
+}
+
+/// `concurrency` workers with the standard handlers and open access (every
+/// user may write every feed) on the suite's queue.
+fn standard_workers(env: &Env, concurrency: usize) -> InProcess {
+    InProcess::start(
+        &env.url(),
+        &queue_name(),
+        steady_settings(2),
+        Handlers::standard(),
+        Arc::new(OpenAccess),
+        concurrency,
+    )
 }
 
 /// Starts the test Redis and opens the queue `changes` (mapped by
@@ -84,14 +97,7 @@ async fn the_same_change_id_is_applied_once_and_answers_with_its_outcome() {
         "{err}"
     );
 
-    let workers = InProcess::start(
-        &env.url(),
-        &queue_name(),
-        steady_settings(2),
-        Handlers::standard(),
-        Arc::new(OpenAccess),
-        2,
-    );
+    let workers = standard_workers(&env, 2);
     let outcome = outcome_of(&q, &c.id).await;
     let Outcome::Accepted { ref revs, .. } = outcome else {
         panic!("expected accepted, got {outcome:?}");
@@ -121,12 +127,93 @@ async fn the_same_change_id_is_applied_once_and_answers_with_its_outcome() {
     assert_eq!(finishes, 1);
     // The ledger and the applied record expire after the queue's retention (1 h here).
     for key in [
-        format!("job.ledger:{queue}:c1:1"),
-        format!("job.applied:{f}:c1:1"),
+        thoonk_server::jobs::ledger_key(&queue, "c1:1"),
+        thoonk_server::jobs::applied_key(&f, "c1:1"),
     ] {
         let ttl: i64 = conn.pttl(&key).await.unwrap();
         assert!(ttl > 0 && ttl <= 3_600_000, "{key} expires: {ttl}");
     }
+}
+
+#[tokio::test]
+async fn changes_whose_feed_and_id_join_to_the_same_text_are_each_applied_to_their_own_feed() {
+    let (env, q, store) = open().await;
+    let board = feed("demo:board");
+    let cards = FeedName::new(format!("{board}:cards")).unwrap();
+    let publish = |feed: &FeedName, item: &str| Operation::Publish {
+        feed: feed.clone(),
+        id: ItemId::new(item).unwrap(),
+        item: json!({"by": item}),
+        position: None,
+    };
+    let workers = standard_workers(&env, 2);
+    // bob (client `cards`) writes `demo:board`, then ann (client `A`)
+    // `demo:board:cards`: "demo:board" + "cards:A:2" and "demo:board:cards" +
+    // "A:2" read the same once joined with `:`. Then the other way round.
+    let steps = [
+        ("bob", "cards:A:2", &board),
+        ("ann", "A:2", &cards),
+        ("ann", "A:3", &cards),
+        ("bob", "cards:A:3", &board),
+    ];
+    for (name, id, target) in steps {
+        let c = change(id, publish(target, name));
+        assert_eq!(q.submit(&user(name), &c).await.unwrap(), Submitted::Queued);
+        let outcome = outcome_of(&q, &c.id).await;
+        let Outcome::Accepted { revs, .. } = outcome else {
+            panic!("{name}'s {id}: expected accepted, got {outcome:?}");
+        };
+        assert_eq!(
+            revs.keys().collect::<Vec<_>>(),
+            [target],
+            "{name}'s {id} reports its own feed"
+        );
+        assert_eq!(applied_count(&store, target, id).await, 1, "{name}'s {id}");
+    }
+    workers.stop().await;
+    for target in [&board, &cards] {
+        let snapshot = store.snapshot(target).await.unwrap();
+        assert_eq!(snapshot.rev, 2, "{target}: both of its writes happened");
+    }
+}
+
+#[tokio::test]
+async fn a_clients_own_earlier_change_is_no_conflict_whatever_its_sequence_holds() {
+    let (env, q, _store) = open().await;
+    let workers = standard_workers(&env, 1);
+    let f = feed("own:notes");
+    let write = |id: &str, base: Option<u64>| {
+        let mut c = change(
+            id,
+            Operation::Publish {
+                feed: f.clone(),
+                id: ItemId::new("x").unwrap(),
+                item: json!(id),
+                position: None,
+            },
+        );
+        if let Some(base) = base {
+            c.base.insert(f.clone(), base);
+        }
+        c
+    };
+    // Client `cards` writes x, then again from the same base: its own change.
+    for (name, c, accepted) in [
+        ("bob", write("cards:1", None), true),
+        ("bob", write("cards:A:2", Some(0)), true),
+        // Client `A` (ann) from that base: bob's changes are another client's.
+        ("ann", write("A:1", Some(0)), false),
+    ] {
+        q.submit(&user(name), &c).await.unwrap();
+        let outcome = outcome_of(&q, &c.id).await;
+        assert_eq!(
+            matches!(outcome, Outcome::Accepted { .. }),
+            accepted,
+            "{}: {outcome:?}",
+            c.id.0
+        );
+    }
+    workers.stop().await;
 }
 
 #[tokio::test]
@@ -558,14 +645,7 @@ async fn a_job_put_through_redis_alone_is_worked_and_its_outcome_published_and_s
     let queue = queue_name();
     let mut pubsub = env.target.pubsub().await.unwrap();
     pubsub.subscribe(finish_channel(&queue)).await.unwrap();
-    let workers = InProcess::start(
-        &env.url(),
-        &queue_name(),
-        steady_settings(2),
-        Handlers::standard(),
-        Arc::new(OpenAccess),
-        1,
-    );
+    let workers = standard_workers(&env, 1);
     // A foreign process with only redis-cli: the classic put (as thoonk.py/js do it).
     let payload = json!({"id": "py:1", "user": "alice", "op": {"kind": "publish", "feed": feed("notes"), "id": "n1", "item": {"text": "from outside"}}}).to_string();
     // On a cluster redis-cli follows redirects (-c) to the node of each key's slot.
@@ -632,7 +712,11 @@ async fn a_job_put_through_redis_alone_is_worked_and_its_outcome_published_and_s
     }
     assert_eq!(finished, ["py:1", "py:2"]);
     // The outcome is readable later through Redis alone too.
-    let stored = cli(&["HGET", &format!("job.ledger:{queue}:py:1"), "outcome"]);
+    let stored = cli(&[
+        "HGET",
+        &thoonk_server::jobs::ledger_key(&queue, "py:1"),
+        "outcome",
+    ]);
     assert!(stored.contains("\"status\":\"accepted\""), "{stored}");
     assert_eq!(applied_count(&store, &feed("notes"), "py:1").await, 1);
     drop(messages);
@@ -660,14 +744,7 @@ fn finish_messages_parse_only_with_the_nul_and_an_outcome() {
 #[tokio::test]
 async fn generic_operations_apply_with_base_revisions_and_report_conflicts() {
     let (env, q, store) = open().await;
-    let workers = InProcess::start(
-        &env.url(),
-        &queue_name(),
-        steady_settings(2),
-        Handlers::standard(),
-        Arc::new(OpenAccess),
-        1,
-    );
+    let workers = standard_workers(&env, 1);
     let list = feed("lists:groceries");
     let id = |s: &str| ItemId::new(s).unwrap();
     let alice = user("alice");

@@ -278,7 +278,8 @@ impl Hub {
 
     /// Hands an outcome to the sessions of the client that made the change.
     pub fn dispatch_outcome(&self, id: ChangeId, outcome: Outcome) {
-        let Some((client, _)) = id.0.rsplit_once(':') else {
+        // Client ids hold no `:`: the client is the text before the first one.
+        let Some((client, _)) = id.0.split_once(':') else {
             return;
         };
         let mut reg = self.lock();
