@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use thoonk_protocol::{
-    ChangeRequest, ClientMessage, ErrorCode, FeedName, FeedPattern, FeedPosition, Outcome,
-    ServerMessage, PROTOCOL_VERSION,
+    ChangeId, ChangeRequest, ClientMessage, ErrorCode, FeedName, FeedPattern, FeedPosition,
+    Outcome, ServerMessage, PROTOCOL_VERSION,
 };
 
 use super::access::{AccessRules, User};
@@ -96,6 +96,11 @@ struct Session {
     membership: Membership,
     user: Option<User>,
     client_id: String,
+    /// Holds the client id for this session's user while the session lives.
+    _claim: Option<super::clients::ClientClaim>,
+    /// Changes this session submitted (and the ledger took as its user's)
+    /// whose outcome it has not pushed yet: the only outcomes it pushes.
+    submitted: HashSet<ChangeId>,
     patterns: HashSet<FeedPattern>,
     feeds: HashMap<FeedName, Sent>,
     /// Set when a read from Redis failed: everything is caught up again then.
@@ -116,6 +121,8 @@ pub async fn serve(shared: Shared, socket: WebSocket) {
         membership,
         user: None,
         client_id: String::new(),
+        _claim: None,
+        submitted: HashSet::new(),
         patterns: HashSet::new(),
         feeds: HashMap::new(),
         resync_at: None,
@@ -321,8 +328,8 @@ impl Session {
             });
         }
         match self.shared.owners.claim(&client_id, &user.name).await {
-            Ok(true) => {}
-            Ok(false) => {
+            Ok(Some(claim)) => self._claim = Some(claim),
+            Ok(None) => {
                 return Err(SessionEnd::Refused {
                     code: ErrorCode::Forbidden,
                     message: "this client id belongs to another user: use a client id of your own"
@@ -604,6 +611,10 @@ impl Session {
                 self.catch_up(&feed, Some(from)).await
             }
             HubEvent::Outcome(id, outcome) => {
+                if !self.submitted.remove(&id) {
+                    // Not submitted here: another session's, maybe another user's.
+                    return Ok(());
+                }
                 let outcome = Outcome::clone(&outcome);
                 self.send(&ServerMessage::Outcome { id, outcome }).await
             }
@@ -662,6 +673,7 @@ impl Session {
         let user = self.user().clone();
         match self.shared.jobs.submit(&user, &change).await {
             Ok(Submitted::Queued | Submitted::AlreadyQueued) => {
+                self.submitted.insert(id.clone());
                 self.send(&ServerMessage::Ack { id }).await
             }
             Ok(Submitted::Finished(outcome)) => {
