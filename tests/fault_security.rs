@@ -4,14 +4,16 @@
 //! writes to feeds outside the rules, the job queue as a feed, and another
 //! user's job results. Each gets a clear error code or a rejected outcome,
 //! nothing is written, nothing leaks, and the gateway keeps serving a
-//! bystander throughout.
+//! bystander throughout. A server started without access rules refuses to
+//! run unless told it is a development setup, so a forbidden write is
+//! rejected whichever process works its job.
 #![cfg(not(target_arch = "wasm32"))]
 
 mod fault_support;
 
 use fault_support::*;
 use serde_json::json;
-use thoonk_protocol::{ErrorCode, ServerMessage};
+use thoonk_protocol::{ErrorCode, Outcome, ServerMessage};
 
 fn config() -> ConfigFile {
     ConfigFile::write(&json!({
@@ -51,6 +53,25 @@ async fn setup() -> Setup {
 
 fn submit(id: &str, op: serde_json::Value) -> String {
     json!({"type": "submit", "change": {"id": id, "op": op}}).to_string()
+}
+
+/// Submits change `id` with `op` and reads until its outcome.
+async fn outcome_of(client: &mut RawClient, id: &str, op: serde_json::Value) -> Outcome {
+    client.send_text(submit(id, op)).await;
+    client
+        .until("the outcome", |m| match m {
+            ServerMessage::Outcome { id: got, outcome } if got.0 == id => Some(outcome.clone()),
+            _ => None,
+        })
+        .await
+}
+
+/// A gateway on `redis` with the access rules of `config` and `extra`.
+async fn ruled_gateway(redis: &Redis, config: &ConfigFile, extra: &[&str]) -> Process {
+    let url = redis.url();
+    let mut args = vec!["--config", config.path()];
+    args.extend_from_slice(extra);
+    Process::gateway(&url, Some(&url), &args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,15 +186,9 @@ async fn writes_outside_the_rules_are_rejected_and_change_nothing() {
     ];
     for (i, op) in ops.iter().enumerate() {
         let id = format!("eve1:{}", i + 1);
-        eve.send_text(submit(&id, op.clone())).await;
-        let outcome = eve
-            .until("the outcome", |m| match m {
-                ServerMessage::Outcome { id: got, outcome } if got.0 == id => Some(outcome.clone()),
-                _ => None,
-            })
-            .await;
+        let outcome = outcome_of(&mut eve, &id, op.clone()).await;
         assert!(
-            matches!(&outcome, thoonk_protocol::Outcome::Rejected { code, .. } if matches!(code, ErrorCode::Forbidden | ErrorCode::BadRequest)),
+            matches!(&outcome, Outcome::Rejected { code, .. } if matches!(code, ErrorCode::Forbidden | ErrorCode::BadRequest)),
             "{op}: {outcome:?}"
         );
     }
@@ -288,4 +303,251 @@ async fn oversized_items_in_a_submit_are_too_large_and_others_keep_syncing() {
     })
     .await;
     eve.ping().await;
+}
+
+/// Starts `thoonk-server ARGS` exactly as given (no access arguments added,
+/// none from the environment), its stderr captured.
+fn spawn_bare(args: &[&str]) -> std::process::Child {
+    std::process::Command::new(server_bin())
+        .args(args)
+        .env_remove("THOONK_CONFIG")
+        .env_remove("THOONK_ALLOW_ALL")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start thoonk-server")
+}
+
+/// Waits for `child` to exit (killing it and failing after [`WAIT`]);
+/// returns whether it succeeded and its stderr.
+fn exit_of(mut child: std::process::Child, what: &str) -> (bool, String) {
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} kept running");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (status.success(), stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_and_work_refuse_to_start_without_access_rules() {
+    let redis = Redis::start("always");
+    let url = redis.url();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let config = config();
+    for args in [
+        vec![
+            "--redis",
+            url.as_str(),
+            "serve",
+            "--listen",
+            listen.as_str(),
+        ],
+        vec!["--redis", url.as_str(), "work"],
+    ] {
+        let (ok, stderr) = exit_of(spawn_bare(&args), &format!("{args:?} without rules"));
+        assert!(!ok, "{args:?} started without rules");
+        assert!(
+            stderr.contains("no access rules")
+                && stderr.contains("--config")
+                && stderr.contains("--allow-all"),
+            "{args:?} says why and what to do: {stderr}"
+        );
+        // Rules and the development switch together are refused too.
+        let mut both = args.clone();
+        both.extend(["--config", config.path(), "--allow-all"]);
+        let (ok, stderr) = exit_of(spawn_bare(&both), &format!("{both:?}"));
+        assert!(!ok && stderr.contains("--allow-all"), "{both:?}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forbidden_write_is_rejected_whichever_process_works_it() {
+    let redis = Redis::start("always");
+    let url = redis.url();
+    let config = config();
+    // The gateway checks nothing itself (no workers); a worker with the rules
+    // and one an operator started without any share the queue.
+    let gateway = ruled_gateway(&redis, &config, &["--workers", "0"]).await;
+    let _worker = Process::worker(&url, &["--config", config.path()]);
+    let bare = spawn_bare(&["--redis", url.as_str(), "work"]);
+    let store = redis.store().await;
+    let ann_tasks = feed("team:353:member:ann:tasks");
+    let mut bob = RawClient::signed_in(&gateway.ws_url(), "tok-bob", "bob1").await;
+    for n in 1..=20 {
+        let id = format!("bob1:{n}");
+        let op = json!({"kind": "publish", "feed": ann_tasks, "id": format!("t{n}"), "item": {"title": "bob's"}});
+        let outcome = outcome_of(&mut bob, &id, op).await;
+        assert!(
+            matches!(
+                &outcome,
+                Outcome::Rejected {
+                    code: ErrorCode::Forbidden,
+                    ..
+                }
+            ),
+            "write {n}: {outcome:?}"
+        );
+    }
+    let snapshot = store.snapshot(&ann_tasks).await.unwrap();
+    assert!(snapshot.items.is_empty(), "ann's feed: {snapshot:?}");
+    let (ok, stderr) = exit_of(bare, "work without rules");
+    assert!(!ok && stderr.contains("--allow-all"), "{stderr}");
+}
+
+/// The Redis server's clock, in milliseconds.
+async fn redis_ms(redis: &Redis) -> u64 {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME")
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+    secs * 1000 + micros / 1000
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_id_stays_its_users_while_a_session_uses_it() {
+    let redis = Redis::start("always");
+    let config = config();
+    let gateway = ruled_gateway(&redis, &config, &["--retention-secs", "2"]).await;
+    let ws = gateway.ws_url();
+    let mut ann = RawClient::signed_in(&ws, "tok-ann", "Z").await;
+    let hello = redis_ms(&redis).await;
+    // Ann stays connected (pinging) well past the binding's 2 s expiry.
+    while redis_ms(&redis).await < hello + 3_500 {
+        ann.ping().await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut bob = RawClient::connect(&ws).await;
+    bob.send(&thoonk_protocol::ClientMessage::Hello {
+        protocol: thoonk_protocol::PROTOCOL_VERSION,
+        token: "tok-bob".into(),
+        client_id: "Z".into(),
+    })
+    .await;
+    bob.expect_error(ErrorCode::Forbidden, "bob presenting ann's live client id")
+        .await;
+    assert!(bob.next().await.is_none(), "bob's connection is closed");
+    let op = json!({"kind": "publish", "feed": "user:ann:diary", "id": "d1", "item": {"secret": "s3cr3t"}});
+    outcome_of(&mut ann, "Z:1", op).await;
+    assert!(
+        bob.log.iter().all(|f| !f.contains("s3cr3t")),
+        "{:#?}",
+        bob.log
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_reach_only_sessions_that_submitted_the_change() {
+    let redis = Redis::start("always");
+    let url = redis.url();
+    let config = config();
+    // No workers yet: ann's change waits in the queue.
+    let gateway = ruled_gateway(
+        &redis,
+        &config,
+        &["--workers", "0", "--retention-secs", "2"],
+    )
+    .await;
+    let ws = gateway.ws_url();
+    let mut ann = RawClient::signed_in(&ws, "tok-ann", "Y").await;
+    ann.send_text(submit(
+        "Y:1",
+        json!({"kind": "publish", "feed": "user:ann:diary", "id": "d1", "item": {"secret": "s3cr3t"}}),
+    ))
+    .await;
+    ann.until("ann's ack", |m| {
+        matches!(m, ServerMessage::Ack { .. }).then_some(())
+    })
+    .await;
+    drop(ann);
+    // Ann gone, her binding runs out; bob may then use the abandoned id.
+    eventually("ann's binding of Y expires", || async {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg("client.owner:Y")
+            .query_async(&mut redis.conn().await)
+            .await
+            .unwrap();
+        (!exists).then_some(())
+    })
+    .await;
+    let mut bob = RawClient::signed_in(&ws, "tok-bob", "Y").await;
+    // A worker finishes ann's change, then bob's own: the gateway hears the
+    // two outcomes in that order, so bob has seen ann's, had it been pushed.
+    let _worker = Process::worker(&url, &["--config", config.path()]);
+    eventually("ann's change finishes", || async {
+        let outcome: Option<String> = redis::cmd("HGET")
+            .arg(thoonk_server::jobs::ledger_key(QUEUE, "Y:1"))
+            .arg("outcome")
+            .query_async(&mut redis.conn().await)
+            .await
+            .unwrap();
+        outcome
+    })
+    .await;
+    let op = json!({"kind": "publish", "feed": "user:bob:notes", "id": "n1", "item": 1});
+    outcome_of(&mut bob, "Y:2", op).await;
+    let leaked: Vec<&String> = bob
+        .log
+        .iter()
+        .filter(|f| f.contains("\"Y:1\"") || f.contains("s3cr3t") || f.contains("user:ann"))
+        .collect();
+    assert!(leaked.is_empty(), "bob received ann's outcome: {leaked:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_whose_feed_and_id_join_to_the_same_text_reach_their_own_feed_and_user() {
+    let redis = Redis::start("always");
+    let url = redis.url();
+    // A development setup: any token is a user who may write every feed.
+    let gateway = Process::gateway(&url, Some(&url), &["--workers", "2"]).await;
+    let ws = gateway.ws_url();
+    let store = redis.store().await;
+    let mut bob = RawClient::signed_in(&ws, "bob", "cards").await;
+    let mut ann = RawClient::signed_in(&ws, "ann", "A").await;
+    // "demo:board" + "cards:A:2" and "demo:board:cards" + "A:2" read the
+    // same once joined with `:`; then the other way round.
+    let steps = [
+        ("cards:A:2", "demo:board", true),
+        ("A:2", "demo:board:cards", false),
+        ("A:3", "demo:board:cards", false),
+        ("cards:A:3", "demo:board", true),
+    ];
+    for (id, target, by_bob) in steps {
+        let client = if by_bob { &mut bob } else { &mut ann };
+        let op = json!({"kind": "publish", "feed": target, "id": id, "item": {"by": id}});
+        let outcome = outcome_of(client, id, op).await;
+        let Outcome::Accepted { revs, .. } = &outcome else {
+            panic!("{id}: {outcome:?}");
+        };
+        let feeds: Vec<&str> = revs.keys().map(|f| f.as_str()).collect();
+        assert_eq!(feeds, [target], "{id} reports its own feed");
+    }
+    for target in ["demo:board", "demo:board:cards"] {
+        let snapshot = store.snapshot(&feed(target)).await.unwrap();
+        assert_eq!(snapshot.items.len(), 2, "{target}: {snapshot:?}");
+    }
+    bob.ping().await;
+    ann.ping().await;
+    let foreign = |log: &[String], other: &[&str]| {
+        log.iter()
+            .filter(|f| other.iter().any(|id| f.contains(&format!("\"{id}\""))))
+            .count()
+    };
+    assert_eq!(foreign(&bob.log, &["A:2", "A:3"]), 0, "{:#?}", bob.log);
+    assert_eq!(
+        foreign(&ann.log, &["cards:A:2", "cards:A:3"]),
+        0,
+        "{:#?}",
+        ann.log
+    );
 }

@@ -1,6 +1,8 @@
 //! A job worker process for the job layer's process tests: the standard
 //! handlers plus actions that hang, fail or panic on purpose, so that tests
-//! can kill a worker mid-job (`kill -9`) and watch the queue recover.
+//! can kill a worker mid-job (`kill -9`) and watch the queue recover. It
+//! runs without access rules (every user may write every feed): a test
+//! fixture, not a worker to deploy (`thoonk-server work --config FILE` is).
 //!
 //! `cargo run -p thoonk-server --example job_worker -- --redis URL [--hang-after-apply] [work options]`
 

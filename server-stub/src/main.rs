@@ -55,9 +55,14 @@ enum Command {
 struct WorkCommand {
     #[command(flatten)]
     work: WorkArgs,
-    /// Users and access rules (JSON), as for `serve`.
+    /// Users and access rules (JSON), as for `serve`. Required, unless
+    /// `--allow-all`.
     #[arg(long, env = "THOONK_CONFIG")]
     config: Option<PathBuf>,
+    /// Development only: without rules, every user may write every feed.
+    /// Without it (or `--config`), `work` refuses to start.
+    #[arg(long, env = "THOONK_ALLOW_ALL", conflicts_with = "config")]
+    allow_all: bool,
 }
 
 #[derive(clap::Args)]
@@ -65,10 +70,14 @@ struct ServeArgs {
     /// Address to listen on for HTTP and WebSocket (`/ws`) connections.
     #[arg(long, env = "THOONK_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Users, tokens and access rules (JSON). Without it every non-empty token
-    /// is accepted as a user of that name who may read and write every feed.
+    /// Users, tokens and access rules (JSON). Required, unless `--allow-all`.
     #[arg(long, env = "THOONK_CONFIG")]
     config: Option<PathBuf>,
+    /// Development only: without rules, every non-empty token is accepted
+    /// as a user of that name who may read and write every feed. Without it
+    /// (or `--config`), `serve` refuses to start.
+    #[arg(long, env = "THOONK_ALLOW_ALL", conflicts_with = "config")]
+    allow_all: bool,
     /// Folder to serve over HTTP: `DIR` at `/`, or `/PREFIX=DIR`. Repeatable.
     #[arg(long = "static", env = "THOONK_STATIC", value_delimiter = ',')]
     statics: Vec<StaticDir>,
@@ -124,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(client, args).await,
         Command::Work(args) => {
-            let access = load_access(args.config.as_deref())?;
+            let access = load_access(args.config.as_deref(), args.allow_all)?;
             Ok(thoonk_server::jobs::cli::work(args.work, client, access).await?)
         }
         Command::Job(command) => {
@@ -154,20 +163,31 @@ fn instance_name(given: Option<String>) -> String {
     given.unwrap_or_else(|| format!("thoonk-server-{}", std::process::id()))
 }
 
-fn load_access(config: Option<&std::path::Path>) -> anyhow::Result<Arc<dyn AccessRules>> {
-    Ok(match config {
-        Some(path) => Arc::new(ConfigRules::load(path)?) as Arc<dyn AccessRules>,
-        None => {
+/// The access rules of `--config`; open access only when the operator said
+/// this is a development setup (`--allow-all`), else an error: a process
+/// that writes feeds never runs without rules by accident.
+fn load_access(
+    config: Option<&std::path::Path>,
+    allow_all: bool,
+) -> anyhow::Result<Arc<dyn AccessRules>> {
+    Ok(match (config, allow_all) {
+        (Some(path), _) => Arc::new(ConfigRules::load(path)?) as Arc<dyn AccessRules>,
+        (None, true) => {
             tracing::warn!(
-                "no --config: every token is accepted and may read and write every feed"
+                "--allow-all (development only): every token is accepted and may read and write every feed"
             );
             Arc::new(OpenAccess)
         }
+        (None, false) => anyhow::bail!(
+            "no access rules: give them with --config FILE (THOONK_CONFIG; see docs/ACCESS.md), \
+             or pass --allow-all (THOONK_ALLOW_ALL=1) to run a development setup in which \
+             every user may read and write every feed"
+        ),
     })
 }
 
 async fn serve(client: RedisTarget, args: ServeArgs) -> anyhow::Result<()> {
-    let access = load_access(args.config.as_deref())?;
+    let access = load_access(args.config.as_deref(), args.allow_all)?;
     let settings = args.queue_settings.settings();
     let jobs = QueueSet::open(&client, &args.queue, settings.clone())
         .await
@@ -175,6 +195,7 @@ async fn serve(client: RedisTarget, args: ServeArgs) -> anyhow::Result<()> {
     let owners = ClientOwners::open(&client, settings.retention)
         .await
         .context("connect to Redis for client ids")?;
+    tokio::spawn(owners.clone().run_refresh());
     let store = FeedStore::open(&client, &instance_name(args.instance))
         .await
         .context("open the feed store (is Redis running?)")?;

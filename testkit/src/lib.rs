@@ -466,6 +466,18 @@ pub fn tag_shard_key(name: &str) -> String {
     segments.join(":")
 }
 
+/// The access arguments a test's `serve` or `work` process needs besides
+/// `extra`: none when `extra` gives rules (`--config`), else `--allow-all`
+/// (a development setup: every user may read and write every feed; the
+/// server refuses to start with neither).
+pub fn access_args(extra: &[&str]) -> &'static [&'static str] {
+    if extra.contains(&"--config") {
+        &[]
+    } else {
+        &["--allow-all"]
+    }
+}
+
 /// A `thoonk-server serve` process on a free port.
 pub struct ThoonkServer {
     child: Child,
@@ -474,7 +486,8 @@ pub struct ThoonkServer {
 
 impl ThoonkServer {
     /// Starts the binary at `bin` against `redis_url` with extra arguments and
-    /// waits until it accepts TCP connections.
+    /// waits until it accepts TCP connections. Without `--config` in `extra`
+    /// it runs a development setup ([`access_args`]).
     pub fn start(bin: &Path, redis_url: &str, extra: &[&str]) -> Self {
         let port = free_port();
         let mut child = Command::new(bin)
@@ -485,6 +498,7 @@ impl ThoonkServer {
                 "--redis",
                 redis_url,
             ])
+            .args(access_args(extra))
             .args(extra)
             .env(
                 "RUST_LOG",

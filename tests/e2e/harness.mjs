@@ -56,9 +56,11 @@ export async function startStack({ serverArgs = [] } = {}) {
   await waitForPort(redisPort, 'redis-server');
   const redisUrl = `redis://127.0.0.1:${redisPort}/`;
   const port = await freePort();
+  // Without --config the tests run a development setup (--allow-all).
+  const access = (args) => (args.includes('--config') ? [] : ['--allow-all']);
   const spawnServer = (args) => spawn(serverBin, [
     '--redis', redisUrl, 'serve', '--listen', `127.0.0.1:${port}`,
-    '--static', join(root, 'www'), '--static', `/pkg=${join(root, 'pkg')}`, ...args,
+    '--static', join(root, 'www'), '--static', `/pkg=${join(root, 'pkg')}`, ...access(args), ...args,
   ], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' } });
   let server = spawnServer(serverArgs);
   await waitForPort(port, 'thoonk-server');

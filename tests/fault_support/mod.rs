@@ -220,7 +220,8 @@ pub struct Process {
 }
 
 impl Process {
-    /// `thoonk-server --redis URL serve --listen … EXTRA`; waits until it
+    /// `thoonk-server --redis URL serve --listen … EXTRA` (`--allow-all`
+    /// unless EXTRA has `--config`); waits until it
     /// accepts connections and its hub listens to Redis (when `hub_redis` is
     /// given: the Redis to watch, which may differ from `redis_url` behind a proxy).
     pub async fn gateway(redis_url: &str, hub_redis: Option<&str>, extra: &[&str]) -> Process {
@@ -232,6 +233,7 @@ impl Process {
         let mut child = Command::new(server_bin())
             .args(["--redis", redis_url, "serve", "--listen"])
             .arg(format!("127.0.0.1:{port}"))
+            .args(thoonk_testkit::access_args(extra))
             .args(extra)
             .env(
                 "RUST_LOG",
@@ -259,10 +261,12 @@ impl Process {
         }
     }
 
-    /// `thoonk-server --redis URL work EXTRA`.
+    /// `thoonk-server --redis URL work EXTRA` (`--allow-all` unless EXTRA
+    /// has `--config`).
     pub fn worker(redis_url: &str, extra: &[&str]) -> Process {
         let mut child = Command::new(server_bin())
             .args(["--redis", redis_url, "work"])
+            .args(thoonk_testkit::access_args(extra))
             .args(extra)
             .env(
                 "RUST_LOG",
