@@ -3,7 +3,7 @@
 -- a job applied already returns its stored outcome and writes nothing;
 -- (2) checks: every write's base revision (conflict), guard and the feed
 -- layer's own checks; (3) writes, the applied record; (4) the PUBLISHes.
--- KEYS[1] job.applied:<first feed>:<job id> (the applied record, in the
+-- KEYS[1] job.applied:<byte length of F>:<first feed F>:<job id> (the applied record, in the
 --         first feed's hash slot)
 -- KEYS[2..] the 8 keys of each feed the job writes, in the prelude's order
 --         (feed.config:N ... feed.log:N); feed i starts at KEYS[2 + 8 * (i - 1)]

@@ -7,7 +7,7 @@
 -- claim time (a foreign worker), a job that is claimed, or available again
 -- after a claim timeout, can be finished. The first stored outcome wins.
 -- KEYS[1..10] the queue's keys (see job_submit.lua)
--- KEYS[11] job.ledger:N:<id>
+-- KEYS[11] job.ledger:<byte length of N>:N:<id> (see docs/JOBS.md)
 -- ARGV[1] job id
 -- ARGV[2] outcome JSON
 -- ARGV[3] ledger retention in milliseconds

@@ -2,7 +2,7 @@
 -- stalled). When the ledger holds the job unfinished, it records the given
 -- outcome and publishes it on job.finish:N, so the submitter learns of it.
 -- KEYS[1..10] the queue's keys (see job_submit.lua)
--- KEYS[11] job.ledger:N:<id>
+-- KEYS[11] job.ledger:<byte length of N>:N:<id> (see docs/JOBS.md)
 -- ARGV[1] job id
 -- ARGV[2] outcome JSON to record
 -- ARGV[3] ledger retention in milliseconds

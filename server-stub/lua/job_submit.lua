@@ -4,7 +4,7 @@
 -- KEYS[1..10] the queue's keys, in this order (every job_*.lua takes them so):
 --   feed.config:N feed.ids:N feed.items:N feed.published:N feed.claimed:N
 --   feed.cancelled:N feed.stalled:N feed.publishes:N feed.finishes:N job.errors:N
--- KEYS[11] job.ledger:N:<id>
+-- KEYS[11] job.ledger:<byte length of N>:N:<id> (see docs/JOBS.md)
 -- ARGV[1] job id
 -- ARGV[2] job payload (JSON, see docs/JOBS.md)
 -- ARGV[3] the submitting user

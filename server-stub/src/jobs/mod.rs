@@ -5,9 +5,9 @@
 //! `feed.published:N`, `feed.claimed:N`, `feed.cancelled:N`,
 //! `feed.stalled:N`, channel `job.finish:N` with `"id\0result"`), so
 //! thoonk.py processes can put and work jobs on the same queues. Beside them:
-//! an exactly-once ledger with stored outcomes (`job.ledger:N:<id>`), the last
+//! an exactly-once ledger with stored outcomes (`job.ledger:<len N>:N:<id>`), the last
 //! error of each job (`job.errors:N`), a put doorbell (`job.put:N`), and an
-//! applied record beside the feeds (`job.applied:<feed>:<id>`).
+//! applied record beside the feeds (`job.applied:<len F>:F:<id>`).
 //! docs/JOBS.md describes the keys, payloads and lifecycle.
 
 mod apply;
