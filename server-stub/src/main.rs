@@ -61,7 +61,11 @@ struct WorkCommand {
     config: Option<PathBuf>,
     /// Development only: without rules, every user may write every feed.
     /// Without it (or `--config`), `work` refuses to start.
-    #[arg(long, env = "THOONK_ALLOW_ALL", conflicts_with = "config")]
+    #[arg(
+        long,
+        env = "THOONK_ALLOW_ALL",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     allow_all: bool,
 }
 
@@ -76,7 +80,11 @@ struct ServeArgs {
     /// Development only: without rules, every non-empty token is accepted
     /// as a user of that name who may read and write every feed. Without it
     /// (or `--config`), `serve` refuses to start.
-    #[arg(long, env = "THOONK_ALLOW_ALL", conflicts_with = "config")]
+    #[arg(
+        long,
+        env = "THOONK_ALLOW_ALL",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     allow_all: bool,
     /// Folder to serve over HTTP: `DIR` at `/`, or `/PREFIX=DIR`. Repeatable.
     #[arg(long = "static", env = "THOONK_STATIC", value_delimiter = ',')]
@@ -171,7 +179,11 @@ fn load_access(
     allow_all: bool,
 ) -> anyhow::Result<Arc<dyn AccessRules>> {
     Ok(match (config, allow_all) {
-        (Some(path), _) => Arc::new(ConfigRules::load(path)?) as Arc<dyn AccessRules>,
+        (Some(_), true) => anyhow::bail!(
+            "--config and --allow-all (THOONK_CONFIG and THOONK_ALLOW_ALL) exclude each other: \
+             give the rules, or say this is a development setup without any"
+        ),
+        (Some(path), false) => Arc::new(ConfigRules::load(path)?) as Arc<dyn AccessRules>,
         (None, true) => {
             tracing::warn!(
                 "--allow-all (development only): every token is accepted and may read and write every feed"
