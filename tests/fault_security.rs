@@ -306,17 +306,23 @@ async fn oversized_items_in_a_submit_are_too_large_and_others_keep_syncing() {
 }
 
 /// Starts `thoonk-server ARGS` exactly as given (no access arguments added,
-/// none from the environment), its stderr captured.
-fn spawn_bare(args: &[&str]) -> std::process::Child {
+/// none from the environment but `env`), its stderr captured.
+fn spawn_bare_with(args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
     std::process::Command::new(server_bin())
         .args(args)
         .env_remove("THOONK_CONFIG")
         .env_remove("THOONK_ALLOW_ALL")
+        .envs(env.iter().copied())
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start thoonk-server")
+}
+
+/// [`spawn_bare_with`] without environment.
+fn spawn_bare(args: &[&str]) -> std::process::Child {
+    spawn_bare_with(args, &[])
 }
 
 /// Waits for `child` to exit (killing it and failing after [`WAIT`]);
@@ -368,7 +374,30 @@ async fn serve_and_work_refuse_to_start_without_access_rules() {
         both.extend(["--config", config.path(), "--allow-all"]);
         let (ok, stderr) = exit_of(spawn_bare(&both), &format!("{both:?}"));
         assert!(!ok && stderr.contains("--allow-all"), "{both:?}: {stderr}");
+        // A false THOONK_ALLOW_ALL is no permission.
+        let off = spawn_bare_with(&args, &[("THOONK_ALLOW_ALL", "0")]);
+        let (ok, stderr) = exit_of(off, &format!("{args:?} with THOONK_ALLOW_ALL=0"));
+        assert!(!ok && stderr.contains("no access rules"), "{stderr}");
     }
+    // The development switch, from the environment as every flag: the
+    // worker runs and creates its queue.
+    let mut dev = spawn_bare_with(&["--redis", &url, "work"], &[("THOONK_ALLOW_ALL", "1")]);
+    eventually("the development worker creates its queue", || async {
+        let kind: Option<String> = redis::cmd("HGET")
+            .arg(format!("feed.config:{QUEUE}"))
+            .arg("type")
+            .query_async(&mut redis.conn().await)
+            .await
+            .unwrap();
+        (kind.as_deref() == Some("job")).then_some(())
+    })
+    .await;
+    assert!(
+        dev.try_wait().unwrap().is_none(),
+        "the worker keeps running"
+    );
+    let _ = dev.kill();
+    let _ = dev.wait();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
