@@ -191,8 +191,9 @@ impl IdbStore {
     /// True when the database came back empty (it was deleted).
     pub async fn reopen(&self) -> Result<bool, StoreError> {
         let (db, on_version_change) = Self::connect(&self.name).await?;
-        self.db.borrow().close();
-        *self.db.borrow_mut() = db;
+        let old = self.db.replace(db);
+        old.set_onversionchange(None);
+        old.close();
         *self.on_version_change.borrow_mut() = on_version_change;
         let tx = self.transaction("readwrite", true)?;
         let result = async {
