@@ -59,6 +59,11 @@ pub enum StoreError {
     /// nothing was written; this tab must follow the new leader.
     #[error("another tab leads this database now; this tab follows it")]
     Fenced,
+    /// The connection was closed under the page (the database was deleted,
+    /// the site's data cleared, or another tab upgrades it): nothing was
+    /// written; [`IdbStore::reopen`] opens it again.
+    #[error("the database connection was closed: {0}")]
+    Closed(String),
 }
 
 impl StoreError {
@@ -123,6 +128,22 @@ impl Tx {
         }
     }
 
+    /// Commits when every request was queued (`queued` is `Ok`); aborts on
+    /// any error, so that the requests queued before it never commit.
+    async fn commit_or_abort(
+        self,
+        queued: Result<(), StoreError>,
+        what: &str,
+    ) -> Result<(), StoreError> {
+        match queued {
+            Ok(()) => self.commit(what).await,
+            Err(err) => {
+                self.abort();
+                Err(err)
+            }
+        }
+    }
+
     fn abort(self) {
         let _ = self.tx.abort();
     }
@@ -130,17 +151,29 @@ impl Tx {
 
 /// One IndexedDB database holding a client's whole sync state.
 pub struct IdbStore {
-    db: IdbDatabase,
+    name: String,
+    db: std::cell::RefCell<IdbDatabase>,
     /// The leadership token this store writes under, once claimed.
     leader: std::cell::RefCell<Option<String>>,
-    /// Closes this connection when another tab upgrades the schema, so that
-    /// the upgrade is not blocked; kept alive as long as the store.
-    _on_version_change: Closure<dyn FnMut()>,
+    /// Closes this connection when another tab upgrades the schema (or
+    /// deletes the database), so that it is not blocked; kept alive as long
+    /// as the store.
+    on_version_change: std::cell::RefCell<Closure<dyn FnMut()>>,
 }
 
 impl IdbStore {
     /// Opens (creating or upgrading) the database `name`.
     pub async fn open(name: &str) -> Result<Self, StoreError> {
+        let (db, on_version_change) = Self::connect(name).await?;
+        Ok(Self {
+            name: name.to_owned(),
+            db: std::cell::RefCell::new(db),
+            leader: std::cell::RefCell::default(),
+            on_version_change: std::cell::RefCell::new(on_version_change),
+        })
+    }
+
+    async fn connect(name: &str) -> Result<(IdbDatabase, Closure<dyn FnMut()>), StoreError> {
         let mut builder = DatabaseBuilder::new(name).version(SCHEMA_VERSION);
         for store in STORES {
             builder = builder.add_object_store(ObjectStoreBuilder::new(store));
@@ -149,21 +182,61 @@ impl IdbStore {
         let to_close = db.clone();
         let on_version_change = Closure::<dyn FnMut()>::new(move || to_close.close());
         db.set_onversionchange(Some(on_version_change.as_ref().unchecked_ref()));
-        Ok(Self {
-            db,
-            leader: std::cell::RefCell::default(),
-            _on_version_change: on_version_change,
-        })
+        Ok((db, on_version_change))
+    }
+
+    /// Opens the database again after its connection was closed under the
+    /// page ([`StoreError::Closed`]), creating it when it was deleted. A
+    /// store that leads claims the new database when no other tab did.
+    /// True when the database came back empty (it was deleted).
+    pub async fn reopen(&self) -> Result<bool, StoreError> {
+        let (db, on_version_change) = Self::connect(&self.name).await?;
+        let old = self.db.replace(db);
+        old.set_onversionchange(None);
+        old.close();
+        *self.on_version_change.borrow_mut() = on_version_change;
+        let tx = self.transaction("readwrite", true)?;
+        let result = async {
+            let meta = tx.store(META)?;
+            let empty = meta
+                .get(JsValue::from_str(META_KEY))
+                .map_err(StoreError::from_idb)?
+                .await
+                .map_err(StoreError::from_idb)?
+                .is_none();
+            let leader = self.leader.borrow().clone();
+            if let Some(token) = leader {
+                let current = meta
+                    .get(JsValue::from_str(LEADER_KEY))
+                    .map_err(StoreError::from_idb)?
+                    .await
+                    .map_err(StoreError::from_idb)?;
+                if current.is_none() {
+                    meta.put(&token.as_str().into(), Some(&LEADER_KEY.into()))
+                        .map_err(StoreError::from_idb)?;
+                }
+            }
+            Ok(empty)
+        }
+        .await;
+        let empty = result.as_ref().is_ok_and(|empty| *empty);
+        tx.commit_or_abort(result.map(drop), "opening the database again")
+            .await
+            .map(|()| empty)
     }
 
     /// Makes `token` the database's leader: from now on every batch of this
     /// store checks that no other tab claimed it since (see [`StoreError::Fenced`]).
     pub async fn claim_leadership(&self, token: &str) -> Result<(), StoreError> {
         let tx = self.transaction("readwrite", true)?;
-        tx.store(META)?
-            .put(&token.into(), Some(&LEADER_KEY.into()))
-            .map_err(StoreError::from_idb)?;
-        tx.commit("claiming the lead").await?;
+        let queued = tx
+            .store(META)
+            .and_then(|meta| {
+                meta.put(&token.into(), Some(&LEADER_KEY.into()))
+                    .map_err(StoreError::from_idb)
+            })
+            .map(drop);
+        tx.commit_or_abort(queued, "claiming the lead").await?;
         *self.leader.borrow_mut() = Some(token.to_owned());
         Ok(())
     }
@@ -245,6 +318,12 @@ impl IdbStore {
             )
         });
         let tx = self.transaction("readwrite", strict)?;
+        let queued = self.queue_writes(&tx, batch).await;
+        tx.commit_or_abort(queued, "a write").await
+    }
+
+    /// Queues every write of `batch` in `tx`, after checking the lead.
+    async fn queue_writes(&self, tx: &Tx, batch: &StoreBatch) -> Result<(), StoreError> {
         let store = |name: &str| tx.store(name);
         let (meta, subscriptions, heads, mirror, outbox, outcomes) = (
             store(META)?,
@@ -255,11 +334,12 @@ impl IdbStore {
             store(OUTCOMES)?,
         );
         if !self.still_leads(&meta).await? {
-            tx.abort();
             return Err(StoreError::Fenced);
         }
         // Requests are queued without awaiting each: the transaction runs them
-        // in order and commits all or, on the first failure, none.
+        // in order and commits all or, on the first failure, none. A request
+        // that throws at once returns here, and the caller aborts: the
+        // requests queued before it never commit on their own.
         for write in &batch.writes {
             let queued = match write {
                 StoreWrite::PutMeta { meta: value } => {
@@ -301,20 +381,24 @@ impl IdbStore {
             };
             queued.map_err(StoreError::from_idb)?;
         }
-        tx.commit("a write").await
+        Ok(())
     }
 
     /// Drops every cached feed (items and heads) to free space, leaving the
     /// outbox, outcomes, meta and subscriptions.
     pub async fn evict_feeds(&self) -> Result<(), StoreError> {
         let tx = self.transaction("readwrite", true)?;
-        if !self.still_leads(&tx.store(META)?).await? {
-            tx.abort();
-            return Err(StoreError::Fenced);
+        let queued = async {
+            if !self.still_leads(&tx.store(META)?).await? {
+                return Err(StoreError::Fenced);
+            }
+            tx.store(MIRROR)?.clear().map_err(StoreError::from_idb)?;
+            tx.store(HEADS)?.clear().map_err(StoreError::from_idb)?;
+            Ok(())
         }
-        tx.store(MIRROR)?.clear().map_err(StoreError::from_idb)?;
-        tx.store(HEADS)?.clear().map_err(StoreError::from_idb)?;
-        tx.commit("dropping the cached feeds").await
+        .await;
+        tx.commit_or_abort(queued, "dropping the cached feeds")
+            .await
     }
 
     /// Inside a transaction: false when this store claimed the lead and
@@ -345,12 +429,19 @@ impl IdbStore {
         let options = js_sys::Object::new();
         let durability = if strict { "strict" } else { "default" };
         js_sys::Reflect::set(&options, &"durability".into(), &durability.into()).map_err(failed)?;
-        let method: js_sys::Function = js_sys::Reflect::get(&self.db, &"transaction".into())
+        let db = self.db.borrow();
+        let method: js_sys::Function = js_sys::Reflect::get(&db, &"transaction".into())
             .map_err(failed)?
             .unchecked_into();
         let raw: web_sys::IdbTransaction = method
-            .call3(&self.db, &names, &mode.into(), &options)
-            .map_err(failed)?
+            .call3(&db, &names, &mode.into(), &options)
+            .map_err(|err| {
+                // "The database connection is closing": deleted or closed under the page.
+                match err.dyn_ref::<web_sys::DomException>() {
+                    Some(e) if e.name() == "InvalidStateError" => StoreError::Closed(e.message()),
+                    _ => failed(err),
+                }
+            })?
             .unchecked_into();
         Ok(Tx {
             tx: raw.clone().into(),
@@ -360,6 +451,6 @@ impl IdbStore {
 
     /// Closes the database connection.
     pub fn close(&self) {
-        self.db.close();
+        self.db.borrow().close();
     }
 }

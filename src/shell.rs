@@ -3,9 +3,10 @@
 //! notifications to the app.
 //!
 //! Inputs (a frame, a timer, a local change) go into the core at once; a
-//! single "pump" task then carries out the accumulated effects in the order
-//! the core prescribes: the store batch first (one transaction), then the
-//! frames, so a change is never on the wire before it is durable.
+//! single "pump" task then carries out the tasks of the durability machine
+//! ([`Durable`], which decides when a change is durable and how to recover
+//! from a failed or lost store): the store batch first (one transaction),
+//! then the frames, so a change is never on the wire before it is durable.
 
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
@@ -13,7 +14,7 @@ use std::rc::{Rc, Weak};
 use futures::channel::oneshot;
 use thoonk_protocol::ServerMessage;
 use thoonk_sync_core::{
-    Config, CoreError, Effects, Notification, StoreBatch, StoreWrite, SyncCore,
+    Config, CoreError, Durable, Effects, Notification, StoreBatch, StoreFailure, SyncCore, Task,
 };
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::JsCast;
@@ -44,10 +45,10 @@ struct Timer {
     _callback: Closure<dyn FnMut()>,
 }
 
-/// The running client: the core and everything around it.
+/// The running client: the core (inside its durability machine) and
+/// everything around it.
 pub struct Shell {
-    core: RefCell<SyncCore>,
-    config: Config,
+    durable: RefCell<Durable>,
     store: IdbStore,
     url: String,
     connection: RefCell<Option<Connection>>,
@@ -63,18 +64,6 @@ pub struct Shell {
     started_fresh: bool,
     /// Stopped because another tab took the lead.
     fenced: Cell<bool>,
-    /// Inputs given to the core so far.
-    inputs: Cell<u64>,
-    /// Inputs whose store writes were carried out (committed, or failed).
-    stored: Cell<u64>,
-    /// The ranges of inputs `(after, through]` whose store batch failed.
-    failed: RefCell<Vec<(u64, u64)>>,
-    /// Store failures since a batch of feed data last committed: the next
-    /// connection waits longer after each (a full quota would otherwise
-    /// fetch the same snapshot again and again).
-    storage_failures: Cell<u32>,
-    /// The wait before the next connection is over.
-    waited: Cell<bool>,
 }
 
 impl Shell {
@@ -82,10 +71,9 @@ impl Shell {
     pub async fn start(config: Config, store: IdbStore, url: String) -> Result<Rc<Self>, String> {
         let state = store.load().await.map_err(|err| err.to_string())?;
         let started_fresh = state.meta.is_none();
-        let core = SyncCore::open(config.clone(), state, now()).map_err(|err| err.to_string())?;
+        let durable = Durable::open(config, state, now()).map_err(|err| err.to_string())?;
         Ok(Rc::new(Self {
-            core: RefCell::new(core),
-            config,
+            durable: RefCell::new(durable),
             store,
             url,
             connection: RefCell::default(),
@@ -98,11 +86,6 @@ impl Shell {
             paused: Cell::new(false),
             started_fresh,
             fenced: Cell::new(false),
-            inputs: Cell::new(0),
-            stored: Cell::new(0),
-            failed: RefCell::default(),
-            storage_failures: Cell::new(0),
-            waited: Cell::new(false),
         }))
     }
 
@@ -119,7 +102,7 @@ impl Shell {
 
     /// Reads the core.
     pub fn with_core<R>(&self, read: impl FnOnce(&SyncCore) -> R) -> R {
-        read(&self.core.borrow())
+        read(self.durable.borrow().core())
     }
 
     /// Gives the core an input, then lets the pump carry out its effects.
@@ -127,8 +110,7 @@ impl Shell {
         self: &Rc<Self>,
         apply: impl FnOnce(&mut SyncCore, u64) -> Result<R, CoreError>,
     ) -> Result<R, CoreError> {
-        let result = apply(&mut self.core.borrow_mut(), now());
-        self.inputs.set(self.inputs.get() + 1);
+        let result = self.durable.borrow_mut().input(now(), apply);
         self.schedule_pump();
         result
     }
@@ -146,19 +128,14 @@ impl Shell {
 
     /// How many inputs the core was given so far: a mark for [`Shell::stored`].
     pub fn inputs(&self) -> u64 {
-        self.inputs.get()
+        self.durable.borrow().mark()
     }
 
     /// True when the store writes of input number `mark` (and every input
     /// before it) were committed: a change made by that input is durable
     /// (whatever happened to it since: confirmed, dismissed, …).
     pub fn stored(&self, mark: u64) -> bool {
-        self.stored.get() >= mark
-            && !self
-                .failed
-                .borrow()
-                .iter()
-                .any(|&(after, through)| after < mark && mark <= through)
+        self.durable.borrow().stored(mark) == Some(true)
     }
 
     /// True once the shell stopped (closed by the app, or fenced).
@@ -186,9 +163,14 @@ impl Shell {
     }
 
     /// Reconnects at once when offline and not paused (the browser came back
-    /// online or the page became visible), instead of waiting for the backoff.
+    /// online or the page became visible), instead of waiting for the backoff
+    /// (but never before the wait after a store failure is over).
     pub fn reconnect_now(self: &Rc<Self>) {
-        if self.paused.get() || self.closed.get() || self.connection.borrow().is_some() {
+        if self.paused.get()
+            || self.closed.get()
+            || self.connection.borrow().is_some()
+            || self.durable.borrow().connect_held(now())
+        {
             return;
         }
         self.connect();
@@ -221,26 +203,53 @@ impl Shell {
         wasm_bindgen_futures::spawn_local(async move { shell.pump().await });
     }
 
+    /// Carries out the durability machine's tasks until it has none.
     async fn pump(self: Rc<Self>) {
         loop {
             if self.closed.get() {
                 break;
             }
-            let through = self.inputs.get();
-            let effects = self.core.borrow_mut().take_effects();
-            if effects.is_empty() {
-                self.stored.set(through);
+            let task = self.durable.borrow_mut().poll(now());
+            let Some(task) = task else {
                 break;
+            };
+            match task {
+                Task::Write(batch) => {
+                    let result = self.write(&batch).await;
+                    if result == Err(StoreFailure::Fenced) {
+                        self.fenced.set(true);
+                        self.drop_connection();
+                    }
+                    self.durable.borrow_mut().write_done(result);
+                }
+                Task::Reload => {
+                    let state = self.store.load().await.map_err(|err| err.to_string());
+                    self.durable.borrow_mut().reloaded(state, now());
+                }
+                Task::Reopen => {
+                    let reopened = self.store.reopen().await.map_err(|err| err.to_string());
+                    self.durable.borrow_mut().reopened(reopened);
+                }
+                Task::Report(message) => {
+                    if let Some(hooks) = self.hooks() {
+                        hooks.storage_failed(&message);
+                    }
+                }
+                Task::Effects(effects) => self.carry_out(effects),
             }
-            let after = self.stored.get();
-            if !self.carry_out(effects).await {
-                self.failed.borrow_mut().push((after, through));
-            }
-            self.stored.set(through);
         }
         self.pumping.set(false);
         for waiter in self.idle_waiters.borrow_mut().drain(..) {
             let _ = waiter.send(());
+        }
+        if self.fenced.get() && !self.closed.get() {
+            // Another tab leads now: the core holds what this tab made
+            // durable (what followers are told from now on); stop.
+            self.close();
+            if let Some(hooks) = self.hooks() {
+                hooks.fenced();
+            }
+            return;
         }
         if !self.closed.get() {
             self.arm_timer();
@@ -254,38 +263,30 @@ impl Shell {
         self.hooks.borrow().clone()
     }
 
-    /// Carries out one round of effects; false when its store batch failed.
-    async fn carry_out(self: &Rc<Self>, effects: Effects) -> bool {
-        if let Some(batch) = &effects.store {
-            match self.store.apply(batch).await {
-                Ok(()) => {
-                    if batch.writes.iter().any(StoreWrite::is_cache) {
-                        self.storage_failures.set(0);
-                    }
-                }
-                Err(StoreError::Fenced) => {
-                    self.step_aside().await;
-                    return false;
-                }
-                Err(StoreError::QuotaExceeded(reason)) if self.make_room(batch).await => {
-                    // The batch's own changes are stored; the cached feeds
-                    // made room for them and load again from the server.
-                    self.recover_from_storage_failure(format!(
-                        "browser storage was full ({reason}): the cached feeds were dropped to \
-                         keep the unsent changes; they load again from the server"
-                    ))
-                    .await;
-                    return true;
-                }
-                Err(err) => {
-                    self.recover_from_storage_failure(err.to_string()).await;
-                    return false;
-                }
+    /// Applies one batch, telling its failure as the durability machine
+    /// needs it.
+    async fn write(&self, batch: &StoreBatch) -> Result<(), StoreFailure> {
+        match self.store.apply(batch).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::Fenced) => Err(StoreFailure::Fenced),
+            Err(StoreError::Closed(reason)) => Err(StoreFailure::Lost(reason)),
+            Err(StoreError::QuotaExceeded(reason)) if self.make_room(batch).await => {
+                // The batch's own changes are stored; the cached feeds
+                // made room for them and load again from the server.
+                Err(StoreFailure::Evicted(reason))
             }
+            Err(err) => Err(StoreFailure::Failed(err.to_string())),
         }
+    }
+
+    /// Carries out the effects of a round whose store batch committed.
+    fn carry_out(self: &Rc<Self>, effects: Effects) {
         if effects.close {
             self.drop_connection();
-            let _ = self.core.borrow_mut().disconnected(now());
+            let _ = self
+                .durable
+                .borrow_mut()
+                .input(now(), |core, now| core.disconnected(now));
         }
         if let Some(connection) = self.connection.borrow().as_ref() {
             for message in &effects.send {
@@ -302,7 +303,6 @@ impl Shell {
                 hooks.notify(notification);
             }
         }
-        true
     }
 
     /// Storage is full: drops every cached feed, then writes what of `batch`
@@ -334,47 +334,6 @@ impl Shell {
         false
     }
 
-    /// Another tab leads now: stop, with the core reloaded from the store
-    /// (what followers are told from now on is what this tab made durable).
-    async fn step_aside(self: &Rc<Self>) {
-        self.fenced.set(true);
-        self.drop_connection();
-        if let Ok(state) = self.store.load().await {
-            if let Ok(core) = SyncCore::open(self.config.clone(), state, now()) {
-                *self.core.borrow_mut() = core;
-            }
-        }
-        self.close();
-        if let Some(hooks) = self.hooks() {
-            hooks.fenced();
-        }
-    }
-
-    /// A batch failed (quota, closed database): nothing of it was written and
-    /// nothing of it is sent. The core is reopened from what the store holds,
-    /// so memory and IndexedDB agree again; the app hears why.
-    async fn recover_from_storage_failure(self: &Rc<Self>, message: String) {
-        self.storage_failures
-            .set(self.storage_failures.get().saturating_add(1));
-        self.waited.set(false);
-        self.core.borrow_mut().storage_failed(message.clone());
-        if let Some(hooks) = self.hooks() {
-            hooks.storage_failed(&message);
-        }
-        self.drop_connection();
-        match self.store.load().await {
-            Ok(state) => match SyncCore::open(self.config.clone(), state, now()) {
-                Ok(core) => *self.core.borrow_mut() = core,
-                Err(err) => {
-                    web_sys::console::error_1(&format!("thoonk-sync: cannot reopen: {err}").into())
-                }
-            },
-            Err(err) => web_sys::console::error_1(
-                &format!("thoonk-sync: cannot reload the store: {err}").into(),
-            ),
-        }
-    }
-
     fn drop_connection(&self) {
         self.generation.set(self.generation.get() + 1);
         self.connection.borrow_mut().take();
@@ -384,21 +343,6 @@ impl Shell {
         self.drop_connection();
         if self.paused.get() {
             let _ = self.input(|core, now| core.disconnected(now));
-            return;
-        }
-        let failures = self.storage_failures.get();
-        if failures > 0 && !self.waited.replace(true) {
-            // After a store failure: 1 s, 2 s, 4 s … up to a minute.
-            let delay = (1000u32 << failures.min(6).saturating_sub(1)).min(60_000) as i32;
-            let weak = Rc::downgrade(self);
-            wasm_bindgen_futures::spawn_local(async move {
-                crate::tabs::sleep(delay).await;
-                if let Some(shell) = weak.upgrade() {
-                    if !shell.closed.get() && shell.connection.borrow().is_none() {
-                        shell.connect();
-                    }
-                }
-            });
             return;
         }
         let generation = self.generation.get();
@@ -419,6 +363,13 @@ impl Shell {
                 let _ = self.input(|core, now| core.disconnected(now));
             }
         }
+    }
+
+    /// The timer fired: the durability machine (and through it the core) hears it.
+    fn timeout(self: &Rc<Self>) -> Result<(), CoreError> {
+        let result = self.durable.borrow_mut().handle_timeout(now());
+        self.schedule_pump();
+        result
     }
 
     fn on_socket(self: &Rc<Self>, event: SocketEvent) {
@@ -453,7 +404,7 @@ impl Shell {
 
     fn arm_timer(self: &Rc<Self>) {
         self.cancel_timer();
-        let Some(deadline) = self.core.borrow().poll_timeout() else {
+        let Some(deadline) = self.durable.borrow().poll_timeout() else {
             return;
         };
         let Some(window) = web_sys::window() else {
@@ -464,7 +415,7 @@ impl Shell {
         let callback = Closure::<dyn FnMut()>::new(move || {
             if let Some(shell) = weak.upgrade() {
                 if !shell.closed.get() {
-                    let _ = shell.input(|core, now| core.handle_timeout(now));
+                    let _ = shell.timeout();
                 }
             }
         });

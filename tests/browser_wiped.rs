@@ -1,13 +1,25 @@
 //! A database wiped between two runs (as when the browser evicts storage) is
-//! detected, with the unconfirmed changes that were lost.
+//! detected, with the unconfirmed changes that were lost; one deleted while
+//! the page runs is created again from memory, and its changes go on.
 #![cfg(target_arch = "wasm32")]
 
 mod browser_support;
 
 use browser_support::*;
+use wasm_bindgen::JsCast;
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
+
+/// Deletes database `name`, as clearing the site's data does.
+async fn delete_database(name: &str) {
+    idb::Factory::new()
+        .unwrap()
+        .delete(name)
+        .unwrap()
+        .await
+        .unwrap();
+}
 
 #[wasm_bindgen_test]
 async fn a_wiped_database_is_reported_with_its_lost_changes() {
@@ -24,12 +36,7 @@ async fn a_wiped_database_is_reported_with_its_lost_changes() {
     assert!(get(&status, "storageWiped").is_null());
     first.close();
 
-    idb::Factory::new()
-        .unwrap()
-        .delete(&db)
-        .unwrap()
-        .await
-        .unwrap();
+    delete_database(&db).await;
 
     let second = open_client("ws://127.0.0.1:9/ws", "wiped-user", &db).await;
     let wiped = get(&second.status(), "storageWiped");
@@ -46,4 +53,65 @@ async fn a_wiped_database_is_reported_with_its_lost_changes() {
     let third = open_client("ws://127.0.0.1:9/ws", "wiped-user", &db).await;
     assert!(get(&third.status(), "storageWiped").is_null());
     third.close();
+}
+
+#[wasm_bindgen_test]
+async fn a_database_deleted_while_open_is_written_back_and_its_changes_go_on() {
+    let db = unique("thoonk-test-deleted-");
+    let feed = unique("deleted:feed");
+    let client = open_client(ws_url(), "deleted-user", &db).await;
+    client.set_online(false);
+    let _unsubscribe = client
+        .subscribe(feed.clone(), Recorder::default().callback())
+        .unwrap();
+    for n in 1..=2 {
+        let item = js_sys::JSON::parse(&format!(r#"{{"n":{n}}}"#)).unwrap();
+        await_promise(
+            client
+                .publish(feed.clone(), item, Some(format!("item-{n}")), None)
+                .unwrap(),
+        )
+        .await;
+    }
+
+    // The site's data is cleared while the page runs with two pending changes.
+    delete_database(&db).await;
+
+    // The next write finds the database gone: it is created again and
+    // written back from memory, and the change is stored.
+    let item = js_sys::JSON::parse(r#"{"n":3}"#).unwrap();
+    await_promise(
+        client
+            .publish(feed.clone(), item, Some("item-3".into()), None)
+            .unwrap(),
+    )
+    .await;
+    let status = client.status();
+    assert!(
+        get(&status, "storageError").as_string().is_some(),
+        "the loss is reported"
+    );
+    assert_ne!(
+        get(&status, "connection").as_string().as_deref(),
+        Some("stopped")
+    );
+    let outbox: js_sys::Array = client.outbox().unchecked_into();
+    assert_eq!(outbox.length(), 3);
+
+    // Back online, every change is sent and confirmed.
+    client.set_online(true);
+    wait_until("the outbox to drain", || {
+        let outbox: js_sys::Array = client.outbox().unchecked_into();
+        outbox.length() == 0 && client.rev(feed.clone()).unwrap() == Some(3.0)
+    })
+    .await;
+    client.close();
+
+    // And the recreated database holds them after a reload.
+    let again = open_client(ws_url(), "deleted-user", &db).await;
+    assert!(get(&again.status(), "storageWiped").is_null());
+    assert_eq!(item_ids(&again, &feed), ["item-1", "item-2", "item-3"]);
+    let outbox: js_sys::Array = again.outbox().unchecked_into();
+    assert_eq!(outbox.length(), 0);
+    again.close();
 }

@@ -269,6 +269,30 @@ impl SyncCore {
         });
     }
 
+    /// The sequence number the next local change gets (its change id is
+    /// `"<client_id>:<seq>"`).
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// After a reopen from the store: makes sure no sequence number below
+    /// `floor` is given again, although the store never heard of it (a change
+    /// whose batch failed had it; its id must never name another change).
+    /// The raised number is written with the next batch.
+    pub fn reserve_seqs_below(&mut self, floor: u64, now: u64) {
+        if floor > self.next_seq {
+            self.next_seq = floor;
+            self.journal.meta = true;
+            self.finish(now);
+        }
+    }
+
+    /// Takes the conflict resolver out (leaving [`MergeResolver`]), to hand
+    /// it to the core reopened after a store failure.
+    pub fn take_resolver(&mut self) -> Box<dyn Resolver> {
+        std::mem::replace(&mut self.resolver, Box::new(MergeResolver))
+    }
+
     /// Timers: reconnect, handshake and keepalive, resends and replay retries.
     pub fn handle_timeout(&mut self, now: u64) -> Result<(), CoreError> {
         self.check_usable()?;

@@ -1,0 +1,467 @@
+//! [`Durable`]: the machine that decides when a change is durable, wrapped
+//! around [`SyncCore`].
+//!
+//! Rules. Every input the shell gives the core gets a number, its *mark*
+//! (counted from 1). The core's effects are carried out one *round* at a
+//! time: the round's store batch first ([`Task::Write`]), then, once it
+//! committed, the rest ([`Task::Effects`]); one write is in flight at most,
+//! and inputs keep coming while it is. An input is *stored* when every write
+//! up to its own committed, and has *failed* when a write failed before that:
+//! a failed write fails every input not yet committed — also those given
+//! while it was in flight, whose writes the stopped core drops. The core is
+//! then reopened from the store ([`Task::Reload`]), and its next sequence
+//! number never goes back: a change id once given never names another
+//! change. The first connection after a store failure waits 1 s, 2 s, 4 s, …
+//! up to a minute (as part of [`Durable::poll_timeout`]), so that a full
+//! quota does not fetch the same snapshot again and again. A database lost
+//! under the page (deleted or closed by the browser) is reopened
+//! ([`Task::Reopen`]); when it comes back empty, the core's whole state is
+//! written back from memory — first what the server cannot give back
+//! (outbox, outcomes, meta, subscriptions), then the cached feeds — and the
+//! round goes on: nothing fails and nothing is reloaded.
+
+use std::collections::VecDeque;
+
+use crate::config::Config;
+use crate::core::SyncCore;
+use crate::effects::Effects;
+use crate::error::CoreError;
+use crate::store::{StoreBatch, StoreWrite, StoredState};
+
+/// How often in a row a lost database is reopened before the loss counts as
+/// a plain failure.
+const MAX_REOPENS: u32 = 3;
+
+/// Why a store batch was not written, as the shell tells it from its store's error.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StoreFailure {
+    /// Nothing of the batch was written (quota, refused request, …).
+    #[error("{0}")]
+    Failed(String),
+    /// Storage was full: the shell dropped every cached feed and wrote the
+    /// rest of the batch (its changes are stored; the feeds load again).
+    #[error("browser storage was full ({0}): the cached feeds were dropped to keep the unsent changes; they load again from the server")]
+    Evicted(String),
+    /// The database was deleted or closed under the page: nothing was
+    /// written, and the shell can open it again.
+    #[error("the local database was deleted or closed while the page was open ({0})")]
+    Lost(String),
+    /// Another tab leads the database now: nothing was written.
+    #[error("another tab leads the local database now")]
+    Fenced,
+}
+
+/// What the shell must do next (see [`Durable::poll`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Task {
+    /// Apply this batch in one transaction, then call [`Durable::write_done`].
+    Write(StoreBatch),
+    /// Carry out these effects (they never hold a store batch): close, send,
+    /// connect, notify, as [`Effects`] documents.
+    Effects(Effects),
+    /// Load the whole store, then call [`Durable::reloaded`].
+    Reload,
+    /// Open the database again (creating it when it is gone), then call
+    /// [`Durable::reopened`].
+    Reopen,
+    /// Tell the app that the store failed, and why (its `storageError`).
+    Report(String),
+}
+
+/// What the machine waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Free to hand out the next write or round.
+    Idle,
+    /// A write, a reload or a reopen was handed out and is not answered yet.
+    Busy,
+    /// The store must be loaded (after a failure).
+    Reload,
+    /// The database must be opened again (it was lost).
+    Reopen,
+    /// Stopped for good: fenced, or the store cannot be read.
+    Stopped,
+}
+
+/// A round whose store batch is being written.
+#[derive(Debug)]
+struct Round {
+    /// The last input whose effects the round holds.
+    through: u64,
+    /// Its store batch (written again after a lost database that came back).
+    batch: StoreBatch,
+    /// The rest of its effects, carried out once the batch committed.
+    rest: Effects,
+}
+
+/// The durability machine: a [`SyncCore`], the bookkeeping of which
+/// inputs' writes committed or failed, the recovery after a failed or lost
+/// store, and the wait before the next connection after a failure.
+///
+/// A shell's loop: give inputs with [`Durable::input`] (remember
+/// [`Durable::mark`] for a change), then call [`Durable::poll`] until it
+/// gives `None`, carrying out each [`Task`] and answering it; arm a timer
+/// for [`Durable::poll_timeout`] and call [`Durable::handle_timeout`].
+pub struct Durable {
+    core: SyncCore,
+    config: Config,
+    /// Inputs given so far.
+    given: u64,
+    /// Every input up to this one had its writes committed.
+    committed: u64,
+    /// Every input up to this one is decided: stored, or failed.
+    settled: u64,
+    /// Ranges `(after, through]` of inputs whose writes failed.
+    failed: Vec<(u64, u64)>,
+    /// The lowest sequence number the core may give next.
+    seq_floor: u64,
+    phase: Phase,
+    round: Option<Round>,
+    /// Batches to write before the round's own effects (a write-back).
+    writes: VecDeque<StoreBatch>,
+    /// The batches in `writes` are the core's whole state as of this mark.
+    image: Option<u64>,
+    /// Tasks the shell can carry out at once.
+    ready: VecDeque<Task>,
+    /// Store failures since a batch of feed data last committed.
+    storage_failures: u32,
+    /// Lost databases in a row.
+    reopens: u32,
+    /// No connection before this time (after a store failure).
+    connect_at: Option<u64>,
+    /// The core asked to connect before `connect_at`: released then.
+    held_connect: bool,
+    /// Stopped because another tab leads.
+    fenced: bool,
+}
+
+impl Durable {
+    /// Opens the core over the state loaded from the store.
+    pub fn open(config: Config, state: StoredState, now: u64) -> Result<Self, CoreError> {
+        let core = SyncCore::open(config.clone(), state, now)?;
+        Ok(Self {
+            seq_floor: core.next_seq(),
+            core,
+            config,
+            given: 0,
+            committed: 0,
+            settled: 0,
+            failed: Vec::new(),
+            phase: Phase::Idle,
+            round: None,
+            writes: VecDeque::new(),
+            image: None,
+            ready: VecDeque::new(),
+            storage_failures: 0,
+            reopens: 0,
+            connect_at: None,
+            held_connect: false,
+            fenced: false,
+        })
+    }
+
+    /// Reads the core.
+    pub fn core(&self) -> &SyncCore {
+        &self.core
+    }
+
+    /// Gives the core an input (a local change, a frame, a connection
+    /// event, …); it gets the next mark.
+    pub fn input<R>(&mut self, now: u64, apply: impl FnOnce(&mut SyncCore, u64) -> R) -> R {
+        let result = apply(&mut self.core, now);
+        self.given += 1;
+        self.seq_floor = self.seq_floor.max(self.core.next_seq());
+        result
+    }
+
+    /// The mark of the last input given: a change made by that input is
+    /// durable once [`Durable::stored`] says so.
+    pub fn mark(&self) -> u64 {
+        self.given
+    }
+
+    /// Whether the writes of input `mark` (and every input before it)
+    /// committed: `None` while that is not decided, `Some(false)` when they
+    /// failed (the change was never stored and is not in the core).
+    pub fn stored(&self, mark: u64) -> Option<bool> {
+        if mark > self.settled {
+            return None;
+        }
+        Some(
+            !self
+                .failed
+                .iter()
+                .any(|&(after, through)| after < mark && mark <= through),
+        )
+    }
+
+    /// True once another tab took the lead: nothing more is written.
+    pub fn is_fenced(&self) -> bool {
+        self.fenced
+    }
+
+    /// True when no connection may be opened at `now` (the wait after a
+    /// store failure is not over).
+    pub fn connect_held(&self, now: u64) -> bool {
+        self.connect_at.is_some_and(|at| now < at)
+    }
+
+    /// The next task, or `None` when there is nothing to do until an answer
+    /// or a new input comes.
+    pub fn poll(&mut self, now: u64) -> Option<Task> {
+        if let Some(task) = self.ready.pop_front() {
+            return Some(task);
+        }
+        match self.phase {
+            Phase::Busy | Phase::Stopped => return None,
+            Phase::Reload => {
+                self.phase = Phase::Busy;
+                return Some(Task::Reload);
+            }
+            Phase::Reopen => {
+                self.phase = Phase::Busy;
+                return Some(Task::Reopen);
+            }
+            Phase::Idle => {}
+        }
+        if let Some(batch) = self.writes.front() {
+            self.phase = Phase::Busy;
+            return Some(Task::Write(batch.clone()));
+        }
+        let through = self.given;
+        let mut effects = self.core.take_effects();
+        if self.held_connect && !self.connect_held(now) {
+            // The wait after a store failure is over.
+            self.held_connect = false;
+            effects.connect = true;
+        }
+        if effects.connect && self.connect_held(now) {
+            effects.connect = false;
+            self.held_connect = true;
+        }
+        if let Some(batch) = effects.store.take() {
+            self.writes.push_back(batch.clone());
+            self.round = Some(Round {
+                through,
+                batch: batch.clone(),
+                rest: effects,
+            });
+            self.phase = Phase::Busy;
+            return Some(Task::Write(batch));
+        }
+        self.committed = through;
+        self.settled = through;
+        (!effects.is_empty()).then_some(Task::Effects(effects))
+    }
+
+    /// The answer to [`Task::Write`].
+    pub fn write_done(&mut self, result: Result<(), StoreFailure>) {
+        if self.phase != Phase::Busy {
+            return;
+        }
+        self.phase = Phase::Idle;
+        match result {
+            Ok(()) => {
+                let batch = self.writes.pop_front();
+                if batch.is_some_and(|b| b.writes.iter().any(StoreWrite::is_cache)) {
+                    self.storage_failures = 0;
+                }
+                if let Some(image) = self.image {
+                    // The first part of a write-back holds every change.
+                    self.committed = self.committed.max(image);
+                }
+                if self.writes.is_empty() {
+                    self.reopens = 0;
+                    self.image = None;
+                    self.finish_round();
+                }
+            }
+            Err(StoreFailure::Evicted(reason)) => {
+                let through = self.round.as_ref().map_or(self.committed, |r| r.through);
+                self.committed = self.committed.max(through);
+                self.fail(StoreFailure::Evicted(reason).to_string());
+            }
+            Err(StoreFailure::Failed(reason)) => self.fail(reason),
+            Err(StoreFailure::Lost(reason)) => {
+                self.reopens += 1;
+                if self.reopens > MAX_REOPENS {
+                    self.fail(StoreFailure::Lost(reason).to_string());
+                    return;
+                }
+                self.writes.clear();
+                self.phase = Phase::Reopen;
+                self.ready.push_back(Task::Report(format!(
+                    "{}; it is opened again and written back from memory",
+                    StoreFailure::Lost(reason)
+                )));
+            }
+            Err(StoreFailure::Fenced) => {
+                self.fenced = true;
+                self.fail(StoreFailure::Fenced.to_string());
+                self.ready.clear();
+            }
+        }
+    }
+
+    /// The answer to [`Task::Reopen`]: `Ok(true)` when the database came
+    /// back empty (it was deleted), `Ok(false)` when it still holds what
+    /// was last committed.
+    pub fn reopened(&mut self, result: Result<bool, String>) {
+        if self.phase != Phase::Busy {
+            return;
+        }
+        self.phase = Phase::Idle;
+        match result {
+            Ok(empty) if empty || self.image.is_some() => {
+                let (kept, cache) = image(&self.core.stored_state());
+                self.image = Some(self.given);
+                self.writes.clear();
+                self.writes.push_back(kept);
+                if !cache.is_empty() {
+                    self.writes.push_back(cache);
+                }
+            }
+            Ok(_) => {
+                self.writes.clear();
+                if let Some(round) = &self.round {
+                    self.writes.push_back(round.batch.clone());
+                }
+            }
+            Err(reason) => self.fail(format!(
+                "the lost local database cannot be opened again: {reason}"
+            )),
+        }
+    }
+
+    /// The answer to [`Task::Reload`]: the core opens again over what the
+    /// store holds (keeping its resolver and never going back in sequence
+    /// numbers).
+    pub fn reloaded(&mut self, result: Result<StoredState, String>, now: u64) {
+        if self.phase != Phase::Busy {
+            return;
+        }
+        let opened = result.and_then(|state| {
+            SyncCore::open(self.config.clone(), state, now).map_err(|err| err.to_string())
+        });
+        match opened {
+            Ok(mut core) => {
+                core.set_resolver(self.core.take_resolver());
+                core.reserve_seqs_below(self.seq_floor, now);
+                self.core = core;
+                if self.fenced {
+                    self.phase = Phase::Stopped;
+                    return;
+                }
+                self.phase = Phase::Idle;
+                // After a store failure: 1 s, 2 s, 4 s … up to a minute.
+                let failures = self.storage_failures.clamp(1, 7);
+                self.connect_at = Some(now + (1000u64 << (failures - 1)).min(60_000));
+            }
+            Err(reason) => {
+                self.phase = Phase::Stopped;
+                self.ready.push_back(Task::Report(format!(
+                    "the local database cannot be read again: {reason}"
+                )));
+            }
+        }
+    }
+
+    /// The next time [`Durable::handle_timeout`] has work (a held
+    /// connection counts only while nothing is in flight: the answer to what
+    /// is leads to the next [`Durable::poll`] anyway).
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let held = self
+            .connect_at
+            .filter(|_| self.held_connect && self.phase == Phase::Idle);
+        [self.core.poll_timeout(), held].into_iter().flatten().min()
+    }
+
+    /// The timer fired: gives the core its timeout (an input). A connection
+    /// held back after a store failure is asked for by the next
+    /// [`Durable::poll`] once its wait is over.
+    pub fn handle_timeout(&mut self, now: u64) -> Result<(), CoreError> {
+        self.input(now, |core, now| core.handle_timeout(now))
+    }
+
+    /// The round's batch (and any write-back before it) committed: its
+    /// inputs are stored, the rest of its effects can be carried out.
+    fn finish_round(&mut self) {
+        if let Some(round) = self.round.take() {
+            self.committed = self.committed.max(round.through);
+            if !round.rest.is_empty() {
+                self.ready.push_back(Task::Effects(round.rest));
+            }
+        }
+        self.settled = self.settled.max(self.committed);
+    }
+
+    /// A write failed: every input not committed failed with it (the core
+    /// drops their writes when it stops), and the core reloads.
+    fn fail(&mut self, reason: String) {
+        if self.given > self.committed {
+            self.failed.push((self.committed, self.given));
+        }
+        self.committed = self.given;
+        self.settled = self.given;
+        self.seq_floor = self.seq_floor.max(self.core.next_seq());
+        self.storage_failures = self.storage_failures.saturating_add(1);
+        self.round = None;
+        self.writes.clear();
+        self.image = None;
+        self.reopens = 0;
+        // The reopened core asks to connect again, after a new wait.
+        self.held_connect = false;
+        self.core.storage_failed(reason.clone());
+        let stopped = self.core.take_effects();
+        self.ready.push_back(Task::Effects(Effects {
+            close: stopped.close,
+            ..Effects::default()
+        }));
+        self.ready.push_back(Task::Report(reason));
+        self.phase = Phase::Reload;
+    }
+}
+
+/// The core's whole state as two batches for an empty store: first what the
+/// server cannot give back (outbox first, then outcomes, meta and
+/// subscriptions), then the cached feeds.
+fn image(state: &StoredState) -> (StoreBatch, StoreBatch) {
+    let mut kept = StoreBatch::default();
+    kept.writes
+        .extend(state.outbox.values().map(|entry| StoreWrite::PutOutbox {
+            entry: entry.clone(),
+        }));
+    kept.writes.extend(
+        state
+            .outcomes
+            .values()
+            .map(|outcome| StoreWrite::PutOutcome {
+                outcome: outcome.clone(),
+            }),
+    );
+    if let Some(meta) = &state.meta {
+        kept.writes.push(StoreWrite::PutMeta { meta: meta.clone() });
+    }
+    kept.writes.extend(
+        state
+            .subscriptions
+            .iter()
+            .map(|pattern| StoreWrite::PutSubscription {
+                pattern: pattern.clone(),
+            }),
+    );
+    let mut cache = StoreBatch::default();
+    cache
+        .writes
+        .extend(state.feeds.iter().map(|(feed, head)| StoreWrite::PutFeed {
+            feed: feed.clone(),
+            head: *head,
+        }));
+    cache.writes.extend(
+        state
+            .items
+            .values()
+            .map(|item| StoreWrite::PutItem { item: item.clone() }),
+    );
+    (kept, cache)
+}
