@@ -1,13 +1,14 @@
 //! The leading tab: it holds the database and the connection (the shell
-//! around the sync core), serves the other tabs' requests and tells them
-//! every change.
+//! around the sync core), carries out what the tab machine asks of a leader
+//! (queue a follower's change, answer a join or a subscription) and tells the
+//! other tabs every change.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::{Rc, Weak};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use thoonk_protocol::{ChangeId, FeedName, FeedPattern, ItemId, Operation};
 use thoonk_sync_core::{
     Config, ConflictCase, ItemView, Notification, Resolution, Resolver, ResolverError, Status,
@@ -15,13 +16,14 @@ use thoonk_sync_core::{
 };
 use wasm_bindgen::prelude::*;
 
-use crate::client::{from_js, js_error, random_seed, to_js, FeedChangeJs, ItemJs};
-use crate::follower::Follower;
+use thoonk_sync_core::tabs::{
+    FeedChange, Origin, OutboxEntry, OutcomeEvent, Refusal, SharedState, TabMachine, TabMessage,
+};
+
+use crate::client::{from_js, js_error, random_seed, to_js, ItemJs};
 use crate::idb::IdbStore;
 use crate::shell::{AppHooks, Shell};
-use crate::tab::{Callbacks, Role, Tab};
-use crate::tabs::TabMessage;
-use crate::view_cache::ViewCache;
+use crate::tab::{feed_view_js, outcome_js, Tab};
 
 /// What the client last wrote about itself outside IndexedDB (localStorage),
 /// so that a database the browser wiped is noticed, with the changes lost.
@@ -56,16 +58,6 @@ struct StatusJs {
 struct FeedHeadJs {
     epoch: u64,
     rev: u64,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct OutboxEntryJs<'a> {
-    id: &'a ChangeId,
-    op: &'a Operation,
-    created_at: u64,
-    conflicts: u32,
-    accepted: bool,
 }
 
 /// Listens for the browser coming back online or the page becoming visible
@@ -154,17 +146,6 @@ impl Resolver for JsResolver {
     }
 }
 
-/// A whole feed view as one `FeedChange`: every item, and the order.
-fn full_view(feed: &FeedName, views: &[ItemView], removed: &[ItemId]) -> Value {
-    let order: Vec<ItemId> = views.iter().map(|v| v.id.clone()).collect();
-    json_value(&FeedChangeJs {
-        feed,
-        changed: views.iter().map(ItemJs::from).collect(),
-        removed,
-        order: &Some(order),
-    })
-}
-
 fn json_value<T: Serialize>(value: &T) -> Value {
     serde_json::to_value(value).expect("API values always serialize")
 }
@@ -173,8 +154,6 @@ fn json_value<T: Serialize>(value: &T) -> Value {
 pub struct Leader {
     /// The shell around the sync core.
     pub shell: Rc<Shell>,
-    /// The patterns each following tab follows.
-    followers: RefCell<BTreeMap<String, BTreeSet<FeedPattern>>>,
     storage_error: RefCell<Option<String>>,
     storage_wiped: Option<StorageMarker>,
     marker_key: String,
@@ -229,7 +208,6 @@ impl Leader {
         let network = NetworkListeners::listen(&shell);
         Ok(Self {
             shell,
-            followers: RefCell::default(),
             storage_error: RefCell::default(),
             storage_wiped,
             marker_key,
@@ -239,203 +217,118 @@ impl Leader {
         })
     }
 
-    /// Takes over from the follower this tab was: its app's subscriptions,
-    /// the changes it forwarded without an answer, and the views it showed.
-    pub async fn took_over(tab: &Rc<Tab>, follower: Option<Box<Follower>>) {
-        let Some(shell) = leader_shell(tab) else {
+    /// This tab leads now: shows its app the views as this tab's store has
+    /// them (replacing those it showed while following).
+    pub fn led(tab: &Rc<Tab>) {
+        let Some(shell) = tab.shell() else {
             return;
         };
-        for pattern in tab.callbacks.patterns() {
-            let _ = shell.input(|core, now| core.subscribe(pattern, now));
-        }
-        let (forwarded, cache) = match follower {
-            Some(follower) => {
-                let follower = *follower;
-                (follower.forwarded, follower.cache)
-            }
-            None => (vec![], ViewCache::default()),
-        };
-        let mut replies = vec![];
-        for change in forwarded {
-            let op = change.op;
-            let queued = match change.id {
-                Some(id) => shell.input(|core, now| core.change_with_id(id, op, now)),
-                None => shell.input(|core, now| core.change(op, now)),
-            };
-            replies.push((queued, change.reply));
-        }
-        let mark = shell.inputs();
-        shell.settled().await;
-        for (queued, reply) in replies {
-            let answer = match queued {
-                Ok(id) if shell.stored(mark) => Ok(id),
-                Ok(_) => Err(js_error("storage", "the change could not be stored")),
-                Err(err) => Err(crate::client::core_error(err)),
-            };
-            let _ = reply.send(answer);
-        }
-        // The app's views as this tab's store has them now.
-        let mut feeds: BTreeSet<String> = cache.feeds().map(str::to_owned).collect();
+        let cache = tab.take_follower_cache();
+        let mut feeds: BTreeSet<FeedName> = cache.feeds().cloned().collect();
         feeds.extend(
             shell
                 .with_core(SyncCore::feeds)
                 .into_iter()
-                .filter(|feed| tab.callbacks.follows(feed))
-                .map(|feed| feed.as_str().to_owned()),
+                .filter(|feed| tab.callbacks.follows(feed)),
         );
         for feed in feeds {
-            let Ok(feed) = FeedName::new(feed) else {
-                continue;
-            };
             let views = shell.with_core(|core| core.view(&feed));
             let removed: Vec<ItemId> = cache
-                .items(feed.as_str())
+                .items(&feed)
                 .unwrap_or_default()
                 .iter()
-                .filter_map(|item| item["id"].as_str())
-                .filter(|id| !views.iter().any(|v| v.id.as_str() == *id))
-                .filter_map(|id| ItemId::new(id).ok())
+                .map(|item| item.id.clone())
+                .filter(|id| !views.iter().any(|v| &v.id == id))
                 .collect();
+            let order = Some(views.iter().map(|v| v.id.clone()).collect());
             tab.callbacks
-                .feed_changed(&full_view(&feed, &views, &removed));
+                .feed_changed(&feed_view_js(&feed, &views, &removed, &order));
         }
-        if let Role::Leader(leader) = &*tab.role.borrow() {
-            tab.callbacks.settle_known(&leader.outcomes());
-        }
+        let known = tab
+            .leader
+            .borrow()
+            .as_ref()
+            .map(Leader::outcomes)
+            .unwrap_or_default();
+        tab.callbacks.settle_known(&known);
         LeaderHooks(Rc::downgrade(tab)).settled();
     }
 
-    /// Answers a follower.
-    pub fn serve(tab: &Rc<Tab>, message: TabMessage) {
-        let Some(shell) = leader_shell(tab) else {
+    /// Queues a change another tab (or this one, before it led) made, under
+    /// its id, and tells the machine once it is durable or refused. A leader
+    /// closed or fenced first says nothing: the next leader hears it again.
+    pub fn queue(tab: &Rc<Tab>, origin: Origin, id: ChangeId, op: Operation) {
+        let Some(shell) = tab.shell() else {
             return;
         };
-        match message {
-            TabMessage::Join { tab: from } => {
-                let welcome = with_leader(tab, |leader| {
-                    leader
-                        .followers
-                        .borrow_mut()
-                        .entry(from.clone())
-                        .or_default();
-                    TabMessage::Welcome {
-                        to: from,
-                        client_id: shell.with_core(|core| core.client_id().to_owned()),
-                        state: leader.state(),
-                        outcomes: leader.outcomes(),
-                    }
-                });
-                if let Some(welcome) = welcome {
-                    tab.post(&welcome);
-                }
-            }
-            TabMessage::Leave { tab: from } => {
-                with_leader(tab, |leader| leader.followers.borrow_mut().remove(&from));
-            }
-            TabMessage::Subscribe {
-                tab: from,
-                req,
-                pattern,
-            } => {
-                with_leader(tab, |leader| {
-                    leader
-                        .followers
-                        .borrow_mut()
-                        .entry(from.clone())
-                        .or_default()
-                        .insert(pattern.clone())
-                });
-                let _ = shell.input(|core, now| core.subscribe(pattern.clone(), now));
-                let feeds = shell.with_core(|core| {
-                    core.feeds()
-                        .into_iter()
-                        .filter(|feed| pattern.matches(feed))
-                        .map(|feed| full_view(&feed, &core.view(&feed), &[]))
-                        .collect()
-                });
-                tab.post(&TabMessage::Views {
-                    to: from,
-                    req,
-                    feeds,
-                });
-            }
-            TabMessage::Unsubscribe { tab: from, pattern } => {
-                with_leader(tab, |leader| {
-                    if let Some(patterns) = leader.followers.borrow_mut().get_mut(&from) {
-                        patterns.remove(&pattern);
-                    }
-                    leader.unsubscribe_if_unused(&tab.callbacks, &pattern);
-                });
-            }
-            TabMessage::Change { tab: from, id, op } => {
-                let queued = shell.input(|core, now| core.change_with_id(id.clone(), op, now));
-                let mark = shell.inputs();
-                let tab = tab.clone();
-                wasm_bindgen_futures::spawn_local(async move {
-                    shell.settled().await;
-                    let answer = match queued {
-                        Ok(id) if shell.stored(mark) => TabMessage::Queued { to: from, id },
-                        // Closed or fenced first: the next leader hears it again.
-                        Ok(_) if shell.is_closed() => return,
-                        Ok(id) => TabMessage::Refused {
-                            to: from,
-                            id,
-                            code: "storage".into(),
-                            message: "the change could not be stored".into(),
-                        },
-                        Err(err) => {
-                            let error = crate::client::core_error(err);
-                            TabMessage::Refused {
-                                to: from,
-                                id,
-                                code: js_sys::Reflect::get(&error, &"code".into())
-                                    .ok()
-                                    .and_then(|c| c.as_string())
-                                    .unwrap_or_default(),
-                                message: js_sys::Reflect::get(&error, &"message".into())
-                                    .ok()
-                                    .and_then(|m| m.as_string())
-                                    .unwrap_or_default(),
-                            }
-                        }
+        let queued = shell.input(|core, now| core.change_with_id(id.clone(), op, now));
+        let mark = shell.inputs();
+        let tab = tab.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            shell.settled().await;
+            let result = match queued {
+                Ok(_) if shell.stored(mark) => Ok(()),
+                Ok(_) if shell.is_closed() => return,
+                Ok(_) => Err(Refusal::new("storage", "the change could not be stored")),
+                Err(err) => {
+                    let error = crate::client::core_error(err);
+                    let field = |name: &str| {
+                        js_sys::Reflect::get(&error, &name.into())
+                            .ok()
+                            .and_then(|c| c.as_string())
+                            .unwrap_or_default()
                     };
-                    tab.post(&answer);
-                });
-            }
-            TabMessage::Dismiss { id } => {
-                let _ = shell.input(|core, now| core.dismiss_outcome(&id, now));
-            }
-            TabMessage::SetOnline { online } => {
-                tab.paused.set(!online);
-                shell.set_paused(!online);
-            }
-            TabMessage::Ping { tab: from } => tab.post(&TabMessage::Pong { to: from }),
-            _ => {}
-        }
+                    Err(Refusal::new(field("code"), field("message")))
+                }
+            };
+            tab.queued(origin, id, result);
+        });
     }
 
-    /// Unsubscribes the core from `pattern` when neither this tab's app nor
-    /// a following tab follows it.
-    pub fn unsubscribe_if_unused(&self, callbacks: &Callbacks, pattern: &FeedPattern) {
-        let used = callbacks.patterns().contains(pattern)
-            || self
-                .followers
-                .borrow()
+    /// The views of the feeds `pattern` matches, for a follower that follows it.
+    pub fn views(&self, pattern: &FeedPattern) -> Vec<FeedChange> {
+        self.shell.with_core(|core| {
+            core.feeds()
+                .into_iter()
+                .filter(|feed| pattern.matches(feed))
+                .map(|feed| {
+                    let views = core.view(&feed);
+                    FeedChange::full(feed, views, vec![])
+                })
+                .collect()
+        })
+    }
+
+    /// The views of the feeds the app follows, for the follower this tab becomes.
+    pub fn followed_views(&self, machine: &TabMachine) -> Vec<(FeedName, Vec<ItemView>)> {
+        self.shell.with_core(|core| {
+            core.feeds()
+                .into_iter()
+                .filter(|feed| machine.follows(feed))
+                .map(|feed| {
+                    let views = core.view(&feed);
+                    (feed, views)
+                })
+                .collect()
+        })
+    }
+
+    /// The stored outcomes.
+    pub fn outcome_events(&self) -> Vec<OutcomeEvent> {
+        self.shell.with_core(|core| {
+            core.outcomes()
                 .values()
-                .any(|p| p.contains(pattern));
-        if !used {
-            let _ = self.shell.input(|core, now| core.unsubscribe(pattern, now));
-        }
+                .map(|r| OutcomeEvent {
+                    id: r.id.clone(),
+                    outcome: r.outcome.clone(),
+                })
+                .collect()
+        })
     }
 
     /// The stored outcome events, `{ id, outcome }`.
     pub fn outcomes(&self) -> Vec<Value> {
-        self.shell.with_core(|core| {
-            core.outcomes()
-                .values()
-                .map(|r| json!({ "id": r.id, "outcome": r.outcome }))
-                .collect()
-        })
+        self.outcome_events().iter().map(outcome_js).collect()
     }
 
     /// The status as `status()` shows it.
@@ -471,25 +364,30 @@ impl Leader {
 
     /// The pending changes as `outbox()` shows them.
     pub fn outbox(&self) -> Value {
+        json_value(&self.outbox_entries())
+    }
+
+    fn outbox_entries(&self) -> Vec<OutboxEntry> {
         self.shell.with_core(|core| {
-            let entries = core.pending();
-            let entries: Vec<OutboxEntryJs<'_>> = entries
-                .iter()
-                .map(|e| OutboxEntryJs {
-                    id: &e.id,
-                    op: &e.op,
+            core.pending()
+                .into_iter()
+                .map(|e| OutboxEntry {
+                    accepted: e.accepted.is_some(),
+                    id: e.id,
+                    op: e.op,
                     created_at: e.created_at,
                     conflicts: e.conflicts,
-                    accepted: e.accepted.is_some(),
                 })
-                .collect();
-            json_value(&entries)
+                .collect()
         })
     }
 
     /// Status and outbox, as followers get them.
-    fn state(&self) -> Value {
-        json!({ "status": self.status(), "outbox": self.outbox() })
+    pub fn shared_state(&self) -> SharedState {
+        SharedState {
+            status: serde_json::from_value(self.status()).unwrap_or_default(),
+            outbox: self.outbox_entries(),
+        }
     }
 
     /// The app's view of `feed` as JSON items.
@@ -516,50 +414,14 @@ impl Leader {
         *self.last_marker.borrow_mut() = Some(text);
     }
 
-    /// What a follower starts from when this tab stops leading: the client
-    /// id, the state and the views of the feeds the app follows.
-    pub fn close_into_follower(self, tab: &Rc<Tab>) -> Follower {
-        let mut cache = ViewCache::default();
-        let shell = self.shell.clone();
-        for feed in shell.with_core(SyncCore::feeds) {
-            if tab.callbacks.follows(&feed) {
-                let items = self.items(&feed);
-                cache.replace(feed.as_str(), items.as_array().cloned().unwrap_or_default());
-            }
-        }
-        let outcomes = self
-            .outcomes()
-            .into_iter()
-            .filter_map(|event| Some((ChangeId(event["id"].as_str()?.to_owned()), event)))
-            .collect();
-        let client_id = shell.with_core(|core| core.client_id().to_owned());
-        let state = self.state();
-        self.close();
-        Follower::new(tab, Some(client_id), Some(state), cache, outcomes)
-    }
-
     /// Stops the core and lets go of the store.
     pub fn close(self) {
         self.shell.close();
     }
 }
 
-fn leader_shell(tab: &Tab) -> Option<Rc<Shell>> {
-    match &*tab.role.borrow() {
-        Role::Leader(leader) => Some(leader.shell.clone()),
-        _ => None,
-    }
-}
-
 fn with_leader<R>(tab: &Tab, read: impl FnOnce(&Leader) -> R) -> Option<R> {
-    match &*tab.role.borrow() {
-        Role::Leader(leader) => Some(read(leader)),
-        _ => None,
-    }
-}
-
-fn has_followers(tab: &Tab) -> bool {
-    with_leader(tab, |leader| !leader.followers.borrow().is_empty()).unwrap_or(false)
+    tab.leader.borrow().as_ref().map(read)
 }
 
 /// The shell's hooks: hands notifications to this tab's app and to the other tabs.
@@ -577,22 +439,27 @@ impl AppHooks for LeaderHooks {
                 removed,
                 order,
             } => {
-                let change = json_value(&FeedChangeJs {
-                    feed,
-                    changed: changed.iter().map(ItemJs::from).collect(),
-                    removed,
-                    order,
-                });
-                tab.callbacks.feed_changed(&change);
-                if has_followers(&tab) {
-                    tab.post(&TabMessage::Items { change });
+                tab.callbacks
+                    .feed_changed(&feed_view_js(feed, changed, removed, order));
+                if tab.has_followers() {
+                    tab.broadcast(TabMessage::Items {
+                        change: FeedChange {
+                            feed: feed.clone(),
+                            changed: changed.clone(),
+                            removed: removed.clone(),
+                            order: order.clone(),
+                        },
+                    });
                 }
             }
             Notification::Outcome { change, outcome } => {
-                let event = json!({ "id": change, "outcome": outcome });
-                tab.callbacks.outcome(&event);
-                if has_followers(&tab) {
-                    tab.post(&TabMessage::Outcome { event });
+                let event = OutcomeEvent {
+                    id: change.clone(),
+                    outcome: outcome.clone(),
+                };
+                tab.callbacks.outcome(&outcome_js(&event));
+                if tab.has_followers() {
+                    tab.broadcast(TabMessage::Outcome { event });
                 }
             }
             Notification::Status { status } => {
@@ -623,18 +490,17 @@ impl AppHooks for LeaderHooks {
         };
         let Some((status, state)) = with_leader(&tab, |leader| {
             leader.write_marker();
-            let state = leader.state();
-            let text = state.to_string();
+            let state = leader.shared_state();
+            let text = serde_json::to_string(&state).unwrap_or_default();
             let changed = leader.last_state.borrow().as_deref() != Some(text.as_str());
             *leader.last_state.borrow_mut() = Some(text);
-            let followed = !leader.followers.borrow().is_empty();
-            (leader.status(), (changed && followed).then_some(state))
+            (leader.status(), changed.then_some(state))
         }) else {
             return;
         };
         tab.callbacks.status(&status);
         if let Some(state) = state {
-            tab.post(&TabMessage::State { state });
+            tab.broadcast(TabMessage::State { state });
         }
     }
 
@@ -647,7 +513,7 @@ impl AppHooks for LeaderHooks {
 
 /// Asks the app's `getToken` for a new token after the server refused one.
 fn refresh_token(tab: &Rc<Tab>) {
-    let (Some(get_token), Some(shell)) = (tab.options.get_token.clone(), leader_shell(tab)) else {
+    let (Some(get_token), Some(shell)) = (tab.options.get_token.clone(), tab.shell()) else {
         return;
     };
     let tab = tab.clone();

@@ -9,8 +9,6 @@
 #[cfg(target_arch = "wasm32")]
 mod client;
 #[cfg(target_arch = "wasm32")]
-mod follower;
-#[cfg(target_arch = "wasm32")]
 pub mod idb;
 #[cfg(target_arch = "wasm32")]
 mod leader;
@@ -22,9 +20,6 @@ mod socket;
 mod tab;
 #[cfg(target_arch = "wasm32")]
 mod tabs;
-// Natively only its unit tests use it.
-#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
-mod view_cache;
 
 #[cfg(target_arch = "wasm32")]
 pub use client::{Client, ClientOptions, OnChange};

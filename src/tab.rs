@@ -1,6 +1,8 @@
-//! One client in one tab: the app's callbacks, and the role the tab plays for
-//! its database (leader or follower, see [`crate::tabs`]), with the moves
-//! between them.
+//! One client in one tab: the app's callbacks, and the glue between the tab
+//! protocol's state machine ([`TabMachine`], in the core) and the browser:
+//! the Web Lock, the BroadcastChannel, a timer, and the leader's shell. Every
+//! decision (who leads, what to post, when to take over) is the machine's;
+//! this file carries out its events and feeds it what happened.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -8,15 +10,19 @@ use std::rc::Rc;
 
 use futures::channel::oneshot;
 use futures::future::Either;
-use serde_json::Value;
-use thoonk_protocol::{ChangeId, FeedName, FeedPattern, Operation};
+use serde_json::{json, Value};
+use thoonk_protocol::{ChangeId, FeedName, FeedPattern, ItemId, Operation};
+use thoonk_sync_core::tabs::{
+    Ask, ChangeRoute, FeedChange, Handle, OutcomeEvent, Refusal, Role, TabEvent, TabMachine,
+    TabMessage,
+};
+use thoonk_sync_core::ItemView;
 use wasm_bindgen::prelude::*;
 
-use crate::client::{core_error, js_error, to_js};
-use crate::follower::Follower;
+use crate::client::{core_error, js_error, to_js, FeedChangeJs, ItemJs};
 use crate::leader::Leader;
-use crate::shell::Shell;
-use crate::tabs::{Ask, Channel, LeadRequest, TabMessage};
+use crate::shell::{now, Shell};
+use crate::tabs::{Channel, LeadRequest, Timeout};
 
 /// A change listener registered by `subscribe`.
 pub struct Listener {
@@ -70,19 +76,6 @@ impl Callbacks {
         let index = listeners.iter().position(|l| l.id == id)?;
         let pattern = listeners.remove(index).pattern;
         (!listeners.iter().any(|l| l.pattern == pattern)).then_some(pattern)
-    }
-
-    /// The patterns the app follows.
-    pub fn patterns(&self) -> Vec<FeedPattern> {
-        let mut patterns: Vec<FeedPattern> = self
-            .listeners
-            .borrow()
-            .iter()
-            .map(|l| l.pattern.clone())
-            .collect();
-        patterns.sort();
-        patterns.dedup();
-        patterns
     }
 
     /// True when some listener follows `feed`.
@@ -184,47 +177,64 @@ pub struct TabOptions {
     pub resolver: Option<js_sys::Function>,
 }
 
-/// The role this tab plays for its database.
-pub enum Role {
-    /// Waiting to learn whether it leads.
-    Starting,
-    /// Holds the database and the connection.
-    Leader(Box<Leader>),
-    /// Goes through the leader.
-    Follower(Box<Follower>),
-    /// Closed by the app.
-    Closed,
-}
-
 /// How long `Client.open` in a following tab waits for the leader's welcome.
 const WELCOME_WAIT_MS: i32 = 3000;
-
-/// What a tab is at one moment (read out of [`Role`] so no borrow is held).
-enum Acting {
-    Leads(Rc<Shell>),
-    Follows,
-    Stopped,
-}
 
 fn stopped() -> JsValue {
     js_error("closed", "the client is closed")
 }
 
+/// A change as the app's `subscribe` callbacks get it.
+pub fn feed_change_js(change: &FeedChange) -> Value {
+    feed_view_js(
+        &change.feed,
+        &change.changed,
+        &change.removed,
+        &change.order,
+    )
+}
+
+/// A feed's view change as the app's `subscribe` callbacks get it.
+pub fn feed_view_js(
+    feed: &FeedName,
+    changed: &[ItemView],
+    removed: &[ItemId],
+    order: &Option<Vec<ItemId>>,
+) -> Value {
+    serde_json::to_value(FeedChangeJs {
+        feed,
+        changed: changed.iter().map(ItemJs::from).collect(),
+        removed,
+        order,
+    })
+    .expect("API values always serialize")
+}
+
+/// An outcome event as `onOutcome` gets it.
+pub fn outcome_js(event: &OutcomeEvent) -> Value {
+    json!({ "id": event.id, "outcome": event.outcome })
+}
+
 /// This tab's client.
 pub struct Tab {
     /// Tells this client's messages apart from other tabs' (and other
-    /// clients' in this tab).
+    /// clients' in this tab): new at every page load.
     pub id: String,
     /// What the app gave `Client.open`.
     pub options: TabOptions,
     /// What the app registered.
     pub callbacks: Callbacks,
-    /// Leader or follower.
-    pub role: RefCell<Role>,
+    /// The tab protocol's decisions.
+    machine: RefCell<TabMachine>,
+    /// The store, core and connection, while this tab leads.
+    pub leader: RefCell<Option<Leader>>,
     /// The app asked to work offline.
     pub paused: Cell<bool>,
     channel: RefCell<Option<Channel>>,
     lead: RefCell<Option<LeadRequest>>,
+    timer: RefCell<Option<(u64, Timeout)>>,
+    /// The app's promises of changes forwarded to the leader.
+    replies: RefCell<HashMap<Handle, oneshot::Sender<Result<ChangeId, JsValue>>>>,
     /// Settles `Client.open`: once this tab leads, or follows a leader that answered.
     ready: RefCell<Option<oneshot::Sender<Result<(), JsValue>>>>,
 }
@@ -233,30 +243,39 @@ impl Tab {
     /// Starts a client: leads when no tab does, else follows.
     pub async fn open(options: TabOptions) -> Result<Rc<Self>, JsValue> {
         let (ready_tx, ready_rx) = oneshot::channel();
+        let id = format!("t{:012x}", crate::client::random_seed() >> 16);
         let tab = Rc::new(Self {
-            id: format!("t{:012x}", crate::client::random_seed() >> 16),
+            machine: RefCell::new(TabMachine::new(id.clone())),
+            id,
             options,
             callbacks: Callbacks::default(),
-            role: RefCell::new(Role::Starting),
+            leader: RefCell::default(),
             paused: Cell::new(false),
             channel: RefCell::default(),
             lead: RefCell::default(),
+            timer: RefCell::default(),
+            replies: RefCell::default(),
             ready: RefCell::new(Some(ready_tx)),
         });
         let weak = Rc::downgrade(&tab);
         let channel = Channel::open(&tab.lock_name(), move |message| {
             if let Some(tab) = weak.upgrade() {
-                tab.hear(message);
+                tab.machine.borrow_mut().heard(message, now());
+                tab.drive();
             }
         })?;
         *tab.channel.borrow_mut() = Some(channel);
-        tab.ask_to_lead(Ask::IfFree)?;
+        tab.drive();
         // A leader waits for its store; a follower waits a little for the
         // leader's welcome (a frozen leader never sends one).
         let timeout = Box::pin(crate::tabs::sleep(WELCOME_WAIT_MS));
         let ready = match futures::future::select(ready_rx, timeout).await {
             Either::Left((ready, _)) => Some(ready),
-            Either::Right(((), ready_rx)) if tab.is_starting() => Some(ready_rx.await),
+            Either::Right(((), ready_rx))
+                if matches!(tab.role(), Role::Starting | Role::Opening) =>
+            {
+                Some(ready_rx.await)
+            }
             Either::Right(_) => None,
         };
         if let Some(Ok(Err(err))) = ready {
@@ -265,25 +284,150 @@ impl Tab {
         Ok(tab)
     }
 
-    fn is_starting(&self) -> bool {
-        matches!(&*self.role.borrow(), Role::Starting)
-    }
-
-    /// What this tab is now: the leader's shell, or how it goes through another tab.
-    fn acting(&self) -> Acting {
-        match &*self.role.borrow() {
-            Role::Leader(leader) => Acting::Leads(leader.shell.clone()),
-            Role::Follower(_) => Acting::Follows,
-            Role::Starting | Role::Closed => Acting::Stopped,
-        }
+    fn role(&self) -> Role {
+        self.machine.borrow().role()
     }
 
     fn lock_name(&self) -> String {
         format!("thoonk-sync:{}", self.options.db_name)
     }
 
-    /// Asks for the lead; becoming leader or follower follows from the answer.
-    pub fn ask_to_lead(self: &Rc<Self>, ask: Ask) -> Result<(), JsValue> {
+    /// The leader's shell, while this tab leads.
+    pub fn shell(&self) -> Option<Rc<Shell>> {
+        self.leader.borrow().as_ref().map(|l| l.shell.clone())
+    }
+
+    /// Tells the other tabs, if some follow: `items`, `outcome` or `state`.
+    pub fn broadcast(self: &Rc<Self>, message: TabMessage) {
+        self.machine.borrow_mut().broadcast(message);
+        self.drive();
+    }
+
+    /// True when this tab leads and another follows it.
+    pub fn has_followers(&self) -> bool {
+        self.machine.borrow().has_followers()
+    }
+
+    /// Carries out what the machine asks for, then arms its timer.
+    fn drive(self: &Rc<Self>) {
+        loop {
+            let message = self.machine.borrow_mut().poll_transmit();
+            if let Some(message) = message {
+                if let Some(channel) = self.channel.borrow().as_ref() {
+                    channel.post(&message);
+                }
+                continue;
+            }
+            let event = self.machine.borrow_mut().poll_event();
+            match event {
+                Some(event) => self.carry_out(event),
+                None => break,
+            }
+        }
+        self.arm_timer();
+    }
+
+    /// Arms the timer for the machine's deadline. A timer armed for an
+    /// earlier deadline is kept: it fires early, the machine does nothing
+    /// yet, and the timer is armed again.
+    fn arm_timer(self: &Rc<Self>) {
+        let deadline = self.machine.borrow().poll_timeout();
+        let armed = self.timer.borrow().as_ref().map(|(at, _)| *at);
+        let at = match (deadline, armed) {
+            (None, _) => {
+                self.timer.borrow_mut().take();
+                return;
+            }
+            (Some(at), Some(armed)) if armed <= at => return,
+            (Some(at), _) => at,
+        };
+        let weak = Rc::downgrade(self);
+        let delay = at.saturating_sub(now()).min(i32::MAX as u64) as i32;
+        let timeout = Timeout::after(delay, move || {
+            // Not inside the timer's own callback: handling it drops the timer.
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Some(tab) = weak.upgrade() {
+                    tab.timer.borrow_mut().take();
+                    tab.machine.borrow_mut().handle_timeout(now());
+                    tab.drive();
+                }
+            });
+        });
+        *self.timer.borrow_mut() = timeout.map(|t| (at, t));
+    }
+
+    fn carry_out(self: &Rc<Self>, event: TabEvent) {
+        match event {
+            TabEvent::AskLock(ask) => self.ask_for_lock(ask),
+            TabEvent::ReleaseLock => {
+                self.lead.borrow_mut().take();
+            }
+            TabEvent::OpenStore => {
+                let tab = self.clone();
+                wasm_bindgen_futures::spawn_local(async move { tab.open_store().await });
+            }
+            TabEvent::CloseStore => self.close_store(),
+            TabEvent::Led => Leader::led(self),
+            TabEvent::Subscribe(pattern) => {
+                if let Some(shell) = self.shell() {
+                    let _ = shell.input(|core, now| core.subscribe(pattern, now));
+                }
+            }
+            TabEvent::Unsubscribe(pattern) => {
+                if let Some(shell) = self.shell() {
+                    let _ = shell.input(|core, now| core.unsubscribe(&pattern, now));
+                }
+            }
+            TabEvent::Queue { origin, id, op } => Leader::queue(self, origin, id, op),
+            TabEvent::Dismiss(id) => {
+                if let Some(shell) = self.shell() {
+                    let _ = shell.input(|core, now| core.dismiss_outcome(&id, now));
+                }
+            }
+            TabEvent::SetOnline(online) => {
+                self.paused.set(!online);
+                if let Some(shell) = self.shell() {
+                    shell.set_paused(!online);
+                }
+            }
+            TabEvent::Welcome { to } => {
+                let answer = self
+                    .leader
+                    .borrow()
+                    .as_ref()
+                    .map(|leader| (leader.shared_state(), leader.outcome_events()));
+                if let Some((state, outcomes)) = answer {
+                    self.machine.borrow_mut().welcome(to, state, outcomes);
+                }
+            }
+            TabEvent::Views { to, req, pattern } => {
+                let feeds = self
+                    .leader
+                    .borrow()
+                    .as_ref()
+                    .map(|leader| leader.views(&pattern));
+                if let Some(feeds) = feeds {
+                    self.machine.borrow_mut().views(to, req, feeds);
+                }
+            }
+            TabEvent::Answer { handle, result } => {
+                let reply = self.replies.borrow_mut().remove(&handle);
+                if let Some(reply) = reply {
+                    let _ = reply.send(result.map_err(|r| js_error(&r.code, r.message)));
+                }
+            }
+            TabEvent::FeedChanged(change) => self.callbacks.feed_changed(&feed_change_js(&change)),
+            TabEvent::Outcome(event) => self.callbacks.outcome(&outcome_js(&event)),
+            TabEvent::StatusChanged => self.callbacks.status(&self.status()),
+            TabEvent::Opened => self.settle_open(Ok(())),
+            TabEvent::OpenFailed => {}
+        }
+    }
+
+    /// Asks for the Web Lock; the machine hears the answer.
+    fn ask_for_lock(self: &Rc<Self>, ask: Ask) {
+        // The earlier request goes first (dropping it lets go of the lock).
+        self.lead.borrow_mut().take();
         let granted = Rc::downgrade(self);
         let lost = Rc::downgrade(self);
         let request = LeadRequest::ask(
@@ -292,34 +436,76 @@ impl Tab {
             move |leads| {
                 if let Some(tab) = granted.upgrade() {
                     if leads {
-                        wasm_bindgen_futures::spawn_local(async move { tab.lead().await });
+                        tab.machine.borrow_mut().lock_granted(now());
                     } else {
-                        tab.follow();
+                        tab.machine.borrow_mut().lock_taken(now());
                     }
+                    tab.drive();
                 }
             },
             move || {
                 if let Some(tab) = lost.upgrade() {
-                    tab.step_down();
+                    web_sys::console::info_1(&"thoonk-sync: another tab leads now".into());
+                    tab.machine.borrow_mut().lock_lost(now());
+                    tab.drive();
                 }
             },
-        )?;
+        );
         match request {
-            Some(request) => *self.lead.borrow_mut() = Some(request),
+            Ok(Some(request)) => *self.lead.borrow_mut() = Some(request),
             // No Web Locks in this browser: every client leads alone.
-            None => {
-                let tab = self.clone();
-                wasm_bindgen_futures::spawn_local(async move { tab.lead().await });
+            Ok(None) => {
+                self.machine.borrow_mut().lock_granted(now());
+            }
+            Err(err) => {
+                web_sys::console::error_2(&"thoonk-sync: cannot ask for the lead".into(), &err)
             }
         }
-        Ok(())
+        if ask == Ask::Steal {
+            web_sys::console::warn_1(
+                &"thoonk-sync: the leading tab does not answer; taking over".into(),
+            );
+        }
     }
 
-    /// Posts to the other tabs.
-    pub fn post(&self, message: &TabMessage) {
-        if let Some(channel) = self.channel.borrow().as_ref() {
-            channel.post(message);
+    /// Opens the store for the lead; the machine hears how it went.
+    async fn open_store(self: Rc<Self>) {
+        match Leader::start(&self).await {
+            Ok(leader) => {
+                let client_id = leader.shell.with_core(|core| core.client_id().to_owned());
+                if let Some(old) = self.leader.borrow_mut().replace(leader) {
+                    old.close();
+                }
+                self.machine.borrow_mut().store_opened(client_id, now());
+            }
+            Err(err) => {
+                web_sys::console::error_2(&"thoonk-sync: cannot lead".into(), &err);
+                self.settle_open(Err(err));
+                self.machine.borrow_mut().store_failed(now());
+            }
         }
+        self.drive();
+    }
+
+    /// Stops leading: what the leader knew goes to the follower this tab becomes.
+    fn close_store(self: &Rc<Self>) {
+        let Some(leader) = self.leader.borrow_mut().take() else {
+            return;
+        };
+        if self.role() == Role::Following {
+            let views = leader.followed_views(&self.machine.borrow());
+            let (state, outcomes) = (leader.shared_state(), leader.outcome_events());
+            self.machine
+                .borrow_mut()
+                .stepped_aside(state, outcomes, views);
+        }
+        leader.close();
+    }
+
+    /// The shell was fenced (another tab claimed the store): follow.
+    pub fn step_down(self: &Rc<Self>) {
+        self.machine.borrow_mut().fenced(now());
+        self.drive();
     }
 
     fn settle_open(&self, result: Result<(), JsValue>) {
@@ -328,115 +514,41 @@ impl Tab {
         }
     }
 
-    /// Marks `Client.open` done (a follower heard the leader's welcome).
-    pub fn opened(&self) {
-        self.settle_open(Ok(()));
+    /// The views this tab showed while it followed (a leader takes them over).
+    pub fn take_follower_cache(&self) -> thoonk_sync_core::tabs::ViewCache {
+        self.machine.borrow_mut().take_cache()
     }
 
-    /// This tab got the lead: open the store and run the core, then take
-    /// over what this tab forwarded and did not hear back about.
-    async fn lead(self: Rc<Self>) {
-        if matches!(&*self.role.borrow(), Role::Closed | Role::Leader(_)) {
-            return;
-        }
-        match Leader::start(&self).await {
-            Ok(leader) => {
-                let lost = self.lead.borrow().as_ref().is_some_and(|l| !l.held());
-                if lost || matches!(&*self.role.borrow(), Role::Closed) {
-                    // Closed, or another tab took the lead while the store opened.
-                    leader.close();
-                    if lost {
-                        self.follow();
-                    }
-                    return;
-                }
-                let previous = std::mem::replace(&mut *self.role.borrow_mut(), Role::Starting);
-                let follower = match previous {
-                    Role::Follower(follower) => Some(follower),
-                    _ => None,
-                };
-                *self.role.borrow_mut() = Role::Leader(Box::new(leader));
-                Leader::took_over(&self, follower).await;
-                self.post(&TabMessage::Leader {
-                    tab: self.id.clone(),
-                });
-                self.settle_open(Ok(()));
-            }
-            Err(err) => {
-                web_sys::console::error_2(&"thoonk-sync: cannot lead".into(), &err);
-                self.lead.borrow_mut().take();
-                self.settle_open(Err(err));
-            }
-        }
-    }
-
-    /// This tab follows: ask to lead later and join the current leader.
-    fn follow(self: &Rc<Self>) {
-        let previous = std::mem::replace(&mut *self.role.borrow_mut(), Role::Starting);
-        let follower = match previous {
-            Role::Leader(leader) => leader.close_into_follower(self),
-            Role::Starting => {
-                Follower::new(self, None, None, Default::default(), Default::default())
-            }
-            kept @ (Role::Follower(_) | Role::Closed) => {
-                *self.role.borrow_mut() = kept;
-                return;
-            }
-        };
-        *self.role.borrow_mut() = Role::Follower(Box::new(follower));
-        if let Err(err) = self.ask_to_lead(Ask::Wait) {
-            web_sys::console::error_2(&"thoonk-sync: cannot queue for the lead".into(), &err);
-        }
-        Follower::join(self);
-    }
-
-    /// The lead was taken from this tab (or its store was fenced): follow.
-    pub fn step_down(self: &Rc<Self>) {
-        if matches!(&*self.role.borrow(), Role::Leader(_)) {
-            web_sys::console::info_1(&"thoonk-sync: another tab leads now".into());
-            self.lead.borrow_mut().take();
-            self.follow();
-        }
-    }
-
-    /// A leader that stopped answering: take the lead from it.
-    pub fn take_over(self: &Rc<Self>) {
-        web_sys::console::warn_1(
-            &"thoonk-sync: the leading tab does not answer; taking over".into(),
-        );
-        if let Err(err) = self.ask_to_lead(Ask::Steal) {
-            web_sys::console::error_2(&"thoonk-sync: cannot take the lead".into(), &err);
-        }
-    }
-
-    fn hear(self: &Rc<Self>, message: TabMessage) {
-        let leads = match &*self.role.borrow() {
-            Role::Leader(_) => true,
-            Role::Follower(_) => false,
-            Role::Starting | Role::Closed => return,
-        };
-        if leads {
-            if !message.is_from_leader() {
-                Leader::serve(self, message);
-            }
-        } else if message.is_from_leader() {
-            Follower::hear(self, message);
-        }
+    /// Tells the machine how a queued change ended.
+    pub fn queued(
+        self: &Rc<Self>,
+        origin: thoonk_sync_core::tabs::Origin,
+        id: ChangeId,
+        result: Result<(), Refusal>,
+    ) {
+        self.machine.borrow_mut().queued(origin, id, result);
+        self.drive();
     }
 
     /// Queues a change: durably in this tab's store when it leads, through
     /// the leader when it follows. Resolves with its id once it is durable.
     pub async fn change(self: &Rc<Self>, op: Operation) -> Result<ChangeId, JsValue> {
         loop {
-            let shell = match self.acting() {
-                Acting::Leads(shell) => shell,
-                Acting::Follows => {
-                    let reply = Follower::forward(self, op);
-                    return reply.await.map_err(|_| {
+            let route = self.machine.borrow_mut().change(op.clone());
+            let shell = match route {
+                Err(_) => return Err(stopped()),
+                Ok(ChangeRoute::Forwarded(handle)) => {
+                    let (reply, answer) = oneshot::channel();
+                    self.replies.borrow_mut().insert(handle, reply);
+                    self.drive();
+                    return answer.await.map_err(|_| {
                         js_error("closed", "the client closed before the change was queued")
                     })?;
                 }
-                Acting::Stopped => return Err(stopped()),
+                Ok(ChangeRoute::Direct) => match self.shell() {
+                    Some(shell) => shell,
+                    None => return Err(stopped()),
+                },
             };
             let id = shell
                 .input(|core, now| core.change(op.clone(), now))
@@ -460,6 +572,9 @@ impl Tab {
             }
             // Another tab took the lead before the change was stored: it
             // goes to that tab, under a new id (this one was never sent).
+            if self.role() == Role::Leading {
+                self.step_down();
+            }
         }
     }
 
@@ -471,116 +586,111 @@ impl Tab {
 
     /// The stored outcome events (`{ id, outcome }`), as this role knows them.
     pub fn stored_outcomes(&self) -> Vec<Value> {
-        match &*self.role.borrow() {
-            Role::Leader(leader) => leader.outcomes(),
-            Role::Follower(follower) => follower.outcomes.values().cloned().collect(),
-            Role::Starting | Role::Closed => vec![],
+        if let Some(leader) = self.leader.borrow().as_ref() {
+            return leader.outcomes();
         }
+        self.machine.borrow().outcomes().map(outcome_js).collect()
     }
 
     /// The app follows `pattern` now.
     pub fn subscribe(self: &Rc<Self>, pattern: FeedPattern) -> Result<(), JsValue> {
-        match self.acting() {
-            Acting::Leads(shell) => shell
-                .input(|core, now| core.subscribe(pattern, now))
-                .map_err(core_error),
-            Acting::Follows => {
-                Follower::subscribe(self, pattern);
-                Ok(())
-            }
-            Acting::Stopped => Err(stopped()),
-        }
+        let result = self.machine.borrow_mut().subscribe(pattern);
+        self.drive();
+        result.map_err(|_| stopped())
     }
 
     /// No listener of the app follows `pattern` any more.
     pub fn unsubscribe(self: &Rc<Self>, pattern: FeedPattern) {
-        match self.acting() {
-            Acting::Leads(_) => {
-                if let Role::Leader(leader) = &*self.role.borrow() {
-                    leader.unsubscribe_if_unused(&self.callbacks, &pattern);
-                }
-            }
-            Acting::Follows => Follower::unsubscribe(self, pattern),
-            Acting::Stopped => {}
-        }
+        self.machine.borrow_mut().unsubscribe(&pattern);
+        self.drive();
     }
 
     /// Works offline (`true`) or reconnects.
-    pub fn set_paused(&self, paused: bool) {
+    pub fn set_paused(self: &Rc<Self>, paused: bool) {
         self.paused.set(paused);
-        match self.acting() {
-            Acting::Leads(shell) => shell.set_paused(paused),
-            Acting::Follows => self.post(&TabMessage::SetOnline { online: !paused }),
-            Acting::Stopped => {}
+        if let Some(shell) = self.shell() {
+            shell.set_paused(paused);
         }
+        self.machine.borrow_mut().set_online(!paused);
+        self.drive();
     }
 
     /// The app's view of `feed` (JSON items).
     pub fn items(&self, feed: &FeedName) -> Value {
-        match &*self.role.borrow() {
-            Role::Leader(leader) => leader.items(feed),
-            Role::Follower(follower) => follower.items(feed),
-            Role::Starting | Role::Closed => Value::Array(vec![]),
+        if let Some(leader) = self.leader.borrow().as_ref() {
+            return leader.items(feed);
         }
+        let machine = self.machine.borrow();
+        let items = machine.items(feed).unwrap_or_default();
+        serde_json::to_value(items.iter().map(ItemJs::from).collect::<Vec<_>>())
+            .expect("API values always serialize")
     }
 
     /// The mirrored revision of `feed`.
     pub fn rev(&self, feed: &FeedName) -> Option<u64> {
-        match &*self.role.borrow() {
-            Role::Leader(leader) => leader
-                .shell
-                .with_core(|core| core.position(feed))
-                .map(|h| h.rev),
-            Role::Follower(follower) => follower.rev(feed),
-            Role::Starting | Role::Closed => None,
+        if let Some(shell) = self.shell() {
+            return shell.with_core(|core| core.position(feed)).map(|h| h.rev);
         }
+        let machine = self.machine.borrow();
+        machine.shared_state()?.status.rest.get("feeds")?[feed.as_str()]["rev"].as_u64()
     }
 
     /// The status as `status()` shows it.
     pub fn status(&self) -> Value {
-        let leader_status = match &*self.role.borrow() {
-            Role::Leader(leader) => Some(leader.status()),
-            _ => None,
-        };
-        leader_status
-            .or_else(|| Follower::status(self))
-            .unwrap_or_else(|| serde_json::json!({ "connection": "stopped", "pending": 0, "feeds": {}, "storageError": null, "storageWiped": null, "tab": "closed" }))
+        if let Some(leader) = self.leader.borrow().as_ref() {
+            return leader.status();
+        }
+        match self.machine.borrow().follower_status() {
+            Some(status) => {
+                let mut status = serde_json::to_value(status).expect("a status serializes");
+                status["tab"] = "follower".into();
+                for field in ["feeds", "storageError", "storageWiped"] {
+                    if status.get(field).is_none() {
+                        status[field] = if field == "feeds" {
+                            json!({})
+                        } else {
+                            Value::Null
+                        };
+                    }
+                }
+                status
+            }
+            None => {
+                json!({ "connection": "stopped", "pending": 0, "feeds": {}, "storageError": null, "storageWiped": null, "tab": "closed" })
+            }
+        }
     }
 
     /// The pending changes as `outbox()` shows them.
     pub fn outbox(&self) -> Value {
-        match &*self.role.borrow() {
-            Role::Leader(leader) => leader.outbox(),
-            Role::Follower(follower) => follower.outbox(),
-            Role::Starting | Role::Closed => Value::Array(vec![]),
+        if let Some(leader) = self.leader.borrow().as_ref() {
+            return leader.outbox();
         }
+        let machine = self.machine.borrow();
+        let outbox = machine
+            .shared_state()
+            .map(|s| s.outbox.clone())
+            .unwrap_or_default();
+        serde_json::to_value(outbox).expect("an outbox serializes")
     }
 
     /// Forgets a stored outcome.
-    pub fn dismiss_outcome(&self, id: ChangeId) -> Result<(), JsValue> {
-        match &mut *self.role.borrow_mut() {
-            Role::Leader(leader) => leader
-                .shell
+    pub fn dismiss_outcome(self: &Rc<Self>, id: ChangeId) -> Result<(), JsValue> {
+        if let Some(shell) = self.shell() {
+            return shell
                 .input(|core, now| core.dismiss_outcome(&id, now))
-                .map_err(core_error),
-            Role::Follower(follower) => {
-                follower.outcomes.remove(&id);
-                self.post(&TabMessage::Dismiss { id });
-                Ok(())
-            }
-            Role::Starting | Role::Closed => Ok(()),
+                .map_err(core_error);
         }
+        self.machine.borrow_mut().dismiss(&id);
+        self.drive();
+        Ok(())
     }
 
     /// Stops: a leader hands the lead to the next tab.
-    pub fn close(&self) {
-        match std::mem::replace(&mut *self.role.borrow_mut(), Role::Closed) {
-            Role::Leader(leader) => leader.close(),
-            Role::Follower(_) => self.post(&TabMessage::Leave {
-                tab: self.id.clone(),
-            }),
-            Role::Starting | Role::Closed => {}
-        }
+    pub fn close(self: &Rc<Self>) {
+        self.machine.borrow_mut().close();
+        self.drive();
+        self.timer.borrow_mut().take();
         self.lead.borrow_mut().take();
         self.channel.borrow_mut().take();
         self.settle_open(Err(js_error("closed", "the client closed while opening")));

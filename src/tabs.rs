@@ -1,170 +1,13 @@
-//! Several tabs, one connection: who leads (Web Locks) and what tabs say to
-//! each other (BroadcastChannel).
-//!
-//! Every client on a database asks for the Web Lock named after it. The tab
-//! that holds it leads: it alone opens IndexedDB for writing, runs the sync
-//! core and holds the WebSocket. The others follow: they keep a copy of what
-//! their app shows, forward their changes to the leader under ids they chose
-//! (so that a change sent twice is queued once), and wait in the lock's queue.
-//! When the leader closes, the browser hands the lock to the next tab in the
-//! queue; when it stops answering (frozen), a follower takes the lock from it
-//! (`steal`), and the store's fencing token keeps the old leader from writing.
+//! The browser's side of the tab protocol: the Web Lock (who leads), the
+//! BroadcastChannel (what tabs say to each other) and timers. The protocol's
+//! rules and decisions are the core's (`thoonk_sync_core::tabs`).
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use thoonk_protocol::{ChangeId, FeedPattern, Operation};
+use thoonk_sync_core::tabs::{Ask, TabMessage};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-
-/// How often a follower checks that the leader answers.
-pub const PING_INTERVAL_MS: i32 = 1000;
-/// Unanswered pings after which a follower takes the lead from a leader that
-/// holds the lock but no longer answers (a frozen or hung tab).
-pub const MISSED_PINGS_BEFORE_TAKEOVER: u32 = 8;
-
-/// A message between the tabs of one database.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "t", rename_all = "snake_case")]
-pub enum TabMessage {
-    // ---- follower → leader ----------------------------------------------
-    /// A follower asks for the shared state; answered by `Welcome`.
-    Join {
-        /// The asking tab.
-        tab: String,
-    },
-    /// A follower closed.
-    Leave {
-        /// The tab that closed.
-        tab: String,
-    },
-    /// A follower's app follows `pattern`; answered by `Views`.
-    Subscribe {
-        /// The asking tab.
-        tab: String,
-        /// Matches the answer to the question.
-        req: u64,
-        /// The feed or pattern.
-        pattern: FeedPattern,
-    },
-    /// A follower's app stopped following `pattern`.
-    Unsubscribe {
-        /// The tab.
-        tab: String,
-        /// The feed or pattern.
-        pattern: FeedPattern,
-    },
-    /// A change made in a follower, under the id it chose; answered by
-    /// `Queued` once it is durable in the outbox, or `Refused`.
-    Change {
-        /// The tab that made it.
-        tab: String,
-        /// Its change id (`<client_id>:<tab>-<n>`).
-        id: ChangeId,
-        /// What to do.
-        op: Operation,
-    },
-    /// A follower's app has shown an outcome.
-    Dismiss {
-        /// The change whose outcome to forget.
-        id: ChangeId,
-    },
-    /// A follower's app asked to work offline (`false`) or online again.
-    SetOnline {
-        /// Whether to connect.
-        online: bool,
-    },
-    /// A follower checks that the leader answers; answered by `Pong`.
-    Ping {
-        /// The asking tab.
-        tab: String,
-    },
-    // ---- leader → followers ---------------------------------------------
-    /// A tab took the lead: followers join it and send again what it did
-    /// not answer.
-    Leader {
-        /// The new leader.
-        tab: String,
-    },
-    /// The shared state, for a follower that joined.
-    Welcome {
-        /// The joining tab.
-        to: String,
-        /// The database's client id (the prefix of every change id).
-        client_id: String,
-        /// Status and outbox, as `State` carries them.
-        state: Value,
-        /// Stored outcomes, as `Outcome` carries them.
-        outcomes: Vec<Value>,
-    },
-    /// The views of the feeds a follower's new pattern matches.
-    Views {
-        /// The asking tab.
-        to: String,
-        /// The `req` of its `Subscribe`.
-        req: u64,
-        /// One `FeedChange` per matching feed, listing every item and the order.
-        feeds: Vec<Value>,
-    },
-    /// A follower's change is durable in the outbox.
-    Queued {
-        /// The tab that made it.
-        to: String,
-        /// Its id.
-        id: ChangeId,
-    },
-    /// A follower's change was refused before it was queued.
-    Refused {
-        /// The tab that made it.
-        to: String,
-        /// Its id.
-        id: ChangeId,
-        /// The error code (as thrown to the app).
-        code: String,
-        /// What went wrong.
-        message: String,
-    },
-    /// A feed's view changed: a `FeedChange` as the app's callbacks get it.
-    Items {
-        /// The change.
-        change: Value,
-    },
-    /// A change ended: `{ id, outcome }` as `onOutcome` gets it.
-    Outcome {
-        /// The event.
-        event: Value,
-    },
-    /// The status or the outbox changed: `{ status, outbox }`.
-    State {
-        /// The new state.
-        state: Value,
-    },
-    /// The leader answers a `Ping`.
-    Pong {
-        /// The tab that pinged.
-        to: String,
-    },
-}
-
-impl TabMessage {
-    /// True for messages only a leader sends.
-    pub fn is_from_leader(&self) -> bool {
-        matches!(
-            self,
-            Self::Leader { .. }
-                | Self::Welcome { .. }
-                | Self::Views { .. }
-                | Self::Queued { .. }
-                | Self::Refused { .. }
-                | Self::Items { .. }
-                | Self::Outcome { .. }
-                | Self::State { .. }
-                | Self::Pong { .. }
-        )
-    }
-}
 
 /// The BroadcastChannel of one database.
 pub struct Channel {
@@ -211,17 +54,6 @@ impl Drop for Channel {
         self.channel.set_onmessage(None);
         self.channel.close();
     }
-}
-
-/// How to ask for the lead.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ask {
-    /// Only if no tab leads now.
-    IfFree,
-    /// Queue behind the current leader.
-    Wait,
-    /// Take it from the current leader (which stopped answering).
-    Steal,
 }
 
 /// A request for the lead, held or queued. Dropping it releases the lead or
@@ -299,11 +131,6 @@ impl LeadRequest {
         Ok(Some(Self { release, abort }))
     }
 
-    /// True while this tab holds the lead through this request.
-    pub fn held(&self) -> bool {
-        self.release.borrow().is_some()
-    }
-
     /// Lets go of the lead (or leaves the queue).
     pub fn release(&mut self) {
         if let Some(release) = self.release.borrow_mut().take() {
@@ -321,33 +148,38 @@ impl Drop for LeadRequest {
     }
 }
 
-/// A repeating browser timer, cleared on drop.
-pub struct Interval {
+/// A one-shot browser timer, cleared on drop.
+pub struct Timeout {
     handle: i32,
-    _tick: Closure<dyn FnMut()>,
+    _fire: Closure<dyn FnMut()>,
 }
 
-impl Interval {
-    /// Calls `tick` every `ms` milliseconds.
-    pub fn every(ms: i32, tick: impl FnMut() + 'static) -> Option<Self> {
-        let tick = Closure::<dyn FnMut()>::new(tick);
+impl Timeout {
+    /// Calls `fire` once after `ms` milliseconds.
+    pub fn after(ms: i32, fire: impl FnOnce() + 'static) -> Option<Self> {
+        let mut fire = Some(fire);
+        let fire = Closure::<dyn FnMut()>::new(move || {
+            if let Some(fire) = fire.take() {
+                fire();
+            }
+        });
         let handle = web_sys::window()?
-            .set_interval_with_callback_and_timeout_and_arguments_0(
-                tick.as_ref().unchecked_ref(),
+            .set_timeout_with_callback_and_timeout_and_arguments_0(
+                fire.as_ref().unchecked_ref(),
                 ms,
             )
             .ok()?;
         Some(Self {
             handle,
-            _tick: tick,
+            _fire: fire,
         })
     }
 }
 
-impl Drop for Interval {
+impl Drop for Timeout {
     fn drop(&mut self) {
         if let Some(window) = web_sys::window() {
-            window.clear_interval_with_handle(self.handle);
+            window.clear_timeout_with_handle(self.handle);
         }
     }
 }

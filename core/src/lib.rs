@@ -38,6 +38,7 @@ mod outcome;
 mod resolver;
 mod rng;
 mod store;
+pub mod tabs;
 mod view;
 
 pub use crate::apply::{apply_change, apply_operation};
