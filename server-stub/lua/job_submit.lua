@@ -13,7 +13,8 @@
 -- Reply: { 'queued' } | { 'already_queued' } | { 'finished', outcome JSON }
 --        (a job put again after its payload was lost replies 'queued')
 -- Errors: NOQUEUE <type or missing> (N is not a job queue),
---         WRONGUSER <owner> (the id was submitted by another user)
+--         WRONGUSER <owner> (the id was submitted by another user: its
+--         ledger record, or the payload of the job still queued, names them)
 local id, payload, user, priority, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local name = string.sub(KEYS[1], 13)
 local kind = redis.call('HGET', KEYS[1], 'type')
@@ -29,8 +30,18 @@ if seen[2] then
 end
 -- Queued before and still on the queue: nothing to do. A ledger record whose
 -- job is gone without an outcome (its payload deleted by something other
--- than these scripts) is put again, so that the change is not lost.
-if redis.call('HEXISTS', KEYS[3], id) == 1 then
+-- than these scripts) is put again, so that the change is not lost. A job
+-- still queued whose ledger record is gone (expired while it waited) is
+-- checked against the user its payload names instead.
+local queued = redis.call('HGET', KEYS[3], id)
+if queued then
+  if not seen[1] then
+    local ok, job = pcall(cjson.decode, queued)
+    local owner = ok and type(job) == 'table' and job.user
+    if type(owner) == 'string' and owner ~= user then
+      return redis.error_reply('WRONGUSER ' .. owner)
+    end
+  end
   return { 'already_queued' }
 end
 local t = redis.call('TIME')

@@ -475,6 +475,28 @@ async fn a_finish_counts_only_for_the_claim_that_still_holds_the_job() {
 }
 
 #[tokio::test]
+async fn a_queued_change_whose_ledger_record_is_gone_is_still_refused_to_another_user() {
+    let (_env, q, mut conn) = setup(fast_settings(1)).await;
+    let c = change("o:1", publish("o1"));
+    assert_eq!(q.submit(&bob(), &c).await.unwrap(), Submitted::Queued);
+    // The ledger record runs out while the job still waits in the queue.
+    let ledger = thoonk_server::jobs::ledger_key(&queue_name(), "o:1");
+    let _: () = conn.del(&ledger).await.unwrap();
+    let mallory = User {
+        name: "mallory".into(),
+    };
+    let err = q.submit(&mallory, &c).await.unwrap_err();
+    assert!(
+        matches!(err, JobError::WrongUser { ref owner, .. } if owner == "bob"),
+        "{err}"
+    );
+    assert_eq!(
+        q.submit(&bob(), &c).await.unwrap(),
+        Submitted::AlreadyQueued
+    );
+}
+
+#[tokio::test]
 async fn a_queued_change_whose_job_was_lost_is_put_again_on_resubmit() {
     let (_env, q, mut conn) = setup(fast_settings(1)).await;
     let c = change("l:1", publish("l1"));
