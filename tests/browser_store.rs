@@ -1,5 +1,6 @@
 //! The IndexedDB store passes the sync core's store conformance suite in a
-//! real browser, and keeps what it wrote across close and reopen.
+//! real browser, keeps what it wrote across close and reopen, and commits
+//! nothing of a batch in which a request throws.
 #![cfg(target_arch = "wasm32")]
 
 mod browser_support;
@@ -8,6 +9,7 @@ use browser_support::unique;
 use thoonk_sync::idb::IdbStore;
 use thoonk_sync_core::conformance::cases;
 use thoonk_sync_core::StoredState;
+use wasm_bindgen::JsValue;
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -54,4 +56,63 @@ async fn indexeddb_store_passes_the_conformance_suite() {
         );
         reopened.close();
     }
+}
+
+/// A request that throws while a batch is being queued aborts the whole
+/// transaction: the writes queued before it never commit on their own. (No
+/// record the core writes makes IndexedDB throw today, so the fault is
+/// injected: `put` into the `outcomes` store throws, as it would for a key
+/// or value the browser refuses.)
+#[wasm_bindgen_test]
+async fn a_request_that_throws_mid_batch_commits_nothing_of_the_batch() {
+    use thoonk_protocol::{ChangeId, ErrorCode, FeedName, ItemId, Operation};
+    use thoonk_sync_core::{ChangeOutcome, ClientMeta, OutcomeRecord, StoreBatch, StoreWrite};
+
+    let install = js_sys::Function::new_no_args(
+        "const proto = IDBObjectStore.prototype;
+         const put = proto.put;
+         proto.put = function (...args) {
+           if (this.name === 'outcomes') throw new DOMException('injected', 'DataError');
+           return put.apply(this, args);
+         };
+         return () => { proto.put = put; };",
+    );
+    let store = IdbStore::open(&unique("thoonk-throw-")).await.unwrap();
+    let id = ChangeId("c:1".into());
+    let batch = StoreBatch {
+        writes: vec![
+            StoreWrite::PutMeta {
+                meta: ClientMeta {
+                    client_id: "c".into(),
+                    next_seq: 2,
+                },
+            },
+            StoreWrite::PutOutcome {
+                outcome: OutcomeRecord {
+                    id: id.clone(),
+                    seq: 1,
+                    wire_id: id,
+                    op: Operation::Retract {
+                        feed: FeedName::new("team:1:tasks").unwrap(),
+                        id: ItemId::new("a").unwrap(),
+                    },
+                    outcome: ChangeOutcome::Rejected {
+                        code: ErrorCode::Forbidden,
+                        message: "no".into(),
+                    },
+                    at: 0,
+                },
+            },
+        ],
+    };
+    let restore: js_sys::Function = install.call0(&JsValue::NULL).unwrap().into();
+    let failed = store.apply(&batch).await;
+    restore.call0(&JsValue::NULL).unwrap();
+    assert!(failed.is_err(), "the throwing request fails the batch");
+    assert_eq!(
+        store.load().await.unwrap(),
+        StoredState::default(),
+        "nothing of the batch was written"
+    );
+    store.close();
 }

@@ -182,10 +182,12 @@ impl Durable {
 
     /// Whether the writes of input `mark` (and every input before it)
     /// committed: `None` while that is not decided, `Some(false)` when they
-    /// failed (the change was never stored and is not in the core).
+    /// failed (the change was never stored) or never will be (the machine
+    /// stopped).
     pub fn stored(&self, mark: u64) -> Option<bool> {
         if mark > self.settled {
-            return None;
+            // Once stopped, nothing more is ever written.
+            return (self.phase == Phase::Stopped).then_some(false);
         }
         Some(
             !self
@@ -198,6 +200,12 @@ impl Durable {
     /// True once another tab took the lead: nothing more is written.
     pub fn is_fenced(&self) -> bool {
         self.fenced
+    }
+
+    /// True once the machine stopped for good (fenced, or the store cannot
+    /// be read again): it hands out no more tasks.
+    pub fn is_stopped(&self) -> bool {
+        self.phase == Phase::Stopped
     }
 
     /// True when no connection may be opened at `now` (the wait after a
@@ -346,12 +354,15 @@ impl Durable {
         match opened {
             Ok(mut core) => {
                 core.set_resolver(self.core.take_resolver());
-                core.reserve_seqs_below(self.seq_floor, now);
-                self.core = core;
                 if self.fenced {
+                    // Read only from now on: what the store holds is what
+                    // followers are told.
+                    self.core = core;
                     self.phase = Phase::Stopped;
                     return;
                 }
+                core.reserve_seqs_below(self.seq_floor, now);
+                self.core = core;
                 self.phase = Phase::Idle;
                 // After a store failure: 1 s, 2 s, 4 s … up to a minute.
                 let failures = self.storage_failures.clamp(1, 7);

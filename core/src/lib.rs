@@ -17,6 +17,10 @@
 //! 3. arm a timer for [`SyncCore::poll_timeout`] and call `handle_timeout`
 //!    when it fires.
 //!
+//! With a store that answers later (IndexedDB), drive the core through
+//! [`Durable`], which decides when a change is durable, recovers from a failed
+//! or lost store, and holds back the first reconnect after a store failure.
+//!
 //! `docs/CORE.md` describes the rules (ordering, gaps, outbox lanes, overlay,
 //! conflicts, merge) in full.
 

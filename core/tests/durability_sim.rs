@@ -1,17 +1,19 @@
 //! Deterministic simulation of the durability machine ([`Durable`]) over an
 //! asynchronous store: each batch completes some time after it was handed
-//! out, and fails, is cut short by a full quota, or finds its database
-//! deleted or closed, while the app keeps making changes.
+//! out, and fails, is cut short by a full quota, finds its database deleted
+//! or closed, or is fenced by another tab, while the app keeps making changes.
 //!
 //! Invariants, checked after every step:
 //! - every change whose promise resolved as stored is in the store (the
 //!   client works offline here, so nothing leaves the outbox);
 //! - no change id ever names two different changes;
-//! - when nothing is in flight, the store holds exactly what the core says;
+//! - when nothing is in flight, the store holds exactly what the core says
+//!   (after another tab fenced this one off: its core holds exactly the
+//!   store's outbox);
 //! - after a store failure no connection is opened before the wait is over.
 //!
-//! `cargo test -p thoonk-sync-core --test durability_sim` runs 2,000 seeds;
-//! set `THOONK_DURABILITY_SEEDS` for more.
+//! `cargo test -p thoonk-sync-core --test durability_sim` runs 1,000 seeds;
+//! set `THOONK_DURABILITY_SEEDS` (and `THOONK_DURABILITY_FIRST_SEED`) for more.
 
 use std::collections::BTreeMap;
 
@@ -92,6 +94,9 @@ impl Sim {
 
     fn run(mut self) -> Result<(u64, u64, u64), String> {
         for _ in 0..STEPS {
+            if self.durable.is_stopped() {
+                break;
+            }
             self.step()?;
             let until = self.now + self.rng.below(40);
             self.advance(until)?;
@@ -219,6 +224,18 @@ impl Sim {
     /// Nothing in flight and nothing to do: memory and store agree.
     fn check_idle(&self) -> Result<(), String> {
         let expected = self.durable.core().stored_state();
+        if self.durable.is_stopped() {
+            // Fenced: the core holds what the store holds (what followers
+            // are told), and writes nothing more.
+            if expected.outbox != self.store.state().outbox {
+                return Err(self.fail(format!(
+                    "a fenced core holds other changes than the store\n core:  {:?}\n store: {:?}",
+                    expected.outbox,
+                    self.store.state().outbox
+                )));
+            }
+            return Ok(());
+        }
         if &expected != self.store.state() {
             return Err(self.fail(format!(
                 "store and core disagree\n core:  {expected:?}\n store: {:?}",
@@ -280,6 +297,9 @@ impl Sim {
                     }
                     self.durable
                         .write_done(Err(StoreFailure::Lost("injected".into())));
+                } else if roll == 18 && self.rng.chance(10) {
+                    self.log("another tab leads: fenced".into());
+                    self.durable.write_done(Err(StoreFailure::Fenced));
                 } else {
                     self.log(format!("write commits ({} writes)", batch.writes.len()));
                     self.store.apply(&batch).unwrap();
@@ -290,6 +310,9 @@ impl Sim {
                 let state = self.store.load().unwrap();
                 self.log("reload".into());
                 self.durable.reloaded(Ok(state), self.now);
+                if self.durable.is_fenced() != self.durable.is_stopped() {
+                    return Err(self.fail("a fenced machine must stop after its reload".into()));
+                }
                 // The first wait after a failure is at least a second.
                 self.no_connect_before = self.now + 1_000;
             }
