@@ -1,8 +1,10 @@
-//! Deterministic simulation of the client core against a model of the server
-//! over a network that drops, duplicates, reorders and delays messages, with
-//! disconnects, outages, feed resets and client restarts from the store.
+//! Deterministic simulation of several client cores against a model of the
+//! server over networks that drop, duplicate, reorder and delay messages,
+//! with disconnects, outages, feed resets, deletions and epoch renewals,
+//! queued jobs and dying workers, a ledger that forgets, bad resolvers and
+//! client restarts from the store.
 //!
-//! `cargo test -p thoonk-sync-core` runs 2,000 seeds. For a longer run set
+//! `cargo test -p thoonk-sync-core` runs 5,000 seeds. For a longer run set
 //! `THOONK_SIM_SEEDS` (and optionally `THOONK_SIM_FIRST_SEED`), e.g.
 //! `THOONK_SIM_SEEDS=100000 cargo test -p thoonk-sync-core --test simulation`.
 
@@ -10,7 +12,7 @@ mod sim;
 
 use sim::world::{Features, Stats, World};
 
-const DEFAULT_SEEDS: u64 = 2_000;
+const DEFAULT_SEEDS: u64 = 5_000;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -58,6 +60,14 @@ fn run_shard(shard: u64) {
             ("restarts", total.restarts),
             ("disconnects", total.disconnects),
             ("storage failures", total.storage_failures),
+            ("conflicts on an unknown base", total.unknown_bases),
+            ("changes past the ledger window", total.expired),
+            ("values over the frame limit", total.too_large),
+            ("feed deletions", total.deletions),
+            (
+                "workers dying between apply and finish",
+                total.worker_deaths,
+            ),
         ] {
             assert!(n > 0, "the simulation never exercised {what}: {total:?}");
         }

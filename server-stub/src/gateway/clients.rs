@@ -32,6 +32,12 @@ impl ClientOwners {
         })
     }
 
+    /// How long a binding and the exactly-once ledger last: the window told
+    /// to clients in `welcome`.
+    pub fn retention(&self) -> Duration {
+        self.retention
+    }
+
     /// Binds `client_id` to `user`, or refreshes the binding; false when the
     /// id belongs to another user.
     pub async fn claim(&self, client_id: &str, user: &str) -> redis::RedisResult<bool> {
