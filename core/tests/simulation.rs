@@ -185,3 +185,48 @@ fn regression_seed_13538_late_snapshot_of_an_older_epoch() {
 fn regression_seed_318_storage_failure_lost_the_subscription() {
     World::new(318).run().unwrap();
 }
+
+// Seeds of the multi-client world (three clients, deletions and epoch
+// renewals, queued jobs, a ledger that forgets, bad resolvers).
+
+/// An offline edit kept a bare revision as its base: after the feed was
+/// recreated (revision restarted) it overwrote another client's write
+/// without a conflict (a lost update).
+#[test]
+fn regression_seed_53_a_base_without_its_epoch_lost_an_update() {
+    World::new(53).run().unwrap();
+}
+
+/// An accepted outcome that arrived after the epoch was renewed with a
+/// lower revision waited for a revision the new epoch never reached.
+#[test]
+fn regression_seed_237_a_late_outcome_of_a_renewed_epoch_waited_forever() {
+    World::new(237).run().unwrap();
+}
+
+/// A late deletion snapshot (an answer sent before the feed was created
+/// again) hid the recreated feed for good.
+#[test]
+fn regression_seed_523_a_late_deletion_hid_a_recreated_feed() {
+    World::new(523).run().unwrap();
+}
+
+/// Events of a recreated feed that arrived after a replay was asked were
+/// dropped by that replay's (deletion) answer.
+#[test]
+fn regression_seed_1562_a_deletion_answer_dropped_newer_events() {
+    World::new(1562).run().unwrap();
+}
+
+/// A change resent after the ledger had forgotten its id was applied twice.
+#[test]
+fn regression_seed_1116_a_change_past_the_ledger_window_applied_twice() {
+    World::new(1116).run().unwrap();
+}
+
+/// A resolver's value over the frame limit was resent forever and blocked
+/// its lane.
+#[test]
+fn regression_seed_56_a_resolved_value_over_the_frame_limit_blocked_its_lane() {
+    World::new(56).run().unwrap();
+}
