@@ -68,6 +68,10 @@ fn run_shard(shard: u64) {
                 "workers dying between apply and finish",
                 total.worker_deaths,
             ),
+            (
+                "positions relative to a retracted item (NOREL)",
+                total.norel,
+            ),
         ] {
             assert!(n > 0, "the simulation never exercised {what}: {total:?}");
         }

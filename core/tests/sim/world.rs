@@ -54,6 +54,8 @@ pub struct Stats {
     pub deletions: u64,
     /// Workers that died between applying a job and finishing it.
     pub worker_deaths: u64,
+    /// Changes placed relative to an item that was gone (`NOREL`).
+    pub norel: u64,
 }
 
 impl Stats {
@@ -76,6 +78,7 @@ impl Stats {
         self.storage_failures += other.storage_failures;
         self.deletions += other.deletions;
         self.worker_deaths += other.worker_deaths;
+        self.norel += other.norel;
     }
 }
 
@@ -1074,8 +1077,9 @@ impl World {
             applied_by_client += if expired { times } else { u32::from(applied) };
             match &record.outcome {
                 ChangeOutcome::Accepted { .. } => stats.applied += 1,
-                ChangeOutcome::Rejected { code, .. } => {
+                ChangeOutcome::Rejected { code, message } => {
                     stats.rejected += 1;
+                    stats.norel += u64::from(message.starts_with("NOREL"));
                     stats.expired += u64::from(*code == ErrorCode::Expired);
                     stats.too_large += u64::from(*code == ErrorCode::TooLarge);
                 }
