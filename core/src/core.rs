@@ -450,6 +450,7 @@ impl SyncCore {
                 self.conn = Conn::Unauthorized;
                 self.set_status(Status::Unauthorized);
             }
+            ErrorCode::TooLarge => self.settle_refused_frame(&message, now),
             ErrorCode::UnsupportedVersion => {
                 self.halt(format!(
                     "the server refused the protocol version: {message}"
@@ -1023,12 +1024,7 @@ impl SyncCore {
             .filter(|e| e.record.accepted.is_none())
             .filter_map(|e| {
                 let r = &e.record;
-                let bytes = ChangeRequest {
-                    id: r.wire_id.clone(),
-                    op: r.op.clone(),
-                    base: r.base.clone(),
-                }
-                .submit_frame_len();
+                let bytes = frame_len(r);
                 let age = now.saturating_sub(r.created_at);
                 let (code, reason, case) = if bytes > MAX_FRAME_BYTES {
                     (
@@ -1054,18 +1050,40 @@ impl SyncCore {
                 } else {
                     return None;
                 };
-                let outcome = match case {
-                    Some(conflict) => ChangeOutcome::Unresolved { conflict, reason },
-                    None => ChangeOutcome::Rejected {
-                        code,
-                        message: reason,
-                    },
-                };
-                Some((r.seq, outcome))
+                Some((r.seq, unsendable(code, reason, case)))
             })
             .collect();
         for (seq, outcome) in doomed {
             self.record_outcome(seq, outcome, now);
+            self.drop_entry(seq);
+        }
+    }
+
+    /// A `too_large` error names the size of the frame the server would not
+    /// read (`frame of <n> bytes exceeds …`): a change whose `submit` frame
+    /// has that size can never get an outcome, so it settles `too_large`
+    /// instead of holding its lane forever (a server whose limit is below
+    /// `MAX_FRAME_BYTES`).
+    fn settle_refused_frame(&mut self, message: &str, now: u64) {
+        let Some(bytes) = message
+            .strip_prefix("frame of ")
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            return;
+        };
+        let refused: Vec<u64> = self
+            .outbox
+            .iter()
+            .filter(|e| e.record.accepted.is_none())
+            .filter(|e| frame_len(&e.record) == bytes)
+            .map(|e| e.record.seq)
+            .collect();
+        for seq in refused {
+            let record = self.outbox.get(seq).expect("listed above").record.clone();
+            let reason = format!("too_large: the server refused its {bytes}-byte frame: {message}");
+            let case = record.resolution.and_then(|_| self.case_of(&record));
+            self.record_outcome(seq, unsendable(ErrorCode::TooLarge, reason, case), now);
             self.drop_entry(seq);
         }
     }
@@ -1341,6 +1359,28 @@ impl SyncCore {
             });
         }
         StoreBatch { writes }
+    }
+}
+
+/// The length of the `submit` frame that carries `record`.
+fn frame_len(record: &OutboxRecord) -> usize {
+    ChangeRequest {
+        id: record.wire_id.clone(),
+        op: record.op.clone(),
+        base: record.base.clone(),
+    }
+    .submit_frame_len()
+}
+
+/// The outcome of a change that must not be sent: unresolved with its
+/// conflict case when it has one, else rejected with `code`.
+fn unsendable(code: ErrorCode, reason: String, case: Option<ConflictCase>) -> ChangeOutcome {
+    match case {
+        Some(conflict) => ChangeOutcome::Unresolved { conflict, reason },
+        None => ChangeOutcome::Rejected {
+            code,
+            message: reason,
+        },
     }
 }
 

@@ -903,3 +903,46 @@ fn a_change_queued_longer_than_the_ledger_window_is_not_resent_blindly() {
     let fx = h.reconnect(Some(30_000));
     assert_eq!(submitted(&fx)[0].0, fresh);
 }
+
+#[test]
+fn a_too_large_error_for_a_queued_change_settles_it_and_frees_its_lane() {
+    // A server whose frame limit is below this client's.
+    let mut h = Harness::new();
+    h.online();
+    let (big, fx) = h.edit("a", json!("x".repeat(20_000)));
+    let (small, _) = h.edit("b", json!("small"));
+    let frame = fx
+        .send
+        .iter()
+        .find(|m| matches!(m, ClientMessage::Submit { .. }))
+        .map(|m| serde_json::to_string(m).unwrap())
+        .expect("the big change is sent");
+    let fx = h.server(ServerMessage::Error {
+        code: ErrorCode::TooLarge,
+        message: format!(
+            "frame of {} bytes exceeds the limit of 16384 bytes",
+            frame.len()
+        ),
+    });
+    assert!(
+        matches!(
+            &outcomes(&fx)[..],
+            [(c, ChangeOutcome::Rejected { code: ErrorCode::TooLarge, .. })] if c == &big
+        ),
+        "{fx:?}"
+    );
+    assert_eq!(
+        submitted(&fx)
+            .iter()
+            .map(|s| s.0.clone())
+            .collect::<Vec<_>>(),
+        [small],
+        "the lane moves on"
+    );
+    // An error naming no frame of ours changes nothing.
+    let fx = h.server(ServerMessage::Error {
+        code: ErrorCode::TooLarge,
+        message: "frame of 12 bytes exceeds the limit of 10 bytes".into(),
+    });
+    assert!(outcomes(&fx).is_empty());
+}

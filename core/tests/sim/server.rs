@@ -470,13 +470,16 @@ impl SimServer {
         request: ChangeRequest,
         now: u64,
     ) -> Vec<(usize, ServerMessage)> {
-        if request.submit_frame_len() > MAX_FRAME_BYTES {
+        let bytes = request.submit_frame_len();
+        if bytes > MAX_FRAME_BYTES {
             // The frame is not read: no ack, no outcome.
             return vec![(
                 conn,
                 ServerMessage::Error {
                     code: ErrorCode::TooLarge,
-                    message: "frame over the limit".into(),
+                    message: format!(
+                        "frame of {bytes} bytes exceeds the limit of {MAX_FRAME_BYTES} bytes"
+                    ),
                 },
             )];
         }
