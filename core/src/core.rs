@@ -1016,15 +1016,22 @@ impl SyncCore {
     /// exactly-once window (the ledger may have forgotten its id, and a
     /// resend could apply it twice). Accepted changes are never resent, so
     /// they stay.
-    fn settle_unsendable(&mut self, now: u64) {
+    /// True when it settled something.
+    fn settle_unsendable(&mut self, now: u64) -> bool {
         let window = self.ledger_window;
+        // Only what is about to be sent is measured (a serialization each).
+        let due: BTreeSet<u64> = self.outbox.due(now).into_iter().collect();
         let doomed: Vec<(u64, ChangeOutcome)> = self
             .outbox
             .iter()
             .filter(|e| e.record.accepted.is_none())
             .filter_map(|e| {
                 let r = &e.record;
-                let bytes = frame_len(r);
+                let bytes = if due.contains(&r.seq) {
+                    frame_len(r)
+                } else {
+                    0
+                };
                 let age = now.saturating_sub(r.created_at);
                 let (code, reason, case) = if bytes > MAX_FRAME_BYTES {
                     (
@@ -1053,10 +1060,12 @@ impl SyncCore {
                 Some((r.seq, unsendable(code, reason, case)))
             })
             .collect();
+        let settled = !doomed.is_empty();
         for (seq, outcome) in doomed {
             self.record_outcome(seq, outcome, now);
             self.drop_entry(seq);
         }
+        settled
     }
 
     /// A `too_large` error names the size of the frame the server would not
@@ -1276,7 +1285,8 @@ impl SyncCore {
                 &mut self.rng,
                 &mut self.effects.send,
             );
-            self.settle_unsendable(now);
+            // Settling a lane's head makes the next one due: measure it too.
+            while self.settle_unsendable(now) {}
             self.outbox
                 .poll_sends(now, &timing, &mut self.rng, &mut self.effects.send);
         }

@@ -111,6 +111,21 @@ impl Outbox {
             .map(|e| e.record.seq)
     }
 
+    /// The seqs `poll_sends` would send at `now`: each lane's head when
+    /// unsent or when its wait ran out.
+    pub fn due(&self, now: u64) -> Vec<u64> {
+        let mut busy = BTreeSet::new();
+        self.entries
+            .values()
+            .filter(|e| e.record.accepted.is_none() && busy.insert(lane(&e.record.op)))
+            .filter(|e| match e.send {
+                SendState::Unsent => true,
+                SendState::InFlight(r) | SendState::Acked(r) => r.deadline <= now,
+            })
+            .map(|e| e.record.seq)
+            .collect()
+    }
+
     /// Sends what is due: each lane's head when unsent or when its wait ran out.
     pub fn poll_sends(
         &mut self,
