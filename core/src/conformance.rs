@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 use thoonk_protocol::{
-    ChangeId, ErrorCode, FeedName, FeedPattern, ItemId, Operation, Position, ServerMessage,
+    Base, ChangeId, ErrorCode, FeedName, FeedPattern, ItemId, Operation, Position, ServerMessage,
 };
 
 use crate::config::Config;
@@ -124,9 +124,18 @@ fn batch(writes: Vec<StoreWrite>) -> StoreBatch {
 }
 
 fn outbox_entry(seq: u64, op: Operation) -> OutboxRecord {
+    // Odd entries keep a bare revision, as records stored before bases
+    // carried their epoch: a store must give both shapes back.
     let base = op
         .feed()
-        .map(|f| BTreeMap::from([(f.clone(), seq * 3)]))
+        .map(|f| {
+            let base = if seq % 2 == 0 {
+                Base::at(1_764_440_000_123_456 + seq, seq * 3)
+            } else {
+                Base::Rev(seq * 3)
+            };
+            BTreeMap::from([(f.clone(), base)])
+        })
         .unwrap_or_default();
     OutboxRecord {
         seq,
@@ -386,6 +395,7 @@ fn outcome_writes() -> Vec<StoreWrite> {
                 feed: feed("f"),
                 id: item_id("i"),
                 base: Some(json!({"v": 0})),
+                unknown_base: false,
                 ours: Some(json!({"v": 1})),
                 theirs: None,
                 rev: 9,
@@ -433,6 +443,7 @@ fn core_session_case() -> Case {
         ServerMessage::Welcome {
             protocol: thoonk_protocol::PROTOCOL_VERSION,
             user: "u".into(),
+            ledger_window_ms: None,
         },
         3,
     )
@@ -478,6 +489,7 @@ fn core_session_case() -> Case {
             outcome: thoonk_protocol::Outcome::Accepted {
                 result: json!(null),
                 revs: BTreeMap::from([(tasks.clone(), 3)]),
+                epochs: BTreeMap::new(),
             },
         },
         8,

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 use thoonk_protocol::{
-    ChangeId, ChangeRequest, ClientMessage, ErrorCode, FeedName, FeedPattern, FeedPosition, ItemId,
-    Operation, Outcome, Position, ServerMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    Base, ChangeId, ChangeRequest, ClientMessage, ErrorCode, FeedName, FeedPattern, FeedPosition,
+    ItemId, Operation, Outcome, Position, ServerMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 
 use crate::config::Config;
@@ -24,6 +24,11 @@ use crate::store::{
     StoredState,
 };
 use crate::view;
+
+/// A change is given up when its age reaches the ledger window less this
+/// fraction of it (1/10): room for a resend in flight to arrive while the
+/// server still remembers the id.
+const LEDGER_MARGIN: u64 = 10;
 
 /// The connection as the core tracks it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +67,8 @@ pub struct SyncCore {
     effects: Effects,
     views: BTreeMap<FeedName, Vec<ItemView>>,
     storage_error: Option<String>,
+    /// The server's exactly-once window (`welcome`), once told.
+    ledger_window: Option<u64>,
 }
 
 impl SyncCore {
@@ -113,8 +120,19 @@ impl SyncCore {
         }
         let mut outbox = Outbox::default();
         let mut highest = 0;
-        for record in state.outbox.into_values() {
+        for mut record in state.outbox.into_values() {
             highest = highest.max(record.seq);
+            // A base stored without its epoch is unknown: epoch 0 is never real.
+            let mut legacy = false;
+            for base in record.base.values_mut() {
+                if let Base::Rev(rev) = *base {
+                    *base = Base::at(0, rev);
+                    legacy = true;
+                }
+            }
+            if legacy {
+                journal.outbox.insert(record.seq);
+            }
             outbox.push(record);
         }
         let next_seq = meta.next_seq.max(highest + 1);
@@ -149,6 +167,7 @@ impl SyncCore {
             effects,
             views: BTreeMap::new(),
             storage_error: None,
+            ledger_window: None,
         };
         let feeds: BTreeSet<FeedName> = core
             .mirror
@@ -348,7 +367,11 @@ impl SyncCore {
         let welcomed = matches!(self.conn, Conn::Online { .. });
         let mut jobs = Vec::new();
         let result = match msg {
-            ServerMessage::Welcome { protocol, .. } => return self.on_welcome(protocol, now),
+            ServerMessage::Welcome {
+                protocol,
+                ledger_window_ms,
+                ..
+            } => return self.on_welcome(protocol, ledger_window_ms, now),
             ServerMessage::Error { code, message } => return self.on_error(code, message, now),
             ServerMessage::Pong => Ok(()),
             other if !welcomed => Err(ServerFault::BeforeWelcome(frame_name(&other)).into()),
@@ -414,7 +437,12 @@ impl SyncCore {
         result
     }
 
-    fn on_welcome(&mut self, protocol: u32, now: u64) -> Result<(), CoreError> {
+    fn on_welcome(
+        &mut self,
+        protocol: u32,
+        ledger_window: Option<u64>,
+        now: u64,
+    ) -> Result<(), CoreError> {
         if protocol != PROTOCOL_VERSION {
             self.halt(format!(
                 "the server speaks protocol {protocol}, this client {PROTOCOL_VERSION}"
@@ -429,6 +457,7 @@ impl SyncCore {
             ping: None,
         };
         self.reconnects = 0;
+        self.ledger_window = ledger_window;
         self.set_status(Status::Online);
         let patterns: Vec<FeedPattern> = self.subscriptions.iter().cloned().collect();
         for pattern in patterns {
@@ -445,6 +474,7 @@ impl SyncCore {
                 self.conn = Conn::Unauthorized;
                 self.set_status(Status::Unauthorized);
             }
+            ErrorCode::TooLarge => self.settle_refused_frame(&message, now),
             ErrorCode::UnsupportedVersion => {
                 self.halt(format!(
                     "the server refused the protocol version: {message}"
@@ -661,8 +691,8 @@ impl SyncCore {
         let base = op
             .feed()
             .map(|f| {
-                let rev = self.mirror.head(f).map_or(0, |h| h.rev);
-                BTreeMap::from([(f.clone(), rev)])
+                let head = self.mirror.head(f).unwrap_or(FeedHead { epoch: 0, rev: 0 });
+                BTreeMap::from([(f.clone(), Base::at(head.epoch, head.rev))])
             })
             .unwrap_or_default();
         // Refused now, or it would wait in the outbox for an outcome the
@@ -799,7 +829,11 @@ impl SyncCore {
             return Ok(());
         }
         match outcome {
-            Outcome::Accepted { result, revs } => {
+            Outcome::Accepted {
+                result,
+                revs,
+                epochs: told,
+            } => {
                 let final_outcome = match entry.record.resolution {
                     None => ChangeOutcome::Accepted {
                         result,
@@ -811,12 +845,20 @@ impl SyncCore {
                         revs: revs.clone(),
                     },
                 };
+                // The epochs the server names (a late outcome may be of an
+                // epoch the mirror has left), else the mirror's.
                 let epochs = revs
                     .keys()
-                    .filter_map(|f| self.mirror.head(f).map(|h| (f.clone(), h.epoch)))
+                    .filter_map(|f| {
+                        let epoch = told
+                            .get(f)
+                            .copied()
+                            .or_else(|| self.mirror.head(f).map(|h| h.epoch))?;
+                        Some((f.clone(), epoch))
+                    })
                     .collect();
                 self.record_outcome(seq, final_outcome, now);
-                for later in self.outbox.rebase_after(seq, &revs) {
+                for later in self.outbox.rebase_after(seq, &revs, &epochs) {
                     self.journal.outbox.insert(later);
                 }
                 let entry = self.outbox.get_mut(seq).expect("found above");
@@ -833,24 +875,37 @@ impl SyncCore {
                 feed,
                 id,
                 base,
+                unknown_base,
+                epoch,
                 current,
                 rev,
                 ..
-            } => self.on_conflict(seq, feed, id, base, current, rev, now),
+            } => {
+                // A server that does not name the epoch: the mirror's, if any.
+                let epoch = match epoch {
+                    0 => self.mirror.head(&feed).map_or(0, |h| h.epoch),
+                    e => e,
+                };
+                let conflict = Conflict {
+                    base: (!unknown_base).then_some(base),
+                    current,
+                    at: FeedHead { epoch, rev },
+                };
+                self.on_conflict(seq, feed, id, conflict, now)
+            }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn on_conflict(
         &mut self,
         seq: u64,
         feed: FeedName,
         id: ItemId,
-        base: Option<Value>,
-        current: Option<Value>,
-        rev: u64,
+        conflict: Conflict,
         now: u64,
     ) -> Result<(), CoreError> {
+        let Conflict { base, current, at } = conflict;
+        let rev = at.rev;
         let record = self.outbox.get(seq).expect("caller checked").record.clone();
         let ours = match &record.op {
             Operation::Publish { item, .. } | Operation::Edit { item, .. } => Some(item.clone()),
@@ -861,7 +916,8 @@ impl SyncCore {
             change: record.id.clone(),
             feed: feed.clone(),
             id: id.clone(),
-            base,
+            unknown_base: base.is_none(),
+            base: base.flatten(),
             ours,
             theirs: current.clone(),
             rev,
@@ -946,18 +1002,146 @@ impl SyncCore {
                 return Ok(());
             }
         };
+        let base = BTreeMap::from([(feed.clone(), Base::at(at.epoch, at.rev))]);
+        // Measured with the longest id the resubmission can get: a value the
+        // server would refuse to read settles now instead of being resent forever.
+        let bytes = ChangeRequest {
+            id: ChangeId::new(&self.client_id, u64::MAX),
+            op: op.clone(),
+            base: base.clone(),
+        }
+        .submit_frame_len();
+        if bytes > MAX_FRAME_BYTES {
+            let reason = format!(
+                "too_large: the resolved change needs {bytes} bytes, over the \
+                 {MAX_FRAME_BYTES}-byte frame limit"
+            );
+            self.record_outcome(seq, unresolved(case, reason), now);
+            self.drop_entry(seq);
+            return Ok(());
+        }
         let wire_seq = self.allocate_seq();
         let wire_id = ChangeId::new(&self.client_id, wire_seq);
         let entry = self.outbox.get_mut(seq).expect("caller checked");
         entry.record.wire_id = wire_id;
         entry.record.op = op;
-        entry.record.base = BTreeMap::from([(feed.clone(), rev)]);
+        entry.record.base = base;
         entry.record.conflicts += 1;
         entry.record.resolution = Some(kind);
         entry.send = crate::outbox::SendState::Unsent;
         self.journal.outbox.insert(seq);
         self.journal.views.insert(feed);
         Ok(())
+    }
+
+    /// Settles the changes that must not be sent (again): one whose `submit`
+    /// frame exceeds the frame limit (the server would not read it, so it
+    /// could never get an outcome), and one queued longer than the server's
+    /// exactly-once window (the ledger may have forgotten its id, and a
+    /// resend could apply it twice). Accepted changes are never resent, so
+    /// they stay.
+    /// True when it settled something.
+    fn settle_unsendable(&mut self, now: u64) -> bool {
+        let window = self.ledger_window;
+        // Only what is about to be sent is measured (a serialization each).
+        let due: BTreeSet<u64> = self.outbox.due(now).into_iter().collect();
+        let doomed: Vec<(u64, ChangeOutcome)> = self
+            .outbox
+            .iter()
+            .filter(|e| e.record.accepted.is_none())
+            .filter_map(|e| {
+                let r = &e.record;
+                let bytes = if due.contains(&r.seq) {
+                    frame_len(r)
+                } else {
+                    0
+                };
+                let age = now.saturating_sub(r.created_at);
+                let (code, reason, case) = if bytes > MAX_FRAME_BYTES {
+                    (
+                        ErrorCode::TooLarge,
+                        format!(
+                            "too_large: the change needs {bytes} bytes, over the \
+                             {MAX_FRAME_BYTES}-byte frame limit"
+                        ),
+                        // A resolved value is reported with its conflict.
+                        r.resolution.and_then(|_| self.case_of(r)),
+                    )
+                } else if window.is_some_and(|w| age >= w - w / LEDGER_MARGIN) {
+                    (
+                        ErrorCode::Expired,
+                        format!(
+                            "expired: queued {age} ms ago, too close to the server's \
+                             exactly-once window ({} ms): it may or may not have been \
+                             applied, and resending could apply it twice",
+                            window.unwrap_or_default()
+                        ),
+                        self.case_of(r),
+                    )
+                } else {
+                    return None;
+                };
+                Some((r.seq, unsendable(code, reason, case)))
+            })
+            .collect();
+        let settled = !doomed.is_empty();
+        for (seq, outcome) in doomed {
+            self.record_outcome(seq, outcome, now);
+            self.drop_entry(seq);
+        }
+        settled
+    }
+
+    /// A `too_large` error names the size of the frame the server would not
+    /// read (`frame of <n> bytes exceeds …`): a change whose `submit` frame
+    /// has that size can never get an outcome, so it settles `too_large`
+    /// instead of holding its lane forever (a server whose limit is below
+    /// `MAX_FRAME_BYTES`).
+    fn settle_refused_frame(&mut self, message: &str, now: u64) {
+        let Some(bytes) = message
+            .strip_prefix("frame of ")
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            return;
+        };
+        let refused: Vec<u64> = self
+            .outbox
+            .iter()
+            .filter(|e| e.record.accepted.is_none())
+            .filter(|e| frame_len(&e.record) == bytes)
+            .map(|e| e.record.seq)
+            .collect();
+        for seq in refused {
+            let record = self.outbox.get(seq).expect("listed above").record.clone();
+            let reason = format!("too_large: the server refused its {bytes}-byte frame: {message}");
+            let case = record.resolution.and_then(|_| self.case_of(&record));
+            self.record_outcome(seq, unsendable(ErrorCode::TooLarge, reason, case), now);
+            self.drop_entry(seq);
+        }
+    }
+
+    /// The case an item change that cannot be sent is reported with: its
+    /// value against the mirror's, on an unknown base. `None` for a change
+    /// that writes no single item (a named action: reported rejected).
+    fn case_of(&self, record: &OutboxRecord) -> Option<ConflictCase> {
+        let (feed, id) = item_of(&record.op)?;
+        let mirrored = self.mirror.feeds.get(feed);
+        Some(ConflictCase {
+            change: record.id.clone(),
+            feed: feed.clone(),
+            id: id.clone(),
+            base: None,
+            unknown_base: true,
+            ours: match &record.op {
+                Operation::Publish { item, .. } | Operation::Edit { item, .. } => {
+                    Some(item.clone())
+                }
+                _ => None,
+            },
+            theirs: mirrored.and_then(|m| m.items.get(id).map(|i| i.value.clone())),
+            rev: self.mirror.head(feed).map_or(0, |h| h.rev),
+        })
     }
 
     fn record_outcome(&mut self, seq: u64, outcome: ChangeOutcome, now: u64) {
@@ -1125,6 +1309,8 @@ impl SyncCore {
                 &mut self.rng,
                 &mut self.effects.send,
             );
+            // Settling a lane's head makes the next one due: measure it too.
+            while self.settle_unsendable(now) {}
             self.outbox
                 .poll_sends(now, &timing, &mut self.rng, &mut self.effects.send);
         }
@@ -1208,6 +1394,38 @@ impl SyncCore {
         }
         StoreBatch { writes }
     }
+}
+
+/// The length of the `submit` frame that carries `record`.
+fn frame_len(record: &OutboxRecord) -> usize {
+    ChangeRequest {
+        id: record.wire_id.clone(),
+        op: record.op.clone(),
+        base: record.base.clone(),
+    }
+    .submit_frame_len()
+}
+
+/// The outcome of a change that must not be sent: unresolved with its
+/// conflict case when it has one, else rejected with `code`.
+fn unsendable(code: ErrorCode, reason: String, case: Option<ConflictCase>) -> ChangeOutcome {
+    match case {
+        Some(conflict) => ChangeOutcome::Unresolved { conflict, reason },
+        None => ChangeOutcome::Rejected {
+            code,
+            message: reason,
+        },
+    }
+}
+
+/// What a `conflict` outcome says, as the core uses it.
+struct Conflict {
+    /// The item at the base: `None` when the base is unknown.
+    base: Option<Option<Value>>,
+    /// The item now (`None`: absent).
+    current: Option<Value>,
+    /// The feed's epoch and revision the current value is of.
+    at: FeedHead,
 }
 
 fn frame_name(msg: &ServerMessage) -> &'static str {

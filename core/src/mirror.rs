@@ -46,16 +46,28 @@ pub(crate) struct FeedMirror {
     foreign: Option<(Epoch, BTreeMap<Rev, Change>)>,
     /// A replay (or initial snapshot) is awaited.
     pub request: Option<Retry>,
+    /// A deletion (a snapshot of epoch 0) replaced a real epoch: one replay
+    /// confirms it, since a deletion has no epoch to order it by (a late
+    /// one would otherwise hide a feed created again since).
+    confirm_deletion: bool,
+    /// A replay was asked with every buffered `foreign` event already here.
+    foreign_asked: bool,
 }
 
 impl FeedMirror {
     /// True when the feed cannot be trusted to be complete: nothing mirrored
-    /// yet, events buffered ahead of a gap, an epoch change seen, or a revision
-    /// the core knows exists (`awaited`) not reached.
+    /// yet, events buffered ahead of a gap, an epoch change seen, a deletion
+    /// not confirmed yet, or a revision the core knows exists (`awaited`)
+    /// not reached.
     pub fn needs_sync(&self, awaited: Rev) -> bool {
         match self.head {
             None => true,
-            Some(head) => !self.ahead.is_empty() || self.foreign.is_some() || awaited > head.rev,
+            Some(head) => {
+                !self.ahead.is_empty()
+                    || self.foreign.is_some()
+                    || self.confirm_deletion
+                    || awaited > head.rev
+            }
         }
     }
 
@@ -77,6 +89,7 @@ impl FeedMirror {
     }
 
     fn keep_foreign(&mut self, epoch: Epoch, events: impl IntoIterator<Item = (Rev, Change)>) {
+        self.foreign_asked = false;
         match &mut self.foreign {
             Some((e, kept)) if *e == epoch => kept.extend(events),
             Some((e, _)) if *e > epoch => {}
@@ -206,6 +219,16 @@ impl Mirror {
         }
         if let Some(head) = m.head {
             if head.epoch == epoch && rev <= head.rev {
+                if epoch == 0 {
+                    // The feed is still deleted (the answer to the replay the
+                    // buffered events or the deletion asked for): events that
+                    // were here when that replay was asked are of an
+                    // incarnation deleted since, and would ask again forever.
+                    if m.foreign_asked {
+                        m.foreign = None;
+                    }
+                    m.confirm_deletion = false;
+                }
                 return fault.map_or(Ok(()), Err);
             }
             if head.epoch != epoch {
@@ -218,6 +241,7 @@ impl Mirror {
             _ => {}
         }
         m.ahead.retain(|r, _| *r > rev);
+        m.confirm_deletion = epoch == 0 && m.head.is_some_and(|h| h.epoch != 0);
         m.items = OrderedItems::from_ordered(items.into_iter().map(|i| (i.id, i.item, i.rev)));
         m.head = Some(FeedHead { epoch, rev });
         journal.clear(feed);
@@ -254,6 +278,7 @@ impl Mirror {
                 feed: feed.clone(),
                 from: m.position(),
             });
+            m.foreign_asked = m.foreign.is_some();
             m.request = Some(Retry {
                 deadline: now
                     + backoff(
@@ -497,6 +522,30 @@ mod tests {
             "the feed was deleted"
         );
         assert!(ids(&m).is_empty());
+    }
+
+    #[test]
+    fn newer_events_buffered_before_a_deletion_ask_once_not_forever() {
+        let (mut m, mut j, mut jobs) = seeded();
+        m.on_event(&feed(), 2, 1, publish("gone", 1), &mut j, &mut jobs);
+        m.on_snapshot(&feed(), 0, 0, vec![], &mut j, &mut jobs)
+            .unwrap();
+        let asked = replays(&mut m, 0);
+        assert_eq!(
+            asked,
+            [ClientMessage::Replay {
+                feed: feed(),
+                from: FeedPosition { epoch: 0, rev: 0 }
+            }],
+            "the events of epoch 2 may be newer than the deletion: ask"
+        );
+        m.on_snapshot(&feed(), 0, 0, vec![], &mut j, &mut jobs)
+            .unwrap();
+        assert!(
+            replays(&mut m, 1_000_000_000).is_empty(),
+            "the feed is still deleted: the buffered events are of a deleted incarnation"
+        );
+        assert!(m.feeds[&feed()].request.is_none());
     }
 
     #[test]

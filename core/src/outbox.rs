@@ -14,7 +14,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use thoonk_protocol::{ChangeId, ChangeRequest, ClientMessage, FeedName, ItemId, Operation, Rev};
+use thoonk_protocol::{
+    Base, ChangeId, ChangeRequest, ClientMessage, Epoch, FeedName, ItemId, Operation, Rev,
+};
 
 use crate::config::Timing;
 use crate::mirror::Retry;
@@ -109,6 +111,21 @@ impl Outbox {
             .map(|e| e.record.seq)
     }
 
+    /// The seqs `poll_sends` would send at `now`: each lane's head when
+    /// unsent or when its wait ran out.
+    pub fn due(&self, now: u64) -> Vec<u64> {
+        let mut busy = BTreeSet::new();
+        self.entries
+            .values()
+            .filter(|e| e.record.accepted.is_none() && busy.insert(lane(&e.record.op)))
+            .filter(|e| match e.send {
+                SendState::Unsent => true,
+                SendState::InFlight(r) | SendState::Acked(r) => r.deadline <= now,
+            })
+            .map(|e| e.record.seq)
+            .collect()
+    }
+
     /// Sends what is due: each lane's head when unsent or when its wait ran out.
     pub fn poll_sends(
         &mut self,
@@ -191,7 +208,14 @@ impl Outbox {
     /// to the revision it produced. Not done for a change whose accepted value
     /// came out of a conflict resolution (the later change never saw that
     /// value, so it must meet the conflict itself). Returns the seqs changed.
-    pub fn rebase_after(&mut self, seq: u64, revs: &BTreeMap<FeedName, Rev>) -> Vec<u64> {
+    /// The new base is of the epoch the mirror was in (`epochs`): it only
+    /// moves forward, and not at all when the mirror had no epoch.
+    pub fn rebase_after(
+        &mut self,
+        seq: u64,
+        revs: &BTreeMap<FeedName, Rev>,
+        epochs: &BTreeMap<FeedName, Epoch>,
+    ) -> Vec<u64> {
         let Some(accepted) = self.entries.get(&seq) else {
             return Vec::new();
         };
@@ -205,12 +229,16 @@ impl Outbox {
         let Some(&rev) = revs.get(&feed) else {
             return Vec::new();
         };
+        let Some(&epoch) = epochs.get(&feed) else {
+            return Vec::new();
+        };
+        let lifted = Base::at(epoch, rev);
         let mut changed = Vec::new();
         for (later, entry) in self.entries.range_mut(seq + 1..) {
             if entry.record.accepted.is_none() && item_of(&entry.record.op) == Some((&feed, &id)) {
-                let base = entry.record.base.entry(feed.clone()).or_insert(0);
-                if *base < rev {
-                    *base = rev;
+                let base = entry.record.base.entry(feed.clone()).or_insert(lifted);
+                if (base.epoch().unwrap_or(0), base.rev()) < (epoch, rev) {
+                    *base = lifted;
                     changed.push(*later);
                 }
             }
@@ -254,7 +282,7 @@ mod tests {
                 id: ItemId::new(id).unwrap(),
                 item: json!(seq),
             },
-            base: BTreeMap::from([(feed, 1)]),
+            base: BTreeMap::from([(feed, Base::at(5, 1))]),
             created_at: 0,
             conflicts: 0,
             resolution: None,
@@ -324,8 +352,15 @@ mod tests {
         outbox.push(record(2, "a", "x"));
         outbox.push(record(3, "a", "y"));
         let revs = BTreeMap::from([(FeedName::new("a").unwrap(), 7)]);
-        assert_eq!(outbox.rebase_after(1, &revs), [2]);
-        assert_eq!(outbox.get(2).unwrap().record.base.values().next(), Some(&7));
-        assert_eq!(outbox.get(3).unwrap().record.base.values().next(), Some(&1));
+        let epochs = BTreeMap::from([(FeedName::new("a").unwrap(), 5)]);
+        assert_eq!(outbox.rebase_after(1, &revs, &epochs), [2]);
+        assert_eq!(
+            outbox.get(2).unwrap().record.base.values().next(),
+            Some(&Base::at(5, 7))
+        );
+        assert_eq!(
+            outbox.get(3).unwrap().record.base.values().next(),
+            Some(&Base::at(5, 1))
+        );
     }
 }

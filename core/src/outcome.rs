@@ -16,8 +16,14 @@ pub struct ConflictCase {
     pub feed: FeedName,
     /// The item in conflict.
     pub id: ItemId,
-    /// The item at the change's base revision (`None`: it did not exist).
+    /// The item at the change's base revision (`None`: it did not exist, or
+    /// the base is unknown).
     pub base: Option<Value>,
+    /// True when the item's value at the base is unknown (the feed's history
+    /// restarted since, or no longer reaches the base): `base` then means
+    /// nothing, and the sides must never be merged against it.
+    #[serde(default)]
+    pub unknown_base: bool,
     /// What our change wanted the item to be (`None`: retracted).
     pub ours: Option<Value>,
     /// The item now on the server (`None`: retracted).

@@ -35,12 +35,24 @@ pub trait Resolver {
 ///
 /// A clean merge that equals theirs keeps theirs, one that equals ours keeps
 /// ours, any other clean merge is resubmitted; a merge with conflicting paths
-/// leaves the change unresolved, naming the paths.
+/// leaves the change unresolved, naming the paths. An unknown base is never
+/// merged: the change is unresolved unless both sides already agree.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MergeResolver;
 
 impl Resolver for MergeResolver {
     fn resolve(&mut self, case: &ConflictCase) -> Result<Resolution, ResolverError> {
+        if case.unknown_base {
+            return Ok(if case.ours == case.theirs {
+                Resolution::KeepTheirs
+            } else {
+                Resolution::Unresolved(
+                    "the item's value at the change's base is unknown (the feed's history \
+                     restarted or no longer reaches it): nothing to merge against"
+                        .into(),
+                )
+            });
+        }
         let merged = merge3(case.base.as_ref(), case.ours.as_ref(), case.theirs.as_ref());
         if !merged.is_clean() {
             return Ok(Resolution::Unresolved(format!(
@@ -91,10 +103,32 @@ mod tests {
             feed: FeedName::new("f").unwrap(),
             id: ItemId::new("i").unwrap(),
             base,
+            unknown_base: false,
             ours,
             theirs,
             rev: 3,
         }
+    }
+
+    #[test]
+    fn an_unknown_base_is_never_merged_as_an_empty_one() {
+        let mut r = MergeResolver;
+        let mut c = case(
+            None,
+            Some(json!(["a", "b", "c"])),
+            Some(json!(["a", "b", "d"])),
+        );
+        c.unknown_base = true;
+        assert!(
+            matches!(r.resolve(&c), Ok(Resolution::Unresolved(reason)) if reason.contains("unknown")),
+            "two arrays are not concatenated against a base nobody knows"
+        );
+        let mut c = case(None, Some(json!({"a": 1})), Some(json!({"a": 1, "b": 2})));
+        c.unknown_base = true;
+        assert!(matches!(r.resolve(&c), Ok(Resolution::Unresolved(_))));
+        let mut c = case(None, Some(json!({"a": 1})), Some(json!({"a": 1})));
+        c.unknown_base = true;
+        assert_eq!(r.resolve(&c), Ok(Resolution::KeepTheirs));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use thoonk_protocol::{ChangeId, Epoch, FeedName, FeedPattern, ItemId, Operation, Rev};
+use thoonk_protocol::{Base, ChangeId, Epoch, FeedName, FeedPattern, ItemId, Operation, Rev};
 
 use crate::outcome::{OutcomeRecord, ResolutionKind};
 
@@ -53,7 +53,8 @@ pub struct StoredItem {
 pub struct AcceptedRecord {
     /// The revision each written feed reached.
     pub revs: BTreeMap<FeedName, Rev>,
-    /// The mirror's epoch of each of those feeds when the outcome came.
+    /// The epoch of each of those revisions: as the server named it, else
+    /// the mirror's epoch of the feed when the outcome came.
     pub epochs: BTreeMap<FeedName, Epoch>,
 }
 
@@ -68,8 +69,10 @@ pub struct OutboxRecord {
     pub wire_id: ChangeId,
     /// What to do (after a conflict: the resolved operation).
     pub op: Operation,
-    /// The revision of each feed it was made (or resolved) against.
-    pub base: BTreeMap<FeedName, Rev>,
+    /// The epoch and revision of each feed it was made (or resolved)
+    /// against. A record stored before bases carried their epoch loads with
+    /// a bare revision, which the core treats as an unknown base.
+    pub base: BTreeMap<FeedName, Base>,
     /// When the app made it.
     pub created_at: u64,
     /// How many conflicts it has run into.

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 use thoonk_protocol::{
-    Change, ChangeId, ChangeOp, ClientMessage, ErrorCode, FeedName, FeedPattern, Item, ItemId,
-    Operation, Outcome, ServerMessage, PROTOCOL_VERSION,
+    Base, Change, ChangeId, ChangeOp, ClientMessage, ErrorCode, FeedName, FeedPattern, Item,
+    ItemId, Operation, Outcome, ServerMessage, PROTOCOL_VERSION,
 };
 use thoonk_sync_core::{
     ChangeOutcome, Config, CoreError, Effects, FnResolver, ItemState, MemoryStore, Notification,
@@ -30,15 +30,7 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
-        let mut store = MemoryStore::new();
-        let core = SyncCore::open(Config::new("c1", "tok", 7), store.load().unwrap(), 0).unwrap();
-        let mut h = Self {
-            core,
-            store,
-            now: 0,
-        };
-        h.effects();
-        h
+        Self::with_outbox(Vec::new())
     }
 
     fn reopen(&mut self) -> Effects {
@@ -73,6 +65,7 @@ impl Harness {
         let fx = self.server(ServerMessage::Welcome {
             protocol: PROTOCOL_VERSION,
             user: "u".into(),
+            ledger_window_ms: None,
         });
         assert!(matches!(fx.send[0], ClientMessage::Subscribe { .. }));
         self.server(ServerMessage::Subscribed {
@@ -105,7 +98,7 @@ impl Harness {
     }
 }
 
-fn submitted(fx: &Effects) -> Vec<(ChangeId, Operation, BTreeMap<FeedName, u64>)> {
+fn submitted(fx: &Effects) -> Vec<(ChangeId, Operation, BTreeMap<FeedName, Base>)> {
     fx.send
         .iter()
         .filter_map(|m| match m {
@@ -154,8 +147,8 @@ fn a_change_is_stored_with_its_overlay_before_it_is_sent() {
     assert_eq!(sent.len(), 1);
     assert_eq!(
         sent[0].2,
-        BTreeMap::from([(feed(), 2)]),
-        "the base is the mirrored rev"
+        BTreeMap::from([(feed(), Base::at(1, 2))]),
+        "the base is the mirrored epoch and rev"
     );
     assert!(fx
         .notify
@@ -175,6 +168,7 @@ fn a_change_is_stored_with_its_overlay_before_it_is_sent() {
         outcome: Outcome::Accepted {
             result: json!(null),
             revs: BTreeMap::from([(feed(), 3)]),
+            epochs: BTreeMap::new(),
         },
     });
     assert!(matches!(&outcomes(&fx)[..], [(c, ChangeOutcome::Accepted { .. })] if c == &change));
@@ -220,6 +214,7 @@ fn nothing_is_sent_before_welcome_and_everything_after_a_reconnect() {
     let fx = h.server(ServerMessage::Welcome {
         protocol: PROTOCOL_VERSION,
         user: "u".into(),
+        ledger_window_ms: None,
     });
     let known = fx.send.iter().find_map(|m| match m {
         ClientMessage::Subscribe { known, .. } => Some(known.clone()),
@@ -249,6 +244,8 @@ fn a_conflict_is_merged_and_resubmitted_against_the_new_revision() {
             id: id("a"),
             base: Some(json!({"title": "a", "done": false})),
             current: Some(json!({"title": "a", "done": true})),
+            unknown_base: false,
+            epoch: 1,
             rev: 5,
             history: vec![],
         },
@@ -257,7 +254,7 @@ fn a_conflict_is_merged_and_resubmitted_against_the_new_revision() {
     assert_eq!(sent.len(), 1);
     let (wire, op, base) = &sent[0];
     assert_ne!(wire, &change, "a resubmission has a fresh id");
-    assert_eq!(base, &BTreeMap::from([(feed(), 5)]));
+    assert_eq!(base, &BTreeMap::from([(feed(), Base::at(1, 5))]));
     assert!(
         matches!(op, Operation::Edit { item, .. } if item == &json!({"title": "mine", "done": true}))
     );
@@ -267,6 +264,7 @@ fn a_conflict_is_merged_and_resubmitted_against_the_new_revision() {
         outcome: Outcome::Accepted {
             result: json!(null),
             revs: BTreeMap::from([(feed(), 6)]),
+            epochs: BTreeMap::new(),
         },
     });
     assert!(matches!(
@@ -287,6 +285,8 @@ fn a_conflict_on_the_same_field_is_unresolved_and_marks_the_item() {
             id: id("a"),
             base: Some(json!({"title": "a", "done": false})),
             current: Some(json!({"title": "theirs", "done": false})),
+            unknown_base: false,
+            epoch: 1,
             rev: 5,
             history: vec![],
         },
@@ -333,6 +333,8 @@ fn the_app_resolver_decides_and_its_failure_is_reported() {
         id: id(item),
         base: Some(json!({})),
         current: Some(json!({"title": "theirs"})),
+        unknown_base: false,
+        epoch: 1,
         rev: 9,
         history: vec![],
     };
@@ -420,6 +422,7 @@ fn a_newer_protocol_stops_the_core() {
             ServerMessage::Welcome {
                 protocol: PROTOCOL_VERSION + 1,
                 user: "u".into(),
+                ledger_window_ms: None,
             },
             2,
         )
@@ -630,4 +633,316 @@ fn a_change_too_large_for_one_frame_is_refused_before_it_is_queued() {
     h.core.change(big(fits), h.now).unwrap();
     let fx = h.effects();
     assert_eq!(submitted(&fx).len(), 1);
+}
+
+impl Harness {
+    /// A core opened over a store that holds `records` in its outbox.
+    fn with_outbox(records: Vec<thoonk_sync_core::OutboxRecord>) -> Self {
+        let mut store = MemoryStore::new();
+        let writes = records
+            .into_iter()
+            .map(|entry| StoreWrite::PutOutbox { entry })
+            .collect();
+        store
+            .apply(&thoonk_sync_core::StoreBatch { writes })
+            .unwrap();
+        let core = SyncCore::open(Config::new("c1", "tok", 7), store.load().unwrap(), 0).unwrap();
+        let mut h = Self {
+            core,
+            store,
+            now: 0,
+        };
+        h.effects();
+        h
+    }
+
+    /// Subscribes, connects and gets `welcome` naming `window`: the effects
+    /// of the `welcome`.
+    fn welcome(&mut self, window: Option<u64>) -> Effects {
+        self.core
+            .subscribe(FeedPattern::new("team:1:*").unwrap(), self.now)
+            .unwrap();
+        self.effects();
+        self.connect(window)
+    }
+
+    /// Connects and gets `welcome` naming `window`: its effects.
+    fn connect(&mut self, window: Option<u64>) -> Effects {
+        self.core.connected(self.now).unwrap();
+        self.effects();
+        self.server(ServerMessage::Welcome {
+            protocol: PROTOCOL_VERSION,
+            user: "u".into(),
+            ledger_window_ms: window,
+        })
+    }
+
+    /// Drops the connection, then connects again; the server's `welcome`
+    /// names `window` as its exactly-once window.
+    fn reconnect(&mut self, window: Option<u64>) -> Effects {
+        self.now += 1;
+        self.core.disconnected(self.now).unwrap();
+        self.effects();
+        self.connect(window)
+    }
+}
+
+/// A conflict outcome on a base the server could not place (another epoch).
+fn unknown_base_conflict(item: &str, current: Value, epoch: u64, rev: u64) -> Outcome {
+    Outcome::Conflict {
+        feed: feed(),
+        id: id(item),
+        base: None,
+        unknown_base: true,
+        epoch,
+        current: Some(current),
+        rev,
+        history: vec![],
+    }
+}
+
+#[test]
+fn an_offline_edit_carries_its_epoch_and_an_unknown_base_is_never_merged() {
+    let mut h = Harness::new();
+    h.online();
+    h.now += 1;
+    h.core.disconnected(h.now).unwrap();
+    h.effects();
+    // Offline, on what the client mirrors of epoch 1.
+    let (change, _) = h.edit("a", json!(["a", "b", "c"]));
+    let fx = h.reconnect(None);
+    let sent = submitted(&fx);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0].2,
+        BTreeMap::from([(feed(), Base::at(1, 2))]),
+        "the base names the epoch its revision belongs to"
+    );
+    // The feed was deleted and recreated meanwhile (epoch 7, rev 1): the
+    // server cannot say what the item was at the base.
+    let fx = h.server(ServerMessage::Outcome {
+        id: change.clone(),
+        outcome: unknown_base_conflict("a", json!(["a", "b", "d"]), 7, 1),
+    });
+    assert!(
+        submitted(&fx).is_empty(),
+        "nothing merged against an empty base: {fx:?}"
+    );
+    let [(c, ChangeOutcome::Unresolved { conflict, reason })] = &outcomes(&fx)[..] else {
+        panic!("expected an unresolved outcome: {fx:?}")
+    };
+    assert_eq!(c, &change);
+    assert!(conflict.unknown_base && conflict.base.is_none());
+    assert!(reason.contains("unknown"), "{reason}");
+}
+
+#[test]
+fn a_resolution_on_an_unknown_base_is_resubmitted_against_the_epoch_the_server_named() {
+    let mut h = Harness::new();
+    h.online();
+    h.core.set_resolver(Box::new(FnResolver(
+        |case: &thoonk_sync_core::ConflictCase| {
+            assert!(case.unknown_base);
+            Ok(Resolution::KeepOurs)
+        },
+    )));
+    let (change, _) = h.edit("a", json!({"title": "mine"}));
+    let fx = h.server(ServerMessage::Outcome {
+        id: change.clone(),
+        outcome: unknown_base_conflict("a", json!({"title": "theirs"}), 7, 3),
+    });
+    let sent = submitted(&fx);
+    assert_eq!(sent.len(), 1, "{fx:?}");
+    assert_eq!(sent[0].2, BTreeMap::from([(feed(), Base::at(7, 3))]));
+}
+
+#[test]
+fn an_outbox_record_stored_without_epochs_loads_with_an_unknown_base() {
+    let record: thoonk_sync_core::OutboxRecord = serde_json::from_value(json!({
+        "seq": 1, "id": "c1:1", "wire_id": "c1:1",
+        "op": {"kind": "edit", "feed": "team:1:tasks", "id": "a", "item": {"v": 1}},
+        "base": {"team:1:tasks": 2},
+        "created_at": 0, "conflicts": 0, "resolution": null, "accepted": null
+    }))
+    .expect("a record of the earlier format loads");
+    assert_eq!(record.base[&feed()], Base::Rev(2));
+    let mut h = Harness::with_outbox(vec![record]);
+    let fx = h.welcome(None);
+    let sent = submitted(&fx);
+    assert_eq!(
+        sent.iter().map(|s| s.2.clone()).collect::<Vec<_>>(),
+        [BTreeMap::from([(feed(), Base::at(0, 2))])],
+        "a revision without its epoch is sent as an unknown base (epoch 0), never compared"
+    );
+    assert_eq!(
+        h.store.state().outbox[&1].base[&feed()],
+        Base::at(0, 2),
+        "the store holds what the core holds"
+    );
+}
+
+#[test]
+fn a_resolved_value_over_the_frame_limit_settles_as_too_large_and_frees_its_lane() {
+    let mut h = Harness::new();
+    h.online();
+    h.core.set_resolver(Box::new(FnResolver(
+        |_: &thoonk_sync_core::ConflictCase| {
+            Ok(Resolution::Merged(Some(json!(
+                "x".repeat(thoonk_protocol::MAX_FRAME_BYTES)
+            ))))
+        },
+    )));
+    let (first, _) = h.edit("a", json!({"title": "mine"}));
+    let (second, fx) = h.edit("b", json!({"title": "next"}));
+    assert!(submitted(&fx).is_empty(), "the lane waits for the first");
+    let fx = h.server(ServerMessage::Outcome {
+        id: first.clone(),
+        outcome: Outcome::Conflict {
+            feed: feed(),
+            id: id("a"),
+            base: Some(json!({"title": "a", "done": false})),
+            unknown_base: false,
+            epoch: 1,
+            current: Some(json!({"title": "theirs"})),
+            rev: 5,
+            history: vec![],
+        },
+    });
+    let [(c, ChangeOutcome::Unresolved { reason, .. })] = &outcomes(&fx)[..] else {
+        panic!("expected an unresolved outcome: {fx:?}")
+    };
+    assert_eq!(c, &first);
+    assert!(reason.starts_with("too_large"), "{reason}");
+    let sent = submitted(&fx);
+    assert_eq!(
+        sent.iter().map(|s| s.0.clone()).collect::<Vec<_>>(),
+        [second],
+        "the oversized value is never sent; the lane moves on"
+    );
+}
+
+#[test]
+fn a_queued_change_over_the_frame_limit_settles_as_too_large_and_frees_its_lane() {
+    // Queued by a build that did not measure changes (or under a larger limit).
+    let big = thoonk_sync_core::OutboxRecord {
+        seq: 1,
+        id: ChangeId::new("c1", 1),
+        wire_id: ChangeId::new("c1", 1),
+        op: Operation::Edit {
+            feed: feed(),
+            id: id("a"),
+            item: json!("x".repeat(thoonk_protocol::MAX_FRAME_BYTES)),
+        },
+        base: BTreeMap::from([(feed(), Base::at(1, 2))]),
+        created_at: 0,
+        conflicts: 0,
+        resolution: None,
+        accepted: None,
+    };
+    let mut small = big.clone();
+    small.seq = 2;
+    small.id = ChangeId::new("c1", 2);
+    small.wire_id = small.id.clone();
+    small.op = Operation::Edit {
+        feed: feed(),
+        id: id("b"),
+        item: json!("small"),
+    };
+    let mut h = Harness::with_outbox(vec![big, small]);
+    let fx = h.welcome(None);
+    assert!(
+        matches!(
+            &outcomes(&fx)[..],
+            [(c, ChangeOutcome::Rejected { code: ErrorCode::TooLarge, .. })] if c == &ChangeId::new("c1", 1)
+        ),
+        "{:?}",
+        outcomes(&fx)
+    );
+    assert_eq!(
+        submitted(&fx)
+            .iter()
+            .map(|s| s.0.clone())
+            .collect::<Vec<_>>(),
+        [ChangeId::new("c1", 2)],
+        "the lane is not blocked"
+    );
+    assert!(h
+        .store
+        .state()
+        .outcomes
+        .contains_key(&ChangeId::new("c1", 1)));
+}
+
+#[test]
+fn a_change_queued_longer_than_the_ledger_window_is_not_resent_blindly() {
+    let mut h = Harness::new();
+    h.online();
+    let (old, fx) = h.edit("a", json!({"title": "old"}));
+    assert_eq!(submitted(&fx).len(), 1, "sent once, its outcome lost");
+    // Offline for longer than the server remembers change ids.
+    h.now += 1;
+    h.core.disconnected(h.now).unwrap();
+    h.effects();
+    h.now += 60_000;
+    let fx = h.reconnect(Some(30_000));
+    assert!(
+        submitted(&fx).iter().all(|s| s.0 != old),
+        "the ledger may have forgotten it: a resend could apply it twice"
+    );
+    let [(c, ChangeOutcome::Unresolved { reason, conflict })] = &outcomes(&fx)[..] else {
+        panic!("expected an unresolved outcome: {fx:?}")
+    };
+    assert_eq!(c, &old);
+    assert!(reason.starts_with("expired"), "{reason}");
+    assert_eq!(conflict.ours, Some(json!({"title": "old"})));
+    assert!(h.core.pending().is_empty());
+    // A fresh change goes out as usual.
+    let (fresh, fx) = h.edit("a", json!({"title": "new"}));
+    assert_eq!(submitted(&fx)[0].0, fresh);
+    // Within the window a change is resent as before.
+    let fx = h.reconnect(Some(30_000));
+    assert_eq!(submitted(&fx)[0].0, fresh);
+}
+
+#[test]
+fn a_too_large_error_for_a_queued_change_settles_it_and_frees_its_lane() {
+    // A server whose frame limit is below this client's.
+    let mut h = Harness::new();
+    h.online();
+    let (big, fx) = h.edit("a", json!("x".repeat(20_000)));
+    let (small, _) = h.edit("b", json!("small"));
+    let frame = fx
+        .send
+        .iter()
+        .find(|m| matches!(m, ClientMessage::Submit { .. }))
+        .map(|m| serde_json::to_string(m).unwrap())
+        .expect("the big change is sent");
+    let fx = h.server(ServerMessage::Error {
+        code: ErrorCode::TooLarge,
+        message: format!(
+            "frame of {} bytes exceeds the limit of 16384 bytes",
+            frame.len()
+        ),
+    });
+    assert!(
+        matches!(
+            &outcomes(&fx)[..],
+            [(c, ChangeOutcome::Rejected { code: ErrorCode::TooLarge, .. })] if c == &big
+        ),
+        "{fx:?}"
+    );
+    assert_eq!(
+        submitted(&fx)
+            .iter()
+            .map(|s| s.0.clone())
+            .collect::<Vec<_>>(),
+        [small],
+        "the lane moves on"
+    );
+    // An error naming no frame of ours changes nothing.
+    let fx = h.server(ServerMessage::Error {
+        code: ErrorCode::TooLarge,
+        message: "frame of 12 bytes exceeds the limit of 10 bytes".into(),
+    });
+    assert!(outcomes(&fx).is_empty());
 }

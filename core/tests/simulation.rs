@@ -1,8 +1,10 @@
-//! Deterministic simulation of the client core against a model of the server
-//! over a network that drops, duplicates, reorders and delays messages, with
-//! disconnects, outages, feed resets and client restarts from the store.
+//! Deterministic simulation of several client cores against a model of the
+//! server over networks that drop, duplicate, reorder and delay messages,
+//! with disconnects, outages, feed resets, deletions and epoch renewals,
+//! queued jobs and dying workers, a ledger that forgets, bad resolvers and
+//! client restarts from the store.
 //!
-//! `cargo test -p thoonk-sync-core` runs 2,000 seeds. For a longer run set
+//! `cargo test -p thoonk-sync-core` runs 5,000 seeds. For a longer run set
 //! `THOONK_SIM_SEEDS` (and optionally `THOONK_SIM_FIRST_SEED`), e.g.
 //! `THOONK_SIM_SEEDS=100000 cargo test -p thoonk-sync-core --test simulation`.
 
@@ -10,7 +12,7 @@ mod sim;
 
 use sim::world::{Features, Stats, World};
 
-const DEFAULT_SEEDS: u64 = 2_000;
+const DEFAULT_SEEDS: u64 = 5_000;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -58,6 +60,18 @@ fn run_shard(shard: u64) {
             ("restarts", total.restarts),
             ("disconnects", total.disconnects),
             ("storage failures", total.storage_failures),
+            ("conflicts on an unknown base", total.unknown_bases),
+            ("changes past the ledger window", total.expired),
+            ("values over the frame limit", total.too_large),
+            ("feed deletions", total.deletions),
+            (
+                "workers dying between apply and finish",
+                total.worker_deaths,
+            ),
+            (
+                "positions relative to a retracted item (NOREL)",
+                total.norel,
+            ),
         ] {
             assert!(n > 0, "the simulation never exercised {what}: {total:?}");
         }
@@ -174,4 +188,49 @@ fn regression_seed_13538_late_snapshot_of_an_older_epoch() {
 #[test]
 fn regression_seed_318_storage_failure_lost_the_subscription() {
     World::new(318).run().unwrap();
+}
+
+// Seeds of the multi-client world (three clients, deletions and epoch
+// renewals, queued jobs, a ledger that forgets, bad resolvers).
+
+/// An offline edit kept a bare revision as its base: after the feed was
+/// recreated (revision restarted) it overwrote another client's write
+/// without a conflict (a lost update).
+#[test]
+fn regression_seed_53_a_base_without_its_epoch_lost_an_update() {
+    World::new(53).run().unwrap();
+}
+
+/// An accepted outcome that arrived after the epoch was renewed with a
+/// lower revision waited for a revision the new epoch never reached.
+#[test]
+fn regression_seed_237_a_late_outcome_of_a_renewed_epoch_waited_forever() {
+    World::new(237).run().unwrap();
+}
+
+/// A late deletion snapshot (an answer sent before the feed was created
+/// again) hid the recreated feed for good.
+#[test]
+fn regression_seed_523_a_late_deletion_hid_a_recreated_feed() {
+    World::new(523).run().unwrap();
+}
+
+/// Events of a recreated feed that arrived after a replay was asked were
+/// dropped by that replay's (deletion) answer.
+#[test]
+fn regression_seed_1562_a_deletion_answer_dropped_newer_events() {
+    World::new(1562).run().unwrap();
+}
+
+/// A change resent after the ledger had forgotten its id was applied twice.
+#[test]
+fn regression_seed_1116_a_change_past_the_ledger_window_applied_twice() {
+    World::new(1116).run().unwrap();
+}
+
+/// A resolver's value over the frame limit was resent forever and blocked
+/// its lane.
+#[test]
+fn regression_seed_56_a_resolved_value_over_the_frame_limit_blocked_its_lane() {
+    World::new(56).run().unwrap();
 }

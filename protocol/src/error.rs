@@ -23,6 +23,10 @@ pub enum ErrorCode {
     NotFound,
     /// The server failed; the request may be retried.
     Internal,
+    /// A queued change waited longer than the server's exactly-once window
+    /// (`welcome`'s `ledger_window_ms`): resending it could apply it twice,
+    /// so the client gives it up.
+    Expired,
 }
 
 impl ErrorCode {
@@ -37,6 +41,7 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::NotFound => "not_found",
             Self::Internal => "internal",
+            Self::Expired => "expired",
         }
     }
 }

@@ -17,7 +17,7 @@ mod name;
 pub use change::{Change, ChangeOp, FeedEvent, Item, Position};
 pub use error::{ErrorCode, NameError};
 pub use message::{
-    ChangeId, ChangeRequest, ClientMessage, FeedPosition, Operation, Outcome, ServerMessage,
+    Base, ChangeId, ChangeRequest, ClientMessage, FeedPosition, Operation, Outcome, ServerMessage,
 };
 pub use name::{FeedName, FeedPattern, ItemId, MAX_FEED_NAME_LEN, MAX_ITEM_ID_LEN};
 

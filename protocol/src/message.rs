@@ -19,6 +19,45 @@ pub struct FeedPosition {
     pub rev: Rev,
 }
 
+/// The state of one feed a change was made against, for conflict detection.
+///
+/// On the wire `{"epoch": e, "rev": r}`; a bare revision (the shape before
+/// bases carried their epoch) is still read. A base of another epoch than
+/// the feed's current one (epoch 0 included: "the client does not know") is
+/// an *unknown* base: its revision is never compared with the feed's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Base {
+    /// A revision of a known epoch.
+    At(FeedPosition),
+    /// A bare revision, compared in the feed's current epoch (clients that
+    /// do not send epochs).
+    Rev(Rev),
+}
+
+impl Base {
+    /// A base at revision `rev` of `epoch` (0: unknown epoch).
+    pub fn at(epoch: Epoch, rev: Rev) -> Self {
+        Self::At(FeedPosition { epoch, rev })
+    }
+
+    /// The revision.
+    pub fn rev(&self) -> Rev {
+        match self {
+            Self::At(p) => p.rev,
+            Self::Rev(rev) => *rev,
+        }
+    }
+
+    /// The epoch, when the base names one.
+    pub fn epoch(&self) -> Option<Epoch> {
+        match self {
+            Self::At(p) => Some(p.epoch),
+            Self::Rev(_) => None,
+        }
+    }
+}
+
 /// A client change id: the client's id and its own sequence number,
 /// `"<client_id>:<seq>"`. It is the job id on the server and the key of
 /// the exactly-once ledger, so it must never be reused by another change.
@@ -104,9 +143,10 @@ pub struct ChangeRequest {
     pub id: ChangeId,
     /// What to do.
     pub op: Operation,
-    /// The revision of each feed the change was made against, for conflict detection.
+    /// The epoch and revision of each feed the change was made against, for
+    /// conflict detection.
     #[serde(default)]
-    pub base: BTreeMap<FeedName, Rev>,
+    pub base: BTreeMap<FeedName, Base>,
 }
 
 impl ChangeRequest {
@@ -130,6 +170,10 @@ pub enum Outcome {
         /// The revision each feed reached with this change.
         #[serde(default)]
         revs: BTreeMap<FeedName, Rev>,
+        /// The epoch of each of those revisions (absent from servers that
+        /// do not send it: then the feed's epoch when the outcome arrives).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        epochs: BTreeMap<FeedName, Epoch>,
     },
     /// Refused for good; `message` is fit to show the user.
     Rejected {
@@ -144,8 +188,19 @@ pub enum Outcome {
         feed: FeedName,
         /// The item in conflict.
         id: ItemId,
-        /// The item's value at the base revision (`None`: it did not exist).
+        /// The item's value at the base revision (`None`: it did not exist,
+        /// or the base is unknown).
         base: Option<Value>,
+        /// True when the server cannot tell the item's value at the base: the
+        /// base is of another epoch (the feed was deleted and recreated, or
+        /// its history restarted) or the change log no longer reaches it.
+        /// `base` is then `None` and means nothing: never merge against it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        unknown_base: bool,
+        /// The feed's current epoch (the epoch of `rev`; 0 from servers that
+        /// do not send it).
+        #[serde(default)]
+        epoch: Epoch,
         /// The item's current value (`None`: it was retracted).
         current: Option<Value>,
         /// The feed's current revision.
@@ -207,6 +262,11 @@ pub enum ServerMessage {
         protocol: u32,
         /// The user the token belongs to.
         user: String,
+        /// How long, in milliseconds, the server's exactly-once ledger
+        /// remembers a change id: a change first submitted longer ago than
+        /// this may be applied again if resent. Absent: not told.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ledger_window_ms: Option<u64>,
     },
     /// The answer to `subscribe`: which feeds the pattern matches now.
     Subscribed {
@@ -290,7 +350,7 @@ mod tests {
                     id: ItemId::new("a").unwrap(),
                     position: Position::After(ItemId::new("b").unwrap()),
                 },
-                base: BTreeMap::from([(FeedName::new("team:1:tasks").unwrap(), 4)]),
+                base: BTreeMap::from([(FeedName::new("team:1:tasks").unwrap(), Base::at(9, 4))]),
             },
         };
         assert_eq!(
@@ -298,9 +358,14 @@ mod tests {
             json!({"type": "submit", "change": {
                 "id": "c1:7",
                 "op": {"kind": "move", "feed": "team:1:tasks", "id": "a", "position": {"after": "b"}},
-                "base": {"team:1:tasks": 4}
+                "base": {"team:1:tasks": {"epoch": 9, "rev": 4}}
             }})
         );
+        let legacy: ChangeRequest = serde_json::from_value(json!({
+            "id": "c1:7", "op": {"kind": "retract", "feed": "f", "id": "a"}, "base": {"f": 4}
+        }))
+        .unwrap();
+        assert_eq!(legacy.base.values().next(), Some(&Base::Rev(4)));
         let ClientMessage::Submit { change } = &submit else {
             unreachable!()
         };

@@ -14,11 +14,15 @@
 --   feed index (1-based), kind (upsert | insert | edit | retract | move),
 --   item id, item JSON text (upsert, insert, edit; else ''),
 --   position ('' | begin | end | before | after), reference item id or '',
---   base revision or '' (no conflict check),
+--   base: '' (no conflict check), '<epoch>:<rev>', or a bare '<rev>' (read
+--   in the feed's current epoch, from clients that send no epoch),
 --   guard: the item revision the handler read, or '' (none)
 -- Reply: { 'applied', outcome JSON } | { 'already', outcome JSON }
 -- Errors: "<CODE> <write index> <message>" with CODE one of CONFLICT (the
---   item changed after the base revision, by another client), STALE (the
+--   item changed after the base revision, by another client), UNKNOWNBASE
+--   (the base is of another epoch than the feed's, and the item exists or
+--   another client changed it in this epoch: its revisions are never
+--   compared across epochs), STALE (the
 --   item's revision is no longer the guard), or the prelude's NOFEED,
 --   FEEDTYPE, NOITEM, EXISTS, BADPOS, NOREL, BADARG, BADKEYS
 local WRITE_ARGS = 8
@@ -63,6 +67,21 @@ local function changed_since(f, id, base, client)
   return false
 end
 
+-- The revision of a base argument, and whether it is of the feed's current
+-- epoch ('<epoch>:<rev>'; a bare '<rev>' is taken as the current epoch).
+local function parse_base(f, text)
+  local epoch, rev = string.match(text, '^(%d+):(%d+)$')
+  if not epoch then return tonumber(text), true end
+  return tonumber(rev), (not f.new_epoch) and f.epoch ~= nil and tonumber(epoch) == f.epoch
+end
+
+-- True when item `id` exists, or another client changed it in the feed's
+-- current epoch (as far as the log reaches): what an unknown base conflicts with.
+local function touched_in_epoch(f, id, client)
+  if redis.call('HEXISTS', f.items, id) == 1 then return true end
+  return (not f.new_epoch) and changed_since(f, id, 0, client)
+end
+
 return run(function()
   local job, ttl, result = ARGV[1], ARGV[2], ARGV[3]
   local done = redis.call('GET', KEYS[1])
@@ -87,8 +106,16 @@ return run(function()
       local f = feeds[fi]
       if not f then fail('BADARG', 'no feed ' .. tostring(ARGV[a + 1])) end
       check_feed(f)
-      if base ~= '' and changed_since(f, id, tonumber(base), client) then
-        fail('CONFLICT', 'item ' .. id .. ' of feed ' .. f.name .. ' changed after revision ' .. base)
+      if base ~= '' then
+        local rev, known = parse_base(f, base)
+        if not rev then fail('BADARG', 'base ' .. base .. ' is not <epoch>:<rev> or <rev>') end
+        if not known then
+          if touched_in_epoch(f, id, client) then
+            fail('UNKNOWNBASE', 'item ' .. id .. ' of feed ' .. f.name .. ' has a base of another epoch')
+          end
+        elseif changed_since(f, id, rev, client) then
+          fail('CONFLICT', 'item ' .. id .. ' of feed ' .. f.name .. ' changed after revision ' .. num(rev))
+        end
       end
       if guard ~= '' and (redis.call('HGET', f.itemrevs, id) or '0') ~= guard then
         fail('STALE', 'item ' .. id .. ' of feed ' .. f.name .. ' changed while the job ran')
@@ -121,12 +148,16 @@ return run(function()
     end
     revs[p.f.name] = rev
   end
-  local parts = {}
+  local parts, epochs = {}, {}
   for i = 1, #feeds do
     local rev = revs[feeds[i].name]
-    if rev then parts[#parts + 1] = cjson.encode(feeds[i].name) .. ':' .. num(rev) end
+    if rev then
+      parts[#parts + 1] = cjson.encode(feeds[i].name) .. ':' .. num(rev)
+      epochs[#epochs + 1] = cjson.encode(feeds[i].name) .. ':' .. num(feeds[i].epoch)
+    end
   end
-  local outcome = '{"status":"accepted","result":' .. result .. ',"revs":{' .. table.concat(parts, ',') .. '}}'
+  local outcome = '{"status":"accepted","result":' .. result .. ',"revs":{' .. table.concat(parts, ',')
+    .. '},"epochs":{' .. table.concat(epochs, ',') .. '}}'
   redis.call('SET', KEYS[1], outcome, 'PX', ttl)
   flush()
   return { 'applied', outcome }

@@ -467,6 +467,7 @@ async fn a_finish_counts_only_for_the_claim_that_still_holds_the_job() {
     let accepted = Outcome::Accepted {
         result: serde_json::Value::Null,
         revs: Default::default(),
+        epochs: Default::default(),
     };
     let own = script_finish(&mut conn, "s:1", &accepted, &second_claim).await;
     assert_eq!(own[0], "finished");

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use jobs_support::*;
 use redis::AsyncCommands;
 use serde_json::json;
-use thoonk_protocol::{ChangeId, ErrorCode, FeedName, ItemId, Operation, Outcome};
+use thoonk_protocol::{Base, ChangeId, ErrorCode, FeedName, ItemId, Operation, Outcome};
 use thoonk_server::feeds::{FeedSettings, FeedStore, FeedType};
 use thoonk_server::gateway::access::{AccessConfig, ConfigRules, User};
 use thoonk_server::gateway::OpenAccess;
@@ -67,6 +67,20 @@ async fn open() -> (Env, JobQueue, FeedStore) {
         .unwrap();
     let store = FeedStore::open(&env.target, "test").await.unwrap();
     (env, q, store)
+}
+
+/// A queue, a feed store and one worker with the standard handlers, open access.
+async fn open_with_workers() -> (Env, JobQueue, FeedStore, InProcess) {
+    let (env, q, store) = open().await;
+    let workers = InProcess::start(
+        &env.url(),
+        &queue_name(),
+        steady_settings(2),
+        Handlers::standard(),
+        Arc::new(OpenAccess),
+        1,
+    );
+    (env, q, store, workers)
 }
 
 #[tokio::test]
@@ -193,7 +207,7 @@ async fn a_clients_own_earlier_change_is_no_conflict_whatever_its_sequence_holds
             },
         );
         if let Some(base) = base {
-            c.base.insert(f.clone(), base);
+            c.base.insert(f.clone(), Base::Rev(base));
         }
         c
     };
@@ -272,7 +286,7 @@ async fn a_change_to_an_item_changed_since_its_base_is_a_conflict_with_history()
         "bobs-phone:2",
         action("complete_task", json!({"feed": f, "id": "t1"})),
     );
-    stale.base.insert(f.clone(), 2);
+    stale.base.insert(f.clone(), Base::Rev(2));
     q.submit(&bob, &stale).await.unwrap();
     match outcome_of(&q, &stale.id).await {
         Outcome::Conflict {
@@ -282,6 +296,7 @@ async fn a_change_to_an_item_changed_since_its_base_is_a_conflict_with_history()
             current,
             rev,
             history,
+            ..
         } => {
             assert_eq!(feed, f);
             assert_eq!(id, t1);
@@ -303,7 +318,7 @@ async fn a_change_to_an_item_changed_since_its_base_is_a_conflict_with_history()
         "bobs-phone:3",
         action("complete_task", json!({"feed": f, "id": "t2"})),
     );
-    own.base.insert(f.clone(), 2);
+    own.base.insert(f.clone(), Base::Rev(2));
     q.submit(&bob, &own).await.unwrap();
     assert!(matches!(
         outcome_of(&q, &own.id).await,
@@ -321,7 +336,7 @@ async fn a_change_to_an_item_changed_since_its_base_is_a_conflict_with_history()
             json!({"feed": f, "id": "t1", "fields": {"title": "v3"}}),
         ),
     );
-    gone.base.insert(f.clone(), 5);
+    gone.base.insert(f.clone(), Base::Rev(5));
     q.submit(&bob, &gone).await.unwrap();
     match outcome_of(&q, &gone.id).await {
         Outcome::Conflict {
@@ -429,7 +444,7 @@ async fn delegation_moves_a_task_atomically_or_not_at_all() {
     );
     q.submit(&bob, &ok).await.unwrap();
     match outcome_of(&q, &ok.id).await {
-        Outcome::Accepted { revs, result } => {
+        Outcome::Accepted { revs, result, .. } => {
             assert_eq!(revs.len(), 2, "both feeds changed: {revs:?}");
             assert_eq!(result, json!({"feed": cats}));
         }
@@ -743,8 +758,7 @@ fn finish_messages_parse_only_with_the_nul_and_an_outcome() {
 
 #[tokio::test]
 async fn generic_operations_apply_with_base_revisions_and_report_conflicts() {
-    let (env, q, store) = open().await;
-    let workers = standard_workers(&env, 1);
+    let (_env, q, store, workers) = open_with_workers().await;
     let list = feed("lists:groceries");
     let id = |s: &str| ItemId::new(s).unwrap();
     let alice = user("alice");
@@ -753,7 +767,7 @@ async fn generic_operations_apply_with_base_revisions_and_report_conflicts() {
         n += 1;
         let mut c = change(&format!("phone:{n}"), op);
         if let Some(base) = base {
-            c.base.insert(list.clone(), base);
+            c.base.insert(list.clone(), Base::Rev(base));
         }
         c
     };
@@ -1067,5 +1081,209 @@ async fn a_retried_job_registers_a_feed_an_earlier_attempt_created() {
     assert!(matches!(outcome, Outcome::Accepted { .. }), "{outcome:?}");
     let registered: bool = conn.sismember("feeds", created.as_str()).await.unwrap();
     assert!(registered, "the retry registered the feed");
+    workers.stop().await;
+}
+
+/// Submits `op` (writing one feed) made against `base`; its outcome.
+async fn submit_against(q: &JobQueue, id: &str, op: Operation, base: Base) -> Outcome {
+    let feed = op.feed().expect("a feed operation").clone();
+    let mut c = change(id, op);
+    c.base.insert(feed, base);
+    q.submit(&user("alice"), &c).await.unwrap();
+    outcome_of(q, &c.id).await
+}
+
+/// Submits an edit of `item` in `feed` made against `base`; its outcome.
+async fn edit_against(
+    q: &JobQueue,
+    id: &str,
+    feed: &thoonk_protocol::FeedName,
+    item: &str,
+    value: serde_json::Value,
+    base: Base,
+) -> Outcome {
+    let op = Operation::Edit {
+        feed: feed.clone(),
+        id: ItemId::new(item).unwrap(),
+        item: value,
+    };
+    submit_against(q, id, op, base).await
+}
+
+fn assert_unknown_base(outcome: Outcome, theirs: serde_json::Value) {
+    match outcome {
+        Outcome::Conflict {
+            base,
+            unknown_base,
+            current,
+            history,
+            ..
+        } => {
+            assert!(unknown_base, "the base is unknown, not \"no item\"");
+            assert_eq!(base, None);
+            assert_eq!(current, Some(theirs));
+            assert!(history.is_empty(), "no history reaches an unknown base");
+        }
+        other => panic!("expected a conflict on an unknown base, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_base_of_a_deleted_and_recreated_feed_is_a_conflict_not_an_overwrite() {
+    let (_env, q, store, workers) = open_with_workers().await;
+    let f = feed("lists:recreated");
+    let t1 = ItemId::new("t1").unwrap();
+    let old = store
+        .publish(&f, Some(&t1), &json!("milk"), Some("other:1"))
+        .await
+        .unwrap();
+    store
+        .edit(&f, &t1, &json!("oat milk"), Some("other:2"))
+        .await
+        .unwrap(); // the client mirrors (old epoch, rev 2)
+    assert!(store.delete(&f).await.unwrap());
+    let fresh = store
+        .publish(&f, Some(&t1), &json!("bread"), Some("other:3"))
+        .await
+        .unwrap();
+    assert_ne!(fresh.epoch, old.epoch);
+    assert_eq!(
+        fresh.rev, 1,
+        "the revision restarts below the client's base"
+    );
+
+    let outcome = edit_against(
+        &q,
+        "phone:1",
+        &f,
+        "t1",
+        json!("soy milk"),
+        Base::at(old.epoch, 2),
+    )
+    .await;
+    assert_unknown_base(outcome, json!("bread"));
+    let now = store.get(&f, &t1).await.unwrap();
+    assert_eq!(
+        now.item.unwrap().item,
+        json!("bread"),
+        "nothing was applied"
+    );
+
+    // A new item of the recreated feed is no conflict, whatever the base.
+    let outcome = submit_against(
+        &q,
+        "phone:2",
+        Operation::Publish {
+            feed: f.clone(),
+            id: ItemId::new("t2").unwrap(),
+            item: json!("eggs"),
+            position: None,
+        },
+        Base::at(old.epoch, 2),
+    )
+    .await;
+    assert!(matches!(outcome, Outcome::Accepted { .. }), "{outcome:?}");
+
+    // The same base in the current epoch is compared by revision as before.
+    let outcome = edit_against(
+        &q,
+        "phone:3",
+        &f,
+        "t1",
+        json!("rye bread"),
+        Base::at(fresh.epoch, 1),
+    )
+    .await;
+    assert!(matches!(outcome, Outcome::Accepted { .. }), "{outcome:?}");
+    workers.stop().await;
+}
+
+#[tokio::test]
+async fn a_base_of_an_epoch_renewed_with_a_lower_revision_is_a_conflict() {
+    let (env, q, store, workers) = open_with_workers().await;
+    let f = feed("lists:renewed");
+    let t1 = ItemId::new("t1").unwrap();
+    let mut last = store
+        .publish(&f, Some(&t1), &json!(0), Some("other:1"))
+        .await
+        .unwrap();
+    for n in 1..4 {
+        last = store
+            .edit(&f, &t1, &json!(n), Some(&format!("other:{}", n + 1)))
+            .await
+            .unwrap();
+    }
+    let old = last; // the client's base: (old epoch, rev 4)
+                    // The feed's revision counter is lost (a restart that kept only part of
+                    // the data): the content stays, the next write starts a new epoch and
+                    // the revision over from 0.
+    let mut conn = env.conn().await;
+    let _: () = redis::cmd("DEL")
+        .arg(format!("feed.rev:{f}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let renewed = store
+        .edit(&f, &t1, &json!("theirs"), Some("other:9"))
+        .await
+        .unwrap();
+    assert_ne!(renewed.epoch, old.epoch);
+    assert!(renewed.rev < old.rev, "the revision went back: {renewed:?}");
+
+    let outcome = edit_against(
+        &q,
+        "phone:1",
+        &f,
+        "t1",
+        json!("ours"),
+        Base::at(old.epoch, old.rev),
+    )
+    .await;
+    assert_unknown_base(outcome, json!("theirs"));
+    workers.stop().await;
+}
+
+#[tokio::test]
+async fn a_base_the_log_no_longer_reaches_is_unknown_not_empty() {
+    let (_env, q, store, workers) = open_with_workers().await;
+    let f = feed("lists:trimmed");
+    store
+        .create(
+            &f,
+            &FeedSettings {
+                kind: FeedType::Feed,
+                max_length: None,
+                retention: Some(2),
+            },
+        )
+        .await
+        .unwrap();
+    let t1 = ItemId::new("t1").unwrap();
+    store
+        .publish(&f, Some(&t1), &json!(["a", "b"]), Some("other:1"))
+        .await
+        .unwrap(); // the client's base: rev 1, t1 = [a, b]
+    store
+        .edit(&f, &t1, &json!(["a", "b", "c"]), Some("other:2"))
+        .await
+        .unwrap();
+    for n in 0..300 {
+        let id = ItemId::new(format!("x{n}")).unwrap();
+        store
+            .publish(&f, Some(&id), &json!(n), Some("other:3"))
+            .await
+            .unwrap();
+    }
+    assert!(store.history(&f, 0, 1000).await.unwrap().oldest > 2);
+    let outcome = edit_against(
+        &q,
+        "phone:1",
+        &f,
+        "t1",
+        json!(["a", "b", "d"]),
+        Base::at(store.snapshot(&f).await.unwrap().epoch, 1),
+    )
+    .await;
+    assert_unknown_base(outcome, json!(["a", "b", "c"]));
     workers.stop().await;
 }

@@ -530,7 +530,7 @@ impl WsClient {
         })
         .await;
         match self.next().await {
-            ServerMessage::Welcome { protocol, user } => {
+            ServerMessage::Welcome { protocol, user, .. } => {
                 assert_eq!(protocol, PROTOCOL_VERSION);
                 user
             }

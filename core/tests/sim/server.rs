@@ -1,14 +1,21 @@
-//! An in-memory model of the server: feeds with epochs, revisions and a
-//! change log of limited retention; jobs with an exactly-once ledger by change
-//! id; conflicts on the base revision; subscriptions of one connection.
+//! An in-memory model of the server with the real server's rules: feeds with
+//! epochs, revisions and a change log of limited retention; feeds deleted
+//! (a snapshot of epoch 0) and recreated under a new epoch, epochs renewed
+//! with the revision starting over; jobs acknowledged when queued and
+//! finished later by a worker that may die between applying and finishing
+//! or lose its claim; an exactly-once ledger by change id that forgets ids
+//! after its window; the conflict check of `job_apply.lua` (bases of
+//! `(epoch, rev)`, unknown bases, the client's own changes exempt); `NOREL`
+//! and `BADPOS` rejections; the frame size limit; one session per
+//! connection.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde_json::{json, Value};
 use thoonk_protocol::{
-    Change, ChangeId, ChangeOp, ChangeRequest, ClientMessage, ErrorCode, FeedEvent, FeedName,
-    FeedPattern, FeedPosition, Item, ItemId, Operation, Outcome, Position, Rev, ServerMessage,
-    PROTOCOL_VERSION,
+    Base, Change, ChangeId, ChangeOp, ChangeRequest, ClientMessage, Epoch, ErrorCode, FeedEvent,
+    FeedName, FeedPattern, FeedPosition, Item, ItemId, Operation, Outcome, Position, Rev,
+    ServerMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 use thoonk_sync_core::{apply_change, OrderedItems};
 
@@ -18,7 +25,7 @@ pub const RETENTION: usize = 6;
 /// One feed on the server.
 #[derive(Clone, Debug)]
 pub struct ServerFeed {
-    /// Current epoch.
+    /// Current epoch; 0 while the feed is deleted.
     pub epoch: u64,
     /// Current revision.
     pub rev: Rev,
@@ -26,8 +33,25 @@ pub struct ServerFeed {
     pub items: OrderedItems,
     /// The retained change log, oldest first.
     pub log: VecDeque<FeedEvent>,
-    /// Every value each item ever had: `(rev, value)` (`None`: absent).
-    pub versions: BTreeMap<ItemId, Vec<(Rev, Option<Value>)>>,
+    /// Every value each item had in this epoch: `(rev, value)` (`None`: absent).
+    versions: BTreeMap<ItemId, Vec<(Rev, Option<Value>)>>,
+}
+
+/// The client id of a change id `<client>:<seq>`.
+pub fn client_of(job: &str) -> &str {
+    job.rsplit_once(':').map_or(job, |(client, _)| client)
+}
+
+/// What the conflict check of one write found.
+enum Check {
+    /// No conflict. `blind`: the check could not see the item's history
+    /// back to the base (the log no longer reaches it, or the base is of
+    /// another epoch) and let the write through because the item is absent.
+    Clear { blind: bool },
+    /// The item changed after a known base.
+    Conflict,
+    /// The base is of another epoch and the item exists or changed in this one.
+    Unknown,
 }
 
 impl ServerFeed {
@@ -50,14 +74,8 @@ impl ServerFeed {
             .and_then(|(_, v)| v.clone())
     }
 
-    fn last_change(&self, id: &ItemId) -> Rev {
-        self.versions
-            .get(id)
-            .and_then(|v| v.last())
-            .map_or(0, |(r, _)| *r)
-    }
-
-    fn current(&self, id: &ItemId) -> Option<Value> {
+    /// The item's value now.
+    pub fn current(&self, id: &ItemId) -> Option<Value> {
         self.items.get(id).map(|i| i.value.clone())
     }
 
@@ -66,7 +84,78 @@ impl ServerFeed {
         self.log.front().map_or(self.rev, |e| e.rev - 1)
     }
 
-    fn commit(&mut self, change: Change) -> (Rev, Change) {
+    /// `changed_since` of `job_apply.lua`: item `id` changed after `base`
+    /// by a change that is not `client`'s own. `None` when the log no longer
+    /// reaches back and the item is absent (nothing to tell).
+    fn changed_since(&self, id: &ItemId, base: Rev, client: &str) -> Option<bool> {
+        if base >= self.rev {
+            return Some(false);
+        }
+        let item_rev = self.items.get(id).map(|i| i.rev);
+        if item_rev.is_some_and(|r| r <= base) {
+            return Some(false);
+        }
+        if self.log.front().is_none_or(|e| e.rev > base + 1) {
+            return item_rev.is_some().then_some(true);
+        }
+        Some(self.log.iter().filter(|e| e.rev > base).any(|e| {
+            e.change.id == *id
+                && e.change
+                    .job
+                    .as_deref()
+                    .is_none_or(|j| client_of(j) != client)
+        }))
+    }
+
+    /// The conflict check of one write with base `base`.
+    fn check(&self, id: &ItemId, base: Base, client: &str) -> Check {
+        let known = match base {
+            Base::Rev(_) => true,
+            Base::At(p) => self.epoch != 0 && p.epoch == self.epoch,
+        };
+        if !known {
+            if self.items.contains(id) {
+                return Check::Unknown;
+            }
+            // Absent, and untouched by others as far as this epoch's log
+            // reaches: what happened to it before this epoch is out of sight.
+            return match self.changed_since(id, 0, client) {
+                Some(true) => Check::Unknown,
+                Some(false) | None => Check::Clear { blind: true },
+            };
+        }
+        match self.changed_since(id, base.rev(), client) {
+            Some(true) => Check::Conflict,
+            Some(false) => Check::Clear { blind: false },
+            None => Check::Clear { blind: true },
+        }
+    }
+
+    /// The conflict outcome: the base value when the log still reaches it
+    /// (`item_at`), else an unknown base.
+    fn conflict(&self, feed: &FeedName, id: &ItemId, base: Option<Rev>) -> Outcome {
+        let known = base.filter(|b| *b >= self.oldest_replayable() && *b <= self.rev);
+        Outcome::Conflict {
+            feed: feed.clone(),
+            id: id.clone(),
+            base: known.and_then(|b| self.value_at(id, b)),
+            unknown_base: known.is_none(),
+            epoch: self.epoch,
+            current: self.current(id),
+            rev: self.rev,
+            history: match known {
+                Some(b) => self.log.iter().filter(|e| e.rev > b).cloned().collect(),
+                None => Vec::new(),
+            },
+        }
+    }
+
+    fn commit(&mut self, change: Change, next_epoch: &mut u64) -> (Rev, Change) {
+        if self.epoch == 0 {
+            // The first write to a deleted feed creates it under a new epoch.
+            self.epoch = *next_epoch;
+            *next_epoch += 1;
+        }
         self.rev += 1;
         apply_change(&mut self.items, self.rev, &change);
         let value = self.current(&change.id);
@@ -103,7 +192,7 @@ impl ServerFeed {
 
     /// What a client at `from` needs: the changes since (in frames of at
     /// most `per_frame` events; one empty frame when there are none), or a
-    /// snapshot.
+    /// snapshot (another epoch, epoch 0, a deleted feed, history trimmed).
     fn catch_up(
         &self,
         feed: &FeedName,
@@ -112,7 +201,8 @@ impl ServerFeed {
     ) -> Vec<ServerMessage> {
         match from {
             Some(p)
-                if p.epoch == self.epoch
+                if p.epoch != 0
+                    && p.epoch == self.epoch
                     && p.rev >= self.oldest_replayable()
                     && p.rev <= self.rev =>
             {
@@ -139,19 +229,84 @@ impl ServerFeed {
     }
 }
 
+/// One applied write to an item, in the order the server applied them.
+#[derive(Clone, Debug)]
+pub struct Write {
+    /// The feed.
+    pub feed: FeedName,
+    /// The item.
+    pub id: ItemId,
+    /// The epoch and revision it produced.
+    pub at: (Epoch, Rev),
+    /// The change id of the client change, `None` for another user's write.
+    pub job: Option<ChangeId>,
+    /// The base it was checked against (`None`: no check, e.g. an action).
+    pub base: Option<Base>,
+    /// The value it left (`None`: retracted); `None` too for a move.
+    pub value: Option<Value>,
+    /// True for a move (the value is unchanged).
+    pub moved: bool,
+    /// The conflict check could not see back to the base (see [`Check`]).
+    pub blind: bool,
+}
+
+/// A job in the queue.
+#[derive(Clone, Debug)]
+struct Job {
+    request: ChangeRequest,
+}
+
+/// One connection's session.
+#[derive(Clone, Debug, Default)]
+struct Session {
+    client: Option<String>,
+    patterns: BTreeSet<FeedPattern>,
+    /// The client sent a frame after `hello`, so it has the `welcome`: the
+    /// network model reorders frames, a real connection does not, and an
+    /// outcome pushed before the `welcome` arrives would be a server fault.
+    welcomed: bool,
+}
+
+/// What can go wrong with a worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerFault {
+    /// The job is applied and finished.
+    None,
+    /// The worker dies after applying, before finishing: the applied record
+    /// stays, the job goes back to the queue.
+    DiesAfterApply,
+    /// The worker's claim times out before it does anything: the job goes
+    /// back to the end of the queue.
+    ClaimTimeout,
+}
+
 /// The server model.
 #[derive(Debug)]
 pub struct SimServer {
     /// Feeds by name.
     pub feeds: BTreeMap<FeedName, ServerFeed>,
-    /// Recorded outcomes by change id (the exactly-once ledger).
-    pub ledger: BTreeMap<ChangeId, Outcome>,
-    /// How many times each change id was applied (must never exceed 1).
+    /// Recorded outcomes by change id and when they were recorded (the
+    /// exactly-once ledger); forgotten after `ledger_window`.
+    pub ledger: BTreeMap<ChangeId, (Outcome, u64)>,
+    /// Applied records of jobs applied but not finished yet.
+    applied_records: BTreeMap<ChangeId, Outcome>,
+    /// How many times each change id was applied (more than once only when
+    /// a client resent a change the ledger had forgotten).
     pub applied: BTreeMap<ChangeId, u32>,
+    /// The operation each change id was first submitted with.
+    pub ops: BTreeMap<ChangeId, Operation>,
+    /// A change id submitted with two different operations, if any.
+    pub reused: Option<String>,
+    /// Every write to an item, in order.
+    pub writes: Vec<Write>,
+    /// How long the ledger remembers a change id.
+    pub ledger_window: u64,
+    /// Jobs are queued and worked by [`SimServer::work`]; otherwise at once.
+    pub queued_jobs: bool,
+    queue: VecDeque<Job>,
     next_epoch: u64,
     changes_per_frame: usize,
-    welcomed: bool,
-    patterns: BTreeSet<FeedPattern>,
+    sessions: BTreeMap<usize, Session>,
 }
 
 impl SimServer {
@@ -164,53 +319,112 @@ impl SimServer {
                 .map(|f| (f.clone(), ServerFeed::new(1)))
                 .collect(),
             ledger: BTreeMap::new(),
+            applied_records: BTreeMap::new(),
             applied: BTreeMap::new(),
+            ops: BTreeMap::new(),
+            reused: None,
+            writes: Vec::new(),
+            ledger_window: u64::MAX,
+            queued_jobs: false,
+            queue: VecDeque::new(),
             next_epoch: 2,
             changes_per_frame,
-            welcomed: false,
-            patterns: BTreeSet::new(),
+            sessions: BTreeMap::new(),
         }
     }
 
-    /// The connection closed: forget its session.
-    pub fn drop_session(&mut self) {
-        self.welcomed = false;
-        self.patterns.clear();
+    /// Connection `conn` closed: forget its session.
+    pub fn drop_session(&mut self, conn: usize) {
+        self.sessions.remove(&conn);
     }
 
-    fn follows(&self, feed: &FeedName) -> bool {
-        self.welcomed && self.patterns.iter().any(|p| p.matches(feed))
+    fn follows(&self, conn: usize, feed: &FeedName) -> bool {
+        self.sessions
+            .get(&conn)
+            .is_some_and(|s| s.client.is_some() && s.patterns.iter().any(|p| p.matches(feed)))
     }
 
-    fn event(&self, feed: &FeedName, rev: Rev, change: Change) -> Vec<ServerMessage> {
-        if !self.follows(feed) {
-            return Vec::new();
-        }
-        vec![ServerMessage::Event {
+    /// A frame to every session following `feed`.
+    fn fan_out(&self, feed: &FeedName, msg: ServerMessage) -> Vec<(usize, ServerMessage)> {
+        self.sessions
+            .keys()
+            .filter(|c| self.follows(**c, feed))
+            .map(|c| (*c, msg.clone()))
+            .collect()
+    }
+
+    fn event(&self, feed: &FeedName, rev: Rev, change: Change) -> Vec<(usize, ServerMessage)> {
+        let msg = ServerMessage::Event {
             feed: feed.clone(),
             epoch: self.feeds[feed].epoch,
             rev,
             change,
-        }]
+        };
+        self.fan_out(feed, msg)
     }
 
-    /// Handles one client frame; returns the frames to push back.
-    pub fn handle(&mut self, msg: ClientMessage) -> Vec<ServerMessage> {
+    /// An outcome to every connection of the client that made the change.
+    fn outcome(&self, id: &ChangeId, outcome: &Outcome) -> Vec<(usize, ServerMessage)> {
+        let client = client_of(&id.0);
+        self.sessions
+            .iter()
+            .filter(|(_, s)| s.welcomed && s.client.as_deref() == Some(client))
+            .map(|(c, _)| {
+                (
+                    *c,
+                    ServerMessage::Outcome {
+                        id: id.clone(),
+                        outcome: outcome.clone(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Forgets ledger entries older than the window.
+    fn expire(&mut self, now: u64) {
+        let window = self.ledger_window;
+        self.ledger
+            .retain(|_, (_, at)| now.saturating_sub(*at) < window);
+    }
+
+    /// Handles one frame of connection `conn`; returns the frames to push
+    /// back, each with its connection.
+    pub fn handle(
+        &mut self,
+        conn: usize,
+        msg: ClientMessage,
+        now: u64,
+    ) -> Vec<(usize, ServerMessage)> {
+        let to_me = |msgs: Vec<ServerMessage>| msgs.into_iter().map(|m| (conn, m)).collect();
+        let welcomed = self.sessions.get(&conn).is_some_and(|s| s.client.is_some());
         match msg {
-            ClientMessage::Hello { protocol, .. } => {
+            ClientMessage::Hello {
+                protocol,
+                client_id,
+                ..
+            } => {
                 assert_eq!(protocol, PROTOCOL_VERSION);
-                self.welcomed = true;
-                vec![ServerMessage::Welcome {
+                // A duplicated hello keeps the session's subscriptions.
+                self.sessions.entry(conn).or_default().client = Some(client_id);
+                to_me(vec![ServerMessage::Welcome {
                     protocol: PROTOCOL_VERSION,
                     user: "sim".into(),
-                }]
+                    ledger_window_ms: Some(self.ledger_window),
+                }])
             }
-            _ if !self.welcomed => vec![ServerMessage::Error {
+            _ if !welcomed => to_me(vec![ServerMessage::Error {
                 code: ErrorCode::BadRequest,
                 message: "hello first".into(),
-            }],
+            }]),
+            msg if !self.sessions[&conn].welcomed => {
+                self.sessions.get_mut(&conn).expect("welcomed").welcomed = true;
+                self.handle(conn, msg, now)
+            }
             ClientMessage::Subscribe { pattern, known } => {
-                self.patterns.insert(pattern.clone());
+                if let Some(s) = self.sessions.get_mut(&conn) {
+                    s.patterns.insert(pattern.clone());
+                }
                 let feeds: Vec<FeedName> = self
                     .feeds
                     .keys()
@@ -228,53 +442,128 @@ impl SimServer {
                         self.changes_per_frame,
                     ));
                 }
-                out
+                to_me(out)
             }
             ClientMessage::Unsubscribe { pattern } => {
-                self.patterns.remove(&pattern);
+                if let Some(s) = self.sessions.get_mut(&conn) {
+                    s.patterns.remove(&pattern);
+                }
                 Vec::new()
             }
-            ClientMessage::Replay { feed, from } => match self.feeds.get(&feed) {
-                Some(f) if self.follows(&feed) => {
+            ClientMessage::Replay { feed, from } => to_me(match self.feeds.get(&feed) {
+                Some(f) if self.follows(conn, &feed) => {
                     f.catch_up(&feed, Some(from), self.changes_per_frame)
                 }
                 _ => vec![ServerMessage::Error {
                     code: ErrorCode::NotFound,
                     message: format!("no feed {feed}"),
                 }],
-            },
-            ClientMessage::Submit { change } => self.submit(change),
-            ClientMessage::Ping => vec![ServerMessage::Pong],
+            }),
+            ClientMessage::Submit { change } => self.submit(conn, change, now),
+            ClientMessage::Ping => to_me(vec![ServerMessage::Pong]),
         }
     }
 
-    fn submit(&mut self, request: ChangeRequest) -> Vec<ServerMessage> {
+    fn submit(
+        &mut self,
+        conn: usize,
+        request: ChangeRequest,
+        now: u64,
+    ) -> Vec<(usize, ServerMessage)> {
+        let bytes = request.submit_frame_len();
+        if bytes > MAX_FRAME_BYTES {
+            // The frame is not read: no ack, no outcome.
+            return vec![(
+                conn,
+                ServerMessage::Error {
+                    code: ErrorCode::TooLarge,
+                    message: format!(
+                        "frame of {bytes} bytes exceeds the limit of {MAX_FRAME_BYTES} bytes"
+                    ),
+                },
+            )];
+        }
         let id = request.id.clone();
-        let mut out = vec![ServerMessage::Ack { id: id.clone() }];
-        if let Some(outcome) = self.ledger.get(&id) {
-            out.push(ServerMessage::Outcome {
-                id,
-                outcome: outcome.clone(),
-            });
+        match self.ops.get(&id) {
+            Some(op) if op != &request.op && self.reused.is_none() => {
+                self.reused = Some(format!(
+                    "change id {} named {op:?} and then {:?}",
+                    id.0, request.op
+                ));
+            }
+            Some(_) => {}
+            None => {
+                self.ops.insert(id.clone(), request.op.clone());
+            }
+        }
+        self.expire(now);
+        let mut out = vec![(conn, ServerMessage::Ack { id: id.clone() })];
+        if let Some((outcome, _)) = self.ledger.get(&id) {
+            out.push((
+                conn,
+                ServerMessage::Outcome {
+                    id,
+                    outcome: outcome.clone(),
+                },
+            ));
             return out;
         }
-        let (outcome, events) = self.run_job(&request);
-        if matches!(outcome, Outcome::Accepted { .. }) {
-            *self.applied.entry(id.clone()).or_insert(0) += 1;
+        if self.queue.iter().any(|j| j.request.id == id) {
+            return out; // already queued
         }
-        self.ledger.insert(id.clone(), outcome.clone());
-        out.extend(events);
-        out.push(ServerMessage::Outcome { id, outcome });
+        self.queue.push_back(Job { request });
+        if !self.queued_jobs {
+            out.extend(self.work(WorkerFault::None, now));
+        }
         out
     }
 
-    fn run_job(&mut self, request: &ChangeRequest) -> (Outcome, Vec<ServerMessage>) {
+    /// True when jobs wait in the queue.
+    pub fn has_jobs(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// A worker takes the first job of the queue.
+    pub fn work(&mut self, fault: WorkerFault, now: u64) -> Vec<(usize, ServerMessage)> {
+        let Some(job) = self.queue.pop_front() else {
+            return Vec::new();
+        };
+        if fault == WorkerFault::ClaimTimeout {
+            self.queue.push_back(job);
+            return Vec::new();
+        }
+        let id = job.request.id.clone();
+        let mut out = Vec::new();
+        let outcome = match self.applied_records.get(&id) {
+            Some(outcome) => outcome.clone(),
+            None => {
+                let (outcome, events) = self.run_job(&job.request);
+                if matches!(outcome, Outcome::Accepted { .. }) {
+                    *self.applied.entry(id.clone()).or_insert(0) += 1;
+                    self.applied_records.insert(id.clone(), outcome.clone());
+                }
+                out.extend(events);
+                outcome
+            }
+        };
+        if fault == WorkerFault::DiesAfterApply {
+            self.queue.push_front(job);
+            return out;
+        }
+        self.applied_records.remove(&id);
+        self.ledger.insert(id.clone(), (outcome.clone(), now));
+        out.extend(self.outcome(&id, &outcome));
+        out
+    }
+
+    fn run_job(&mut self, request: &ChangeRequest) -> (Outcome, Vec<(usize, ServerMessage)>) {
         let job = Some(request.id.0.clone());
+        let client = client_of(&request.id.0).to_owned();
         let reject = |code, message: &str| Outcome::Rejected {
             code,
             message: message.into(),
         };
-        let (feed, change) = match &request.op {
+        let (feed, change, base, blind) = match &request.op {
             Operation::Action { name, payload } => {
                 if name != "bump" {
                     return (reject(ErrorCode::BadRequest, "unknown action"), Vec::new());
@@ -299,11 +588,11 @@ impl SimServer {
                     },
                     id: id.clone(),
                     item: Some(value),
-                    position: None,
+                    position: (!existed).then_some(Position::End),
                     prev: f.current(&id),
                     job: job.clone(),
                 };
-                (feed, change)
+                (feed, change, None, false)
             }
             op => {
                 let feed = op.feed().expect("single-feed operation").clone();
@@ -328,35 +617,55 @@ impl SimServer {
                         Vec::new(),
                     );
                 }
-                let base = request.base.get(&feed).copied().unwrap_or(0);
-                let checks_conflict = !matches!(op, Operation::Move { .. });
-                if checks_conflict && f.last_change(&id) > base {
-                    let history = f.log.iter().filter(|e| e.rev > base).cloned().collect();
-                    return (
-                        Outcome::Conflict {
-                            feed: feed.clone(),
-                            id: id.clone(),
-                            base: f.value_at(&id, base),
-                            current: f.current(&id),
-                            rev: f.rev,
-                            history,
-                        },
-                        Vec::new(),
-                    );
+                // Every write kind is checked against its base, as the
+                // standard handlers plan it.
+                let base = request.base.get(&feed).copied();
+                let mut blind = false;
+                if let Some(b) = base {
+                    match f.check(&id, b, &client) {
+                        Check::Clear { blind: b } => blind = b,
+                        Check::Conflict => {
+                            return (f.conflict(&feed, &id, Some(b.rev())), Vec::new())
+                        }
+                        Check::Unknown => return (f.conflict(&feed, &id, None), Vec::new()),
+                    }
                 }
                 let exists = f.items.contains(&id);
+                // The script's position checks: the refusal's message.
+                let place = |position: &Option<Position>| -> Result<Position, &'static str> {
+                    match position.clone().unwrap_or(Position::End) {
+                        Position::Before(rel) | Position::After(rel) if rel == id => {
+                            Err("BADPOS an item cannot be placed relative to itself")
+                        }
+                        Position::Before(rel) | Position::After(rel) if !f.items.contains(&rel) => {
+                            Err("NOREL the reference item does not exist")
+                        }
+                        position => Ok(position),
+                    }
+                };
                 let change = match op {
-                    Operation::Publish { item, position, .. } => Change {
-                        op: if exists {
-                            ChangeOp::Edit
-                        } else {
-                            ChangeOp::Publish
-                        },
+                    // A publish of an existing item edits it in place (the
+                    // position applies to new items only).
+                    Operation::Publish { item, .. } if exists => Change {
+                        op: ChangeOp::Edit,
                         id: id.clone(),
                         item: Some(item.clone()),
-                        position: Some(position.clone().unwrap_or(Position::End)),
+                        position: None,
                         prev: f.current(&id),
                         job: job.clone(),
+                    },
+                    Operation::Publish { item, position, .. } => match place(position) {
+                        Ok(position) => Change {
+                            op: ChangeOp::Publish,
+                            id: id.clone(),
+                            item: Some(item.clone()),
+                            position: Some(position),
+                            prev: None,
+                            job: job.clone(),
+                        },
+                        Err(message) => {
+                            return (reject(ErrorCode::BadRequest, message), Vec::new())
+                        }
                     },
                     _ if !exists => {
                         return (reject(ErrorCode::NotFound, "no such item"), Vec::new())
@@ -377,41 +686,104 @@ impl SimServer {
                         prev: f.current(&id),
                         job: job.clone(),
                     },
-                    Operation::Move { position, .. } => Change {
-                        op: ChangeOp::Position,
-                        id: id.clone(),
-                        item: None,
-                        position: Some(position.clone()),
-                        prev: None,
-                        job: job.clone(),
+                    Operation::Move { position, .. } => match place(&Some(position.clone())) {
+                        Ok(position) => Change {
+                            op: ChangeOp::Position,
+                            id: id.clone(),
+                            item: None,
+                            position: Some(position),
+                            prev: None,
+                            job: job.clone(),
+                        },
+                        Err(message) => {
+                            return (reject(ErrorCode::BadRequest, message), Vec::new())
+                        }
                     },
                     Operation::Action { .. } => unreachable!("handled above"),
                 };
-                (feed, change)
+                (feed, change, base, blind)
             }
         };
-        let (rev, change) = self.feeds.get_mut(&feed).expect("checked").commit(change);
-        let events = self.event(&feed, rev, change);
+        let (rev, events) = self.commit(&feed, change, Some(request.id.clone()), base, blind);
+        let epoch = self.feeds[&feed].epoch;
         (
             Outcome::Accepted {
                 result: json!({"rev": rev}),
-                revs: BTreeMap::from([(feed, rev)]),
+                revs: BTreeMap::from([(feed.clone(), rev)]),
+                epochs: BTreeMap::from([(feed, epoch)]),
             },
             events,
         )
     }
 
-    /// Another user's change, applied directly; returns the events to push.
-    pub fn other_write(&mut self, feed: &FeedName, change: Change) -> Vec<ServerMessage> {
-        let (rev, change) = self.feeds.get_mut(feed).expect("known feed").commit(change);
-        self.event(feed, rev, change)
+    fn commit(
+        &mut self,
+        feed: &FeedName,
+        change: Change,
+        job: Option<ChangeId>,
+        base: Option<Base>,
+        blind: bool,
+    ) -> (Rev, Vec<(usize, ServerMessage)>) {
+        let f = self.feeds.get_mut(feed).expect("known feed");
+        let (rev, change) = f.commit(change, &mut self.next_epoch);
+        self.writes.push(Write {
+            feed: feed.clone(),
+            id: change.id.clone(),
+            at: (f.epoch, rev),
+            job,
+            base,
+            value: f.current(&change.id),
+            moved: change.op == ChangeOp::Position,
+            blind,
+        });
+        (rev, self.event(feed, rev, change))
     }
 
-    /// The feed's history is lost: a new epoch, an empty log, same content.
+    /// Another user's change, applied directly; returns the events to push.
+    pub fn other_write(&mut self, feed: &FeedName, change: Change) -> Vec<(usize, ServerMessage)> {
+        self.commit(feed, change, None, None, false).1
+    }
+
+    /// The feed's history is lost: a new epoch, an empty log, same content
+    /// and revision.
     pub fn reset(&mut self, feed: &FeedName) {
         let f = self.feeds.get_mut(feed).expect("known feed");
+        if f.epoch == 0 {
+            return;
+        }
         f.epoch = self.next_epoch;
         self.next_epoch += 1;
         f.log.clear();
+        f.versions.clear();
+    }
+
+    /// The feed's epoch is renewed and its revision starts over (its
+    /// revision counter was lost): same content, item revisions 0.
+    pub fn renew(&mut self, feed: &FeedName) {
+        let f = self.feeds.get_mut(feed).expect("known feed");
+        if f.epoch == 0 {
+            return;
+        }
+        f.epoch = self.next_epoch;
+        self.next_epoch += 1;
+        f.rev = 0;
+        f.log.clear();
+        f.versions.clear();
+        let items: Vec<(ItemId, Value, Rev)> = f
+            .items
+            .iter()
+            .map(|(id, i)| (id.clone(), i.value.clone(), 0))
+            .collect();
+        f.items = OrderedItems::from_ordered(items);
+    }
+
+    /// The feed is deleted: followers get a snapshot of epoch 0; the next
+    /// write creates it again under a new epoch, from revision 1.
+    pub fn delete(&mut self, feed: &FeedName) -> Vec<(usize, ServerMessage)> {
+        let f = self.feeds.get_mut(feed).expect("known feed");
+        *f = ServerFeed::new(0);
+        let msg = f.snapshot(feed);
+        self.writes.retain(|w| &w.feed != feed);
+        self.fan_out(feed, msg)
     }
 }

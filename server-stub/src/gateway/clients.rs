@@ -63,6 +63,12 @@ impl ClientOwners {
         })
     }
 
+    /// How long a binding and the exactly-once ledger last: the window told
+    /// to clients in `welcome`.
+    pub fn retention(&self) -> Duration {
+        self.retention
+    }
+
     /// How often [`Self::run_refresh`] refreshes: a third of the expiry
     /// (so two refreshes may fail in a row), at most [`MAX_REFRESH`].
     pub fn refresh_interval(&self) -> Duration {

@@ -351,6 +351,9 @@ impl Session {
         let welcome = ServerMessage::Welcome {
             protocol: PROTOCOL_VERSION,
             user: user.name.clone(),
+            ledger_window_ms: Some(
+                u64::try_from(self.shared.owners.retention().as_millis()).unwrap_or(u64::MAX),
+            ),
         };
         self.user = Some(user);
         self.send(&welcome).await

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use redis::RedisError;
-use thoonk_protocol::{ErrorCode, FeedName, ItemId, Outcome, Position, Rev};
+use thoonk_protocol::{Base, ErrorCode, FeedName, ItemId, Outcome, Position};
 
 use super::keys::applied_key;
 use super::plan::{FeedWrite, Plan, WriteKind};
@@ -28,6 +28,15 @@ pub(crate) enum Applied {
 
 fn json_text(value: &serde_json::Value) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
+}
+
+/// The script's base argument: `<epoch>:<rev>`, or a bare `<rev>` for a
+/// base that names no epoch.
+fn base_arg(base: Base) -> String {
+    match base {
+        Base::At(p) => format!("{}:{}", p.epoch, p.rev),
+        Base::Rev(rev) => rev.to_string(),
+    }
 }
 
 fn position_args(position: Option<&Position>) -> (&'static str, &str) {
@@ -113,6 +122,7 @@ pub(crate) async fn apply(
         return Ok(Applied::Done(Outcome::Accepted {
             result: plan.result.clone(),
             revs: BTreeMap::new(),
+            epochs: BTreeMap::new(),
         }));
     };
     let mut invocation = scripts.apply.prepare_invoke();
@@ -144,7 +154,7 @@ pub(crate) async fn apply(
             .arg(item)
             .arg(pos)
             .arg(rel)
-            .arg(write.base.map(|r| r.to_string()).unwrap_or_default())
+            .arg(write.base.map(base_arg).unwrap_or_default())
             .arg(write.guard.map(|r| r.to_string()).unwrap_or_default());
     }
     let mut created = 0;
@@ -169,10 +179,11 @@ pub(crate) async fn apply(
         };
         match refused.code.as_str() {
             "STALE" => return Ok(Applied::Stale),
-            "CONFLICT" => {
-                let base = write.base.unwrap_or(0);
+            code @ ("CONFLICT" | "UNKNOWNBASE") => {
+                let base = write.base.unwrap_or(Base::Rev(0));
+                let known = code == "CONFLICT";
                 return Ok(Applied::Done(
-                    conflict(store, &write.feed, &write.id, base).await?,
+                    conflict(store, &write.feed, &write.id, base, known).await?,
                 ));
             }
             "NOFEED" if write.create.is_some() && created < CREATE_ATTEMPTS => {
@@ -231,39 +242,56 @@ fn rejection(code: &str, write: &FeedWrite, message: &str) -> Outcome {
 
 /// The conflict outcome for item `id` of `feed` changed after `base`: its
 /// value at `base`, its current value, and the feed's changes since `base`.
-/// When the change log no longer reaches `base`, the base value is `None`.
+/// The base is *unknown* — `unknown_base`, no value, no history, never to be
+/// merged against as "no item" — when the script found it of another epoch
+/// (`known` false), when the change log no longer reaches it or it is ahead
+/// of the feed, or when the feed moved to another epoch since.
 pub(crate) async fn conflict(
     store: &FeedStore,
     feed: &FeedName,
     id: &ItemId,
-    base: Rev,
+    base: Base,
+    known: bool,
 ) -> Result<Outcome, FeedError> {
-    let base_value = match store.item_at(feed, id, base).await {
-        Ok(version) => version.item,
-        Err(FeedError::HistoryGone { .. } | FeedError::FutureRevision { .. }) => None,
-        Err(err) => return Err(err),
+    let base_value = if known {
+        match store.item_at(feed, id, base.rev()).await {
+            Ok(version) if base.epoch().is_none_or(|e| e == version.epoch) => Some(version.item),
+            Ok(_) => None,
+            Err(FeedError::HistoryGone { .. } | FeedError::FutureRevision { .. }) => None,
+            Err(err) => return Err(err),
+        }
+    } else {
+        None
+    };
+    let base = base.rev();
+    let empty = || crate::feeds::History {
+        epoch: 0,
+        rev: 0,
+        oldest: 0,
+        events: Vec::new(),
     };
     // Read the history and the current value at the same revision (a write
-    // in between makes the pair disagree: read again).
+    // in between makes the pair disagree: read again). An unknown base has
+    // no history to read.
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let history = match store.history(feed, base, CONFLICT_HISTORY_LIMIT).await {
-            Ok(history) => history,
-            Err(FeedError::HistoryGone { .. }) => crate::feeds::History {
-                epoch: 0,
-                rev: 0,
-                oldest: 0,
-                events: Vec::new(),
+        let history = match base_value {
+            None => empty(),
+            Some(_) => match store.history(feed, base, CONFLICT_HISTORY_LIMIT).await {
+                Ok(history) => history,
+                Err(FeedError::HistoryGone { .. }) => empty(),
+                Err(err) => return Err(err),
             },
-            Err(err) => return Err(err),
         };
         let current = store.get(feed, id).await?;
-        if current.rev == history.rev || attempt >= 3 {
+        if base_value.is_none() || current.rev == history.rev || attempt >= 3 {
             return Ok(Outcome::Conflict {
                 feed: feed.clone(),
                 id: id.clone(),
-                base: base_value,
+                unknown_base: base_value.is_none(),
+                base: base_value.flatten(),
+                epoch: current.epoch,
                 current: current.item.map(|item| item.item),
                 rev: current.rev,
                 history: history.events,

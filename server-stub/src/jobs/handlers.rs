@@ -8,7 +8,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde_json::Value as Json;
-use thoonk_protocol::{ChangeId, ErrorCode, FeedName, Operation, Outcome, Position, Rev};
+use thoonk_protocol::{Base, ChangeId, ErrorCode, FeedName, Operation, Outcome, Position};
 
 use super::demo;
 use super::plan::{FeedWrite, HandlerError, Plan, WriteKind};
@@ -22,8 +22,8 @@ pub struct JobContext {
     pub id: ChangeId,
     /// The acting user.
     pub user: User,
-    /// The revision of each feed the change was made against.
-    pub base: BTreeMap<FeedName, Rev>,
+    /// The epoch and revision of each feed the change was made against.
+    pub base: BTreeMap<FeedName, Base>,
     /// The access rules to check.
     pub access: Arc<dyn AccessRules>,
     /// The feeds, for reads (writes go into the [`Plan`]).
@@ -33,8 +33,8 @@ pub struct JobContext {
 }
 
 impl JobContext {
-    /// The base revision the change was made against for `feed`, if given.
-    pub fn base_of(&self, feed: &FeedName) -> Option<Rev> {
+    /// The base the change was made against for `feed`, if given.
+    pub fn base_of(&self, feed: &FeedName) -> Option<Base> {
         self.base.get(feed).copied()
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use thoonk_protocol::{ChangeId, ChangeRequest, FeedName, Operation, Rev};
+use thoonk_protocol::{Base, ChangeId, ChangeRequest, FeedName, Operation};
 
 use super::error::JobError;
 
@@ -13,7 +13,7 @@ use super::error::JobError;
 /// {"id": "c1:7", "user": "alice",
 ///  "op": {"kind": "action", "name": "complete_task",
 ///         "payload": {"feed": "team:353:member:alice:tasks", "id": "t1"}},
-///  "base": {"team:353:member:alice:tasks": 12}}
+///  "base": {"team:353:member:alice:tasks": {"epoch": 1764440000123456, "rev": 12}}}
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobPayload {
@@ -23,10 +23,11 @@ pub struct JobPayload {
     pub user: String,
     /// What to do.
     pub op: Operation,
-    /// The revision of each feed the change was made against; a feed missing
-    /// here is written without a conflict check.
+    /// The epoch and revision of each feed the change was made against (a
+    /// bare revision: in the feed's current epoch); a feed missing here is
+    /// written without a conflict check.
     #[serde(default)]
-    pub base: BTreeMap<FeedName, Rev>,
+    pub base: BTreeMap<FeedName, Base>,
 }
 
 impl JobPayload {

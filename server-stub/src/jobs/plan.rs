@@ -1,7 +1,7 @@
 //! What a handler asks for: the feed writes of one job and its result.
 
 use serde_json::Value as Json;
-use thoonk_protocol::{ErrorCode, FeedName, ItemId, Position, Rev};
+use thoonk_protocol::{Base, ErrorCode, FeedName, ItemId, Position, Rev};
 
 use crate::feeds::{FeedError, FeedType};
 
@@ -45,10 +45,11 @@ pub struct FeedWrite {
     pub id: ItemId,
     /// What to do to it.
     pub kind: WriteKind,
-    /// The feed revision the user's change was made against: the job ends
-    /// in a conflict when another client changed the item after it. `None`:
-    /// no check (last writer wins).
-    pub base: Option<Rev>,
+    /// The feed epoch and revision the user's change was made against: the
+    /// job ends in a conflict when another client changed the item after it,
+    /// or when the base is of another epoch and the item exists or changed
+    /// in this one (an unknown base). `None`: no check (last writer wins).
+    pub base: Option<Base>,
     /// The item revision the handler read before computing the new value;
     /// when the item changed since, the handler runs again. `None`: no guard.
     pub guard: Option<Rev>,

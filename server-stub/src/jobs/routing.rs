@@ -89,7 +89,7 @@ mod tests {
     use super::*;
     use serde_json::json;
     use std::collections::{BTreeMap, BTreeSet};
-    use thoonk_protocol::{ChangeId, FeedName, ItemId, Operation};
+    use thoonk_protocol::{Base, ChangeId, FeedName, ItemId, Operation};
 
     fn publish(id: &str, feed: &str) -> ChangeRequest {
         ChangeRequest {
@@ -143,7 +143,7 @@ mod tests {
             },
             base: base
                 .iter()
-                .map(|f| (FeedName::new(*f).unwrap(), 1))
+                .map(|f| (FeedName::new(*f).unwrap(), Base::at(1, 1)))
                 .collect(),
         };
         assert_eq!(
