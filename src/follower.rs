@@ -303,7 +303,7 @@ impl Follower {
         match &*tab.role.borrow() {
             Role::Follower(f) => {
                 let mut status = f.state.as_ref().map(|s| s["status"].clone()).unwrap_or_else(
-                    || json!({ "connection": "connecting", "pending": 0, "feeds": {}, "storageError": null, "storageWiped": null }),
+                    || json!({ "connection": "connecting", "server": "available", "pending": 0, "feeds": {}, "storageError": null, "storageWiped": null }),
                 );
                 let pending = status["pending"].as_u64().unwrap_or(0);
                 status["pending"] = (pending + f.forwarded.len() as u64).into();

@@ -45,6 +45,7 @@ fn read_marker(key: &str) -> Option<StorageMarker> {
 #[serde(rename_all = "camelCase")]
 struct StatusJs {
     connection: &'static str,
+    server: &'static str,
     pending: usize,
     feeds: BTreeMap<FeedName, FeedHeadJs>,
     storage_error: Option<String>,
@@ -449,6 +450,7 @@ impl Leader {
                     Status::Unauthorized => "unauthorized",
                     Status::Stopped { .. } => "stopped",
                 },
+                server: core.server_state().as_str(),
                 pending: core.pending().len(),
                 feeds: core
                     .feeds()
@@ -600,6 +602,8 @@ impl AppHooks for LeaderHooks {
                     refresh_token(&tab);
                 }
             }
+            // Shown in `status()`, reported when the batch settles.
+            Notification::Server { .. } => {}
             Notification::ServerError { code, message } => {
                 web_sys::console::warn_1(
                     &format!("thoonk-sync: server error {}: {message}", code.as_str()).into(),

@@ -544,7 +544,7 @@ impl Tab {
         };
         leader_status
             .or_else(|| Follower::status(self))
-            .unwrap_or_else(|| serde_json::json!({ "connection": "stopped", "pending": 0, "feeds": {}, "storageError": null, "storageWiped": null, "tab": "closed" }))
+            .unwrap_or_else(|| serde_json::json!({ "connection": "stopped", "server": "available", "pending": 0, "feeds": {}, "storageError": null, "storageWiped": null, "tab": "closed" }))
     }
 
     /// The pending changes as `outbox()` shows them.

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 use thoonk_protocol::{
     ChangeId, ChangeRequest, ClientMessage, ErrorCode, FeedName, FeedPattern, FeedPosition, ItemId,
-    Operation, Outcome, Position, ServerMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    Operation, Outcome, Position, ServerMessage, ServerState, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 
 use crate::config::Config;
@@ -51,6 +51,8 @@ pub struct SyncCore {
     conn: Conn,
     reconnects: u32,
     status: Status,
+    /// What the server last said of its storage on this connection.
+    server: ServerState,
     subscriptions: BTreeSet<FeedPattern>,
     /// Subscriptions sent on this connection and not yet answered.
     unanswered: BTreeMap<FeedPattern, Retry>,
@@ -139,6 +141,7 @@ impl SyncCore {
             conn: Conn::Opening,
             reconnects: 0,
             status: Status::Connecting,
+            server: ServerState::Available,
             subscriptions: state.subscriptions,
             unanswered: BTreeMap::new(),
             mirror,
@@ -183,6 +186,14 @@ impl SyncCore {
     /// The connection state.
     pub fn status(&self) -> &Status {
         &self.status
+    }
+
+    /// Whether the server can reach its storage, as it last said on this
+    /// connection (`available` until it says otherwise). Independent of
+    /// [`SyncCore::status`]: an online client of an unavailable server keeps
+    /// its changes pending until the server is back.
+    pub fn server_state(&self) -> ServerState {
+        self.server
     }
 
     /// Takes the effects accumulated since the last call (see [`Effects`]).
@@ -327,6 +338,10 @@ impl SyncCore {
             ServerMessage::Welcome { protocol, .. } => return self.on_welcome(protocol, now),
             ServerMessage::Error { code, message } => return self.on_error(code, message, now),
             ServerMessage::Pong => Ok(()),
+            ServerMessage::Server { state } => {
+                self.set_server_state(state);
+                Ok(())
+            }
             other if !welcomed => Err(ServerFault::BeforeWelcome(frame_name(&other)).into()),
             ServerMessage::Subscribed { pattern, feeds } => {
                 self.unanswered.remove(&pattern);
@@ -405,6 +420,8 @@ impl SyncCore {
             ping: None,
         };
         self.reconnects = 0;
+        // A new session starts available; the server says when it is not.
+        self.set_server_state(ServerState::Available);
         self.set_status(Status::Online);
         let patterns: Vec<FeedPattern> = self.subscriptions.iter().cloned().collect();
         for pattern in patterns {
@@ -1021,6 +1038,13 @@ impl SyncCore {
         }
     }
 
+    fn set_server_state(&mut self, state: ServerState) {
+        if self.server != state {
+            self.server = state;
+            self.effects.notify.push(Notification::Server { state });
+        }
+    }
+
     fn halt(&mut self, reason: String) {
         self.conn = Conn::Halted;
         self.effects.close = true;
@@ -1197,5 +1221,6 @@ fn frame_name(msg: &ServerMessage) -> &'static str {
         ServerMessage::Outcome { .. } => "outcome",
         ServerMessage::Error { .. } => "error",
         ServerMessage::Pong => "pong",
+        ServerMessage::Server { .. } => "server",
     }
 }

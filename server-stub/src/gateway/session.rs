@@ -6,6 +6,12 @@
 //! hub *before* reading its state, so no change falls between the read and the
 //! live stream; events at or below the revision already sent are dropped, and
 //! a gap (a lost notice) is filled from the change log.
+//!
+//! A session remembers which of its client's changes are queued and not yet
+//! answered (their ids, at most [`MAX_IN_FLIGHT`]); whenever it resyncs —
+//! the hub's subscription came back, or its queue overflowed — it looks their
+//! outcomes up in the job ledger, since one published meanwhile reached
+//! nobody. It tells its client whether the server can reach Redis.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -13,12 +19,13 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use thoonk_protocol::{
-    ChangeRequest, ClientMessage, ErrorCode, FeedName, FeedPattern, FeedPosition, Outcome,
-    ServerMessage, PROTOCOL_VERSION,
+    ChangeId, ChangeRequest, ClientMessage, ErrorCode, FeedName, FeedPattern, FeedPosition,
+    Outcome, ServerMessage, ServerState, PROTOCOL_VERSION,
 };
 
 use super::access::{AccessRules, User};
 use super::hub::{Hub, HubEvent, Membership};
+use super::limits::{FrameBudget, SlotGuard, Verdict};
 use crate::feeds::{ChangeNotice, FeedStore, Since};
 use crate::jobs::{QueueSet, Submitted};
 
@@ -35,7 +42,26 @@ pub struct SessionLimits {
     pub send_timeout: Duration,
     /// How long a connection may stay silent (no frame, not even `ping`) before it is closed.
     pub idle_timeout: Duration,
+    /// Frames per second a connection may send on average ([`FrameBudget`]).
+    pub frame_rate: u32,
+    /// Frames a connection may send at once above its rate.
+    pub frame_burst: u32,
+    /// Frames over budget in a row (after the `rate_limited` error) before
+    /// the connection is closed.
+    pub frame_grace: u32,
+    /// Most bytes of events a session may have queued (weighed as JSON);
+    /// past that it is closed with [`SLOW_READER_CLOSE`].
+    pub max_queued_bytes: usize,
+    /// Most snapshot and replay reads the gateway runs at once (the others
+    /// wait), so that slow sessions cannot swamp Redis.
+    pub big_reads: usize,
 }
+
+/// The close code of a session dropped because its client did not read:
+/// its queue grew past [`SessionLimits::max_queued_bytes`], or a frame
+/// waited longer than [`SessionLimits::send_timeout`]. The client reconnects
+/// and catches up.
+pub const SLOW_READER_CLOSE: u16 = 4008;
 
 impl Default for SessionLimits {
     fn default() -> Self {
@@ -45,6 +71,11 @@ impl Default for SessionLimits {
             replay_batch: 500,
             send_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(90),
+            frame_rate: 200,
+            frame_burst: 2000,
+            frame_grace: 100,
+            max_queued_bytes: 16 * 1024 * 1024,
+            big_reads: 4,
         }
     }
 }
@@ -66,6 +97,8 @@ pub struct Shared {
     pub limits: SessionLimits,
     /// Turns true when the server shuts down: sessions close with "going away".
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Permits for snapshot and replay reads ([`SessionLimits::big_reads`]).
+    pub big_reads: Arc<tokio::sync::Semaphore>,
 }
 
 /// Why a session ends.
@@ -100,14 +133,30 @@ struct Session {
     feeds: HashMap<FeedName, Sent>,
     /// Set when a read from Redis failed: everything is caught up again then.
     resync_at: Option<tokio::time::Instant>,
+    /// Changes queued for the client and not yet answered, with the position
+    /// of their queue ([`crate::jobs::QueueSet::index_for`]).
+    in_flight: HashMap<ChangeId, usize>,
+    /// What the client was last told of the server's state.
+    told: ServerState,
+    /// The connection's frame budget.
+    budget: FrameBudget,
+    /// The address slot held until `hello` succeeds.
+    slot: Option<SlotGuard>,
 }
+
+/// Most changes in flight a session looks up after a resync; beyond, the
+/// client's own outcome timeout asks again.
+pub const MAX_IN_FLIGHT: usize = 1024;
 
 /// How long after a failed read a session tries again.
 const RESYNC_RETRY: Duration = Duration::from_secs(1);
 
-/// Serves one upgraded WebSocket until it closes.
-pub async fn serve(shared: Shared, socket: WebSocket) {
-    let membership = shared.hub.join();
+/// Serves one upgraded WebSocket until it closes; `slot` (the address's
+/// count of connections not signed in) is released once `hello` succeeds.
+pub async fn serve(shared: Shared, socket: WebSocket, slot: Option<SlotGuard>) {
+    let limits = &shared.limits;
+    let membership = shared.hub.join_bounded(limits.max_queued_bytes);
+    let budget = FrameBudget::new(limits.frame_rate, limits.frame_burst, limits.frame_grace);
     let session_id = membership.id;
     let hub = shared.hub.clone();
     let mut session = Session {
@@ -119,6 +168,10 @@ pub async fn serve(shared: Shared, socket: WebSocket) {
         patterns: HashSet::new(),
         feeds: HashMap::new(),
         resync_at: None,
+        in_flight: HashMap::new(),
+        told: ServerState::Available,
+        budget,
+        slot,
     };
     let end = session.run().await;
     match end {
@@ -134,12 +187,23 @@ pub async fn serve(shared: Shared, socket: WebSocket) {
                     reason: code.as_str().into(),
                 })))
                 .await;
+            // Reads (and drops) what the client still sends until it
+            // answers the close, so that closing with unread input does not
+            // reset the connection before the client read the error.
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                while let Some(Ok(frame)) = session.socket.recv().await {
+                    if matches!(frame, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
         }
         SessionEnd::SlowClient => {
             // Best effort: a client that does not read may not see it.
             let close = CloseFrame {
-                code: 1008,
-                reason: "too slow to read: reconnect to catch up".into(),
+                code: SLOW_READER_CLOSE,
+                reason: "slow_reader: reconnect to catch up".into(),
             };
             let _ = tokio::time::timeout(
                 Duration::from_secs(1),
@@ -185,9 +249,23 @@ impl Session {
                 frame = self.socket.recv() => match frame {
                     None | Some(Ok(Message::Close(_))) => return SessionEnd::ClientClosed,
                     Some(Err(err)) => return SessionEnd::Socket(err),
-                    Some(Ok(message)) => self.on_frame(message).await,
+                    Some(Ok(message)) => match self.budget.on_frame(std::time::Instant::now()) {
+                        Verdict::Serve => self.on_frame(message).await,
+                        Verdict::Refuse => {
+                            let message = format!(
+                                "more than {} frames per second: slow down (frames over the budget are dropped)",
+                                self.shared.limits.frame_rate
+                            );
+                            self.send_error(ErrorCode::RateLimited, message).await
+                        }
+                        Verdict::Drop => Ok(()),
+                        Verdict::Close => return SessionEnd::Refused {
+                            code: ErrorCode::RateLimited,
+                            message: "too many frames over the budget: closing".into(),
+                        },
+                    },
                 },
-                Some(event) = self.membership.events.recv() => self.on_hub(event).await,
+                Some(event) = self.membership.recv() => self.on_hub(event).await,
                 () = idle => return SessionEnd::Refused {
                     code: ErrorCode::BadRequest,
                     message: "no frame for too long: send `ping` as a heartbeat".into(),
@@ -195,6 +273,9 @@ impl Session {
             };
             if let Err(end) = result {
                 return end;
+            }
+            if self.membership.overflowed() {
+                return SessionEnd::SlowClient;
             }
             if self.membership.take_lag() {
                 if let Err(end) = self.resync_all().await {
@@ -205,7 +286,15 @@ impl Session {
     }
 
     async fn send(&mut self, message: &ServerMessage) -> Result<(), SessionEnd> {
-        let text = serde_json::to_string(message).expect("server messages always serialize");
+        self.send_text(json(message)).await
+    }
+
+    /// Sends a serialized frame (big ones are serialized, and their parts
+    /// dropped, before the wait on a slow client).
+    async fn send_text(&mut self, text: String) -> Result<(), SessionEnd> {
+        if self.membership.overflowed() {
+            return Err(SessionEnd::SlowClient);
+        }
         match tokio::time::timeout(
             self.shared.limits.send_timeout,
             self.socket.send(Message::Text(text.into())),
@@ -341,12 +430,50 @@ impl Session {
             .hub
             .follow_client(self.membership.id, &client_id);
         self.client_id = client_id;
+        // Signed in: no longer counts against the address's cap.
+        self.slot = None;
         let welcome = ServerMessage::Welcome {
             protocol: PROTOCOL_VERSION,
             user: user.name.clone(),
         };
         self.user = Some(user);
-        self.send(&welcome).await
+        self.send(&welcome).await?;
+        self.tell_server_state().await
+    }
+
+    /// Tells the client the hub's view of Redis when it differs from what
+    /// the client was told last.
+    async fn tell_server_state(&mut self) -> Result<(), SessionEnd> {
+        let state = self.shared.hub.server_state();
+        if state == self.told {
+            return Ok(());
+        }
+        self.told = state;
+        self.send(&ServerMessage::Server { state }).await
+    }
+
+    /// Sends the outcomes the ledger holds for changes in flight (published
+    /// while this session could not hear them). False when Redis failed.
+    async fn recover_outcomes(&mut self) -> Result<bool, SessionEnd> {
+        let pending: Vec<(ChangeId, usize)> = self
+            .in_flight
+            .iter()
+            .map(|(id, q)| (id.clone(), *q))
+            .collect();
+        for (id, queue) in pending {
+            match self.shared.jobs.outcome_in(queue, &id).await {
+                Ok(Some(outcome)) => {
+                    self.in_flight.remove(&id);
+                    self.send(&ServerMessage::Outcome { id, outcome }).await?;
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(%err, "cannot look up outcomes in flight; retrying");
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
     }
 
     fn user(&self) -> &User {
@@ -472,8 +599,12 @@ impl Session {
         from: Option<FeedPosition>,
     ) -> Result<(), SessionEnd> {
         // Changes published after this read must reach the hub (with
-        // sharded fan-out: the feed's tag is subscribed first).
-        let since = match self.shared.hub.hear_changes_of(feed).await {
+        // sharded fan-out: the feed's tag is subscribed first). Big reads
+        // take turns; the permit is held until the frames are serialized.
+        let heard = self.shared.hub.hear_changes_of(feed).await;
+        let gate = self.shared.big_reads.clone();
+        let permit = gate.acquire().await.expect("the semaphore is never closed");
+        let since = match heard {
             Err(err) => Err(err.into()),
             Ok(()) => match from {
                 Some(from) => self.shared.store.changes_since(feed, from).await,
@@ -483,6 +614,7 @@ impl Session {
         let since = match since {
             Ok(since) => since,
             Err(err) => {
+                drop(permit);
                 // Remember the feed is behind (a feed never sent gets a snapshot)
                 // and try again shortly, rather than leave the client stale.
                 self.feeds
@@ -501,18 +633,20 @@ impl Session {
                         rev: snapshot.rev,
                     },
                 );
-                self.send(&ServerMessage::Snapshot {
+                let frame = json(&ServerMessage::Snapshot {
                     feed: feed.clone(),
                     epoch: snapshot.epoch,
                     rev: snapshot.rev,
                     items: snapshot.items,
-                })
-                .await
+                });
+                drop(permit);
+                self.send_text(frame).await
             }
             Since::Changes { epoch, events } => {
                 let base = from.map_or(0, |f| f.rev);
                 let last = events.last().map_or(base, |e| e.rev);
                 self.feeds.insert(feed.clone(), Sent { epoch, rev: last });
+                drop(permit);
                 let batch = self.shared.limits.replay_batch.max(1);
                 for chunk in events.chunks(batch) {
                     self.send(&ServerMessage::Changes {
@@ -531,6 +665,10 @@ impl Session {
     /// feeds created meanwhile that a pattern matches (their `newfeed` notice
     /// may have been lost with the rest).
     async fn resync_all(&mut self) -> Result<(), SessionEnd> {
+        self.tell_server_state().await?;
+        if !self.recover_outcomes().await? {
+            self.resync_at = Some(tokio::time::Instant::now() + RESYNC_RETRY);
+        }
         let feeds: Vec<(FeedName, Sent)> =
             self.feeds.iter().map(|(f, s)| (f.clone(), *s)).collect();
         for (feed, sent) in feeds {
@@ -604,10 +742,12 @@ impl Session {
                 self.catch_up(&feed, Some(from)).await
             }
             HubEvent::Outcome(id, outcome) => {
+                self.in_flight.remove(&id);
                 let outcome = Outcome::clone(&outcome);
                 self.send(&ServerMessage::Outcome { id, outcome }).await
             }
             HubEvent::Resync => Ok(()),
+            HubEvent::ServerState => self.tell_server_state().await,
         }
     }
 
@@ -662,6 +802,10 @@ impl Session {
         let user = self.user().clone();
         match self.shared.jobs.submit(&user, &change).await {
             Ok(Submitted::Queued | Submitted::AlreadyQueued) => {
+                if self.in_flight.len() < MAX_IN_FLIGHT {
+                    let queue = self.shared.jobs.index_for(&change);
+                    self.in_flight.insert(id.clone(), queue);
+                }
                 self.send(&ServerMessage::Ack { id }).await
             }
             Ok(Submitted::Finished(outcome)) => {
@@ -684,4 +828,9 @@ impl Session {
         self.send_error(ErrorCode::Internal, "the server failed; retry later".into())
             .await
     }
+}
+
+/// A server frame as JSON text.
+fn json(message: &ServerMessage) -> String {
+    serde_json::to_string(message).expect("server messages always serialize")
 }
