@@ -633,3 +633,68 @@ async fn websocket_upgrades_are_checked_against_the_allowed_origins() {
     let mut client = WsClient::signed_in(&url, "ann").await;
     client.ping().await;
 }
+
+// ---- memory under slow readers ---------------------------------------------------
+
+/// The close code of a session whose client reads too slowly.
+const SLOW_READER_CLOSE: u16 = 4008;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_readers_over_their_queued_bytes_are_closed_with_their_code_and_others_are_served() {
+    let env = Env::start().await;
+    let big = big_feeds(&env, "slowmem").await;
+    // A long send timeout: what closes the slow sessions is their queue's bytes.
+    let server = env
+        .gateway(&["--max-queued-bytes", "524288", "--send-timeout-ms", "60000"])
+        .await;
+    let url = server.ws_url();
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        let mut client = WsClient::connect_small_buffer(&url, server.port()).await;
+        client.hello("bob").await;
+        stop_reading(&mut client, &big).await;
+        slow.push(client);
+    }
+    // A legitimate client of the same feeds meanwhile gets everything.
+    let mut legit = WsClient::signed_in(&url, "ann").await;
+    for feed in &big {
+        legit.subscribe(feed.as_str()).await;
+        legit.until_rev(feed, 8).await;
+    }
+    // 1.25 MiB of changes to a feed the stalled sessions follow: more than
+    // their queues may hold while their writes are blocked.
+    let pad = "c".repeat(128 * 1024);
+    for i in 0..10 {
+        env.store
+            .publish(
+                &big[0],
+                Some(&id(&format!("c{i}"))),
+                &json!({ "pad": pad }),
+                None,
+            )
+            .await
+            .expect("publish");
+    }
+    legit.until_rev(&big[0], 18).await;
+    legit.ping().await;
+
+    // The slow clients read again: what was sent before, then the close.
+    for client in &mut slow {
+        let close = loop {
+            match client.next_frame().await {
+                Frame::Message(_) => {}
+                Frame::Closed(close) => break close,
+            }
+        };
+        let close = close.expect("a close frame with a code");
+        assert_eq!(u16::from(close.code), SLOW_READER_CLOSE, "{close:?}");
+        assert!(
+            close.reason.as_str().starts_with("slow_reader"),
+            "{close:?}"
+        );
+        assert!(
+            client.mirror.rev(&big[0]).is_none_or(|rev| rev < 18),
+            "a closed slow reader did not get every change"
+        );
+    }
+}
