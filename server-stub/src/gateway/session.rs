@@ -142,6 +142,8 @@ struct Session {
     budget: FrameBudget,
     /// The address slot held until `hello` succeeds.
     slot: Option<SlotGuard>,
+    /// The largest frame sent, in bytes.
+    largest_frame: usize,
 }
 
 /// Most changes in flight a session looks up after a resync; beyond, the
@@ -172,6 +174,7 @@ pub async fn serve(shared: Shared, socket: WebSocket, slot: Option<SlotGuard>) {
         told: ServerState::Available,
         budget,
         slot,
+        largest_frame: 0,
     };
     let end = session.run().await;
     match end {
@@ -222,8 +225,38 @@ pub async fn serve(shared: Shared, socket: WebSocket, slot: Option<SlotGuard>) {
         }
         other => tracing::info!(session_id, reason = %other, "session ended"),
     }
+    let big = session.largest_frame >= BIG_FRAME;
+    drop(session);
+    if big {
+        release_memory();
+    }
     // Last, so that a server shutting down waits for the close frames.
     hub.leave(session_id);
+}
+
+/// A session that sent a frame this big hands freed memory back to the OS
+/// when it ends.
+const BIG_FRAME: usize = 1024 * 1024;
+
+/// Hands the memory the allocator holds free back to the OS (glibc keeps
+/// the buffers of a burst of big frames otherwise): once, a second after the
+/// first of a burst of big sessions ended, so that the burst is over.
+fn release_memory() {
+    static SCHEDULED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if SCHEDULED.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        return;
+    }
+    tokio::spawn(async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        SCHEDULED.store(false, std::sync::atomic::Ordering::Release);
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        let _ = tokio::task::spawn_blocking(|| {
+            // SAFETY: malloc_trim only returns free pages of the allocator's
+            // arenas to the OS; it takes the arenas' locks itself.
+            unsafe { libc::malloc_trim(0) };
+        })
+        .await;
+    });
 }
 
 impl Session {
@@ -295,6 +328,7 @@ impl Session {
         if self.membership.overflowed() {
             return Err(SessionEnd::SlowClient);
         }
+        self.largest_frame = self.largest_frame.max(text.len());
         match tokio::time::timeout(
             self.shared.limits.send_timeout,
             self.socket.send(Message::Text(text.into())),
