@@ -645,7 +645,12 @@ async fn slow_readers_over_their_queued_bytes_are_closed_with_their_code_and_oth
     let big = big_feeds(&env, "slowmem").await;
     // A long send timeout: what closes the slow sessions is their queue's bytes.
     let server = env
-        .gateway(&["--max-queued-bytes", "524288", "--send-timeout-ms", "60000"])
+        .gateway(&[
+            "--max-queued-bytes",
+            "2097152",
+            "--send-timeout-ms",
+            "60000",
+        ])
         .await;
     let url = server.ws_url();
     let mut slow = Vec::new();
@@ -661,10 +666,11 @@ async fn slow_readers_over_their_queued_bytes_are_closed_with_their_code_and_oth
         legit.subscribe(feed.as_str()).await;
         legit.until_rev(feed, 8).await;
     }
-    // 1.25 MiB of changes to a feed the stalled sessions follow: more than
-    // their queues may hold while their writes are blocked.
+    // 5 MiB of changes to a feed the stalled sessions follow: more than the
+    // 2 MiB their queues may hold while their writes are blocked. The
+    // legitimate client reads each before the next is made.
     let pad = "c".repeat(128 * 1024);
-    for i in 0..10 {
+    for i in 0..40u64 {
         env.store
             .publish(
                 &big[0],
@@ -674,8 +680,8 @@ async fn slow_readers_over_their_queued_bytes_are_closed_with_their_code_and_oth
             )
             .await
             .expect("publish");
+        legit.until_rev(&big[0], 9 + i).await;
     }
-    legit.until_rev(&big[0], 18).await;
     legit.ping().await;
 
     // The slow clients read again: what was sent before, then the close.
@@ -693,7 +699,7 @@ async fn slow_readers_over_their_queued_bytes_are_closed_with_their_code_and_oth
             "{close:?}"
         );
         assert!(
-            client.mirror.rev(&big[0]).is_none_or(|rev| rev < 18),
+            client.mirror.rev(&big[0]).is_none_or(|rev| rev < 48),
             "a closed slow reader did not get every change"
         );
     }
