@@ -65,6 +65,8 @@ export interface PendingChange { id: string; outcome: Promise<Outcome>; }
 export interface OutcomeEvent { id: string; outcome: Outcome; }
 export interface Status {
   connection: "offline" | "connecting" | "online" | "unauthorized" | "stopped";
+  /** Whether the server can reach its storage: while `unavailable`, changes stay pending (the user's own offline mode is `connection`). */
+  server: "available" | "unavailable";
   /** Local changes not yet confirmed. */
   pending: number;
   /** Each mirrored feed's epoch and revision. */

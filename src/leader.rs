@@ -47,6 +47,7 @@ fn read_marker(key: &str) -> Option<StorageMarker> {
 #[serde(rename_all = "camelCase")]
 struct StatusJs {
     connection: &'static str,
+    server: &'static str,
     pending: usize,
     feeds: BTreeMap<FeedName, FeedHeadJs>,
     storage_error: Option<String>,
@@ -342,6 +343,7 @@ impl Leader {
                     Status::Unauthorized => "unauthorized",
                     Status::Stopped { .. } => "stopped",
                 },
+                server: core.server_state().as_str(),
                 pending: core.pending().len(),
                 feeds: core
                     .feeds()
@@ -467,6 +469,8 @@ impl AppHooks for LeaderHooks {
                     refresh_token(&tab);
                 }
             }
+            // Shown in `status()`, reported when the batch settles.
+            Notification::Server { .. } => {}
             Notification::ServerError { code, message } => {
                 web_sys::console::warn_1(
                     &format!("thoonk-sync: server error {}: {message}", code.as_str()).into(),

@@ -644,19 +644,20 @@ impl Tab {
             Some(status) => {
                 let mut status = serde_json::to_value(status).expect("a status serializes");
                 status["tab"] = "follower".into();
-                for field in ["feeds", "storageError", "storageWiped"] {
+                for (field, default) in [
+                    ("feeds", json!({})),
+                    ("server", json!("available")),
+                    ("storageError", Value::Null),
+                    ("storageWiped", Value::Null),
+                ] {
                     if status.get(field).is_none() {
-                        status[field] = if field == "feeds" {
-                            json!({})
-                        } else {
-                            Value::Null
-                        };
+                        status[field] = default;
                     }
                 }
                 status
             }
             None => {
-                json!({ "connection": "stopped", "pending": 0, "feeds": {}, "storageError": null, "storageWiped": null, "tab": "closed" })
+                json!({ "connection": "stopped", "server": "available", "pending": 0, "feeds": {}, "storageError": null, "storageWiped": null, "tab": "closed" })
             }
         }
     }

@@ -2,17 +2,22 @@
 //! SIGKILL and restarted from its AOF (`appendfsync always`: nothing
 //! acknowledged is lost; `everysec`: the un-synced tail is lost, clients must
 //! still converge), and `FLUSHALL` (every feed starts a new epoch, every
-//! client resets, nothing diverges silently).
+//! client resets, nothing diverges silently). Redis stopped for seconds and
+//! started again, or the gateway's subscription cut: the clients are told the
+//! server is unavailable, and every change settles soon after Redis is back —
+//! the outcomes published while the gateway could not hear them are fetched
+//! from the job ledger, not left to the clients' outcome timeout.
 #![cfg(not(target_arch = "wasm32"))]
 
 mod fault_support;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fault_support::*;
 use serde_json::json;
-use thoonk_protocol::FeedName;
+use thoonk_protocol::{FeedName, ServerState};
+use thoonk_sync_core::Timing;
 
 const GATEWAY: [&str; 4] = ["--workers", "2", "--claim-timeout-ms", "2000"];
 
@@ -283,4 +288,179 @@ async fn flushall_also_resets_clients_of_feeds_nobody_writes_again() {
         |cs| cs.iter().all(|c| c.core().confirmed(&feeds[0]).is_empty()),
     )
     .await;
+}
+
+/// Test timers with an outcome timeout far beyond the bound the tests wait:
+/// an outcome that arrives within the bound was not asked for again.
+fn long_outcome_timeout(submit_timeout: u64) -> Timing {
+    Timing {
+        submit_timeout,
+        submit_timeout_max: submit_timeout.max(4_000),
+        outcome_timeout: 120_000,
+        ..test_timing()
+    }
+}
+
+/// The bound within which changes must settle once Redis is back: far below
+/// the outcome timeout above, so no resubmission can be what settles them.
+const SETTLE: Duration = Duration::from_secs(20);
+
+fn two_clients(prefix: &str, urls: &[String], pattern: &str, timing: &Timing) -> Vec<CoreClient> {
+    ["ann", "bob"]
+        .iter()
+        .map(|user| {
+            let id = format!("{prefix}{user}");
+            CoreClient::with_timing(&id, user, urls, &[pattern], timing.clone())
+        })
+        .collect()
+}
+
+/// Pumps until every client was last told `state`.
+async fn until_told(cs: &mut [CoreClient], state: ServerState) {
+    let what = format!("every client told the server is {}", state.as_str());
+    pump_until(&mut all(cs), &what, WAIT, |cs| {
+        cs.iter().all(|c| c.server_states.last() == Some(&state))
+    })
+    .await;
+}
+
+/// Waits (pumping the clients) until the job queue holds `count` changes.
+async fn until_queued(redis: &Redis, cs: &mut [CoreClient], count: usize) {
+    let mut conn = redis.conn().await;
+    let since = Instant::now();
+    loop {
+        pump_for(&mut all(cs), Duration::from_millis(100)).await;
+        let waiting: usize = redis::cmd("LLEN")
+            .arg(format!("feed.ids:{QUEUE}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if waiting == count {
+            return;
+        }
+        assert!(
+            since.elapsed() < WAIT,
+            "{waiting} of {count} changes queued"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_for_seconds_settles_every_change_soon_after_it_is_back() {
+    let mut redis = Redis::start("always");
+    let url = redis.url();
+    // The workers run in a process of their own, so that the test decides
+    // when changes are worked.
+    let gateway = Process::gateway(&url, Some(&url), &["--workers", "0"]).await;
+    let worker = Process::worker(&url, &["--claim-timeout-ms", "2000"]);
+    let urls = vec![gateway.ws_url()];
+    let feeds: Vec<_> = (0..3).map(|i| feed(&format!("stop:f{i}"))).collect();
+    let mut cs = two_clients("stop-", &urls, "stop:*", &long_outcome_timeout(500));
+    write_some(&mut cs, &feeds, 0, 3);
+    {
+        let store = redis.store().await;
+        quiesce(&store, &mut all(&mut cs), &feeds).await;
+    }
+    assert!(cs.iter().all(|c| c.server_states.is_empty()), "no news yet");
+
+    // Changes in flight when Redis stops: queued and acknowledged, not worked yet.
+    drop(worker);
+    write_some(&mut cs, &feeds, 1, feeds.len());
+    until_queued(&redis, &mut cs, 2 * feeds.len()).await;
+
+    // SIGTERM: a clean shutdown (the AOF keeps everything acknowledged).
+    redis.stop();
+    until_told(&mut cs, ServerState::Unavailable).await;
+    assert!(
+        cs.iter().all(|c| c.online()),
+        "still connected to the gateway"
+    );
+    // Both users go on making changes for about eight seconds.
+    for round in 2..=5 {
+        write_some(&mut cs, &feeds, round, 2);
+        pump_for(&mut all(&mut cs), Duration::from_secs(2)).await;
+    }
+    assert!(
+        cs.iter().all(|c| !c.settled()),
+        "nothing settles while Redis is down"
+    );
+    // Redis comes back, and with it a worker.
+    redis.restart();
+    let _worker = Process::worker(&url, &["--claim-timeout-ms", "2000"]);
+
+    pump_until(
+        &mut all(&mut cs),
+        "every change settled after Redis came back",
+        SETTLE,
+        |cs| cs.iter().all(|c| c.settled()),
+    )
+    .await;
+    until_told(&mut cs, ServerState::Available).await;
+    let store = redis.store().await;
+    quiesce(&store, &mut all(&mut cs), &feeds).await;
+    assert_converged(&store, &refs(&cs), &feeds).await;
+    let acc = account(&store, &refs(&cs), &feeds, &BTreeMap::new()).await;
+    acc.assert_clean("redis stopped and started again");
+    assert_eq!(acc.applied, acc.made, "every change was valid");
+}
+
+/// The outcomes of changes applied while the gateway's subscription was cut
+/// were published to nobody: deterministic, since the changes are queued
+/// before the cut and only worked while it lasts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_published_while_the_subscription_was_cut_are_delivered_from_the_ledger() {
+    let redis = Redis::start("always");
+    let url = redis.url();
+    let proxy = Proxy::start(redis.port()).await;
+    // No workers in the gateway: the changes wait in the queue.
+    let gateway = Process::gateway(&proxy.url(), Some(&url), &["--workers", "0"]).await;
+    let urls = vec![gateway.ws_url()];
+    let feeds: Vec<_> = (0..3).map(|i| feed(&format!("cut:f{i}"))).collect();
+    // Nothing is submitted twice within the test's bounds.
+    let mut cs = two_clients("cut-", &urls, "cut:*", &long_outcome_timeout(120_000));
+    // One change per feed (a feed's changes go one at a time): all queued at once.
+    write_some(&mut cs, &feeds, 0, feeds.len());
+    let made: usize = cs.iter().map(|c| c.made.len()).sum();
+    until_queued(&redis, &mut cs, made).await;
+
+    // The gateway loses Redis; a worker elsewhere applies every change.
+    proxy.cut();
+    until_told(&mut cs, ServerState::Unavailable).await;
+    let _worker = Process::worker(&url, &["--claim-timeout-ms", "2000"]);
+    let store = redis.store().await;
+    let ids: Vec<String> = cs
+        .iter()
+        .flat_map(|c| c.made.iter().map(|m| m.id.0.clone()))
+        .collect();
+    let applied = Instant::now();
+    loop {
+        pump_for(&mut all(&mut cs), Duration::from_millis(100)).await;
+        let mut logged = BTreeMap::new();
+        for f in &feeds {
+            logged.extend(log_jobs(&store, f).await);
+        }
+        if ids.iter().all(|id| logged.contains_key(id)) {
+            break;
+        }
+        assert!(applied.elapsed() < WAIT, "the worker applied every change");
+    }
+    assert!(
+        cs.iter().all(|c| !c.settled()),
+        "no outcome reached the clients"
+    );
+
+    proxy.heal();
+    pump_until(
+        &mut all(&mut cs),
+        "every change settled after the subscription came back",
+        SETTLE,
+        |cs| cs.iter().all(|c| c.settled()),
+    )
+    .await;
+    until_told(&mut cs, ServerState::Available).await;
+    quiesce(&store, &mut all(&mut cs), &feeds).await;
+    let acc = account(&store, &refs(&cs), &feeds, &BTreeMap::new()).await;
+    acc.assert_clean("gateway subscription cut while changes were applied");
+    assert_eq!(acc.applied, acc.made);
+    assert_eq!(acc.recovered, 0, "nothing was submitted twice");
 }

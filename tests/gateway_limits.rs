@@ -386,3 +386,321 @@ async fn shutdown_tells_clients_to_reconnect() {
     let frame = frame.expect("a close frame with a reason");
     assert_eq!(u16::from(frame.code), 1001, "going away: {frame:?}");
 }
+
+// ---- rate limits ---------------------------------------------------------------
+
+#[tokio::test]
+async fn a_flood_of_frames_is_rate_limited_then_closed() {
+    let env = Env::start().await;
+    let server = env
+        .gateway(&["--frame-rate", "1", "--frame-burst", "50"])
+        .await;
+    let mut flooder = WsClient::signed_in(&server.ws_url(), "ann").await;
+    // Far more frames than the burst, sent without reading.
+    let mut sent = 0;
+    for _ in 0..2_000 {
+        let ping = Message::text(r#"{"type":"ping"}"#);
+        if flooder.try_send_message(ping).await.is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    assert!(sent > 60, "the first frames were taken in");
+    let mut pongs = 0;
+    let mut limited = 0;
+    let close = loop {
+        match flooder.next_frame().await {
+            Frame::Message(ServerMessage::Pong) => pongs += 1,
+            Frame::Message(ServerMessage::Error {
+                code: ErrorCode::RateLimited,
+                ..
+            }) => limited += 1,
+            Frame::Message(other) => panic!("unexpected {other:?}"),
+            Frame::Closed(close) => break close,
+        }
+    };
+    // The hello took one token; the rest of the burst (and the little
+    // refilled meanwhile) was answered, nothing more.
+    assert!((49..=51).contains(&pongs), "{pongs} pongs");
+    assert!(limited >= 1, "told `rate_limited` before the close");
+    let close = close.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1008);
+    assert_eq!(close.reason.as_str(), "rate_limited");
+
+    // Others are served as before.
+    let mut other = WsClient::signed_in(&server.ws_url(), "bob").await;
+    other.ping().await;
+}
+
+#[tokio::test]
+async fn a_client_over_its_budget_for_a_moment_is_told_and_goes_on() {
+    let env = Env::start().await;
+    let server = env
+        .gateway(&["--frame-rate", "1", "--frame-burst", "10"])
+        .await;
+    let mut client = WsClient::signed_in(&server.ws_url(), "ann").await;
+    for _ in 0..12 {
+        client.send_text(r#"{"type":"ping"}"#.into()).await;
+    }
+    // Nine tokens were left after hello: nine pongs, then the error; the
+    // frames after it are dropped without an answer.
+    for _ in 0..9 {
+        assert_eq!(client.next().await, ServerMessage::Pong);
+    }
+    client.expect_error(ErrorCode::RateLimited).await;
+    // The bucket refills (a frame a second): the connection is usable again.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    client.ping().await;
+}
+
+#[tokio::test]
+async fn connections_not_signed_in_are_capped_per_address() {
+    let env = Env::start().await;
+    let server = env
+        .gateway(&["--max-unauthenticated-per-address", "3"])
+        .await;
+    let url = server.ws_url();
+    let mut waiting = Vec::new();
+    for _ in 0..3 {
+        waiting.push(WsClient::connect(&url).await);
+    }
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 429)
+        }
+        other => panic!("a fourth connection not signed in is refused: {other:?}"),
+    }
+    // One signs in: its slot is free again.
+    waiting[0].hello("ann").await;
+    let mut fourth = WsClient::connect(&url).await;
+    fourth.hello("bob").await;
+    // A closed connection frees its slot too.
+    drop(waiting.pop());
+    let mut later = None;
+    for _ in 0..100 {
+        if let Ok((ws, _)) = tokio_tungstenite::connect_async(&url).await {
+            later = Some(ws);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(later.is_some(), "the closed connection's slot was freed");
+}
+
+// ---- web hygiene ---------------------------------------------------------------
+
+/// A plain HTTP/1.1 GET: the status and the headers (names lower-cased).
+async fn http_get(port: u16, path: &str) -> (u16, Vec<(String, String)>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.expect("send");
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut response))
+        .await
+        .expect("a response in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&response);
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[tokio::test]
+async fn static_responses_carry_the_security_headers_and_long_paths_are_not_errors() {
+    let env = Env::start().await;
+    let www = concat!(env!("CARGO_MANIFEST_DIR"), "/www");
+    let server = env.gateway(&["--static", www]).await;
+    let port = server.port();
+    for path in ["/", "/app.js", "/style.css", "/missing.js"] {
+        let (status, headers) = http_get(port, path).await;
+        let expected = if path == "/missing.js" { 404 } else { 200 };
+        assert_eq!(status, expected, "{path}");
+        assert_eq!(
+            header(&headers, "x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        let csp = header(&headers, "content-security-policy").unwrap_or_default();
+        for directive in [
+            "script-src 'self' 'wasm-unsafe-eval'",
+            "frame-ancestors 'none'",
+            "object-src 'none'",
+        ] {
+            assert!(csp.contains(directive), "{path}: {directive} in {csp:?}");
+        }
+        assert_eq!(
+            header(&headers, "referrer-policy"),
+            Some("no-referrer"),
+            "{path}"
+        );
+        assert_eq!(header(&headers, "x-frame-options"), Some("DENY"), "{path}");
+    }
+    // A path longer than a file name can be, and one longer than any URL served.
+    let (status, _) = http_get(port, &format!("/{}", "a".repeat(300))).await;
+    assert_eq!(status, 404, "a segment longer than a file name");
+    let (status, _) = http_get(port, &format!("/{}", "a/".repeat(3_000))).await;
+    assert_eq!(status, 414, "a path far too long");
+    // The gateway is still fine.
+    let (status, _) = http_get(port, "/").await;
+    assert_eq!(status, 200);
+}
+
+/// Opens `/ws` with `origin` (none: as a non-browser client); the HTTP
+/// status of a refusal, or `None` when the upgrade succeeded.
+async fn ws_status_with_origin(url: &str, origin: Option<&str>) -> Option<u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().expect("a ws request");
+    if let Some(origin) = origin {
+        request
+            .headers_mut()
+            .insert("Origin", origin.parse().expect("a header value"));
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok(_) => None,
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Some(response.status().as_u16())
+        }
+        Err(err) => panic!("connect: {err}"),
+    }
+}
+
+#[tokio::test]
+async fn websocket_upgrades_are_checked_against_the_allowed_origins() {
+    let env = Env::start().await;
+    let server = env.gateway(&[]).await;
+    let url = server.ws_url();
+    let own = format!("http://127.0.0.1:{}", server.port());
+    assert_eq!(
+        ws_status_with_origin(&url, None).await,
+        None,
+        "not a browser"
+    );
+    assert_eq!(
+        ws_status_with_origin(&url, Some(&own)).await,
+        None,
+        "the page's own origin"
+    );
+    for other in [
+        "http://evil.example",
+        "http://127.0.0.1:1",
+        "null",
+        "https://app.example.com",
+    ] {
+        assert_eq!(
+            ws_status_with_origin(&url, Some(other)).await,
+            Some(403),
+            "{other}"
+        );
+    }
+
+    let listed = env
+        .gateway(&["--allow-origin", "https://app.example.com"])
+        .await;
+    let url = listed.ws_url();
+    let own = format!("http://127.0.0.1:{}", listed.port());
+    for allowed in [Some("https://app.example.com"), Some(own.as_str()), None] {
+        assert_eq!(
+            ws_status_with_origin(&url, allowed).await,
+            None,
+            "{allowed:?}"
+        );
+    }
+    assert_eq!(
+        ws_status_with_origin(&url, Some("http://evil.example")).await,
+        Some(403)
+    );
+    // An allowed browser client works as any other.
+    let mut client = WsClient::signed_in(&url, "ann").await;
+    client.ping().await;
+}
+
+// ---- memory under slow readers ---------------------------------------------------
+
+/// The close code of a session whose client reads too slowly.
+const SLOW_READER_CLOSE: u16 = 4008;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_readers_over_their_queued_bytes_are_closed_with_their_code_and_others_are_served() {
+    let env = Env::start().await;
+    let big = big_feeds(&env, "slowmem").await;
+    // A long send timeout: what closes the slow sessions is their queue's bytes.
+    let server = env
+        .gateway(&[
+            "--max-queued-bytes",
+            "2097152",
+            "--send-timeout-ms",
+            "60000",
+        ])
+        .await;
+    let url = server.ws_url();
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        let mut client = WsClient::connect_small_buffer(&url, server.port()).await;
+        client.hello("bob").await;
+        stop_reading(&mut client, &big).await;
+        slow.push(client);
+    }
+    // A legitimate client of the same feeds meanwhile gets everything.
+    let mut legit = WsClient::signed_in(&url, "ann").await;
+    for feed in &big {
+        legit.subscribe(feed.as_str()).await;
+        legit.until_rev(feed, 8).await;
+    }
+    // 5 MiB of changes to a feed the stalled sessions follow: more than the
+    // 2 MiB their queues may hold while their writes are blocked. The
+    // legitimate client reads each before the next is made.
+    let pad = "c".repeat(128 * 1024);
+    for i in 0..40u64 {
+        env.store
+            .publish(
+                &big[0],
+                Some(&id(&format!("c{i}"))),
+                &json!({ "pad": pad }),
+                None,
+            )
+            .await
+            .expect("publish");
+        legit.until_rev(&big[0], 9 + i).await;
+    }
+    legit.ping().await;
+
+    // The slow clients read again: what was sent before, then the close.
+    for client in &mut slow {
+        let close = loop {
+            match client.next_frame().await {
+                Frame::Message(_) => {}
+                Frame::Closed(close) => break close,
+            }
+        };
+        let close = close.expect("a close frame with a code");
+        assert_eq!(u16::from(close.code), SLOW_READER_CLOSE, "{close:?}");
+        assert!(
+            close.reason.as_str().starts_with("slow_reader"),
+            "{close:?}"
+        );
+        assert!(
+            client.mirror.rev(&big[0]).is_none_or(|rev| rev < 48),
+            "a closed slow reader did not get every change"
+        );
+    }
+}

@@ -15,6 +15,7 @@
 //! thoonk-bench ws-latency --url WS --redis URL --samples N
 //! thoonk-bench replay --url WS --redis URL --items N --reps R
 //! thoonk-bench fill --redis URL --feed F [--retention N | --from A --to B]
+//! thoonk-bench slow-readers --url WS --redis URL --pid PID [--conns 20 --rounds 5 --items 24 --hold 15]
 //! ```
 
 mod args;
@@ -28,7 +29,7 @@ use args::Args;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: thoonk-bench prepare-feed|feed|spread|jobs|ws-conns|tag-fanout|ws-latency|replay|fill --option value …"
+        "usage: thoonk-bench prepare-feed|feed|spread|jobs|ws-conns|tag-fanout|ws-latency|replay|fill|slow-readers --option value …"
     );
     std::process::exit(2)
 }
@@ -51,6 +52,7 @@ fn main() -> anyhow::Result<()> {
             "ws-latency" => ws::latency(&args).await,
             "replay" => ws::replay(&args).await,
             "fill" => ws::fill(&args).await,
+            "slow-readers" => ws::slow_readers(&args).await,
             _ => usage(),
         }
     })?;

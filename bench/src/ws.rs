@@ -586,3 +586,100 @@ where
         }
     }
 }
+
+/// `--conns` connections (20) that each subscribe to one feed of `--items`
+/// items of 128 KiB (24: 3 MiB) and never read, `--rounds` times (5): the
+/// gateway's RSS before, at its peak during each round (sampled every
+/// 100 ms until the gateway closed them all or `--hold` seconds passed) and
+/// after each round's connections are gone. Meanwhile a reading client
+/// subscribes to the same feed each round: its time to the snapshot.
+pub async fn slow_readers(args: &Args) -> anyhow::Result<Value> {
+    let url = args.text("url")?;
+    let pid: u32 = args.or("pid", 0)?;
+    let count: usize = args.or("conns", 20)?;
+    let rounds: usize = args.or("rounds", 5)?;
+    let items: usize = args.or("items", 24)?;
+    let hold: u64 = args.or("hold", 15)?;
+    let store = store(args).await?;
+    let feed = FeedName::new(format!("bench:slow:{}", stamp()))?;
+    let pad = json!({ "pad": "s".repeat(128 * 1024) });
+    for i in 0..items {
+        let id = ItemId::new(format!("s{i}"))?;
+        retry(|| store.publish(&feed, Some(&id), &pad, None)).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let port: u16 = url
+        .rsplit_once(':')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| anyhow!("--url needs a port"))?;
+    let rss_before = rss(pid);
+    let mut per_round = Vec::new();
+    for round in 0..rounds {
+        let mut slow = Vec::new();
+        for n in 0..count {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.set_recv_buffer_size(256 * 1024)?;
+            let stream = socket.connect(([127, 0, 0, 1], port).into()).await?;
+            let (mut ws, _) =
+                tokio_tungstenite::client_async(url.as_str(), MaybeTlsStream::Plain(stream))
+                    .await?;
+            send(
+                &mut ws,
+                &ClientMessage::Hello {
+                    protocol: PROTOCOL_VERSION,
+                    token: "bench".into(),
+                    client_id: format!("slow-{round}-{n}"),
+                },
+            )
+            .await?;
+            send(
+                &mut ws,
+                &ClientMessage::Subscribe {
+                    pattern: FeedPattern::new(feed.as_str())?,
+                    known: BTreeMap::new(),
+                },
+            )
+            .await?;
+            slow.push(ws);
+        }
+        // A reading client meanwhile.
+        let start = Instant::now();
+        let mut reader = open(&url, &format!("reader-{round}")).await?;
+        send(
+            &mut reader,
+            &ClientMessage::Subscribe {
+                pattern: FeedPattern::new(feed.as_str())?,
+                known: BTreeMap::new(),
+            },
+        )
+        .await?;
+        loop {
+            if let ServerMessage::Snapshot { .. } = recv(&mut reader).await? {
+                break;
+            }
+        }
+        let reader_ms = start.elapsed().as_secs_f64() * 1000.0;
+        let mut peak = rss(pid);
+        let until = Instant::now() + Duration::from_secs(hold);
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            peak = peak.max(rss(pid));
+        }
+        drop(slow);
+        drop(reader);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        per_round.push(json!({
+            "peak_mb": peak as f64 / 1e6,
+            "after_mb": rss(pid) as f64 / 1e6,
+            "reader_snapshot_ms": reader_ms,
+        }));
+    }
+    Ok(json!({
+        "measure": "slow-readers",
+        "conns": count,
+        "feed_mb": (items * 128 * 1024) as f64 / 1e6,
+        "rss_before_mb": rss_before as f64 / 1e6,
+        "rounds": per_round,
+    }))
+}

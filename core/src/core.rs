@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 use thoonk_protocol::{
     Base, ChangeId, ChangeRequest, ClientMessage, ErrorCode, FeedName, FeedPattern, FeedPosition,
-    ItemId, Operation, Outcome, Position, ServerMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    ItemId, Operation, Outcome, Position, ServerMessage, ServerState, MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
 };
 
 use crate::config::Config;
@@ -56,6 +57,8 @@ pub struct SyncCore {
     conn: Conn,
     reconnects: u32,
     status: Status,
+    /// What the server last said of its storage on this connection.
+    server: ServerState,
     subscriptions: BTreeSet<FeedPattern>,
     /// Subscriptions sent on this connection and not yet answered.
     unanswered: BTreeMap<FeedPattern, Retry>,
@@ -157,6 +160,7 @@ impl SyncCore {
             conn: Conn::Opening,
             reconnects: 0,
             status: Status::Connecting,
+            server: ServerState::Available,
             subscriptions: state.subscriptions,
             unanswered: BTreeMap::new(),
             mirror,
@@ -202,6 +206,14 @@ impl SyncCore {
     /// The connection state.
     pub fn status(&self) -> &Status {
         &self.status
+    }
+
+    /// Whether the server can reach its storage, as it last said on this
+    /// connection (`available` until it says otherwise). Independent of
+    /// [`SyncCore::status`]: an online client of an unavailable server keeps
+    /// its changes pending until the server is back.
+    pub fn server_state(&self) -> ServerState {
+        self.server
     }
 
     /// Takes the effects accumulated since the last call (see [`Effects`]).
@@ -374,6 +386,10 @@ impl SyncCore {
             } => return self.on_welcome(protocol, ledger_window_ms, now),
             ServerMessage::Error { code, message } => return self.on_error(code, message, now),
             ServerMessage::Pong => Ok(()),
+            ServerMessage::Server { state } => {
+                self.set_server_state(state);
+                Ok(())
+            }
             other if !welcomed => Err(ServerFault::BeforeWelcome(frame_name(&other)).into()),
             ServerMessage::Subscribed { pattern, feeds } => {
                 self.unanswered.remove(&pattern);
@@ -458,6 +474,8 @@ impl SyncCore {
         };
         self.reconnects = 0;
         self.ledger_window = ledger_window;
+        // A new session starts available; the server says when it is not.
+        self.set_server_state(ServerState::Available);
         self.set_status(Status::Online);
         let patterns: Vec<FeedPattern> = self.subscriptions.iter().cloned().collect();
         for pattern in patterns {
@@ -1229,6 +1247,13 @@ impl SyncCore {
         }
     }
 
+    fn set_server_state(&mut self, state: ServerState) {
+        if self.server != state {
+            self.server = state;
+            self.effects.notify.push(Notification::Server { state });
+        }
+    }
+
     fn halt(&mut self, reason: String) {
         self.conn = Conn::Halted;
         self.effects.close = true;
@@ -1439,5 +1464,6 @@ fn frame_name(msg: &ServerMessage) -> &'static str {
         ServerMessage::Outcome { .. } => "outcome",
         ServerMessage::Error { .. } => "error",
         ServerMessage::Pong => "pong",
+        ServerMessage::Server { .. } => "server",
     }
 }

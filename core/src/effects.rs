@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use thoonk_protocol::{ChangeId, ClientMessage, ErrorCode, FeedName, ItemId, Rev};
+use thoonk_protocol::{ChangeId, ClientMessage, ErrorCode, FeedName, ItemId, Rev, ServerState};
 
 use crate::outcome::ChangeOutcome;
 use crate::store::StoreBatch;
@@ -119,6 +119,12 @@ pub enum Notification {
     Status {
         /// The new state.
         status: Status,
+    },
+    /// The server said whether it can reach its storage (see
+    /// [`crate::SyncCore::server_state`]).
+    Server {
+        /// The new state.
+        state: ServerState,
     },
     /// The server reported an error not tied to a change.
     ServerError {

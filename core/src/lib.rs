@@ -60,3 +60,4 @@ pub use crate::store::{
     AcceptedRecord, ClientMeta, FeedHead, MemoryStore, MemoryStoreError, OutboxRecord, Store,
     StoreBatch, StoreWrite, StoredItem, StoredState,
 };
+pub use thoonk_protocol::ServerState;

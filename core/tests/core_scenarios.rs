@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 use thoonk_protocol::{
     Base, Change, ChangeId, ChangeOp, ClientMessage, ErrorCode, FeedName, FeedPattern, Item,
-    ItemId, Operation, Outcome, ServerMessage, PROTOCOL_VERSION,
+    ItemId, Operation, Outcome, ServerMessage, ServerState, PROTOCOL_VERSION,
 };
 use thoonk_sync_core::{
     ChangeOutcome, Config, CoreError, Effects, FnResolver, ItemState, MemoryStore, Notification,
@@ -192,6 +192,58 @@ fn a_change_is_stored_with_its_overlay_before_it_is_sent() {
     assert_eq!(state_of(&h.core, "a"), ItemState::Confirmed);
     assert!(h.core.pending().is_empty());
     assert_eq!(h.store.state(), &h.core.stored_state());
+}
+
+#[test]
+fn the_server_state_is_shown_apart_from_the_connection_and_resets_with_a_session() {
+    let mut h = Harness::new();
+    h.online();
+    assert_eq!(h.core.server_state(), ServerState::Available);
+    let fx = h.server(ServerMessage::Server {
+        state: ServerState::Unavailable,
+    });
+    assert_eq!(h.core.server_state(), ServerState::Unavailable);
+    assert_eq!(h.core.status(), &Status::Online, "still connected");
+    assert!(fx.notify.contains(&Notification::Server {
+        state: ServerState::Unavailable
+    }));
+    // Said again: no second notification.
+    let fx = h.server(ServerMessage::Server {
+        state: ServerState::Unavailable,
+    });
+    assert!(!fx
+        .notify
+        .iter()
+        .any(|n| matches!(n, Notification::Server { .. })));
+    // A change made meanwhile stays pending.
+    let (change, _) = h.edit("x", json!(1));
+    assert!(h.core.pending().iter().any(|p| p.wire_id == change));
+    let fx = h.server(ServerMessage::Server {
+        state: ServerState::Available,
+    });
+    assert!(fx.notify.contains(&Notification::Server {
+        state: ServerState::Available
+    }));
+    // A new session starts available: the server repeats it if not.
+    h.server(ServerMessage::Server {
+        state: ServerState::Unavailable,
+    });
+    h.core.disconnected(h.now).unwrap();
+    h.effects();
+    let at = h.core.poll_timeout().expect("a reconnect is scheduled");
+    h.core.handle_timeout(at).unwrap();
+    h.effects();
+    h.core.connected(at).unwrap();
+    h.effects();
+    let fx = h.server(ServerMessage::Welcome {
+        protocol: PROTOCOL_VERSION,
+        user: "u".into(),
+        ledger_window_ms: None,
+    });
+    assert_eq!(h.core.server_state(), ServerState::Available);
+    assert!(fx.notify.contains(&Notification::Server {
+        state: ServerState::Available
+    }));
 }
 
 #[test]

@@ -18,6 +18,7 @@ pub use change::{Change, ChangeOp, FeedEvent, Item, Position};
 pub use error::{ErrorCode, NameError};
 pub use message::{
     Base, ChangeId, ChangeRequest, ClientMessage, FeedPosition, Operation, Outcome, ServerMessage,
+    ServerState,
 };
 pub use name::{FeedName, FeedPattern, ItemId, MAX_FEED_NAME_LEN, MAX_ITEM_ID_LEN};
 

@@ -327,6 +327,35 @@ pub enum ServerMessage {
     },
     /// The answer to `ping`.
     Pong,
+    /// Whether the server can reach its storage (Redis) now. Sent when that
+    /// changes, and after `welcome` while it is unavailable; a session starts
+    /// as `available`. While unavailable, changes are not queued and
+    /// outcomes wait; the client keeps its changes pending and says so.
+    Server {
+        /// Available or not.
+        state: ServerState,
+    },
+}
+
+/// Whether the server can reach its storage, as the `server` frame says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerState {
+    /// The server works normally.
+    #[default]
+    Available,
+    /// The server cannot reach its storage: writes wait until it is back.
+    Unavailable,
+}
+
+impl ServerState {
+    /// The wire name: `available` or `unavailable`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerState::Available => "available",
+            ServerState::Unavailable => "unavailable",
+        }
+    }
 }
 
 #[cfg(test)]
@@ -393,6 +422,23 @@ mod tests {
                 "op": "publish", "id": "x", "item": {"title": "t"}, "position": "end"
             }})
         );
+    }
+
+    #[test]
+    fn server_state_frames_have_the_documented_shape() {
+        for (state, name) in [
+            (ServerState::Available, "available"),
+            (ServerState::Unavailable, "unavailable"),
+        ] {
+            let frame = ServerMessage::Server { state };
+            let wire = json!({"type": "server", "state": name});
+            assert_eq!(serde_json::to_value(&frame).unwrap(), wire);
+            assert_eq!(
+                serde_json::from_value::<ServerMessage>(wire).unwrap(),
+                frame
+            );
+            assert_eq!(state.as_str(), name);
+        }
     }
 
     #[test]

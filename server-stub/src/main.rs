@@ -9,10 +9,10 @@ use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand};
 use thoonk_server::feeds::{cli::FeedCommand, FeedStore};
 use thoonk_server::gateway::{
-    AccessRules, ClientOwners, ConfigRules, Fanout, Hub, OpenAccess, RestartWatch, SessionLimits,
-    Shared, TagSubscriptions,
+    AccessRules, ClientOwners, ConfigRules, Fanout, Hub, OpenAccess, RestartWatch, Shared,
+    TagSubscriptions,
 };
-use thoonk_server::http::{router, StaticDir};
+use thoonk_server::http::{router, StaticDir, WebArgs};
 use thoonk_server::jobs::cli::{JobCommand, QueueArgs, WorkArgs};
 use thoonk_server::jobs::{run_workers, Handlers, QueueSet};
 use thoonk_server::redis_target::RedisTarget;
@@ -123,6 +123,8 @@ struct ServeArgs {
     workers: usize,
     #[command(flatten)]
     queue_settings: QueueArgs,
+    #[command(flatten)]
+    web: WebArgs,
 }
 
 #[tokio::main]
@@ -211,7 +213,7 @@ async fn serve(client: RedisTarget, args: ServeArgs) -> anyhow::Result<()> {
     let store = FeedStore::open(&client, &instance_name(args.instance))
         .await
         .context("open the feed store (is Redis running?)")?;
-    let limits = SessionLimits::default();
+    let limits = args.web.session_limits();
     let hub = Hub::new(1024, &args.queue);
     if args.fanout == Fanout::Sharded {
         let tags = TagSubscriptions::connect(&client, hub.clone())
@@ -269,6 +271,7 @@ async fn serve(client: RedisTarget, args: ServeArgs) -> anyhow::Result<()> {
         owners,
         hub,
         access,
+        big_reads: Arc::new(tokio::sync::Semaphore::new(limits.big_reads)),
         limits,
         shutdown: stopped.clone(),
     };
@@ -276,7 +279,7 @@ async fn serve(client: RedisTarget, args: ServeArgs) -> anyhow::Result<()> {
         (Some(path), true) => Some(serde_json::to_value(ConfigRules::load(path)?.users())?),
         _ => None,
     };
-    let app = router(shared, &args.statics, demo_users);
+    let app = router(shared, &args.statics, demo_users, args.web.web_options());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listen on {}", args.listen))?;
@@ -293,6 +296,7 @@ async fn serve(client: RedisTarget, args: ServeArgs) -> anyhow::Result<()> {
             tracing::warn!(%err, "cannot set TCP_NODELAY on a connection");
         }
     });
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stopped.wait_for(|stop| *stop).await;

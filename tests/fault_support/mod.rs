@@ -18,7 +18,7 @@ use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use thoonk_protocol::{
     ChangeId, ClientMessage, ErrorCode, FeedName, FeedPattern, ItemId, Operation, Position,
-    ServerMessage,
+    ServerMessage, ServerState,
 };
 use thoonk_server::feeds::FeedStore;
 use thoonk_sync_core::{
@@ -119,6 +119,13 @@ impl Redis {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM: Redis shuts down cleanly (the AOF is flushed); waits until it is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            sigterm_then_kill(&mut child);
         }
     }
 
@@ -526,16 +533,31 @@ pub struct CoreClient {
     pub stalled: bool,
     /// While true the client does not connect (offline).
     pub offline: bool,
+    /// The core's timers (kept across restarts).
+    timing: Timing,
+    /// Every change of the server's state the core reported, in order.
+    pub server_states: Vec<ServerState>,
 }
 
 impl CoreClient {
     /// A client with a fresh store that subscribes to `patterns`.
     pub fn new(client_id: &str, token: &str, urls: &[String], patterns: &[&str]) -> Self {
+        Self::with_timing(client_id, token, urls, patterns, test_timing())
+    }
+
+    /// A client as [`CoreClient::new`] makes, with the core's timers as given.
+    pub fn with_timing(
+        client_id: &str,
+        token: &str,
+        urls: &[String],
+        patterns: &[&str],
+        timing: Timing,
+    ) -> Self {
         let seed = client_id.bytes().fold(0xcbf29ce484222325u64, |h, b| {
             (h ^ b as u64).wrapping_mul(0x100000001b3)
         });
         let core = SyncCore::open(
-            Self::config(client_id, token, seed),
+            Self::config(client_id, token, seed, &timing),
             StoredState::default(),
             now_ms(),
         )
@@ -557,6 +579,8 @@ impl CoreClient {
             restarts: 0,
             stalled: false,
             offline: false,
+            timing,
+            server_states: Vec::new(),
         };
         for p in patterns {
             client
@@ -567,9 +591,9 @@ impl CoreClient {
         client
     }
 
-    fn config(client_id: &str, token: &str, seed: u64) -> Config {
+    fn config(client_id: &str, token: &str, seed: u64, timing: &Timing) -> Config {
         let mut config = Config::new(client_id, token, seed);
-        config.timing = test_timing();
+        config.timing = timing.clone();
         config
     }
 
@@ -635,6 +659,7 @@ impl CoreClient {
                 &self.client_id,
                 &self.token,
                 self.seed ^ self.restarts as u64,
+                &self.timing,
             ),
             self.store.clone(),
             now_ms(),
@@ -690,8 +715,12 @@ impl CoreClient {
                 }
             }
             for note in fx.notify {
-                if let Notification::ServerError { code, message } = note {
-                    self.server_errors.push((code, message));
+                match note {
+                    Notification::ServerError { code, message } => {
+                        self.server_errors.push((code, message))
+                    }
+                    Notification::Server { state } => self.server_states.push(state),
+                    _ => {}
                 }
             }
             if fx.connect {

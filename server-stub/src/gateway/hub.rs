@@ -11,14 +11,20 @@
 //! With sharded fan-out ([`super::tag_fanout`]) the change notices come
 //! instead from a sharded subscription per hash tag the sessions follow; the
 //! registry and outcome channels stay on the classic connection.
+//!
+//! While the subscription is down the hub counts Redis as unavailable and
+//! tells the sessions (they tell their clients with a `server` frame); when
+//! it stands again, every session resyncs: the change logs for feeds, the
+//! job ledger for the outcomes of its changes still in flight, which were
+//! published to nobody meanwhile.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt;
-use thoonk_protocol::{ChangeId, FeedName, FeedPattern, Outcome};
+use thoonk_protocol::{ChangeId, FeedName, FeedPattern, Outcome, ServerState};
 use tokio::sync::mpsc;
 
 use super::restart_watch::RestartWatch;
@@ -26,6 +32,9 @@ use super::tag_fanout::{TagSubscriptions, Untagged};
 use crate::feeds::{ChangeNotice, CHANGE_CHANNEL_PATTERN, DELFEED_CHANNEL, NEWFEED_CHANNEL};
 use crate::jobs::{finish_channel, parse_finish};
 use crate::redis_target::{hash_tag, RedisTarget};
+
+/// The longest wait between two attempts to subscribe again.
+pub const RECONNECT_MAX: Duration = Duration::from_secs(1);
 
 /// What the hub hands to a session.
 #[derive(Clone, Debug)]
@@ -40,18 +49,41 @@ pub enum HubEvent {
     Outcome(ChangeId, Arc<Outcome>),
     /// Notices may have been missed: check [`Membership::take_lag`].
     Resync,
+    /// Redis became reachable or unreachable: see [`Hub::server_state`].
+    ServerState,
 }
 
 /// A session's registration with the hub: its events and its lag flag.
 pub struct Membership {
     /// The session's id in the hub.
     pub id: SessionId,
-    /// Events for the session, in the order Redis delivered them.
-    pub events: mpsc::Receiver<HubEvent>,
+    /// Events for the session, in the order Redis delivered them, each with
+    /// its weight in bytes.
+    events: mpsc::Receiver<(HubEvent, usize)>,
     lagged: Arc<AtomicBool>,
+    queued: Arc<AtomicUsize>,
+    overflowed: Arc<AtomicBool>,
 }
 
 impl Membership {
+    /// The next event for the session.
+    pub async fn recv(&mut self) -> Option<HubEvent> {
+        let (event, weight) = self.events.recv().await?;
+        self.queued.fetch_sub(weight, Ordering::AcqRel);
+        Some(event)
+    }
+
+    /// Bytes of events queued for the session now.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// True when an event was refused because the session had more bytes
+    /// queued than it may (see [`Hub::join_bounded`]): the session must end.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed.load(Ordering::Acquire)
+    }
+
     /// True (once) when events were dropped since the last call — because the
     /// session's queue was full or the Redis subscription reconnected — so the
     /// session must catch up every followed feed from its change log.
@@ -64,7 +96,10 @@ impl Membership {
 pub type SessionId = u64;
 
 struct Follower {
-    tx: mpsc::Sender<HubEvent>,
+    tx: mpsc::Sender<(HubEvent, usize)>,
+    queued: Arc<AtomicUsize>,
+    overflowed: Arc<AtomicBool>,
+    max_bytes: usize,
     feeds: HashSet<FeedName>,
     patterns: HashSet<FeedPattern>,
     client: Option<String>,
@@ -89,6 +124,8 @@ pub struct Hub {
     tags: Arc<OnceLock<Arc<TagSubscriptions>>>,
     /// Set on a single Redis: runs after each reconnect, before the resync.
     restarts: Arc<OnceLock<Arc<RestartWatch>>>,
+    /// False while the Redis subscription is down.
+    available: Arc<AtomicBool>,
 }
 
 impl Hub {
@@ -102,6 +139,32 @@ impl Hub {
             job_queues: job_queues.to_vec(),
             tags: Arc::default(),
             restarts: Arc::default(),
+            available: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// Whether Redis is reachable, as the subscription last found it.
+    pub fn server_state(&self) -> ServerState {
+        if self.available.load(Ordering::Acquire) {
+            ServerState::Available
+        } else {
+            ServerState::Unavailable
+        }
+    }
+
+    /// Records whether Redis is reachable and tells every session when that changed.
+    fn set_available(&self, available: bool) {
+        if self.available.swap(available, Ordering::AcqRel) == available {
+            return;
+        }
+        if available {
+            tracing::info!("redis is reachable again");
+        } else {
+            tracing::warn!("redis is unreachable: clients are told the server is unavailable");
+        }
+        let mut reg = self.lock();
+        for follower in reg.followers.values_mut() {
+            follower.offer(HubEvent::ServerState, 0);
         }
     }
 
@@ -141,18 +204,36 @@ impl Hub {
 
     /// Registers a session.
     pub fn join(&self) -> Membership {
+        self.join_bounded(usize::MAX)
+    }
+
+    /// Registers a session that may have at most `max_bytes` of events
+    /// queued (weighed as their JSON): past that, events are refused and the
+    /// membership is [`Membership::overflowed`].
+    pub fn join_bounded(&self, max_bytes: usize) -> Membership {
         let (tx, events) = mpsc::channel(self.queue_len);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let lagged = Arc::new(AtomicBool::new(false));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let overflowed = Arc::new(AtomicBool::new(false));
         let follower = Follower {
             tx,
+            queued: queued.clone(),
+            overflowed: overflowed.clone(),
+            max_bytes,
             feeds: HashSet::new(),
             patterns: HashSet::new(),
             client: None,
             lagged: lagged.clone(),
         };
         self.lock().followers.insert(id, follower);
-        Membership { id, events, lagged }
+        Membership {
+            id,
+            events,
+            lagged,
+            queued,
+            overflowed,
+        }
     }
 
     /// Removes a session and everything it followed.
@@ -244,24 +325,26 @@ impl Hub {
     /// Hands a change notice to every session that follows its feed.
     pub fn dispatch_change(&self, notice: ChangeNotice) {
         let feed = notice.feed.clone();
+        let weight = json_len(&notice.change);
         let notice = Arc::new(notice);
-        self.offer_to_followers_of(&feed, || HubEvent::Change(notice.clone()));
+        self.offer_to_followers_of(&feed, weight, || HubEvent::Change(notice.clone()));
     }
 
     /// Tells the sessions following `feed` that it was deleted.
     pub fn dispatch_deleted_feed(&self, feed: FeedName) {
-        self.offer_to_followers_of(&feed, || HubEvent::Deleted(feed.clone()));
+        let weight = feed.as_str().len();
+        self.offer_to_followers_of(&feed, weight, || HubEvent::Deleted(feed.clone()));
     }
 
     /// Queues `event()` to every session that follows `feed`.
-    fn offer_to_followers_of(&self, feed: &FeedName, event: impl Fn() -> HubEvent) {
+    fn offer_to_followers_of(&self, feed: &FeedName, weight: usize, event: impl Fn() -> HubEvent) {
         let mut reg = self.lock();
         let Some(sessions) = reg.by_feed.get(feed).cloned() else {
             return;
         };
         for id in sessions {
             if let Some(follower) = reg.followers.get_mut(&id) {
-                follower.offer(event());
+                follower.offer(event(), weight);
             }
         }
     }
@@ -271,7 +354,7 @@ impl Hub {
         let mut reg = self.lock();
         for follower in reg.followers.values_mut() {
             if follower.patterns.iter().any(|p| p.matches(&feed)) {
-                follower.offer(HubEvent::NewFeed(feed.clone()));
+                follower.offer(HubEvent::NewFeed(feed.clone()), feed.as_str().len());
             }
         }
     }
@@ -286,10 +369,11 @@ impl Hub {
         let Some(sessions) = reg.by_client.get(client).cloned() else {
             return;
         };
+        let weight = json_len(&outcome);
         let outcome = Arc::new(outcome);
         for session in sessions {
             if let Some(follower) = reg.followers.get_mut(&session) {
-                follower.offer(HubEvent::Outcome(id.clone(), outcome.clone()));
+                follower.offer(HubEvent::Outcome(id.clone(), outcome.clone()), weight);
             }
         }
     }
@@ -300,7 +384,7 @@ impl Hub {
         for follower in reg.followers.values_mut() {
             follower.lagged.store(true, Ordering::Release);
             // A wake-up for idle sessions; a full queue is woken by its own events.
-            let _ = follower.tx.try_send(HubEvent::Resync);
+            let _ = follower.tx.try_send((HubEvent::Resync, 0));
         }
     }
 
@@ -359,7 +443,9 @@ impl Hub {
     }
 
     /// Runs the Redis subscription until the process ends, reconnecting with
-    /// backoff; after each reconnect every session resyncs.
+    /// backoff (at most [`RECONNECT_MAX`] apart, so that clients hear of a
+    /// Redis that is back within about that); after each reconnect every
+    /// session resyncs.
     pub async fn run(self, redis: impl Into<RedisTarget>) {
         let redis = redis.into();
         let mut backoff = Duration::from_millis(100);
@@ -369,8 +455,9 @@ impl Hub {
                 Ok(()) => tracing::warn!("redis pub/sub stream ended; reconnecting"),
                 Err(err) => tracing::warn!(%err, "redis pub/sub failed; reconnecting"),
             }
+            self.set_available(false);
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            backoff = (backoff * 2).min(RECONNECT_MAX);
         }
     }
 
@@ -399,6 +486,7 @@ impl Hub {
             pubsub.subscribe(finish).await?;
         }
         *backoff = Duration::from_millis(100);
+        self.set_available(true);
         // Notices published before this subscription (at start, or while it
         // was down) reached nobody: every session catches up from the logs.
         if !std::mem::replace(first, false) {
@@ -466,12 +554,29 @@ impl Registry {
 }
 
 impl Follower {
-    /// Queues an event without waiting. A session whose queue is full misses
-    /// the event and is marked lagged, so it catches up from the change logs
-    /// once it has drained its queue instead of silently skipping.
-    fn offer(&self, event: HubEvent) {
-        if self.tx.try_send(event).is_err() {
+    /// Queues an event of `weight` bytes without waiting. A session whose
+    /// queue is full misses the event and is marked lagged, so it catches up
+    /// from the change logs once it has drained its queue instead of
+    /// silently skipping; one that would hold more than its bytes is marked
+    /// overflowed (and ends).
+    fn offer(&self, event: HubEvent, weight: usize) {
+        let before = self.queued.fetch_add(weight, Ordering::AcqRel);
+        if before.saturating_add(weight) > self.max_bytes {
+            self.queued.fetch_sub(weight, Ordering::AcqRel);
+            self.overflowed.store(true, Ordering::Release);
+            self.lagged.store(true, Ordering::Release);
+            // A wake-up, so that an idle session notices at once.
+            let _ = self.tx.try_send((HubEvent::Resync, 0));
+            return;
+        }
+        if self.tx.try_send((event, weight)).is_err() {
+            self.queued.fetch_sub(weight, Ordering::AcqRel);
             self.lagged.store(true, Ordering::Release);
         }
     }
+}
+
+/// The length of `value` as JSON: what an event weighs in a session's queue.
+fn json_len(value: &impl serde::Serialize) -> usize {
+    serde_json::to_vec(value).map_or(0, |json| json.len())
 }

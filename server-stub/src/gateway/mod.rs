@@ -4,6 +4,7 @@ pub mod access;
 pub mod clients;
 pub mod failover_watch;
 pub mod hub;
+pub mod limits;
 pub mod restart_watch;
 pub mod session;
 pub mod tag_fanout;

@@ -6,6 +6,13 @@
 //! hub *before* reading its state, so no change falls between the read and the
 //! live stream; events at or below the revision already sent are dropped, and
 //! a gap (a lost notice) is filled from the change log.
+//!
+//! A session remembers which of its client's changes it queued and has not
+//! answered yet, and pushes no other outcome (not even one of its own
+//! client's other sessions). Whenever it resyncs — the hub's subscription
+//! came back, or its queue overflowed — it looks their outcomes up in the
+//! job ledger (at most [`MAX_IN_FLIGHT`] of them), since one published
+//! meanwhile reached nobody. It tells its client whether the server can reach Redis.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -14,11 +21,12 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use thoonk_protocol::{
     ChangeId, ChangeRequest, ClientMessage, ErrorCode, FeedName, FeedPattern, FeedPosition,
-    Outcome, ServerMessage, PROTOCOL_VERSION,
+    Outcome, ServerMessage, ServerState, PROTOCOL_VERSION,
 };
 
 use super::access::{AccessRules, User};
 use super::hub::{Hub, HubEvent, Membership};
+use super::limits::{FrameBudget, SlotGuard, Verdict};
 use crate::feeds::{ChangeNotice, FeedStore, Since};
 use crate::jobs::{QueueSet, Submitted};
 
@@ -35,7 +43,26 @@ pub struct SessionLimits {
     pub send_timeout: Duration,
     /// How long a connection may stay silent (no frame, not even `ping`) before it is closed.
     pub idle_timeout: Duration,
+    /// Frames per second a connection may send on average ([`FrameBudget`]).
+    pub frame_rate: u32,
+    /// Frames a connection may send at once above its rate.
+    pub frame_burst: u32,
+    /// Frames over budget in a row (after the `rate_limited` error) before
+    /// the connection is closed.
+    pub frame_grace: u32,
+    /// Most bytes of events a session may have queued (weighed as JSON);
+    /// past that it is closed with [`SLOW_READER_CLOSE`].
+    pub max_queued_bytes: usize,
+    /// Most snapshot and replay reads the gateway runs at once (the others
+    /// wait), so that slow sessions cannot swamp Redis.
+    pub big_reads: usize,
 }
+
+/// The close code of a session dropped because its client did not read:
+/// its queue grew past [`SessionLimits::max_queued_bytes`], or a frame
+/// waited longer than [`SessionLimits::send_timeout`]. The client reconnects
+/// and catches up.
+pub const SLOW_READER_CLOSE: u16 = 4008;
 
 impl Default for SessionLimits {
     fn default() -> Self {
@@ -45,6 +72,11 @@ impl Default for SessionLimits {
             replay_batch: 500,
             send_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(90),
+            frame_rate: 200,
+            frame_burst: 2000,
+            frame_grace: 100,
+            max_queued_bytes: 16 * 1024 * 1024,
+            big_reads: 4,
         }
     }
 }
@@ -66,6 +98,8 @@ pub struct Shared {
     pub limits: SessionLimits,
     /// Turns true when the server shuts down: sessions close with "going away".
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Permits for snapshot and replay reads ([`SessionLimits::big_reads`]).
+    pub big_reads: Arc<tokio::sync::Semaphore>,
 }
 
 /// Why a session ends.
@@ -98,21 +132,37 @@ struct Session {
     client_id: String,
     /// Holds the client id for this session's user while the session lives.
     _claim: Option<super::clients::ClientClaim>,
-    /// Changes this session submitted (and the ledger took as its user's)
-    /// whose outcome it has not pushed yet: the only outcomes it pushes.
-    submitted: HashSet<ChangeId>,
     patterns: HashSet<FeedPattern>,
     feeds: HashMap<FeedName, Sent>,
     /// Set when a read from Redis failed: everything is caught up again then.
     resync_at: Option<tokio::time::Instant>,
+    /// Changes this session submitted (and the ledger took as its user's)
+    /// whose outcome it has not pushed yet, with the position of their queue
+    /// ([`crate::jobs::QueueSet::index_for`]): the only outcomes it pushes.
+    in_flight: HashMap<ChangeId, usize>,
+    /// What the client was last told of the server's state.
+    told: ServerState,
+    /// The connection's frame budget.
+    budget: FrameBudget,
+    /// The address slot held until `hello` succeeds.
+    slot: Option<SlotGuard>,
+    /// The largest frame sent, in bytes.
+    largest_frame: usize,
 }
+
+/// Most changes in flight a session looks up after a resync; beyond, the
+/// client's own outcome timeout asks again.
+pub const MAX_IN_FLIGHT: usize = 1024;
 
 /// How long after a failed read a session tries again.
 const RESYNC_RETRY: Duration = Duration::from_secs(1);
 
-/// Serves one upgraded WebSocket until it closes.
-pub async fn serve(shared: Shared, socket: WebSocket) {
-    let membership = shared.hub.join();
+/// Serves one upgraded WebSocket until it closes; `slot` (the address's
+/// count of connections not signed in) is released once `hello` succeeds.
+pub async fn serve(shared: Shared, socket: WebSocket, slot: Option<SlotGuard>) {
+    let limits = &shared.limits;
+    let membership = shared.hub.join_bounded(limits.max_queued_bytes);
+    let budget = FrameBudget::new(limits.frame_rate, limits.frame_burst, limits.frame_grace);
     let session_id = membership.id;
     let hub = shared.hub.clone();
     let mut session = Session {
@@ -122,10 +172,14 @@ pub async fn serve(shared: Shared, socket: WebSocket) {
         user: None,
         client_id: String::new(),
         _claim: None,
-        submitted: HashSet::new(),
         patterns: HashSet::new(),
         feeds: HashMap::new(),
         resync_at: None,
+        in_flight: HashMap::new(),
+        told: ServerState::Available,
+        budget,
+        slot,
+        largest_frame: 0,
     };
     let end = session.run().await;
     match end {
@@ -141,12 +195,23 @@ pub async fn serve(shared: Shared, socket: WebSocket) {
                     reason: code.as_str().into(),
                 })))
                 .await;
+            // Reads (and drops) what the client still sends until it
+            // answers the close, so that closing with unread input does not
+            // reset the connection before the client read the error.
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                while let Some(Ok(frame)) = session.socket.recv().await {
+                    if matches!(frame, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
         }
         SessionEnd::SlowClient => {
             // Best effort: a client that does not read may not see it.
             let close = CloseFrame {
-                code: 1008,
-                reason: "too slow to read: reconnect to catch up".into(),
+                code: SLOW_READER_CLOSE,
+                reason: "slow_reader: reconnect to catch up".into(),
             };
             let _ = tokio::time::timeout(
                 Duration::from_secs(1),
@@ -165,8 +230,38 @@ pub async fn serve(shared: Shared, socket: WebSocket) {
         }
         other => tracing::info!(session_id, reason = %other, "session ended"),
     }
+    let big = session.largest_frame >= BIG_FRAME;
+    drop(session);
+    if big {
+        release_memory();
+    }
     // Last, so that a server shutting down waits for the close frames.
     hub.leave(session_id);
+}
+
+/// A session that sent a frame this big hands freed memory back to the OS
+/// when it ends.
+const BIG_FRAME: usize = 1024 * 1024;
+
+/// Hands the memory the allocator holds free back to the OS (glibc keeps
+/// the buffers of a burst of big frames otherwise): once, a second after the
+/// first of a burst of big sessions ended, so that the burst is over.
+fn release_memory() {
+    static SCHEDULED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if SCHEDULED.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        return;
+    }
+    tokio::spawn(async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        SCHEDULED.store(false, std::sync::atomic::Ordering::Release);
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        let _ = tokio::task::spawn_blocking(|| {
+            // SAFETY: malloc_trim only returns free pages of the allocator's
+            // arenas to the OS; it takes the arenas' locks itself.
+            unsafe { libc::malloc_trim(0) };
+        })
+        .await;
+    });
 }
 
 impl Session {
@@ -192,9 +287,23 @@ impl Session {
                 frame = self.socket.recv() => match frame {
                     None | Some(Ok(Message::Close(_))) => return SessionEnd::ClientClosed,
                     Some(Err(err)) => return SessionEnd::Socket(err),
-                    Some(Ok(message)) => self.on_frame(message).await,
+                    Some(Ok(message)) => match self.budget.on_frame(std::time::Instant::now()) {
+                        Verdict::Serve => self.on_frame(message).await,
+                        Verdict::Refuse => {
+                            let message = format!(
+                                "more than {} frames per second: slow down (frames over the budget are dropped)",
+                                self.shared.limits.frame_rate
+                            );
+                            self.send_error(ErrorCode::RateLimited, message).await
+                        }
+                        Verdict::Drop => Ok(()),
+                        Verdict::Close => return SessionEnd::Refused {
+                            code: ErrorCode::RateLimited,
+                            message: "too many frames over the budget: closing".into(),
+                        },
+                    },
                 },
-                Some(event) = self.membership.events.recv() => self.on_hub(event).await,
+                Some(event) = self.membership.recv() => self.on_hub(event).await,
                 () = idle => return SessionEnd::Refused {
                     code: ErrorCode::BadRequest,
                     message: "no frame for too long: send `ping` as a heartbeat".into(),
@@ -202,6 +311,9 @@ impl Session {
             };
             if let Err(end) = result {
                 return end;
+            }
+            if self.membership.overflowed() {
+                return SessionEnd::SlowClient;
             }
             if self.membership.take_lag() {
                 if let Err(end) = self.resync_all().await {
@@ -212,7 +324,16 @@ impl Session {
     }
 
     async fn send(&mut self, message: &ServerMessage) -> Result<(), SessionEnd> {
-        let text = serde_json::to_string(message).expect("server messages always serialize");
+        self.send_text(json(message)).await
+    }
+
+    /// Sends a serialized frame (big ones are serialized, and their parts
+    /// dropped, before the wait on a slow client).
+    async fn send_text(&mut self, text: String) -> Result<(), SessionEnd> {
+        if self.membership.overflowed() {
+            return Err(SessionEnd::SlowClient);
+        }
+        self.largest_frame = self.largest_frame.max(text.len());
         match tokio::time::timeout(
             self.shared.limits.send_timeout,
             self.socket.send(Message::Text(text.into())),
@@ -348,6 +469,8 @@ impl Session {
             .hub
             .follow_client(self.membership.id, &client_id);
         self.client_id = client_id;
+        // Signed in: no longer counts against the address's cap.
+        self.slot = None;
         let welcome = ServerMessage::Welcome {
             protocol: PROTOCOL_VERSION,
             user: user.name.clone(),
@@ -356,7 +479,44 @@ impl Session {
             ),
         };
         self.user = Some(user);
-        self.send(&welcome).await
+        self.send(&welcome).await?;
+        self.tell_server_state().await
+    }
+
+    /// Tells the client the hub's view of Redis when it differs from what
+    /// the client was told last.
+    async fn tell_server_state(&mut self) -> Result<(), SessionEnd> {
+        let state = self.shared.hub.server_state();
+        if state == self.told {
+            return Ok(());
+        }
+        self.told = state;
+        self.send(&ServerMessage::Server { state }).await
+    }
+
+    /// Sends the outcomes the ledger holds for changes in flight (published
+    /// while this session could not hear them). False when Redis failed.
+    async fn recover_outcomes(&mut self) -> Result<bool, SessionEnd> {
+        let pending: Vec<(ChangeId, usize)> = self
+            .in_flight
+            .iter()
+            .take(MAX_IN_FLIGHT)
+            .map(|(id, q)| (id.clone(), *q))
+            .collect();
+        for (id, queue) in pending {
+            match self.shared.jobs.outcome_in(queue, &id).await {
+                Ok(Some(outcome)) => {
+                    self.in_flight.remove(&id);
+                    self.send(&ServerMessage::Outcome { id, outcome }).await?;
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(%err, "cannot look up outcomes in flight; retrying");
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
     }
 
     fn user(&self) -> &User {
@@ -482,8 +642,12 @@ impl Session {
         from: Option<FeedPosition>,
     ) -> Result<(), SessionEnd> {
         // Changes published after this read must reach the hub (with
-        // sharded fan-out: the feed's tag is subscribed first).
-        let since = match self.shared.hub.hear_changes_of(feed).await {
+        // sharded fan-out: the feed's tag is subscribed first). Big reads
+        // take turns; the permit is held until the frames are serialized.
+        let heard = self.shared.hub.hear_changes_of(feed).await;
+        let gate = self.shared.big_reads.clone();
+        let permit = gate.acquire().await.expect("the semaphore is never closed");
+        let since = match heard {
             Err(err) => Err(err.into()),
             Ok(()) => match from {
                 Some(from) => self.shared.store.changes_since(feed, from).await,
@@ -493,6 +657,7 @@ impl Session {
         let since = match since {
             Ok(since) => since,
             Err(err) => {
+                drop(permit);
                 // Remember the feed is behind (a feed never sent gets a snapshot)
                 // and try again shortly, rather than leave the client stale.
                 self.feeds
@@ -511,18 +676,20 @@ impl Session {
                         rev: snapshot.rev,
                     },
                 );
-                self.send(&ServerMessage::Snapshot {
+                let frame = json(&ServerMessage::Snapshot {
                     feed: feed.clone(),
                     epoch: snapshot.epoch,
                     rev: snapshot.rev,
                     items: snapshot.items,
-                })
-                .await
+                });
+                drop(permit);
+                self.send_text(frame).await
             }
             Since::Changes { epoch, events } => {
                 let base = from.map_or(0, |f| f.rev);
                 let last = events.last().map_or(base, |e| e.rev);
                 self.feeds.insert(feed.clone(), Sent { epoch, rev: last });
+                drop(permit);
                 let batch = self.shared.limits.replay_batch.max(1);
                 for chunk in events.chunks(batch) {
                     self.send(&ServerMessage::Changes {
@@ -541,6 +708,10 @@ impl Session {
     /// feeds created meanwhile that a pattern matches (their `newfeed` notice
     /// may have been lost with the rest).
     async fn resync_all(&mut self) -> Result<(), SessionEnd> {
+        self.tell_server_state().await?;
+        if !self.recover_outcomes().await? {
+            self.resync_at = Some(tokio::time::Instant::now() + RESYNC_RETRY);
+        }
         let feeds: Vec<(FeedName, Sent)> =
             self.feeds.iter().map(|(f, s)| (f.clone(), *s)).collect();
         for (feed, sent) in feeds {
@@ -614,7 +785,7 @@ impl Session {
                 self.catch_up(&feed, Some(from)).await
             }
             HubEvent::Outcome(id, outcome) => {
-                if !self.submitted.remove(&id) {
+                if self.in_flight.remove(&id).is_none() {
                     // Not submitted here: another session's, maybe another user's.
                     return Ok(());
                 }
@@ -622,6 +793,7 @@ impl Session {
                 self.send(&ServerMessage::Outcome { id, outcome }).await
             }
             HubEvent::Resync => Ok(()),
+            HubEvent::ServerState => self.tell_server_state().await,
         }
     }
 
@@ -676,7 +848,8 @@ impl Session {
         let user = self.user().clone();
         match self.shared.jobs.submit(&user, &change).await {
             Ok(Submitted::Queued | Submitted::AlreadyQueued) => {
-                self.submitted.insert(id.clone());
+                let queue = self.shared.jobs.index_for(&change);
+                self.in_flight.insert(id.clone(), queue);
                 self.send(&ServerMessage::Ack { id }).await
             }
             Ok(Submitted::Finished(outcome)) => {
@@ -699,4 +872,9 @@ impl Session {
         self.send_error(ErrorCode::Internal, "the server failed; retry later".into())
             .await
     }
+}
+
+/// A server frame as JSON text.
+fn json(message: &ServerMessage) -> String {
+    serde_json::to_string(message).expect("server messages always serialize")
 }

@@ -14,7 +14,7 @@
 //! meets its own ledger; and the changes of one team keep one queue, in
 //! order.
 
-use thoonk_protocol::{ChangeRequest, Outcome};
+use thoonk_protocol::{ChangeId, ChangeRequest, Outcome};
 
 use super::{JobError, JobQueue, QueueSettings, Submitted};
 use crate::gateway::access::User;
@@ -50,7 +50,26 @@ impl QueueSet {
 
     /// The queue `change` goes to.
     pub fn queue_for(&self, change: &ChangeRequest) -> &JobQueue {
-        &self.queues[route(change, self.queues.len())]
+        &self.queues[self.index_for(change)]
+    }
+
+    /// The position of the queue `change` goes to, for [`QueueSet::outcome_in`]
+    /// (a session remembers it instead of the whole change).
+    pub fn index_for(&self, change: &ChangeRequest) -> usize {
+        route(change, self.queues.len())
+    }
+
+    /// The stored outcome of change `id` in the ledger of the queue at `index`
+    /// (from [`QueueSet::index_for`]).
+    pub async fn outcome_in(
+        &self,
+        index: usize,
+        id: &ChangeId,
+    ) -> Result<Option<Outcome>, JobError> {
+        match self.queues.get(index) {
+            Some(queue) => queue.outcome(id).await,
+            None => Ok(None),
+        }
     }
 
     /// Submits `change` for `user` to its queue (see [`JobQueue::submit`]).
