@@ -112,7 +112,7 @@ enum Delivery {
     LockGranted(u64),
     LockTaken(u64),
     LockLost(u64),
-    StoreOpened,
+    StoreOpened(u64),
     BatchDone,
 }
 
@@ -314,9 +314,9 @@ impl World {
                 self.tabs[tab].lock_gen += 1;
                 self.lock_release(tab);
             }
-            TabEvent::OpenStore => {
+            TabEvent::OpenStore { attempt } => {
                 let delay = 1 + self.rng.below(50);
-                self.schedule(delay, tab, Delivery::StoreOpened);
+                self.schedule(delay, tab, Delivery::StoreOpened(attempt));
             }
             TabEvent::CloseStore => self.tabs[tab].leader = None,
             TabEvent::Queue { origin, id, op } => {
@@ -507,7 +507,7 @@ impl World {
         Ok(())
     }
 
-    fn store_opened(&mut self, tab: usize) -> Check {
+    fn store_opened(&mut self, tab: usize, attempt: u64) -> Check {
         let now = self.now;
         // The claim: this tab's token fences every earlier holder.
         self.token += 1;
@@ -532,9 +532,12 @@ impl World {
             let delay = 1 + self.rng.below(20);
             self.schedule(delay, tab, Delivery::BatchDone);
         }
-        self.tabs[tab].leader = Some(leader);
-        self.stats.leads += 1;
-        self.tabs[tab].machine.store_opened(client_id, now);
+        // A store the machine does not lead with is closed at once (its
+        // claim stays: it fenced the earlier holder all the same).
+        if self.tabs[tab].machine.store_opened(attempt, client_id, now) {
+            self.tabs[tab].leader = Some(leader);
+            self.stats.leads += 1;
+        }
         self.drive(tab)
     }
 
@@ -564,7 +567,7 @@ impl World {
                 self.tabs[tab].machine.lock_lost(now)
             }
             Delivery::LockGranted(_) | Delivery::LockTaken(_) | Delivery::LockLost(_) => {}
-            Delivery::StoreOpened => return self.store_opened(tab),
+            Delivery::StoreOpened(attempt) => return self.store_opened(tab, attempt),
             Delivery::BatchDone => return self.batch_done(tab),
         }
         self.drive(tab)
@@ -805,6 +808,16 @@ fn regression_seeds_reused_change_id() {
         if let Err(err) = run_seed(seed) {
             panic!("{err}");
         }
+    }
+}
+
+/// A seed where a tab granted the lock, stolen from while its store opened
+/// and granted again ran two openings: the first to finish made it lead and
+/// the second closed the store it led with (a leader without a store).
+#[test]
+fn regression_seed_two_openings() {
+    if let Err(err) = run_seed(17229) {
+        panic!("{err}");
     }
 }
 
