@@ -33,6 +33,9 @@ const CHAOS_MS: u64 = 40_000;
 /// How long the run goes on after that, with a channel that no longer loses.
 const CALM_MS: u64 = 40_000;
 const MAX_TABS: usize = 4;
+/// The refusal of a change made in a leading tab and not yet stored when
+/// the lock was taken from it.
+const STEPPED_ASIDE: &str = "stepped_aside";
 /// The lock answers in order (the browser calls a request's callbacks in the
 /// order its state changed).
 const LOCK_DELAY: u64 = 1;
@@ -318,7 +321,18 @@ impl World {
                 let delay = 1 + self.rng.below(50);
                 self.schedule(delay, tab, Delivery::StoreOpened(attempt));
             }
-            TabEvent::CloseStore => self.tabs[tab].leader = None,
+            TabEvent::CloseStore => {
+                // The app's own changes still in flight when the tab stops
+                // leading (the lock taken from it) are not written: the shell
+                // rejects them (`closed`), as it cannot tell whether they
+                // will be.
+                let leader = self.tabs[tab].leader.take();
+                for pending in leader.into_iter().flat_map(|l| l.pending) {
+                    if let PendingOrigin::Direct = pending.origin {
+                        self.settle(pending.marker, Fate::Refused(STEPPED_ASIDE.into()))?;
+                    }
+                }
+            }
             TabEvent::Queue { origin, id, op } => {
                 let marker = marker_of(&op).expect("sim changes carry a marker");
                 let Some(leader) = self.tabs[tab].leader.as_mut() else {
@@ -751,7 +765,7 @@ impl World {
                         self.tabs[tab].machine.role()
                     ));
                 }
-                Fate::Refused(code) if open => {
+                Fate::Refused(code) if open && code != STEPPED_ASIDE => {
                     return Err(format!("change {marker} of open tab {tab} refused: {code}"));
                 }
                 Fate::Waiting | Fate::Refused(_) => {}
