@@ -566,10 +566,14 @@ impl Tab {
                 return Ok(id);
             }
             if !shell.is_fenced() && shell.is_closed() {
-                return Err(js_error(
-                    "closed",
-                    "the client closed before the change was stored",
-                ));
+                // Closed by the app, or the lock was taken from this tab
+                // (whether the change was written is not known: it is not
+                // sent again under another id).
+                let message = match self.role() {
+                    Role::Closed => "the client closed before the change was stored",
+                    _ => "this tab stopped leading before the change was stored",
+                };
+                return Err(js_error("closed", message));
             }
             if !shell.is_fenced() {
                 return Err(js_error(
