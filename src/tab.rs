@@ -362,9 +362,9 @@ impl Tab {
             TabEvent::ReleaseLock => {
                 self.lead.borrow_mut().take();
             }
-            TabEvent::OpenStore => {
+            TabEvent::OpenStore { attempt } => {
                 let tab = self.clone();
-                wasm_bindgen_futures::spawn_local(async move { tab.open_store().await });
+                wasm_bindgen_futures::spawn_local(async move { tab.open_store(attempt).await });
             }
             TabEvent::CloseStore => self.close_store(),
             TabEvent::Led => Leader::led(self),
@@ -469,19 +469,26 @@ impl Tab {
     }
 
     /// Opens the store for the lead; the machine hears how it went.
-    async fn open_store(self: Rc<Self>) {
+    async fn open_store(self: Rc<Self>, attempt: u64) {
         match Leader::start(&self).await {
             Ok(leader) => {
                 let client_id = leader.shell.with_core(|core| core.client_id().to_owned());
-                if let Some(old) = self.leader.borrow_mut().replace(leader) {
-                    old.close();
+                let leads = self
+                    .machine
+                    .borrow_mut()
+                    .store_opened(attempt, client_id, now());
+                if leads {
+                    if let Some(old) = self.leader.borrow_mut().replace(leader) {
+                        old.close();
+                    }
+                } else {
+                    leader.close();
                 }
-                self.machine.borrow_mut().store_opened(client_id, now());
             }
             Err(err) => {
                 web_sys::console::error_2(&"thoonk-sync: cannot lead".into(), &err);
                 self.settle_open(Err(err));
-                self.machine.borrow_mut().store_failed(now());
+                self.machine.borrow_mut().store_failed(attempt, now());
             }
         }
         self.drive();
@@ -559,10 +566,14 @@ impl Tab {
                 return Ok(id);
             }
             if !shell.is_fenced() && shell.is_closed() {
-                return Err(js_error(
-                    "closed",
-                    "the client closed before the change was stored",
-                ));
+                // Closed by the app, or the lock was taken from this tab
+                // (whether the change was written is not known: it is not
+                // sent again under another id).
+                let message = match self.role() {
+                    Role::Closed => "the client closed before the change was stored",
+                    _ => "this tab stopped leading before the change was stored",
+                };
+                return Err(js_error("closed", message));
             }
             if !shell.is_fenced() {
                 return Err(js_error(

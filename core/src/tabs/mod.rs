@@ -100,8 +100,12 @@ pub enum TabEvent {
     /// Let go of the lock (or leave its queue).
     ReleaseLock,
     /// Open the store and claim it for this tab, then start the core; answer
-    /// with [`TabMachine::store_opened`] or [`TabMachine::store_failed`].
-    OpenStore,
+    /// with [`TabMachine::store_opened`] or [`TabMachine::store_failed`],
+    /// naming this attempt.
+    OpenStore {
+        /// Which opening this is (an earlier one may still be under way).
+        attempt: u64,
+    },
     /// Stop the core and let go of the store: this tab may no longer write.
     CloseStore,
     /// This tab leads now: show the app its views from the core.
@@ -192,6 +196,7 @@ pub struct TabMachine {
     next_change: u64,
     next_req: u64,
     next_handle: u64,
+    open_attempt: u64,
     forwarded: Vec<Forwarded>,
     patterns: BTreeSet<FeedPattern>,
     followers: BTreeMap<String, BTreeSet<FeedPattern>>,
@@ -221,6 +226,7 @@ impl TabMachine {
             next_change: 0,
             next_req: 0,
             next_handle: 0,
+            open_attempt: 0,
             forwarded: vec![],
             patterns: BTreeSet::new(),
             followers: BTreeMap::new(),
@@ -294,7 +300,10 @@ impl TabMachine {
             Role::Starting | Role::Following => {
                 self.role = Role::Opening;
                 self.next_ping = None;
-                self.emit(TabEvent::OpenStore);
+                self.open_attempt += 1;
+                self.emit(TabEvent::OpenStore {
+                    attempt: self.open_attempt,
+                });
             }
             Role::Closed => self.emit(TabEvent::ReleaseLock),
             Role::Opening | Role::Leading => {}
@@ -330,12 +339,14 @@ impl TabMachine {
         }
     }
 
-    /// The store is open and claimed, with this client id: lead.
-    pub fn store_opened(&mut self, client_id: impl Into<String>, _now: u64) {
-        if self.role != Role::Opening {
-            // Closed, or the lock was lost while the store opened.
-            self.emit(TabEvent::CloseStore);
-            return;
+    /// The store of opening `attempt` is open and claimed, with this client
+    /// id: lead with it (`true`). `false`: the shell must close that store at
+    /// once (this tab closed, lost the lock while it opened, or that opening
+    /// is not the latest).
+    #[must_use]
+    pub fn store_opened(&mut self, attempt: u64, client_id: impl Into<String>, _now: u64) -> bool {
+        if self.role != Role::Opening || attempt != self.open_attempt {
+            return false;
         }
         self.role = Role::Leading;
         self.client_id = Some(client_id.into());
@@ -359,11 +370,12 @@ impl TabMachine {
             tab: self.tab.clone(),
         });
         self.open_done();
+        true
     }
 
-    /// The store could not be opened: let go of the lock.
-    pub fn store_failed(&mut self, now: u64) {
-        if self.role != Role::Opening {
+    /// The store of opening `attempt` could not be opened: let go of the lock.
+    pub fn store_failed(&mut self, attempt: u64, now: u64) {
+        if self.role != Role::Opening || attempt != self.open_attempt {
             return;
         }
         self.emit(TabEvent::ReleaseLock);

@@ -68,7 +68,7 @@ fn a_tab_that_led_in_between_never_reuses_a_change_id() {
     );
     // It leads for a while, is fenced, and follows again.
     tab.lock_granted(2);
-    tab.store_opened("c1", 2);
+    assert!(tab.store_opened(1, "c1", 2));
     assert_eq!(tab.role(), Role::Leading);
     tab.fenced(3);
     assert_eq!(tab.role(), Role::Following);
@@ -137,8 +137,8 @@ fn a_follower_that_becomes_leader_queues_what_it_forwarded() {
     };
     drain(&mut tab);
     tab.lock_granted(1);
-    assert_eq!(drain(&mut tab).1, [TabEvent::OpenStore]);
-    tab.store_opened("c1", 2);
+    assert_eq!(drain(&mut tab).1, [TabEvent::OpenStore { attempt: 1 }]);
+    assert!(tab.store_opened(1, "c1", 2));
     let (posted, events) = drain(&mut tab);
     let id = ChangeId("c1:tC-1".into());
     assert!(events.contains(&TabEvent::Queue {
@@ -199,7 +199,7 @@ fn a_leader_that_loses_the_lock_or_is_fenced_stops_writing_and_follows() {
     for fenced in [false, true] {
         let mut tab = TabMachine::new("tF");
         tab.lock_granted(0);
-        tab.store_opened("c1", 0);
+        assert!(tab.store_opened(1, "c1", 0));
         tab.heard(TabMessage::Join { tab: "tG".into() }, 0);
         drain(&mut tab);
         assert!(tab.has_followers());
@@ -235,18 +235,40 @@ fn a_store_opened_after_the_lock_was_lost_is_closed_again() {
     tab.lock_granted(0);
     tab.lock_lost(1);
     drain(&mut tab);
-    tab.store_opened("c1", 2);
+    assert!(!tab.store_opened(1, "c1", 2));
     let (posted, events) = drain(&mut tab);
-    assert_eq!(events, [TabEvent::CloseStore]);
-    assert!(posted.is_empty());
+    assert!(events.is_empty() && posted.is_empty());
     assert_eq!(tab.role(), Role::Following);
+}
+
+#[test]
+fn only_the_latest_opening_leads() {
+    let mut tab = follower("tI");
+    // Granted, lost while the store opened, granted again: two openings run.
+    tab.lock_granted(0);
+    tab.lock_lost(1);
+    tab.lock_granted(2);
+    drain(&mut tab);
+    assert!(
+        !tab.store_opened(1, "c1", 3),
+        "the first opening's store is closed, not led with"
+    );
+    assert_eq!(tab.role(), Role::Opening);
+    assert!(tab.store_opened(2, "c1", 4));
+    assert_eq!(tab.role(), Role::Leading);
+    assert!(
+        !tab.store_opened(2, "c1", 5),
+        "a store opened again never replaces the one this tab leads with"
+    );
+    assert_eq!(tab.role(), Role::Leading);
+    assert!(!drain(&mut tab).1.contains(&TabEvent::CloseStore));
 }
 
 #[test]
 fn the_leader_serves_followers_and_unsubscribes_what_no_tab_follows() {
     let mut tab = TabMachine::new("tL");
     tab.lock_granted(0);
-    tab.store_opened("c1", 0);
+    assert!(tab.store_opened(1, "c1", 0));
     let pattern = FeedPattern::new("team:1:*").unwrap();
     drain(&mut tab);
     tab.heard(TabMessage::Ping { tab: "tM".into() }, 1);
