@@ -52,6 +52,9 @@ pub(crate) struct FeedMirror {
     confirm_deletion: bool,
     /// A replay was asked with every buffered `foreign` event already here.
     foreign_asked: bool,
+    /// The position a deletion replaced: while the feed is deleted, anything
+    /// older than it is stale (a late frame), as it would be in that epoch.
+    left: Option<FeedHead>,
 }
 
 impl FeedMirror {
@@ -85,7 +88,11 @@ impl FeedMirror {
     /// True for a message of an epoch older than the mirrored one: the
     /// server's epochs only grow, so it is stale.
     fn is_stale(&self, epoch: Epoch) -> bool {
-        self.head.is_some_and(|h| epoch < h.epoch)
+        match (self.head, self.left) {
+            (Some(h), Some(left)) if h.epoch == 0 => epoch != 0 && epoch < left.epoch,
+            (Some(h), _) => epoch < h.epoch,
+            (None, _) => false,
+        }
     }
 
     fn keep_foreign(&mut self, epoch: Epoch, events: impl IntoIterator<Item = (Rev, Change)>) {
@@ -217,6 +224,12 @@ impl Mirror {
         if m.is_stale(epoch) && epoch != 0 {
             return fault.map_or(Ok(()), Err);
         }
+        if let (Some(head), Some(left)) = (m.head, m.left) {
+            if head.epoch == 0 && epoch == left.epoch && rev < left.rev {
+                // Older than what this epoch showed before the deletion.
+                return fault.map_or(Ok(()), Err);
+            }
+        }
         if let Some(head) = m.head {
             if head.epoch == epoch && rev <= head.rev {
                 if epoch == 0 {
@@ -242,6 +255,11 @@ impl Mirror {
         }
         m.ahead.retain(|r, _| *r > rev);
         m.confirm_deletion = epoch == 0 && m.head.is_some_and(|h| h.epoch != 0);
+        m.left = match (epoch, m.head) {
+            (0, Some(h)) if h.epoch != 0 => Some(h),
+            (0, _) => m.left,
+            _ => None,
+        };
         m.items = OrderedItems::from_ordered(items.into_iter().map(|i| (i.id, i.item, i.rev)));
         m.head = Some(FeedHead { epoch, rev });
         journal.clear(feed);

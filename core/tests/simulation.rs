@@ -234,3 +234,10 @@ fn regression_seed_1116_a_change_past_the_ledger_window_applied_twice() {
 fn regression_seed_56_a_resolved_value_over_the_frame_limit_blocked_its_lane() {
     World::new(56).run().unwrap();
 }
+
+/// A late snapshot of the epoch a deletion had replaced took the feed back
+/// to an older revision of that epoch (found by the 100,000-seed run).
+#[test]
+fn regression_seed_71750_a_late_snapshot_after_a_deletion_went_back() {
+    World::new(71750).run().unwrap();
+}

@@ -530,8 +530,16 @@ impl WsClient {
         })
         .await;
         match self.next().await {
-            ServerMessage::Welcome { protocol, user, .. } => {
+            ServerMessage::Welcome {
+                protocol,
+                user,
+                ledger_window_ms,
+            } => {
                 assert_eq!(protocol, PROTOCOL_VERSION);
+                assert!(
+                    ledger_window_ms.is_some_and(|w| w > 0),
+                    "welcome names the exactly-once window: {ledger_window_ms:?}"
+                );
                 user
             }
             other => panic!("expected welcome, got {other:?}"),
