@@ -1,7 +1,10 @@
--- prelude.lua: shared library of the thoonk-sync feed scripts.
+-- prelude.lua: shared helpers of the thoonk-sync feed scripts.
 --
--- It is concatenated in front of every feed script when the scripts are
--- loaded, so it declares only local functions and constants. A script that
+-- It opens the Redis Functions library `thoonk` (see src/library.rs): it
+-- runs once when the library is loaded, and declares only local functions
+-- and constants, shared by every function of the library. State of one call
+-- lives in the per-call context `call` (begin_call), never in a module-level
+-- variable, which would survive from one call to the next. A script that
 -- writes follows three phases, and so must every script built on this
 -- prelude (the job layer's included):
 --   1. reads and checks: check_* functions; they write nothing and fail with
@@ -9,7 +12,7 @@
 --   2. writes: apply_* functions; they cannot fail on valid input;
 --   3. flush(): every PUBLISH (and SPUBLISH) queued by the writes, in order.
 --
--- A feed occupies 8 consecutive KEYS (see feed_at), all of the form
+-- A feed occupies 8 consecutive keys of the call (see feed_at), all of the form
 -- <prefix>:<feed name>, so a `{hash tag}` in the name puts them in one
 -- Redis Cluster slot. The feed name is read back from the first of them.
 --
@@ -49,12 +52,18 @@ local function num(n)
   return string.format('%.0f', n)
 end
 
--- Redis server time, read once per script run (a script is atomic, so
--- every change it makes happens at the same instant).
-local clock
+-- The per-call context: the Redis server time once read (a call is
+-- atomic, so every change it makes happens at the same instant) and the
+-- notices queued for flush(). Every function of the library starts with
+-- begin_call(), so nothing of one call is seen by the next.
+local call = { pending = {} }
+local function begin_call()
+  call = { pending = {} }
+end
+
 local function now()
-  if not clock then clock = redis.call('TIME') end
-  return clock
+  if not call.clock then call.clock = redis.call('TIME') end
+  return call.clock
 end
 -- Milliseconds (string) and microseconds (number) since 1970.
 local function now_ms()
@@ -81,9 +90,10 @@ local function check_name(what, value, is_feed)
   end
 end
 
--- The feed whose keys start at KEYS[base]; checks the 8 key names.
-local function feed_at(base)
-  local first = KEYS[base]
+-- The feed whose keys start at keys[base] (the call's keys); checks the 8
+-- key names.
+local function feed_at(keys, base)
+  local first = keys[base]
   if not first or string.sub(first, 1, 12) ~= 'feed.config:' then
     fail('BADKEYS', 'KEYS[' .. base .. '] must be feed.config:<name>')
   end
@@ -92,7 +102,7 @@ local function feed_at(base)
   local f = { name = name }
   local fields = { 'config', 'ids', 'items', 'publishes', 'idincr', 'rev_key', 'itemrevs', 'log' }
   for i = 1, FEED_KEY_COUNT do
-    local key = KEYS[base + i - 1]
+    local key = keys[base + i - 1]
     if key ~= FEED_KEY_PREFIXES[i] .. name then
       fail('BADKEYS', 'KEYS[' .. (base + i - 1) .. '] must be ' .. FEED_KEY_PREFIXES[i] .. name)
     end
@@ -183,11 +193,10 @@ end
 
 -- ---------------------------------------------------------------- events
 
-local pending = {}
-
 -- Queues a PUBLISH, or with `sharded` an SPUBLISH (to a channel in the
 -- slot of the script's keys).
 local function queue(channel, message, sharded)
+  local pending = call.pending
   pending[#pending + 1] = { channel, message, sharded }
 end
 
@@ -195,6 +204,7 @@ end
 -- protected: a Redis before 7.0 has none, and its notices still go out on
 -- the classic channel.
 local function flush()
+  local pending = call.pending
   for i = 1, #pending do
     if pending[i][3] then
       redis.pcall('SPUBLISH', pending[i][1], pending[i][2])
@@ -202,7 +212,7 @@ local function flush()
       redis.call('PUBLISH', pending[i][1], pending[i][2])
     end
   end
-  pending = {}
+  call.pending = {}
 end
 
 

@@ -11,7 +11,7 @@
 --         (see read_feed in prelude.lua), so the reply is a snapshot of it.
 -- Errors: FEEDTYPE <type>, BADARG, BADKEYS
 return run(function()
-  local f = read_feed(feed_at(1))
+  local f = read_feed(feed_at(KEYS, 1))
   local from_epoch, from_rev = tonumber(ARGV[1]), tonumber(ARGV[2])
   if not from_epoch or not from_rev then
     fail('BADARG', 'epoch and revision must be numbers')

@@ -6,5 +6,5 @@
 --        for an id without a value; item revs: '0' when unknown)
 -- Errors: FEEDTYPE <type> (the name holds a queue or job), BADKEYS
 return run(function()
-  return snapshot_reply(read_feed(feed_at(1)))
+  return snapshot_reply(read_feed(feed_at(KEYS, 1)))
 end)

@@ -559,3 +559,32 @@ async fn an_epoch_from_another_redis_process_is_renewed_once_keeping_items_and_r
         .unwrap();
     assert_eq!((next.epoch, next.rev), (after.epoch, before.rev + 1));
 }
+
+/// Every call of the function library has its own context: the server time
+/// one call read is not reused by the next (a module-level clock, which the
+/// library keeps between calls, would give a feed created later the very
+/// epoch of an earlier one).
+#[tokio::test]
+async fn each_call_reads_the_server_time_afresh() {
+    let env = Env::start().await;
+    let settings = FeedSettings::new(FeedType::Feed);
+    let first = env
+        .store
+        .create(&name("{team:9}:clock-a"), &settings)
+        .await
+        .unwrap();
+    // Epochs are microseconds of the Redis clock: wait until it has passed
+    // the first one.
+    while env.redis_ms().await <= first / 1000 + 1 {
+        tokio::task::yield_now().await;
+    }
+    let second = env
+        .store
+        .create(&name("{team:9}:clock-b"), &settings)
+        .await
+        .unwrap();
+    assert!(
+        second > first,
+        "the second feed's epoch {second} is not later than the first's {first}"
+    );
+}

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::redis_target::{RedisConn, RedisTarget};
-use redis::{AsyncCommands, RedisError, Script, Value};
+use redis::{AsyncCommands, RedisError, Value};
 use serde_json::Value as Json;
 use thoonk_protocol::{FeedName, FeedPosition, ItemId, Position, Rev};
 
@@ -15,6 +15,7 @@ use super::model::{
     Snapshot, DEFAULT_RETENTION,
 };
 use super::scripts::Scripts;
+use crate::library::{self, Function};
 use thoonk_protocol::{Epoch, Item};
 
 /// How often a publish retries after creating its missing feed (the feed
@@ -102,7 +103,8 @@ fn json_text(item: &Json) -> String {
 }
 
 impl FeedStore {
-    /// Connects and loads the scripts (reloaded automatically on NOSCRIPT).
+    /// Connects and loads the function library (loaded again by a call that
+    /// finds a node without it).
     /// `instance` is this process's id in the classic `newfeed`/`delfeed`/`conffeed` payloads.
     pub async fn open(
         redis: impl Into<RedisTarget>,
@@ -110,9 +112,7 @@ impl FeedStore {
     ) -> Result<FeedStore, FeedError> {
         let mut conn = redis.into().connect().await?;
         let scripts = Scripts::new();
-        for script in scripts.all() {
-            script.load_async(&mut conn).await?;
-        }
+        library::load(&mut conn).await?;
         Ok(FeedStore {
             conn,
             scripts: Arc::new(scripts),
@@ -127,7 +127,7 @@ impl FeedStore {
 
     async fn invoke(
         &self,
-        script: &Script,
+        script: &Function,
         feed: &FeedName,
         args: &[&str],
     ) -> Result<Value, RedisError> {
@@ -142,7 +142,7 @@ impl FeedStore {
         invocation.invoke_async(&mut conn).await
     }
 
-    async fn registry(&self, script: &Script, args: &[&str]) -> Result<bool, FeedError> {
+    async fn registry(&self, script: &Function, args: &[&str]) -> Result<bool, FeedError> {
         let mut invocation = script.prepare_invoke();
         invocation.key(REGISTRY);
         for arg in args {
