@@ -505,44 +505,69 @@ end
 
 -- ---------------------------------------------------------------- reads
 
--- The items of a feed in order: ids, values and revisions (three lists).
-local function read_items(f)
+-- The items of a feed in order: ids, values and revisions (three lists),
+-- from rank `first` (0-based) on, at most `count` of them (0: all).
+local function read_items(f, first, count)
+  local last = -1
+  if count > 0 then last = first + count - 1 end
   local ids
   if f.type == 'feed' then
-    ids = redis.call('ZRANGE', f.ids, 0, -1)
+    ids = redis.call('ZRANGE', f.ids, first, last)
   elseif f.type == 'sorted_feed' then
-    ids = redis.call('LRANGE', f.ids, 0, -1)
+    ids = redis.call('LRANGE', f.ids, first, last)
   else
     return {}, {}, {}
   end
   local items, revs = {}, {}
   -- HMGET in chunks: Lua's unpack() is limited to a few thousand values.
-  for first = 1, #ids, HMGET_CHUNK do
-    local last = math.min(first + HMGET_CHUNK - 1, #ids)
-    local chunk = { unpack(ids, first, last) }
+  for i0 = 1, #ids, HMGET_CHUNK do
+    local i1 = math.min(i0 + HMGET_CHUNK - 1, #ids)
+    local chunk = { unpack(ids, i0, i1) }
     local values = redis.call('HMGET', f.items, unpack(chunk))
     local item_revs = redis.call('HMGET', f.itemrevs, unpack(chunk))
     for i = 1, #chunk do
-      items[first + i - 1] = values[i]
-      revs[first + i - 1] = item_revs[i]
+      items[i0 + i - 1] = values[i]
+      revs[i0 + i - 1] = item_revs[i]
     end
   end
   return ids, items, revs
 end
 
--- A snapshot reply: { epoch, rev, ids, items, revs }. A feed without a
--- trusted history (no epoch yet) reads as epoch 0, revision 0.
-local function snapshot_reply(f)
+-- How many ids the feed holds, and its publish counter: with the epoch and
+-- revision, what the pages of one snapshot must all be read at.
+local function page_pin(f)
+  local total = 0
+  if f.type == 'feed' then
+    total = redis.call('ZCARD', f.ids)
+  elseif f.type == 'sorted_feed' then
+    total = redis.call('LLEN', f.ids)
+  end
+  return total, redis.call('GET', f.publishes) or '0'
+end
+
+-- A snapshot reply: { epoch, rev, ids, items, revs, total, publishes },
+-- the ids from rank `first` on, at most `count` (0: all), `total` the
+-- number of ids in the feed and `publishes` its publish counter. A feed
+-- without a trusted history (no epoch yet) reads as epoch 0, revision 0.
+-- `pin`, when given ({ epoch, rev, total, publishes } as an earlier page
+-- replied), must still hold, or the call fails with CHANGED: a large feed is
+-- read in pages of one state, each call short.
+local function snapshot_reply(f, first, count, pin)
   if f.type and f.type ~= 'feed' and f.type ~= 'sorted_feed' then
     fail('FEEDTYPE', f.type)
   end
-  local ids, items, revs = read_items(f)
   local epoch, rev = f.epoch or 0, f.rev
   if f.reset_history then epoch, rev = 0, 0 end
+  local total, publishes = page_pin(f)
+  if pin and (pin[1] ~= num(epoch) or pin[2] ~= num(rev) or pin[3] ~= tostring(total)
+      or pin[4] ~= publishes) then
+    fail('CHANGED', 'feed ' .. f.name .. ' changed since the first page')
+  end
+  local ids, items, revs = read_items(f, first, count)
   for i = 1, #revs do
     if not revs[i] then revs[i] = '0' end
   end
-  return { num(epoch), num(rev), ids, items, revs }
+  return { num(epoch), num(rev), ids, items, revs, total, publishes }
 end
 
 -- The revision of the oldest change-log entry, or nil for an empty log.
