@@ -137,10 +137,22 @@ local function hash_tag(name)
   return nil
 end
 
+-- Whether this Redis runs as a cluster node: fixed for the life of the
+-- process (cluster-enabled cannot change without a restart, which starts a
+-- new Lua state), so read once, at the library's first call that needs it.
+-- The only value the library keeps between calls.
+local cluster_enabled
+-- The replication history, read once per call (a call may read several
+-- feeds), and only on a cluster node: a single Redis makes no INFO call.
 local function cluster_history()
-  local info = redis.call('INFO', 'cluster', 'replication')
-  if not string.find(info, 'cluster_enabled:1', 1, true) then return nil end
-  return string.match(info, 'master_replid:(%x+)')
+  if cluster_enabled == nil then
+    cluster_enabled = string.find(redis.call('INFO', 'cluster'), 'cluster_enabled:1', 1, true) ~= nil
+  end
+  if not cluster_enabled then return nil end
+  if not call.history then
+    call.history = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
+  end
+  return call.history
 end
 
 -- The id of this Redis process (INFO's run_id), recorded with each new
@@ -269,41 +281,43 @@ local function record(f, c)
   f.rev = f.rev + 1
   local rev = num(f.rev)
   redis.call('SET', f.rev_key, rev)
+  if not f.notice_head then
+    f.notice_head = '{"feed":' .. cjson.encode(f.name) .. ',"epoch":'
+    local tag = hash_tag(f.name)
+    f.tag_channel = tag and (TAG_NOTICE_PREFIX .. '{' .. tag .. '}')
+  end
+  -- The change-log entry and the notice (one string, concatenated once).
   -- Approximate trimming (whole stream nodes) keeps at least `retention`
   -- entries at a fraction of the cost of exact trimming.
   local entry = { 'XADD', f.log, 'MAXLEN', '~', f.retention, rev .. '-0', 'op', c.op, 'id', c.id }
-  local json = { '{"op":"', c.op, '","id":', cjson.encode(c.id) }
+  local n = 8
+  local json = { f.notice_head, num(f.epoch), ',"rev":', rev, ',"change":{"op":"', c.op, '","id":',
+    cjson.encode(c.id) }
   if c.item then
     entry[#entry + 1] = 'item'; entry[#entry + 1] = c.item
-    json[#json + 1] = ',"item":'; json[#json + 1] = c.item
+    json[n + 1] = ',"item":'; json[n + 2] = c.item; n = n + 2
   end
   if c.pos then
     entry[#entry + 1] = 'pos'; entry[#entry + 1] = c.pos
     if c.rel then entry[#entry + 1] = 'rel'; entry[#entry + 1] = c.rel end
-    json[#json + 1] = ',"position":'; json[#json + 1] = position_json(c.pos, c.rel)
+    json[n + 1] = ',"position":'; json[n + 2] = position_json(c.pos, c.rel); n = n + 2
   end
   if c.prev then
     entry[#entry + 1] = 'prev'; entry[#entry + 1] = c.prev
-    json[#json + 1] = ',"prev":'; json[#json + 1] = json_text(c.prev)
+    json[n + 1] = ',"prev":'; json[n + 2] = json_text(c.prev); n = n + 2
   end
   if c.job and c.job ~= '' then
     entry[#entry + 1] = 'job'; entry[#entry + 1] = c.job
-    json[#json + 1] = ',"job":'; json[#json + 1] = cjson.encode(c.job)
+    json[n + 1] = ',"job":'; json[n + 2] = cjson.encode(c.job); n = n + 2
   end
-  json[#json + 1] = '}'
+  json[n + 1] = '}}'
   redis.call(unpack(entry))
   if c.op == 'retract' then
     redis.call('HDEL', f.itemrevs, c.id)
   else
     redis.call('HSET', f.itemrevs, c.id, rev)
   end
-  if not f.notice_head then
-    f.notice_head = '{"feed":' .. cjson.encode(f.name) .. ',"epoch":'
-    local tag = hash_tag(f.name)
-    f.tag_channel = tag and (TAG_NOTICE_PREFIX .. '{' .. tag .. '}')
-  end
-  local notice = f.notice_head .. num(f.epoch)
-    .. ',"rev":' .. rev .. ',"change":' .. table.concat(json) .. '}'
+  local notice = table.concat(json)
   queue(NOTICE_PREFIX .. f.name, notice)
   -- A feed with a hash tag also announces on its tag's sharded channel,
   -- which a gateway running sharded fan-out subscribes to.

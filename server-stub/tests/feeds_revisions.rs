@@ -712,3 +712,48 @@ async fn a_large_feed_is_read_in_pages_of_one_state() {
         other => panic!("expected a reset, got {other:?}"),
     }
 }
+
+/// A single Redis has no replication history to follow: writes to a feed
+/// with a hash tag make no `INFO` call (whether Redis runs as a cluster is
+/// read once per process), where each of them used to make one. (A cluster
+/// node reads `INFO replication` once per call: failover changes it.)
+#[tokio::test]
+async fn writes_on_a_single_redis_make_no_info_call() {
+    let env = Env::start().await;
+    if env.target.is_cluster() {
+        return;
+    }
+    let feed = name("{team:9}:quiet");
+    env.store
+        .create(&feed, &FeedSettings::new(FeedType::SortedFeed))
+        .await
+        .unwrap();
+    env.store
+        .publish(&feed, Some(&id("first")), &json!(0), None)
+        .await
+        .unwrap();
+    let mut conn = env.conn().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for n in 0..10 {
+        env.store
+            .publish(&feed, Some(&id(&format!("i{n}"))), &json!(n), None)
+            .await
+            .unwrap();
+    }
+    env.store
+        .edit(&feed, &id("i0"), &json!("e"), None)
+        .await
+        .unwrap();
+    env.store.retract(&feed, &id("i1"), None).await.unwrap();
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(stats.contains("cmdstat_fcall:calls=12,"), "{stats}");
+    assert!(!stats.contains("cmdstat_info:"), "{stats}");
+}
