@@ -434,8 +434,10 @@ if (slowlog.length) {
     }
   } catch { /* none */ }
   names[sha('return 1')] = 'return 1';
+  names[sha(`${prelude}\nreturn 1`)] = 'prelude + return 1';
   const label = (args) => {
     if (/^evalsha$/i.test(args[0])) return `EVALSHA ${names[args[1]] ?? args[1].slice(0, 12)} ${args[3] ?? ''}`;
+    if (/^fcall$/i.test(args[0])) return `FCALL ${args[1]} ${args[3] ?? ''}`;
     return args.slice(0, 2).join(' ');
   };
   const groups = new Map();

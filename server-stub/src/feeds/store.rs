@@ -105,7 +105,7 @@ fn json_text(item: &Json) -> String {
 /// Ids (or change-log entries) one call of a read returns at most: a few
 /// ms of Redis time, so that reading a large feed never blocks Redis for
 /// long (docs/REDIS.md, "Reads").
-pub const SNAPSHOT_PAGE: u64 = 2000;
+pub const SNAPSHOT_PAGE: u64 = 500;
 
 /// Times a paged snapshot starts over because the feed changed between its
 /// pages before it is read whole in one call.
