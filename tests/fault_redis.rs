@@ -189,16 +189,33 @@ async fn redis_losing_its_unsynced_tail_with_everysec_leaves_no_divergence() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flushall_starts_new_epochs_and_every_client_resets() {
-    flushall_run(true).await;
+    flushall_run(true, Wipe::Flushall).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_made_after_flushall_are_applied_without_a_restart() {
-    flushall_run(false).await;
+    flushall_run(false, Wipe::Flushall).await;
 }
 
-async fn flushall_run(restart_worker: bool) {
-    let redis = Redis::start("always");
+/// A Redis restarted without its data has lost the function library too
+/// (`FLUSHALL` keeps it): the running gateway loads it again on its first
+/// call that finds it missing, and every change made after is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_without_its_data_gets_the_library_again() {
+    flushall_run(false, Wipe::RestartWithoutData).await;
+}
+
+/// How the data is lost.
+#[derive(Clone, Copy, PartialEq)]
+enum Wipe {
+    /// `FLUSHALL`: the keys go, the function library stays.
+    Flushall,
+    /// SIGKILL, the AOF removed, started again: keys and library go.
+    RestartWithoutData,
+}
+
+async fn flushall_run(restart_worker: bool, wipe: Wipe) {
+    let mut redis = Redis::start("always");
     let url = redis.url();
     let gateway = Process::gateway(&url, Some(&url), &GATEWAY).await;
     let urls = vec![gateway.ws_url()];
@@ -216,8 +233,24 @@ async fn flushall_run(restart_worker: bool) {
     }
     let resets: Vec<u32> = cs.iter().map(|c| c.snapshots.values().sum()).collect();
 
-    let mut conn = redis.conn().await;
-    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    match wipe {
+        Wipe::Flushall => {
+            let mut conn = redis.conn().await;
+            let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+        }
+        Wipe::RestartWithoutData => {
+            redis.kill9();
+            std::fs::remove_dir_all(redis.dir().join("appendonlydir")).unwrap();
+            redis.restart();
+            let mut conn = redis.conn().await;
+            let libraries: Vec<redis::Value> = redis::cmd("FUNCTION")
+                .arg("LIST")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert!(libraries.is_empty(), "the restarted Redis has no library");
+        }
+    }
     // The operator's recovery: a server process started after the flush
     // creates the job queue again (see the ignored test above).
     let _worker = restart_worker.then(|| Process::worker(&url, &["--claim-timeout-ms", "2000"]));

@@ -12,7 +12,8 @@ use thoonk_server::redis_target::RedisTarget;
 
 use crate::args::Args;
 
-/// The publish script exactly as the store loads it (prelude + body).
+/// The publish script as one `EVAL` script (prelude + body), as the store
+/// ran it before the function library.
 fn publish_script() -> redis::Script {
     redis::Script::new(&format!(
         "{PRELUDE}\n{}",
@@ -20,8 +21,35 @@ fn publish_script() -> redis::Script {
     ))
 }
 
-/// Creates the feed (when missing) and loads the publish script; prints its sha
-/// so that redis-benchmark can call it with EVALSHA.
+/// The 14 Redis calls of a publish of a new item to a time-ordered feed,
+/// with the same keys and arguments and no logic: what the calls and the
+/// argument/reply conversion cost inside a script, without the prelude's
+/// checks and the notice. KEYS and ARGV as `publish.lua`'s (the feed's
+/// revision moves on like a publish's, its log gets the same entry).
+const CALLS_ONLY: &str = r#"
+redis.call('HMGET', KEYS[1], 'type', 'max_length', 'retention', 'epoch', 'history')
+local rev = tonumber(redis.call('GET', KEYS[6])) or 0
+redis.call('EXISTS', KEYS[8])
+redis.call('ZSCORE', KEYS[2], ARGV[2])
+redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[2], t[1] .. '000', ARGV[2])
+redis.call('INCR', KEYS[4])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
+rev = rev + 1
+redis.call('SET', KEYS[6], rev)
+redis.call('XADD', KEYS[8], 'MAXLEN', '~', 10000, rev .. '-0', 'op', 'publish', 'id', ARGV[2], 'item', ARGV[4])
+redis.call('HSET', KEYS[7], ARGV[2], rev)
+redis.call('PUBLISH', 'feed.publish:bench', ARGV[2] .. '\0' .. ARGV[4])
+redis.call('PUBLISH', 'feed.changes:bench', ARGV[4])
+return 1
+"#;
+
+/// Creates the feed (when missing), loads the function library and the
+/// comparison scripts; prints their shas so that redis-benchmark can call
+/// them with EVALSHA: `return 1` (the floor), the prelude followed by
+/// `return 1`, the 14 calls of a publish without logic, and the publish as
+/// one script.
 pub async fn prepare(args: &Args) -> anyhow::Result<Value> {
     let client = redis::Client::open(args.text("redis")?.as_str())?;
     let feed = FeedName::new(args.text("feed")?)?;
@@ -34,9 +62,17 @@ pub async fn prepare(args: &Args) -> anyhow::Result<Value> {
     script.load_async(&mut conn).await?;
     let trivial = redis::Script::new("return 1");
     trivial.load_async(&mut conn).await?;
-    Ok(
-        json!({"feed": feed.as_str(), "publish_sha": script.get_hash(), "trivial_sha": trivial.get_hash()}),
-    )
+    let prelude = redis::Script::new(&format!("{PRELUDE}\nreturn 1"));
+    prelude.load_async(&mut conn).await?;
+    let calls = redis::Script::new(CALLS_ONLY);
+    calls.load_async(&mut conn).await?;
+    Ok(json!({
+        "feed": feed.as_str(),
+        "publish_sha": script.get_hash(),
+        "trivial_sha": trivial.get_hash(),
+        "prelude_sha": prelude.get_hash(),
+        "calls_sha": calls.get_hash(),
+    }))
 }
 
 /// Calls completed and failed by [`run_for`].

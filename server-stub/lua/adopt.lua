@@ -159,7 +159,7 @@ local function lis_positions(seq)
 end
 
 return run(function()
-  local f = feed_at(1)
+  local f = feed_at(KEYS, 1)
   local mkey = KEYS[9]
   if mkey ~= 'feed.adopted:' .. f.name then
     fail('BADKEYS', 'KEYS[9] must be feed.adopted:' .. f.name)
@@ -465,7 +465,7 @@ return run(function()
     record(f, c)
     -- Mark the notice as adopted, so that adopters tell it from the notice
     -- of a write of our scripts (which follows that write's classic events).
-    local notice = pending[#pending]
+    local notice = call.pending[#call.pending]
     notice[2] = string.sub(notice[2], 1, -2) .. ',"adopted":true}'
     if c.op == 'retract' then
       known[c.id] = nil

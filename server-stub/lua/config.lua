@@ -11,7 +11,7 @@
 -- Reply: { epoch, rev }
 -- Errors: NOFEED, FEEDTYPE <type>, BADARG, BADKEYS
 return run(function()
-  local f = check_feed(feed_at(1))
+  local f = check_feed(feed_at(KEYS, 1))
   local max_length, retention = ARGV[2], ARGV[3]
   if max_length ~= '' then
     if f.type ~= 'feed' then

@@ -8,7 +8,7 @@
 -- Reply: { created (1|0), type, epoch } (the existing type when not created)
 -- Errors: BADARG, KEYTYPE (feed.ids:N/feed.items:N hold another Redis type), BADKEYS
 return run(function()
-  local f = feed_at(1)
+  local f = feed_at(KEYS, 1)
   local kind = ARGV[1]
   if kind ~= 'feed' and kind ~= 'sorted_feed' then
     fail('BADARG', 'type must be feed or sorted_feed, not ' .. kind)

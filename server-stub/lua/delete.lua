@@ -6,7 +6,7 @@
 -- Reply: 1 when the feed existed (had a config), else 0
 -- Errors: FEEDTYPE <type> (a queue or job), BADNAME, BADKEYS
 return run(function()
-  local f = read_feed(feed_at(1))
+  local f = read_feed(feed_at(KEYS, 1))
   if f.type and f.type ~= 'feed' and f.type ~= 'sorted_feed' then
     fail('FEEDTYPE', f.type)
   end

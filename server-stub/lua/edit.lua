@@ -7,7 +7,7 @@
 -- Reply: { epoch, rev, id, 'edit' }
 -- Errors: NOFEED, FEEDTYPE <type>, NOITEM, BADARG, BADNAME, BADKEYS
 return run(function()
-  local f = feed_at(1)
+  local f = feed_at(KEYS, 1)
   local p = check_publish(f, 'edit', ARGV[1], '', ARGV[2], '', '', ARGV[3])
   local rev, id, op = apply_publish(p)
   flush()

@@ -10,7 +10,7 @@
 --        sorted feed, no epoch yet, or an epoch of this process)
 -- Errors: BADKEYS
 return run(function()
-  local f = read_feed(feed_at(1))
+  local f = read_feed(feed_at(KEYS, 1))
   if (f.type ~= 'feed' and f.type ~= 'sorted_feed') or f.new_epoch or not f.epoch then
     return 0
   end

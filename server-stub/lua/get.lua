@@ -4,7 +4,7 @@
 -- Reply: { epoch, rev, item (JSON text, or nil when absent), item rev ('0' when unknown) }
 -- Errors: NOFEED, FEEDTYPE <type>, BADKEYS
 return run(function()
-  local f = check_feed(feed_at(1))
+  local f = check_feed(feed_at(KEYS, 1))
   local epoch, rev = f.epoch or 0, f.rev
   if f.reset_history then epoch, rev = 0, 0 end
   local item = redis.call('HGET', f.items, ARGV[1])

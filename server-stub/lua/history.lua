@@ -5,7 +5,7 @@
 -- Reply: { epoch, rev, oldest retained rev ('0' for an empty log), log entries }
 -- Errors: NOFEED, FEEDTYPE <type>, BADARG, BADKEYS
 return run(function()
-  local f = check_feed(feed_at(1))
+  local f = check_feed(feed_at(KEYS, 1))
   local after, count = tonumber(ARGV[1]), tonumber(ARGV[2])
   if not after or not count or after < 0 or count < 1 then
     fail('BADARG', 'after must be >= 0 and count >= 1')

@@ -7,7 +7,7 @@
 -- Errors: NOFEED, FEEDTYPE <type>, FUTURE (revision after the feed's),
 --         GONE <oldest retained rev> (the log no longer reaches back), BADARG, BADKEYS
 return run(function()
-  local f = check_feed(feed_at(1))
+  local f = check_feed(feed_at(KEYS, 1))
   local id, at = ARGV[1], tonumber(ARGV[2])
   if not at or at < 0 then fail('BADARG', 'revision must be a whole number') end
   if at > f.rev then

@@ -93,7 +93,7 @@ return run(function()
   end
   local feeds = {}
   for i = 1, feed_count do
-    feeds[i] = feed_at(2 + FEED_KEY_COUNT * (i - 1))
+    feeds[i] = feed_at(KEYS, 2 + FEED_KEY_COUNT * (i - 1))
   end
   local client = client_of(job)
   local count = tonumber(ARGV[4]) or 0

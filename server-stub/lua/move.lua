@@ -8,7 +8,7 @@
 -- Errors: NOFEED, FEEDTYPE <type> (also for a time-ordered feed), NOITEM,
 --         BADPOS, NOREL, BADNAME, BADKEYS
 return run(function()
-  local f = feed_at(1)
+  local f = feed_at(KEYS, 1)
   local p = check_move(f, ARGV[1], ARGV[2], ARGV[3], ARGV[4])
   local rev = apply_move(p)
   flush()

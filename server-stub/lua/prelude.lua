@@ -1,7 +1,10 @@
--- prelude.lua: shared library of the thoonk-sync feed scripts.
+-- prelude.lua: shared helpers of the thoonk-sync feed scripts.
 --
--- It is concatenated in front of every feed script when the scripts are
--- loaded, so it declares only local functions and constants. A script that
+-- It opens the Redis Functions library `thoonk` (see src/library.rs): it
+-- runs once when the library is loaded, and declares only local functions
+-- and constants, shared by every function of the library. State of one call
+-- lives in the per-call context `call` (begin_call), never in a module-level
+-- variable, which would survive from one call to the next. A script that
 -- writes follows three phases, and so must every script built on this
 -- prelude (the job layer's included):
 --   1. reads and checks: check_* functions; they write nothing and fail with
@@ -9,7 +12,7 @@
 --   2. writes: apply_* functions; they cannot fail on valid input;
 --   3. flush(): every PUBLISH (and SPUBLISH) queued by the writes, in order.
 --
--- A feed occupies 8 consecutive KEYS (see feed_at), all of the form
+-- A feed occupies 8 consecutive keys of the call (see feed_at), all of the form
 -- <prefix>:<feed name>, so a `{hash tag}` in the name puts them in one
 -- Redis Cluster slot. The feed name is read back from the first of them.
 --
@@ -49,12 +52,18 @@ local function num(n)
   return string.format('%.0f', n)
 end
 
--- Redis server time, read once per script run (a script is atomic, so
--- every change it makes happens at the same instant).
-local clock
+-- The per-call context: the Redis server time once read (a call is
+-- atomic, so every change it makes happens at the same instant) and the
+-- notices queued for flush(). Every function of the library starts with
+-- begin_call(), so nothing of one call is seen by the next.
+local call = { pending = {} }
+local function begin_call()
+  call = { pending = {} }
+end
+
 local function now()
-  if not clock then clock = redis.call('TIME') end
-  return clock
+  if not call.clock then call.clock = redis.call('TIME') end
+  return call.clock
 end
 -- Milliseconds (string) and microseconds (number) since 1970.
 local function now_ms()
@@ -81,9 +90,10 @@ local function check_name(what, value, is_feed)
   end
 end
 
--- The feed whose keys start at KEYS[base]; checks the 8 key names.
-local function feed_at(base)
-  local first = KEYS[base]
+-- The feed whose keys start at keys[base] (the call's keys); checks the 8
+-- key names.
+local function feed_at(keys, base)
+  local first = keys[base]
   if not first or string.sub(first, 1, 12) ~= 'feed.config:' then
     fail('BADKEYS', 'KEYS[' .. base .. '] must be feed.config:<name>')
   end
@@ -92,7 +102,7 @@ local function feed_at(base)
   local f = { name = name }
   local fields = { 'config', 'ids', 'items', 'publishes', 'idincr', 'rev_key', 'itemrevs', 'log' }
   for i = 1, FEED_KEY_COUNT do
-    local key = KEYS[base + i - 1]
+    local key = keys[base + i - 1]
     if key ~= FEED_KEY_PREFIXES[i] .. name then
       fail('BADKEYS', 'KEYS[' .. (base + i - 1) .. '] must be ' .. FEED_KEY_PREFIXES[i] .. name)
     end
@@ -127,10 +137,22 @@ local function hash_tag(name)
   return nil
 end
 
+-- Whether this Redis runs as a cluster node: fixed for the life of the
+-- process (cluster-enabled cannot change without a restart, which starts a
+-- new Lua state), so read once, at the library's first call that needs it.
+-- The only value the library keeps between calls.
+local cluster_enabled
+-- The replication history, read once per call (a call may read several
+-- feeds), and only on a cluster node: a single Redis makes no INFO call.
 local function cluster_history()
-  local info = redis.call('INFO', 'cluster', 'replication')
-  if not string.find(info, 'cluster_enabled:1', 1, true) then return nil end
-  return string.match(info, 'master_replid:(%x+)')
+  if cluster_enabled == nil then
+    cluster_enabled = string.find(redis.call('INFO', 'cluster'), 'cluster_enabled:1', 1, true) ~= nil
+  end
+  if not cluster_enabled then return nil end
+  if not call.history then
+    call.history = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)')
+  end
+  return call.history
 end
 
 -- The id of this Redis process (INFO's run_id), recorded with each new
@@ -183,11 +205,10 @@ end
 
 -- ---------------------------------------------------------------- events
 
-local pending = {}
-
 -- Queues a PUBLISH, or with `sharded` an SPUBLISH (to a channel in the
 -- slot of the script's keys).
 local function queue(channel, message, sharded)
+  local pending = call.pending
   pending[#pending + 1] = { channel, message, sharded }
 end
 
@@ -195,6 +216,7 @@ end
 -- protected: a Redis before 7.0 has none, and its notices still go out on
 -- the classic channel.
 local function flush()
+  local pending = call.pending
   for i = 1, #pending do
     if pending[i][3] then
       redis.pcall('SPUBLISH', pending[i][1], pending[i][2])
@@ -202,7 +224,7 @@ local function flush()
       redis.call('PUBLISH', pending[i][1], pending[i][2])
     end
   end
-  pending = {}
+  call.pending = {}
 end
 
 
@@ -259,41 +281,43 @@ local function record(f, c)
   f.rev = f.rev + 1
   local rev = num(f.rev)
   redis.call('SET', f.rev_key, rev)
+  if not f.notice_head then
+    f.notice_head = '{"feed":' .. cjson.encode(f.name) .. ',"epoch":'
+    local tag = hash_tag(f.name)
+    f.tag_channel = tag and (TAG_NOTICE_PREFIX .. '{' .. tag .. '}')
+  end
+  -- The change-log entry and the notice (one string, concatenated once).
   -- Approximate trimming (whole stream nodes) keeps at least `retention`
   -- entries at a fraction of the cost of exact trimming.
   local entry = { 'XADD', f.log, 'MAXLEN', '~', f.retention, rev .. '-0', 'op', c.op, 'id', c.id }
-  local json = { '{"op":"', c.op, '","id":', cjson.encode(c.id) }
+  local n = 8
+  local json = { f.notice_head, num(f.epoch), ',"rev":', rev, ',"change":{"op":"', c.op, '","id":',
+    cjson.encode(c.id) }
   if c.item then
     entry[#entry + 1] = 'item'; entry[#entry + 1] = c.item
-    json[#json + 1] = ',"item":'; json[#json + 1] = c.item
+    json[n + 1] = ',"item":'; json[n + 2] = c.item; n = n + 2
   end
   if c.pos then
     entry[#entry + 1] = 'pos'; entry[#entry + 1] = c.pos
     if c.rel then entry[#entry + 1] = 'rel'; entry[#entry + 1] = c.rel end
-    json[#json + 1] = ',"position":'; json[#json + 1] = position_json(c.pos, c.rel)
+    json[n + 1] = ',"position":'; json[n + 2] = position_json(c.pos, c.rel); n = n + 2
   end
   if c.prev then
     entry[#entry + 1] = 'prev'; entry[#entry + 1] = c.prev
-    json[#json + 1] = ',"prev":'; json[#json + 1] = json_text(c.prev)
+    json[n + 1] = ',"prev":'; json[n + 2] = json_text(c.prev); n = n + 2
   end
   if c.job and c.job ~= '' then
     entry[#entry + 1] = 'job'; entry[#entry + 1] = c.job
-    json[#json + 1] = ',"job":'; json[#json + 1] = cjson.encode(c.job)
+    json[n + 1] = ',"job":'; json[n + 2] = cjson.encode(c.job); n = n + 2
   end
-  json[#json + 1] = '}'
+  json[n + 1] = '}}'
   redis.call(unpack(entry))
   if c.op == 'retract' then
     redis.call('HDEL', f.itemrevs, c.id)
   else
     redis.call('HSET', f.itemrevs, c.id, rev)
   end
-  if not f.notice_head then
-    f.notice_head = '{"feed":' .. cjson.encode(f.name) .. ',"epoch":'
-    local tag = hash_tag(f.name)
-    f.tag_channel = tag and (TAG_NOTICE_PREFIX .. '{' .. tag .. '}')
-  end
-  local notice = f.notice_head .. num(f.epoch)
-    .. ',"rev":' .. rev .. ',"change":' .. table.concat(json) .. '}'
+  local notice = table.concat(json)
   queue(NOTICE_PREFIX .. f.name, notice)
   -- A feed with a hash tag also announces on its tag's sharded channel,
   -- which a gateway running sharded fan-out subscribes to.
@@ -495,44 +519,69 @@ end
 
 -- ---------------------------------------------------------------- reads
 
--- The items of a feed in order: ids, values and revisions (three lists).
-local function read_items(f)
+-- The items of a feed in order: ids, values and revisions (three lists),
+-- from rank `first` (0-based) on, at most `count` of them (0: all).
+local function read_items(f, first, count)
+  local last = -1
+  if count > 0 then last = first + count - 1 end
   local ids
   if f.type == 'feed' then
-    ids = redis.call('ZRANGE', f.ids, 0, -1)
+    ids = redis.call('ZRANGE', f.ids, first, last)
   elseif f.type == 'sorted_feed' then
-    ids = redis.call('LRANGE', f.ids, 0, -1)
+    ids = redis.call('LRANGE', f.ids, first, last)
   else
     return {}, {}, {}
   end
   local items, revs = {}, {}
   -- HMGET in chunks: Lua's unpack() is limited to a few thousand values.
-  for first = 1, #ids, HMGET_CHUNK do
-    local last = math.min(first + HMGET_CHUNK - 1, #ids)
-    local chunk = { unpack(ids, first, last) }
+  for i0 = 1, #ids, HMGET_CHUNK do
+    local i1 = math.min(i0 + HMGET_CHUNK - 1, #ids)
+    local chunk = { unpack(ids, i0, i1) }
     local values = redis.call('HMGET', f.items, unpack(chunk))
     local item_revs = redis.call('HMGET', f.itemrevs, unpack(chunk))
     for i = 1, #chunk do
-      items[first + i - 1] = values[i]
-      revs[first + i - 1] = item_revs[i]
+      items[i0 + i - 1] = values[i]
+      revs[i0 + i - 1] = item_revs[i]
     end
   end
   return ids, items, revs
 end
 
--- A snapshot reply: { epoch, rev, ids, items, revs }. A feed without a
--- trusted history (no epoch yet) reads as epoch 0, revision 0.
-local function snapshot_reply(f)
+-- How many ids the feed holds, and its publish counter: with the epoch and
+-- revision, what the pages of one snapshot must all be read at.
+local function page_pin(f)
+  local total = 0
+  if f.type == 'feed' then
+    total = redis.call('ZCARD', f.ids)
+  elseif f.type == 'sorted_feed' then
+    total = redis.call('LLEN', f.ids)
+  end
+  return total, redis.call('GET', f.publishes) or '0'
+end
+
+-- A snapshot reply: { epoch, rev, ids, items, revs, total, publishes },
+-- the ids from rank `first` on, at most `count` (0: all), `total` the
+-- number of ids in the feed and `publishes` its publish counter. A feed
+-- without a trusted history (no epoch yet) reads as epoch 0, revision 0.
+-- `pin`, when given ({ epoch, rev, total, publishes } as an earlier page
+-- replied), must still hold, or the call fails with CHANGED: a large feed is
+-- read in pages of one state, each call short.
+local function snapshot_reply(f, first, count, pin)
   if f.type and f.type ~= 'feed' and f.type ~= 'sorted_feed' then
     fail('FEEDTYPE', f.type)
   end
-  local ids, items, revs = read_items(f)
   local epoch, rev = f.epoch or 0, f.rev
   if f.reset_history then epoch, rev = 0, 0 end
+  local total, publishes = page_pin(f)
+  if pin and (pin[1] ~= num(epoch) or pin[2] ~= num(rev) or pin[3] ~= tostring(total)
+      or pin[4] ~= publishes) then
+    fail('CHANGED', 'feed ' .. f.name .. ' changed since the first page')
+  end
+  local ids, items, revs = read_items(f, first, count)
   for i = 1, #revs do
     if not revs[i] then revs[i] = '0' end
   end
-  return { num(epoch), num(rev), ids, items, revs }
+  return { num(epoch), num(rev), ids, items, revs, total, publishes }
 end
 
 -- The revision of the oldest change-log entry, or nil for an empty log.

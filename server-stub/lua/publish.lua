@@ -14,7 +14,7 @@
 -- Reply: { epoch, rev, id, op } with op publish | edit
 -- Errors: NOFEED, FEEDTYPE <type>, EXISTS, BADPOS, NOREL, BADARG, BADNAME, BADKEYS
 return run(function()
-  local f = feed_at(1)
+  local f = feed_at(KEYS, 1)
   local mode = ARGV[1]
   if mode ~= 'upsert' and mode ~= 'insert' then
     fail('BADARG', 'mode must be upsert or insert')

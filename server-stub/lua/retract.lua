@@ -5,7 +5,7 @@
 -- Reply: { epoch, rev, id, 'retract' }
 -- Errors: NOFEED, FEEDTYPE <type>, NOITEM, BADNAME, BADKEYS
 return run(function()
-  local f = feed_at(1)
+  local f = feed_at(KEYS, 1)
   local p = check_retract(f, ARGV[1], ARGV[2])
   local rev = apply_retract(p)
   flush()

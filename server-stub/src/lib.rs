@@ -6,4 +6,5 @@ pub mod gateway;
 pub mod http;
 pub mod interop;
 pub mod jobs;
+pub mod library;
 pub mod redis_target;

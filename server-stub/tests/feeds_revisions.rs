@@ -2,12 +2,14 @@
 
 mod feeds_support;
 
+use futures::future::join_all;
+
 use feeds_support::{id, name, Env};
 use serde_json::{json, Value};
 use thoonk_protocol::{Change, ChangeOp, FeedEvent, FeedPosition, Item, ItemId, Position};
 use thoonk_server::feeds::{
-    ChangeNotice, ConfigChange, FeedError, FeedSettings, FeedType, Since, Snapshot,
-    CHANGE_CHANNEL_PATTERN,
+    feed_keys, ChangeNotice, ConfigChange, FeedError, FeedSettings, FeedType, Since, Snapshot,
+    CHANGE_CHANNEL_PATTERN, SNAPSHOT_PAGE,
 };
 
 #[tokio::test]
@@ -558,4 +560,200 @@ async fn an_epoch_from_another_redis_process_is_renewed_once_keeping_items_and_r
         .await
         .unwrap();
     assert_eq!((next.epoch, next.rev), (after.epoch, before.rev + 1));
+}
+
+/// Every call of the function library has its own context: the server time
+/// one call read is not reused by the next (a module-level clock, which the
+/// library keeps between calls, would give a feed created later the very
+/// epoch of an earlier one).
+#[tokio::test]
+async fn each_call_reads_the_server_time_afresh() {
+    let env = Env::start().await;
+    let settings = FeedSettings::new(FeedType::Feed);
+    let first = env
+        .store
+        .create(&name("{team:9}:clock-a"), &settings)
+        .await
+        .unwrap();
+    // Epochs are microseconds of the Redis clock: wait until it has passed
+    // the first one.
+    while env.redis_ms().await <= first / 1000 + 1 {
+        tokio::task::yield_now().await;
+    }
+    let second = env
+        .store
+        .create(&name("{team:9}:clock-b"), &settings)
+        .await
+        .unwrap();
+    assert!(
+        second > first,
+        "the second feed's epoch {second} is not later than the first's {first}"
+    );
+}
+
+/// A feed of more than one page is read in pages, each call returning at
+/// most [`SNAPSHOT_PAGE`] ids, all at the state of the first page: a page
+/// asked for at another state fails with `CHANGED`. The store's snapshot and
+/// replay put the pages together in order.
+#[tokio::test]
+async fn a_large_feed_is_read_in_pages_of_one_state() {
+    let env = Env::start().await;
+    let feed = name("{team:9}:large");
+    env.store
+        .create(&feed, &FeedSettings::new(FeedType::Feed))
+        .await
+        .unwrap();
+    let count = 2 * SNAPSHOT_PAGE as usize + 5;
+    let ids: Vec<String> = (0..count).map(|n| format!("i{n:05}")).collect();
+    for chunk in ids.chunks(100) {
+        let writes = chunk.iter().map(|i| {
+            let (store, feed) = (&env.store, &feed);
+            async move { store.publish(feed, Some(&id(i)), &json!(i), None).await }
+        });
+        for applied in join_all(writes).await {
+            applied.unwrap();
+        }
+    }
+    let written: Vec<String> = env
+        .store
+        .snapshot(&feed)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|i| i.id.to_string())
+        .collect();
+    let mut sorted = written.clone();
+    sorted.sort();
+    assert_eq!(sorted, ids, "every item once");
+
+    // One page, as the function answers it.
+    let page = SNAPSHOT_PAGE.to_string();
+    let mut conn = env.conn().await;
+    let reply: Vec<redis::Value> = redis::cmd("FCALL")
+        .arg("thoonk_snapshot")
+        .arg(8)
+        .arg(&feed_keys(&feed))
+        .arg(&["0", page.as_str()])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.len(),
+        7,
+        "epoch, rev, ids, items, revs, total, publishes"
+    );
+    let first_ids: Vec<String> = redis::from_redis_value(reply[2].clone()).unwrap();
+    assert_eq!(first_ids, written[..SNAPSHOT_PAGE as usize]);
+    let pin: Vec<String> = [0, 1, 5, 6]
+        .iter()
+        .map(|&i| redis::from_redis_value::<String>(reply[i].clone()).unwrap())
+        .collect();
+    assert_eq!(pin[2], count.to_string(), "total");
+    let second = |pin: Vec<String>| {
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg("thoonk_snapshot")
+            .arg(8)
+            .arg(&feed_keys(&feed))
+            .arg(&[page.as_str(), page.as_str()])
+            .arg(&pin);
+        cmd
+    };
+    let next: Vec<redis::Value> = second(pin.clone()).query_async(&mut conn).await.unwrap();
+    let next_ids: Vec<String> = redis::from_redis_value(next[2].clone()).unwrap();
+    assert_eq!(
+        next_ids,
+        written[SNAPSHOT_PAGE as usize..2 * SNAPSHOT_PAGE as usize]
+    );
+
+    // A write between two pages: the next page refuses to mix states.
+    env.store
+        .publish(&feed, Some(&id("late")), &json!("late"), None)
+        .await
+        .unwrap();
+    let stale: Result<Vec<redis::Value>, _> = second(pin).query_async(&mut conn).await;
+    assert_eq!(stale.unwrap_err().code(), Some("CHANGED"));
+
+    // The store reads the whole feed, and replays its whole log, in pages.
+    let snapshot = env.store.snapshot(&feed).await.unwrap();
+    assert_eq!(snapshot.items.len(), count + 1);
+    assert_eq!(snapshot.rev, count as u64 + 1);
+    match env
+        .store
+        .changes_since(
+            &feed,
+            FeedPosition {
+                epoch: snapshot.epoch,
+                rev: 0,
+            },
+        )
+        .await
+        .unwrap()
+    {
+        Since::Changes { events, .. } => {
+            let revs: Vec<u64> = events.iter().map(|e| e.rev).collect();
+            assert_eq!(revs, (1..=count as u64 + 1).collect::<Vec<_>>());
+        }
+        other => panic!("expected the changes, got {other:?}"),
+    }
+    match env
+        .store
+        .changes_since(
+            &feed,
+            FeedPosition {
+                epoch: snapshot.epoch + 1,
+                rev: 0,
+            },
+        )
+        .await
+        .unwrap()
+    {
+        Since::Reset(reset) => assert_eq!(reset, snapshot),
+        other => panic!("expected a reset, got {other:?}"),
+    }
+}
+
+/// A single Redis has no replication history to follow: writes to a feed
+/// with a hash tag make no `INFO` call (whether Redis runs as a cluster is
+/// read once per process), where each of them used to make one. (A cluster
+/// node reads `INFO replication` once per call: failover changes it.)
+#[tokio::test]
+async fn writes_on_a_single_redis_make_no_info_call() {
+    let env = Env::start().await;
+    if env.target.is_cluster() {
+        return;
+    }
+    let feed = name("{team:9}:quiet");
+    env.store
+        .create(&feed, &FeedSettings::new(FeedType::SortedFeed))
+        .await
+        .unwrap();
+    env.store
+        .publish(&feed, Some(&id("first")), &json!(0), None)
+        .await
+        .unwrap();
+    let mut conn = env.conn().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for n in 0..10 {
+        env.store
+            .publish(&feed, Some(&id(&format!("i{n}"))), &json!(n), None)
+            .await
+            .unwrap();
+    }
+    env.store
+        .edit(&feed, &id("i0"), &json!("e"), None)
+        .await
+        .unwrap();
+    env.store.retract(&feed, &id("i1"), None).await.unwrap();
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(stats.contains("cmdstat_fcall:calls=12,"), "{stats}");
+    assert!(!stats.contains("cmdstat_info:"), "{stats}");
 }

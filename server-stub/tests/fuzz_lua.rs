@@ -1,4 +1,5 @@
-//! Fuzzing the arguments that reach the Lua scripts, against a real Redis:
+//! Fuzzing the arguments that reach the Lua scripts (the functions of the
+//! `thoonk` library, called as the server calls them), against a real Redis:
 //! seeded random (and hostile) ARGV for the feed scripts (publish, edit,
 //! retract, move, config, since, item_at, history) and the job scripts
 //! (submit, finish, fail). Every call must end in a reply or in one of the
@@ -9,10 +10,10 @@
 //! `THOONK_FUZZ_CASES` replay or lengthen a run. Crashers found are kept as
 //! regression cases at the bottom.
 
-use redis::Script;
 use thoonk_protocol::FeedName;
-use thoonk_server::feeds::{FeedStore, PRELUDE};
+use thoonk_server::feeds::FeedStore;
 use thoonk_server::jobs::{ledger_key, queue_keys, JobQueue, QueueSettings};
+use thoonk_server::library::Function;
 use thoonk_testkit::RedisServer;
 
 struct Rng(u64);
@@ -110,10 +111,6 @@ fn feed_keys(name: &str) -> Vec<String> {
     .iter()
     .map(|p| format!("{p}:{name}"))
     .collect()
-}
-
-fn feed_script(body: &str) -> Script {
-    Script::new(&format!("{PRELUDE}\n{body}"))
 }
 
 fn check_error(err: &redis::RedisError, codes: &[&str], what: &str) {
@@ -252,31 +249,15 @@ async fn fuzz_feed_scripts(seed: u64, cases: u64) {
         .await
         .unwrap();
     let scripts = [
-        (
-            "publish",
-            feed_script(include_str!("../lua/publish.lua")),
-            7,
-        ),
-        ("edit", feed_script(include_str!("../lua/edit.lua")), 3),
-        (
-            "retract",
-            feed_script(include_str!("../lua/retract.lua")),
-            2,
-        ),
-        ("move", feed_script(include_str!("../lua/move.lua")), 4),
-        ("config", feed_script(include_str!("../lua/config.lua")), 3),
-        ("since", feed_script(include_str!("../lua/since.lua")), 2),
-        (
-            "item_at",
-            feed_script(include_str!("../lua/item_at.lua")),
-            2,
-        ),
-        (
-            "history",
-            feed_script(include_str!("../lua/history.lua")),
-            2,
-        ),
-        ("get", feed_script(include_str!("../lua/get.lua")), 1),
+        ("publish", Function::new("publish"), 7),
+        ("edit", Function::new("edit"), 3),
+        ("retract", Function::new("retract"), 2),
+        ("move", Function::new("move"), 4),
+        ("config", Function::new("config"), 3),
+        ("since", Function::new("since"), 2),
+        ("item_at", Function::new("item_at"), 2),
+        ("history", Function::new("history"), 2),
+        ("get", Function::new("get"), 1),
     ];
     let ids = ["a", "b", "c", "1", "2"];
     let mut rng = Rng(seed);
@@ -351,48 +332,13 @@ async fn fuzz_job_scripts(seed: u64, cases: u64) {
         .unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let scripts = [
-        (
-            "submit",
-            Script::new(include_str!("../lua/job_submit.lua")),
-            5,
-            true,
-        ),
-        (
-            "finish",
-            Script::new(include_str!("../lua/job_finish.lua")),
-            3,
-            true,
-        ),
-        (
-            "fail",
-            Script::new(include_str!("../lua/job_fail.lua")),
-            4,
-            false,
-        ),
-        (
-            "retract",
-            Script::new(include_str!("../lua/job_retract.lua")),
-            3,
-            true,
-        ),
-        (
-            "claim",
-            Script::new(include_str!("../lua/job_claim.lua")),
-            0,
-            false,
-        ),
-        (
-            "sweep",
-            Script::new(include_str!("../lua/job_sweep.lua")),
-            3,
-            false,
-        ),
-        (
-            "edit",
-            Script::new(include_str!("../lua/job_edit.lua")),
-            2,
-            false,
-        ),
+        ("submit", Function::new("job_submit"), 5, true),
+        ("finish", Function::new("job_finish"), 3, true),
+        ("fail", Function::new("job_fail"), 4, false),
+        ("retract", Function::new("job_retract"), 3, true),
+        ("claim", Function::new("job_claim"), 0, false),
+        ("sweep", Function::new("job_sweep"), 3, false),
+        ("edit", Function::new("job_edit"), 2, false),
     ];
     let ids = ["c1:1", "c1:2", "c2:1"];
     let mut rng = Rng(seed);

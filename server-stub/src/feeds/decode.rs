@@ -81,10 +81,15 @@ impl Decoder<'_> {
         })
     }
 
-    /// A snapshot reply: `{ epoch, rev, ids, items, item revs }`.
-    pub fn snapshot(&self, parts: &[Value]) -> Result<Snapshot, FeedError> {
-        let [epoch, rev, ids, items, revs] = parts else {
-            return Err(self.corrupt("snapshot reply: expected 5 parts"));
+    /// A snapshot reply: `{ epoch, rev, ids, items, item revs }`, or a page
+    /// of one with `total` and `publishes` after them.
+    pub fn snapshot_page(&self, parts: &[Value]) -> Result<Page, FeedError> {
+        let (epoch, rev, ids, items, revs, pin) = match parts {
+            [epoch, rev, ids, items, revs] => (epoch, rev, ids, items, revs, None),
+            [epoch, rev, ids, items, revs, total, publishes] => {
+                (epoch, rev, ids, items, revs, Some((total, publishes)))
+            }
+            _ => return Err(self.corrupt("snapshot reply: expected 5 or 7 parts")),
         };
         let ids = self.array(ids, "snapshot ids")?;
         let values = self.array(items, "snapshot items")?;
@@ -109,10 +114,24 @@ impl Decoder<'_> {
                 },
             });
         }
-        Ok(Snapshot {
+        let snapshot = Snapshot {
             epoch: self.number(epoch, "epoch")?,
             rev: self.number(rev, "revision")?,
             items: out,
+        };
+        let pin = match pin {
+            Some((total, publishes)) => Some(PagePin {
+                epoch: snapshot.epoch,
+                rev: snapshot.rev,
+                total: self.number(total, "snapshot total")?,
+                publishes: self.number(publishes, "snapshot publishes")?,
+            }),
+            None => None,
+        };
+        Ok(Page {
+            snapshot,
+            ids: ids.len() as u64,
+            pin,
         })
     }
 
@@ -198,4 +217,23 @@ impl Decoder<'_> {
             },
         })
     }
+}
+
+/// One page of a snapshot: its items, how many ids it covered (an id
+/// without a value is not an item), and the state every page must be read at.
+pub(crate) struct Page {
+    pub snapshot: Snapshot,
+    pub ids: u64,
+    pub pin: Option<PagePin>,
+}
+
+/// The feed's state at the first page of a snapshot read in pages.
+#[derive(Clone, Copy)]
+pub(crate) struct PagePin {
+    pub epoch: u64,
+    pub rev: u64,
+    /// Ids in the feed.
+    pub total: u64,
+    /// Its `feed.publishes:N` counter (classic writes move it).
+    pub publishes: u64,
 }

@@ -28,4 +28,4 @@ pub use model::{
     ItemVersion, Since, Snapshot, DEFAULT_RETENTION,
 };
 pub use scripts::PRELUDE;
-pub use store::FeedStore;
+pub use store::{FeedStore, PAGE_RESTARTS, SNAPSHOT_PAGE};

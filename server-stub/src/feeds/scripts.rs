@@ -1,71 +1,47 @@
-//! The Lua scripts, each prefixed with the shared prelude.
+//! The feed layer's functions of the `thoonk` library (see
+//! [`crate::library`]).
 
-use redis::Script;
+use crate::library::Function;
 
-/// The shared Lua library concatenated in front of every feed script.
-pub const PRELUDE: &str = include_str!("../../lua/prelude.lua");
+pub use crate::library::PRELUDE;
 
-/// One loaded script per operation.
+/// One library function per operation.
 pub(crate) struct Scripts {
-    pub create: Script,
-    pub register: Script,
-    pub unregister: Script,
-    pub config: Script,
-    pub delete: Script,
-    pub publish: Script,
-    pub edit: Script,
-    pub retract: Script,
-    pub move_item: Script,
-    pub snapshot: Script,
-    pub since: Script,
-    pub get: Script,
-    pub item_at: Script,
-    pub history: Script,
-    pub epoch: Script,
-}
-
-fn with_prelude(body: &str) -> Script {
-    Script::new(&format!("{PRELUDE}\n{body}"))
+    pub create: Function,
+    pub register: Function,
+    pub unregister: Function,
+    pub config: Function,
+    pub delete: Function,
+    pub publish: Function,
+    pub edit: Function,
+    pub retract: Function,
+    pub move_item: Function,
+    pub snapshot: Function,
+    pub since: Function,
+    pub get: Function,
+    pub item_at: Function,
+    pub history: Function,
+    pub epoch: Function,
 }
 
 impl Scripts {
     pub fn new() -> Self {
         Self {
-            create: with_prelude(include_str!("../../lua/create.lua")),
-            register: Script::new(include_str!("../../lua/register.lua")),
-            unregister: Script::new(include_str!("../../lua/unregister.lua")),
-            config: with_prelude(include_str!("../../lua/config.lua")),
-            delete: with_prelude(include_str!("../../lua/delete.lua")),
-            publish: with_prelude(include_str!("../../lua/publish.lua")),
-            edit: with_prelude(include_str!("../../lua/edit.lua")),
-            retract: with_prelude(include_str!("../../lua/retract.lua")),
-            move_item: with_prelude(include_str!("../../lua/move.lua")),
-            snapshot: with_prelude(include_str!("../../lua/snapshot.lua")),
-            since: with_prelude(include_str!("../../lua/since.lua")),
-            get: with_prelude(include_str!("../../lua/get.lua")),
-            item_at: with_prelude(include_str!("../../lua/item_at.lua")),
-            history: with_prelude(include_str!("../../lua/history.lua")),
-            epoch: with_prelude(include_str!("../../lua/epoch.lua")),
+            create: Function::new("create"),
+            register: Function::new("register"),
+            unregister: Function::new("unregister"),
+            config: Function::new("config"),
+            delete: Function::new("delete"),
+            publish: Function::new("publish"),
+            edit: Function::new("edit"),
+            retract: Function::new("retract"),
+            move_item: Function::new("move"),
+            snapshot: Function::new("snapshot"),
+            since: Function::new("since"),
+            get: Function::new("get"),
+            item_at: Function::new("item_at"),
+            history: Function::new("history"),
+            epoch: Function::new("epoch"),
         }
-    }
-
-    pub fn all(&self) -> [&Script; 15] {
-        [
-            &self.create,
-            &self.register,
-            &self.unregister,
-            &self.config,
-            &self.delete,
-            &self.publish,
-            &self.edit,
-            &self.retract,
-            &self.move_item,
-            &self.snapshot,
-            &self.since,
-            &self.get,
-            &self.item_at,
-            &self.history,
-            &self.epoch,
-        ]
     }
 }

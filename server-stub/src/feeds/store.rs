@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use crate::redis_target::{RedisConn, RedisTarget};
-use redis::{AsyncCommands, RedisError, Script, Value};
+use redis::{AsyncCommands, RedisError, Value};
 use serde_json::Value as Json;
-use thoonk_protocol::{FeedName, FeedPosition, ItemId, Position, Rev};
+use thoonk_protocol::{FeedEvent, FeedName, FeedPosition, ItemId, Position, Rev};
 
-use super::decode::{item_value, Decoder};
+use super::decode::{item_value, Decoder, Page, PagePin};
 use super::error::FeedError;
 use super::keys::{feed_keys, REGISTRY};
 use super::model::{
@@ -15,6 +15,7 @@ use super::model::{
     Snapshot, DEFAULT_RETENTION,
 };
 use super::scripts::Scripts;
+use crate::library::{self, Function};
 use thoonk_protocol::{Epoch, Item};
 
 /// How often a publish retries after creating its missing feed (the feed
@@ -101,8 +102,24 @@ fn json_text(item: &Json) -> String {
     serde_json::to_string(item).unwrap_or_else(|_| "null".to_owned())
 }
 
+/// Ids (or change-log entries) one call of a read returns at most: a few
+/// ms of Redis time, so that reading a large feed never blocks Redis for
+/// long (docs/REDIS.md, "Reads").
+pub const SNAPSHOT_PAGE: u64 = 500;
+
+/// Times a paged snapshot starts over because the feed changed between its
+/// pages before it is read whole in one call.
+pub const PAGE_RESTARTS: usize = 4;
+
+/// One reply of `since.lua`.
+enum SincePage {
+    Changes { epoch: u64, events: Vec<FeedEvent> },
+    Reset(Page),
+}
+
 impl FeedStore {
-    /// Connects and loads the scripts (reloaded automatically on NOSCRIPT).
+    /// Connects and loads the function library (loaded again by a call that
+    /// finds a node without it).
     /// `instance` is this process's id in the classic `newfeed`/`delfeed`/`conffeed` payloads.
     pub async fn open(
         redis: impl Into<RedisTarget>,
@@ -110,9 +127,7 @@ impl FeedStore {
     ) -> Result<FeedStore, FeedError> {
         let mut conn = redis.into().connect().await?;
         let scripts = Scripts::new();
-        for script in scripts.all() {
-            script.load_async(&mut conn).await?;
-        }
+        library::load(&mut conn).await?;
         Ok(FeedStore {
             conn,
             scripts: Arc::new(scripts),
@@ -127,7 +142,7 @@ impl FeedStore {
 
     async fn invoke(
         &self,
-        script: &Script,
+        script: &Function,
         feed: &FeedName,
         args: &[&str],
     ) -> Result<Value, RedisError> {
@@ -142,7 +157,7 @@ impl FeedStore {
         invocation.invoke_async(&mut conn).await
     }
 
-    async fn registry(&self, script: &Script, args: &[&str]) -> Result<bool, FeedError> {
+    async fn registry(&self, script: &Function, args: &[&str]) -> Result<bool, FeedError> {
         let mut invocation = script.prepare_invoke();
         invocation.key(REGISTRY);
         for arg in args {
@@ -492,27 +507,134 @@ impl FeedStore {
 
     /// Items in order + epoch + rev, read atomically. A feed that does not
     /// exist: epoch 0, rev 0, no items.
+    ///
+    /// A feed of more than [`SNAPSHOT_PAGE`] ids is read in pages, each one
+    /// short call, all at the state of the first (its epoch, revision,
+    /// number of ids and publish counter, which every write moves; a page
+    /// read after a change fails and the read starts over). A feed that
+    /// changes faster than [`PAGE_RESTARTS`] reads is read whole in one call.
     pub async fn snapshot(&self, feed: &FeedName) -> Result<Snapshot, FeedError> {
+        for _ in 0..PAGE_RESTARTS {
+            let Some(first) = self.snapshot_page(feed, 0, SNAPSHOT_PAGE, None).await? else {
+                continue;
+            };
+            if let Some(snapshot) = self.rest_of_snapshot(feed, first).await? {
+                return Ok(snapshot);
+            }
+        }
+        let whole = self.snapshot_page(feed, 0, 0, None).await?;
+        whole
+            .map(|page| page.snapshot)
+            .ok_or_else(|| FeedError::Corrupt {
+                feed: feed.to_string(),
+                reason: "an unpinned snapshot reported a change".into(),
+            })
+    }
+
+    /// One page of a snapshot: `count` ids from rank `first` (0: all), read
+    /// only while the feed is at `pin`. `None`: the feed moved from `pin`.
+    async fn snapshot_page(
+        &self,
+        feed: &FeedName,
+        first: u64,
+        count: u64,
+        pin: Option<PagePin>,
+    ) -> Result<Option<Page>, FeedError> {
         let ctx = Ctx {
             feed,
             id: None,
             what: "only feeds and sorted feeds can be read here",
         };
-        let reply = self
-            .invoke(&self.scripts.snapshot, feed, &[])
-            .await
-            .map_err(|e| ctx.error(e))?;
+        let mut args = vec![first.to_string(), count.to_string()];
+        if let Some(pin) = pin {
+            args.extend([pin.epoch, pin.rev, pin.total, pin.publishes].map(|n| n.to_string()));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let reply = match self.invoke(&self.scripts.snapshot, feed, &args).await {
+            Ok(reply) => reply,
+            Err(err) if err.code() == Some("CHANGED") => return Ok(None),
+            Err(err) => return Err(ctx.error(err)),
+        };
         let d = Decoder { feed };
-        d.snapshot(d.array(&reply, "snapshot reply")?)
+        d.snapshot_page(d.array(&reply, "snapshot reply")?)
+            .map(Some)
+    }
+
+    /// The pages after `first`, at the state `first` was read at; `None`
+    /// when the feed changed in between.
+    async fn rest_of_snapshot(
+        &self,
+        feed: &FeedName,
+        first: Page,
+    ) -> Result<Option<Snapshot>, FeedError> {
+        let Page {
+            mut snapshot,
+            ids: mut read,
+            pin,
+        } = first;
+        let Some(pin) = pin else {
+            return Ok(Some(snapshot));
+        };
+        while read < pin.total {
+            let Some(next) = self
+                .snapshot_page(feed, read, SNAPSHOT_PAGE, Some(pin))
+                .await?
+            else {
+                return Ok(None);
+            };
+            if next.ids == 0 {
+                return Ok(None);
+            }
+            read += next.ids;
+            snapshot.items.extend(next.snapshot.items);
+        }
+        Ok(Some(snapshot))
     }
 
     /// The changes after `from.rev` when `from.epoch` is the feed's epoch and
-    /// the log still reaches back; otherwise a reset with a snapshot.
+    /// the log still reaches back; otherwise a reset with a snapshot. Both
+    /// are read in pages of [`SNAPSHOT_PAGE`] entries or ids.
     pub async fn changes_since(
         &self,
         feed: &FeedName,
         from: FeedPosition,
     ) -> Result<Since, FeedError> {
+        let mut from = from;
+        let mut gathered: Vec<FeedEvent> = Vec::new();
+        loop {
+            match self.since_page(feed, from).await? {
+                SincePage::Changes { epoch, events } => {
+                    let full = events.len() as u64 == SNAPSHOT_PAGE;
+                    if let Some(last) = events.last() {
+                        from = FeedPosition {
+                            epoch,
+                            rev: last.rev,
+                        };
+                    }
+                    gathered.extend(events);
+                    if !full {
+                        return Ok(Since::Changes {
+                            epoch,
+                            events: gathered,
+                        });
+                    }
+                }
+                SincePage::Reset(first) => {
+                    let snapshot = match self.rest_of_snapshot(feed, first).await? {
+                        Some(snapshot) => snapshot,
+                        None => self.snapshot(feed).await?,
+                    };
+                    return Ok(Since::Reset(snapshot));
+                }
+            }
+        }
+    }
+
+    async fn since_page(
+        &self,
+        feed: &FeedName,
+        from: FeedPosition,
+    ) -> Result<SincePage, FeedError> {
         let ctx = Ctx {
             feed,
             id: None,
@@ -522,7 +644,11 @@ impl FeedStore {
             .invoke(
                 &self.scripts.since,
                 feed,
-                &[&from.epoch.to_string(), &from.rev.to_string()],
+                &[
+                    &from.epoch.to_string(),
+                    &from.rev.to_string(),
+                    &SNAPSHOT_PAGE.to_string(),
+                ],
             )
             .await
             .map_err(|e| ctx.error(e))?;
@@ -533,11 +659,11 @@ impl FeedStore {
             .map(|k| d.required_text(k, "since kind"))
             .transpose()?;
         match (kind.as_deref(), parts) {
-            (Some("changes"), [_, epoch, entries]) => Ok(Since::Changes {
+            (Some("changes"), [_, epoch, entries]) => Ok(SincePage::Changes {
                 epoch: d.number(epoch, "epoch")?,
                 events: d.events(entries)?,
             }),
-            (Some("reset"), [_, rest @ ..]) => Ok(Since::Reset(d.snapshot(rest)?)),
+            (Some("reset"), [_, rest @ ..]) => Ok(SincePage::Reset(d.snapshot_page(rest)?)),
             _ => Err(FeedError::Corrupt {
                 feed: feed.to_string(),
                 reason: "since reply: unknown shape".into(),

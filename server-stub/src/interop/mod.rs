@@ -18,15 +18,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use redis::{RedisError, Script, Value};
+use redis::{RedisError, Value};
 use thoonk_protocol::{Epoch, FeedName, Rev};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::feeds::{
     feed_keys, feed_of_change_channel, FeedError, FeedStore, CHANGE_CHANNEL_PATTERN,
-    NEWFEED_CHANNEL, PRELUDE,
+    NEWFEED_CHANNEL,
 };
+use crate::library::{self, Function};
 use crate::redis_target::{RedisConn, RedisTarget};
 
 /// Prefix of the adopter's mirror of a feed (a HASH; see docs/INTEROP.md).
@@ -80,21 +81,18 @@ pub struct Adopted {
 #[derive(Clone)]
 pub struct Adopter {
     conn: RedisConn,
-    script: Arc<Script>,
+    script: Function,
 }
 
 impl Adopter {
-    /// Connects and loads the script (reloaded automatically on NOSCRIPT).
+    /// Connects and loads the function library (loaded again by a call that
+    /// finds a node without it).
     pub async fn open(redis: impl Into<RedisTarget>) -> Result<Adopter, FeedError> {
         let mut conn = redis.into().connect().await?;
-        let script = Script::new(&format!(
-            "{PRELUDE}\n{}",
-            include_str!("../../lua/adopt.lua")
-        ));
-        script.load_async(&mut conn).await?;
+        library::load(&mut conn).await?;
         Ok(Adopter {
             conn,
-            script: Arc::new(script),
+            script: Function::new("adopt"),
         })
     }
 

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::redis_target::{hash_tag, RedisConn, RedisTarget};
-use redis::{AsyncCommands, RedisError, Script, ScriptInvocation};
+use redis::{AsyncCommands, RedisError};
 use serde::Serialize;
 use serde_json::Value as Json;
 use thoonk_protocol::{ChangeId, ChangeRequest, ErrorCode, FeedName, Outcome};
@@ -19,6 +19,7 @@ use super::scripts::Scripts;
 use super::settings::QueueSettings;
 use crate::feeds::{CONFFEED_CHANNEL, NEWFEED_CHANNEL, REGISTRY};
 use crate::gateway::access::User;
+use crate::library::{self, Function, Invocation};
 
 /// What became of a submitted change.
 #[derive(Clone, Debug, PartialEq)]
@@ -154,9 +155,7 @@ impl JobQueue {
         }
         let mut conn = redis.connect().await?;
         let scripts = Scripts::new();
-        for script in scripts.all() {
-            script.load_async(&mut conn).await?;
-        }
+        library::load(&mut conn).await?;
         let keys = queue_keys(queue);
         let kind: Option<String> = conn.hget(&keys[0], "type").await?;
         match kind.as_deref() {
@@ -201,7 +200,7 @@ impl JobQueue {
         &self.scripts
     }
 
-    fn invocation<'a>(&self, script: &'a Script, id: Option<&str>) -> ScriptInvocation<'a> {
+    fn invocation(&self, script: &Function, id: Option<&str>) -> Invocation {
         let mut invocation = script.prepare_invoke();
         for key in self.keys.iter() {
             invocation.key(key);
@@ -214,7 +213,7 @@ impl JobQueue {
 
     async fn invoke<T: redis::FromRedisValue>(
         &self,
-        invocation: ScriptInvocation<'_>,
+        invocation: Invocation,
     ) -> Result<T, RedisError> {
         let mut conn = self.conn.clone();
         invocation.invoke_async(&mut conn).await

@@ -1,52 +1,34 @@
-//! The job layer's Lua scripts (`server-stub/lua/job_*.lua`).
+//! The job layer's functions of the `thoonk` library
+//! (`server-stub/lua/job_*.lua`; see [`crate::library`]).
 
-use redis::Script;
+use crate::library::Function;
 
-use crate::feeds::PRELUDE;
-
-/// One loaded script per operation. The queue scripts are self-contained;
-/// `apply` runs behind the feed layer's prelude and reuses its writes.
+/// One library function per operation. `apply` reuses the feed layer's
+/// writes from the library's prelude.
 pub(crate) struct Scripts {
-    pub submit: Script,
-    pub claim: Script,
-    pub finish: Script,
-    pub fail: Script,
-    pub sweep: Script,
-    pub retry: Script,
-    pub retract: Script,
-    pub edit: Script,
-    pub apply: Script,
+    pub submit: Function,
+    pub claim: Function,
+    pub finish: Function,
+    pub fail: Function,
+    pub sweep: Function,
+    pub retry: Function,
+    pub retract: Function,
+    pub edit: Function,
+    pub apply: Function,
 }
 
 impl Scripts {
     pub fn new() -> Self {
         Self {
-            submit: Script::new(include_str!("../../lua/job_submit.lua")),
-            claim: Script::new(include_str!("../../lua/job_claim.lua")),
-            finish: Script::new(include_str!("../../lua/job_finish.lua")),
-            fail: Script::new(include_str!("../../lua/job_fail.lua")),
-            sweep: Script::new(include_str!("../../lua/job_sweep.lua")),
-            retry: Script::new(include_str!("../../lua/job_retry.lua")),
-            retract: Script::new(include_str!("../../lua/job_retract.lua")),
-            edit: Script::new(include_str!("../../lua/job_edit.lua")),
-            apply: Script::new(&format!(
-                "{PRELUDE}\n{}",
-                include_str!("../../lua/job_apply.lua")
-            )),
+            submit: Function::new("job_submit"),
+            claim: Function::new("job_claim"),
+            finish: Function::new("job_finish"),
+            fail: Function::new("job_fail"),
+            sweep: Function::new("job_sweep"),
+            retry: Function::new("job_retry"),
+            retract: Function::new("job_retract"),
+            edit: Function::new("job_edit"),
+            apply: Function::new("job_apply"),
         }
-    }
-
-    pub fn all(&self) -> [&Script; 9] {
-        [
-            &self.submit,
-            &self.claim,
-            &self.finish,
-            &self.fail,
-            &self.sweep,
-            &self.retry,
-            &self.retract,
-            &self.edit,
-            &self.apply,
-        ]
     }
 }
