@@ -99,7 +99,6 @@ class TaskApp {
     this.lastSync = Number(localStorage.getItem(this.storageKey('last-sync'))) || null;
     this.descriptions = JSON.parse(localStorage.getItem(this.storageKey('changes')) ?? '{}');
     this.offline = localStorage.getItem(this.storageKey('offline')) === 'yes';
-    this.browserOffline = !navigator.onLine;
     this.renderQueued = false;
   }
 
@@ -140,10 +139,6 @@ class TaskApp {
     $('offline-toggle').hidden = false;
     $('work-offline').checked = this.offline;
     $('work-offline').addEventListener('change', (event) => this.setOffline(event.target.checked));
-    // The browser's own offline state: an open WebSocket may outlive it, so
-    // the client is paused as with the toggle.
-    window.addEventListener('offline', () => this.setBrowserOffline(true));
-    window.addEventListener('online', () => this.setBrowserOffline(false));
     if (!this.team) {
       $('no-team').hidden = false;
       $('no-team').textContent = `${this.me.name} is not a member of any team.`;
@@ -177,10 +172,13 @@ class TaskApp {
     $('notices').hidden = false;
     $('mine').hidden = !this.team;
     $('team-tasks').hidden = !this.team;
-    const client = await Client.open({ url: wsUrl, token: this.me.token, dbName: `thoonk-demo:${this.me.name}` });
+    // Working offline: opened without connecting (the client itself notices
+    // when the browser has no network, and says so in its status).
+    const client = await Client.open({
+      url: wsUrl, token: this.me.token, dbName: `thoonk-demo:${this.me.name}`, offline: this.offline,
+    });
     this.client = client;
-    this.paused = this.offline || this.browserOffline;
-    if (this.paused) client.setOnline(false);
+    this.paused = this.offline;
     client.onStatus((status) => {
       this.status = status;
       this.noteSync();
@@ -219,14 +217,9 @@ class TaskApp {
     this.applyConnection();
   }
 
-  setBrowserOffline(offline) {
-    this.browserOffline = offline;
-    this.applyConnection();
-  }
-
-  /** Pauses the connection while working offline or while the browser is offline. */
+  /** Pauses the connection while working offline. */
   applyConnection() {
-    const paused = this.offline || this.browserOffline;
+    const paused = this.offline;
     if (!this.client || paused === this.paused) return;
     this.paused = paused;
     this.client.setOnline(!paused);

@@ -167,7 +167,7 @@ test('offline changes show as pending, survive a reload and are applied exactly 
   const context = bob.context();
 
   await context.setOffline(true);
-  await status(bob).filter({ hasText: /^offline/ }).waitFor(WAIT);
+  await status(bob).filter({ hasText: /^offline.* · no network$/ }).waitFor(WAIT);
   await addTask(bob, 'Buy stamps');
   await task(myTasks(bob), 'Water the plants').getByRole('checkbox').check();
   await task(myTasks(bob), 'Water the plants').getByText('pending').waitFor(WAIT);
@@ -253,9 +253,9 @@ test('concurrent offline edits of one task: different fields merge, the same fie
 
   // Both offline: bob through the page's toggle, ann through the browser.
   await bob.getByLabel('Work offline').check();
-  await status(bob).filter({ hasText: /^offline/ }).waitFor(WAIT);
+  await status(bob).filter({ hasText: /^offline.* · you chose to work offline$/ }).waitFor(WAIT);
   await ann.context().setOffline(true);
-  await status(ann).filter({ hasText: /^offline/ }).waitFor(WAIT);
+  await status(ann).filter({ hasText: /^offline.* · no network$/ }).waitFor(WAIT);
 
   // bob renames the task, ann completes it.
   const bobRow = task(myTasks(bob), 'Plan the offsite');
