@@ -503,7 +503,11 @@ class TaskApp {
       const state = to ? 'pending' : task.state;
       const badges = [];
       if (state === 'pending') badges.push(el('span', { class: 'badge pending' }, to ? `moving to ${to}…` : 'pending'));
-      if (task.state === 'rejected') badges.push(el('span', { class: 'badge rejected' }, 'not saved'));
+      // The row shows the server's version: the badge speaks of the user's own change.
+      if (task.state === 'rejected') {
+        const waiting = rejected?.status === 'unresolved';
+        badges.push(el('span', { class: 'badge rejected' }, waiting ? 'your change: choose below' : 'your change was not saved'));
+      }
       const parts = [];
       if (this.editing?.feed === feed && this.editing?.id === id) {
         parts.push(el('form', { class: 'edit' }, [
@@ -531,7 +535,7 @@ class TaskApp {
           el('button', { type: 'button', 'data-action': 'delete', 'aria-label': `Delete “${title}”`, class: 'danger', 'data-focus': `${key}|delete` }, 'Delete'),
         ]));
       }
-      if (rejected) {
+      if (rejected && rejected.status !== 'unresolved') {
         parts.push(el('p', { class: 'reason' }, [
           `Not saved: ${outcomeReason(rejected)} `,
           el('button', { type: 'button', 'data-action': 'dismiss', 'data-change': task.changes[0] }, 'Dismiss'),
@@ -553,7 +557,7 @@ class TaskApp {
       if (outcome.status === 'unresolved') {
         const { ours, theirs } = outcome.conflict;
         return el('li', { class: 'notice conflict', 'data-change': change }, [
-          el('p', {}, [el('strong', {}, `${what}: conflict.`), ` Someone else changed it too (${outcome.reason}). Which version should stay?`]),
+          el('p', {}, [el('strong', {}, `${what}: conflict.`), ' Someone else changed this task too. Which version should stay?']),
           el('dl', { class: 'versions' }, [
             el('dt', {}, 'Yours'), el('dd', {}, describeTask(ours)),
             el('dt', {}, 'Theirs'), el('dd', {}, describeTask(theirs)),

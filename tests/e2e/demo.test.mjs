@@ -297,6 +297,12 @@ test('concurrent offline edits of one task: different fields merge, the same fie
   await conflict.waitFor(WAIT);
   assert.match(await conflict.textContent(), /Yours“Offsite: Porto”/);
   assert.match(await conflict.textContent(), /Theirs“Offsite: Lisbon”/);
+  assert.doesNotMatch(await conflict.textContent(), /\/title/, 'no field paths in what users read');
+  // The row shows the other person's title: its badge says that the user's own
+  // change waits for a choice, not that the shown title was not saved.
+  const row = task(memberTasks(ann, 'bob'), 'Offsite: Lisbon');
+  assert.equal(await row.locator('.badge').textContent(), 'your change: choose below');
+  assert.doesNotMatch(await row.textContent(), /not saved|\/title/);
   await shot(ann, 'demo-conflict');
   await conflict.getByRole('button', { name: 'Keep mine' }).click();
   await synced(ann);
