@@ -583,10 +583,19 @@ class TaskApp {
     $('notice-list').replaceChildren(...notices);
   }
 
+  /** The task a change is about, by its title. */
+  taskOf(op) {
+    const feed = op?.feed ?? op?.payload?.feed;
+    const id = op?.id ?? op?.payload?.id;
+    const title = op?.item?.title
+      ?? (feed === undefined ? undefined : this.client.items(feed).find((item) => item.id === id)?.item?.title);
+    return title === undefined ? 'a task' : `“${title}”`;
+  }
+
   renderInspector(status) {
     const outbox = this.client.outbox();
-    $('outbox').replaceChildren(...(outbox.length ? outbox.map((entry) => el('tr', {}, [
-      el('td', {}, el('code', {}, entry.id)),
+    $('outbox').replaceChildren(...(outbox.length ? outbox.map((entry) => el('tr', { 'data-change': entry.id }, [
+      el('td', {}, this.taskOf(entry.op)),
       el('td', {}, describeOp(entry.op)),
       el('td', {}, entry.accepted ? 'accepted' : entry.conflicts ? `${entry.conflicts} conflict(s)` : 'waiting'),
     ])) : [el('tr', {}, el('td', { colspan: 3, class: 'empty' }, 'empty: nothing waiting'))]));
@@ -610,10 +619,11 @@ function describeTask(task) {
   return `“${task.title}”${task.done ? ', done' : ', not done'}`;
 }
 
+/** A waiting change in words. */
 function describeOp(op) {
   if (!op) return '';
-  if (op.kind === 'action') return `${op.name} ${op.payload?.id ?? ''}${op.payload?.to ? ` → ${op.payload.to}` : ''}`;
-  return `${op.kind} ${op.id ?? ''} in ${op.feed}`;
+  if (op.kind === 'action') return op.payload?.to ? `hand over to ${op.payload.to}` : op.name.replaceAll('_', ' ');
+  return { publish: 'new task', edit: 'changed', retract: 'deleted', move: 'moved' }[op.kind] ?? op.kind;
 }
 
 await init();

@@ -183,6 +183,10 @@ test('offline changes show as pending, survive a reload and are applied exactly 
   assert.equal(await task(myTasks(bob), 'Water the plants').getByRole('checkbox').isChecked(), true);
   await bob.locator('#inspector summary').click();
   assert.equal(await bob.locator('#outbox tr').count(), 2);
+  // The inspector lists the waiting changes by task, in words.
+  assert.deepEqual(await bob.locator('#outbox tr').evaluateAll((rows) => rows.map((row) => row.cells[0].textContent)),
+    ['“Buy stamps”', '“Water the plants”']);
+  assert.doesNotMatch(await bob.locator('#outbox').textContent(), /[0-9a-f]{8,}:\d|publish|edit /);
   await shot(bob, 'demo-offline-reloaded');
 
   await context.setOffline(false);
