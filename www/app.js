@@ -276,13 +276,13 @@ class TaskApp {
     const task = this.task(feed, id);
     if (!task) return;
     const title = task.item.title;
-    this.track(`${done ? 'Complete' : 'Reopen'} “${title}”`, this.client.edit(feed, id, { ...task.item, done }));
+    this.track(`${done ? 'Complete' : 'Reopen'} “${title}”`, this.client.edit(feed, id, { ...plain(task.item), done }));
   }
 
   rename(feed, id, title) {
     const task = this.task(feed, id);
     if (!task || !title || title === task.item.title) return;
-    this.track(`Rename “${task.item.title}” to “${title}”`, this.client.edit(feed, id, { ...task.item, title }));
+    this.track(`Rename “${task.item.title}” to “${title}”`, this.client.edit(feed, id, { ...plain(task.item), title }));
   }
 
   remove(feed, id) {
@@ -427,7 +427,9 @@ class TaskApp {
     } else if (theirs === null) {
       this.track(what, this.client.publish(feed, ours, id, 'end'));
     } else {
-      this.track(what, this.client.edit(feed, id, ours));
+      // The task says who kept which version over whose, for the others to see.
+      const keptOver = { by: this.me.name, title: theirs.title };
+      this.track(what, this.client.edit(feed, id, { ...plain(ours), keptOver }));
     }
   }
 
@@ -535,6 +537,10 @@ class TaskApp {
           el('button', { type: 'button', 'data-action': 'delete', 'aria-label': `Delete “${title}”`, class: 'danger', 'data-focus': `${key}|delete` }, 'Delete'),
         ]));
       }
+      const { keptOver } = item ?? {};
+      if (keptOver && keptOver.by !== this.me.name) {
+        parts.push(el('p', { class: 'reason' }, `${keptOver.by} kept their version over “${keptOver.title}”.`));
+      }
       if (rejected && rejected.status !== 'unresolved') {
         parts.push(el('p', { class: 'reason' }, [
           `Not saved: ${outcomeReason(rejected)} `,
@@ -617,6 +623,12 @@ function describeTask(task) {
   if (task === null || task === undefined) return 'deleted';
   if (typeof task !== 'object') return JSON.stringify(task);
   return `“${task.title}”${task.done ? ', done' : ', not done'}`;
+}
+
+/** A task's own fields, without the note of a conflict settled earlier. */
+function plain(task) {
+  const { keptOver, ...rest } = task ?? {};
+  return rest;
 }
 
 /** A waiting change in words. */

@@ -311,8 +311,12 @@ test('concurrent offline edits of one task: different fields merge, the same fie
   await conflict.getByRole('button', { name: 'Keep mine' }).click();
   await synced(ann);
   await task(myTasks(bob), 'Offsite: Porto').waitFor(WAIT);
+  // Bob, whose rename was overwritten, is told who chose which version.
+  await task(myTasks(bob), 'Offsite: Porto').getByText('ann kept their version over “Offsite: Lisbon”.').waitFor(WAIT);
+  await shot(bob, 'demo-kept-over');
   const items = await serverFeed(stack, feedOf('bob'), (f) => f.items[0]?.item.title === 'Offsite: Porto');
-  assert.deepEqual(items.items.map((i) => i.item), [{ title: 'Offsite: Porto', done: true }]);
+  assert.deepEqual(items.items.map((i) => i.item),
+    [{ title: 'Offsite: Porto', done: true, keptOver: { by: 'ann', title: 'Offsite: Lisbon' } }]);
   assert.equal(await ann.getByRole('listitem').filter({ hasText: 'conflict' }).count(), 0);
 });
 
