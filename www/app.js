@@ -562,6 +562,15 @@ class TaskApp {
       const what = this.descriptions[change] ?? `Change ${change}`;
       if (outcome.status === 'unresolved') {
         const { ours, theirs } = outcome.conflict;
+        if (theirs === null && ours !== null) {
+          // Deleted by someone else while this user changed it.
+          return el('li', { class: 'notice conflict', 'data-change': change }, [
+            el('p', {}, [el('strong', {}, `${what}: not saved,`), ' because someone else deleted the task meanwhile.']),
+            el('button', { type: 'button', 'data-change': change, 'data-action': 'mine' }, 'Restore it'),
+            ' ',
+            el('button', { type: 'button', 'data-change': change, 'data-action': 'theirs' }, 'Leave it deleted'),
+          ]);
+        }
         return el('li', { class: 'notice conflict', 'data-change': change }, [
           el('p', {}, [el('strong', {}, `${what}: conflict.`), ' Someone else changed this task too. Which version should stay?']),
           el('dl', { class: 'versions' }, [

@@ -320,6 +320,33 @@ test('concurrent offline edits of one task: different fields merge, the same fie
   assert.equal(await ann.getByRole('listitem').filter({ hasText: 'conflict' }).count(), 0);
 });
 
+test('a rename of a task someone else deleted says so in words and offers to restore it', async (t) => {
+  const stack = await setup(t);
+  const bob = await stack.signIn('bob');
+  const ann = await stack.signIn('ann');
+  await addTask(bob, 'Book the venue');
+  await synced(bob);
+  await task(memberTasks(ann, 'bob'), 'Book the venue').waitFor(WAIT);
+
+  await bob.getByLabel('Work offline').check();
+  await status(bob).filter({ hasText: /^offline/ }).waitFor(WAIT);
+  await task(myTasks(bob), 'Book the venue').getByRole('button', { name: /^Edit/ }).click();
+  await bob.getByLabel('Title of “Book the venue”').fill('Book the hall');
+  await bob.keyboard.press('Enter');
+  await task(memberTasks(ann, 'bob'), 'Book the venue').getByRole('button', { name: /^Delete/ }).click();
+  await synced(ann);
+  await bob.getByLabel('Work offline').uncheck();
+
+  const notice = bob.locator('#notice-list li').filter({ hasText: 'Book the hall' });
+  await notice.getByText('someone else deleted the task meanwhile').waitFor(WAIT);
+  assert.doesNotMatch(await notice.textContent(), /not_found|\bi[0-9a-f]{16}\b|:\d|Theirs/);
+  await shot(bob, 'demo-deleted-meanwhile');
+  await notice.getByRole('button', { name: 'Restore it' }).click();
+  await task(myTasks(bob), 'Book the hall').and(bob.locator('[data-state="confirmed"]')).waitFor(WAIT);
+  await task(memberTasks(ann, 'bob'), 'Book the hall').waitFor(WAIT);
+  assert.equal(await bob.locator('#notice-list li').count(), 0);
+});
+
 test('a change rejected after the user left the team is shown with its reason, also after a reload', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'thoonk-demo-config-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
