@@ -4,6 +4,8 @@
 import { StrictMode, useMemo, useState, useSyncExternalStore, type FormEvent } from 'react';
 import { createRoot } from 'react-dom/client';
 import init, { Client, isSyncError, type Item, type Status } from 'thoonk-sync';
+// The module's URL through the bundler (also under `vite dev`, which pre-bundles the package).
+import wasmUrl from 'thoonk-sync/thoonk_sync_bg.wasm?url';
 
 interface Task {
   title: string;
@@ -79,7 +81,7 @@ function Tasks({ client }: { client: Client }) {
   );
 }
 
-await init();
+await init({ module_or_path: wasmUrl });
 const client = await Client.open({ url: server, token: user, dbName: `example-${user}` });
 const root = document.getElementById('root');
 if (!root) throw new Error('#root is missing');

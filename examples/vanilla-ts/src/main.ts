@@ -1,6 +1,8 @@
 // A task list on thoonk-sync: every user of the same feed sees the same
 // tasks, live, and changes made offline are sent when the connection returns.
 import init, { Client, isSyncError, type Item, type Status } from 'thoonk-sync';
+// The module's URL through the bundler (also under `vite dev`, which pre-bundles the package).
+import wasmUrl from 'thoonk-sync/thoonk_sync_bg.wasm?url';
 
 interface Task {
   title: string;
@@ -42,7 +44,7 @@ function render(client: Client): void {
   }));
 }
 
-await init();
+await init({ module_or_path: wasmUrl });
 const client = await Client.open({ url: server, token: user, dbName: `example-${user}` });
 client.onStatus(showStatus);
 showStatus(client.status());
