@@ -27,31 +27,38 @@ export interface ClientOptions {
   dbName: string;
   /** Settles conflicts the default three-way merge cannot. */
   resolveConflict?: (conflict: Conflict) => Resolution | undefined;
+  /** Opens without connecting, as after `setOnline(false)`: nothing is sent until `setOnline(true)`. */
+  offline?: boolean;
 }
-/** An item as the app sees it. */
-export interface Item {
+/** An item as the app sees it; `T` is the app's type of its value. */
+export interface Item<T = unknown> {
+  /** The item's id: what `edit`, `retract` and `move` take. */
   id: string;
-  item: unknown;
+  item: T;
   /** The feed revision of its last confirmed change (0 while only local). */
   rev: number;
   state: "confirmed" | "pending" | "rejected";
-  /** The local changes laid over it (pending) or the one that failed (rejected). */
+  /** The ids of the local changes laid over it (pending) or of the one that failed (rejected). */
   changes: string[];
 }
 /** What changed in one feed. */
-export interface FeedChange {
+export interface FeedChange<T = unknown> {
   feed: string;
   /** Items that appeared or changed (value or state). */
-  changed: Item[];
+  changed: Item<T>[];
   /** Ids of items that disappeared. */
   removed: string[];
   /** The full order of ids, when it changed other than by appends and removals. */
   order: string[] | null;
 }
 export type Position = "begin" | "end" | { before: string } | { after: string };
+/** Why the server refused a change (the protocol's error codes). */
+export type RejectionCode =
+  | "unauthorized" | "forbidden" | "bad_request" | "too_large" | "unsupported_version"
+  | "rate_limited" | "not_found" | "internal" | "expired";
 export type Outcome =
   | { status: "accepted"; result: unknown; revs: Record<string, number> }
-  | { status: "rejected"; code: string; message: string }
+  | { status: "rejected"; code: RejectionCode; message: string }
   | { status: "conflict_resolved"; resolution: "kept_theirs" | "kept_ours" | "merged" | "dropped_ours"; result: unknown; revs: Record<string, number> }
   | { status: "unresolved"; conflict: Conflict; reason: string };
 export interface Conflict {
@@ -61,10 +68,21 @@ export interface Conflict {
 /** What a conflict resolver returns: keep the server's value, keep ours, a merged value, drop ours, or leave it unresolved. */
 export type Resolution = "theirs" | "ours" | "drop" | { merged: unknown } | { unresolved: string };
 /** A change the client made: durably queued; `outcome` settles when the server decided. */
-export interface PendingChange { id: string; outcome: Promise<Outcome>; }
+export interface PendingChange {
+  /** The change's id (what `onOutcome`, `dismissOutcome` and `outbox()` name), not an item id. */
+  id: string;
+  outcome: Promise<Outcome>;
+}
+/** What `publish` gives: the change, and the id of the item it creates. */
+export interface PublishedChange extends PendingChange {
+  /** The new item's id: what `edit`, `retract`, `move` and `items()` use. */
+  itemId: string;
+}
 export interface OutcomeEvent { id: string; outcome: Outcome; }
 export interface Status {
   connection: "offline" | "connecting" | "online" | "unauthorized" | "stopped";
+  /** Why the client is offline (`connection` is `"offline"`): the app chose it (`setOnline(false)` or `offline: true`), the browser has no network, or the server did not answer. `null` otherwise. */
+  offlineReason: "user" | "network" | "unreachable" | null;
   /** Whether the server can reach its storage: while `unavailable`, changes stay pending (the user's own offline mode is `connection`). */
   server: "available" | "unavailable";
   /** Local changes not yet confirmed. */
@@ -75,6 +93,8 @@ export interface Status {
   storageError: string | null;
   /** Set when IndexedDB was found empty although this browser ran a client on it before. */
   storageWiped: StorageWiped | null;
+  /** Whether this tab holds the database and connection (`leader`), goes through the tab that does (`follower`), or was closed. */
+  tab: "leader" | "follower" | "closed";
 }
 /** The database was wiped (e.g. evicted by the browser) since the last run. */
 export interface StorageWiped {
@@ -84,6 +104,52 @@ export interface StorageWiped {
   lostChanges: string[];
 }
 export interface OutboxEntry { id: string; op: unknown; createdAt: number; conflicts: number; accepted: boolean; }
+/** The `code` of an error the client throws or a promise of it rejects with. */
+export type ErrorCode =
+  | "bad_request" | "storage" | "server" | "unsupported_version" | "resolver" | "too_large" | "closed";
+/** What the client throws: an `Error` with a machine-readable `code` (see `isSyncError`). */
+export interface SyncError extends Error { code: ErrorCode; }
+export interface Client {
+  /**
+   * Follows a feed or pattern (`team:353:member:*:tasks`); `onChange` hears
+   * every change of a matching feed. Returns a function that unsubscribes.
+   * `T` is the app's type of the items' values (not checked at run time).
+   */
+  subscribe<T = unknown>(pattern: string, onChange: (change: FeedChange<T>) => void): () => void;
+  /**
+   * The items of `feed` as the app should show them: confirmed values with
+   * pending local changes laid over them, in feed order.
+   */
+  items<T = unknown>(feed: string): Item<T>[];
+  /**
+   * Publishes `item` to `feed` under `id` (generated when absent), at
+   * `position` (the end when absent). Resolves once the change is durably
+   * queued, with the change's id and the new item's `itemId`.
+   */
+  publish<T>(feed: string, item: T, id?: string | null, position?: Position | null): Promise<PublishedChange>;
+  /** Replaces the value of item `id` in `feed`. */
+  edit<T>(feed: string, id: string, item: T): Promise<PendingChange>;
+  /**
+   * Submits the named application action `name` with `payload` (a worker on
+   * the server validates it and applies it to one or more feeds atomically).
+   */
+  action<P>(name: string, payload: P): Promise<PendingChange>;
+  /**
+   * The items of the feeds `feedOrPattern` names, as a store for UI
+   * frameworks (React's `useSyncExternalStore(view.subscribe, view.getSnapshot)`,
+   * Svelte stores). Its functions work unbound.
+   */
+  view<T = unknown>(feedOrPattern: string): FeedView<T>;
+}
+/** Each matching feed's items, frozen; a new object only when some item changed. */
+export type ViewSnapshot<T = unknown> = Readonly<Record<string, readonly Readonly<Item<T>>[]>>;
+/** What `client.view` returns. */
+export interface FeedView<T = unknown> {
+  /** Calls `listener` after each change of the snapshot; returns the function that stops it. */
+  subscribe(listener: () => void): () => void;
+  /** The current snapshot: the same object until the items change. */
+  getSnapshot(): ViewSnapshot<T>;
+}
 "#;
 
 #[wasm_bindgen]
@@ -97,9 +163,6 @@ extern "C" {
     /// `() => void` in TypeScript.
     #[wasm_bindgen(typescript_type = "() => void")]
     pub type Unsubscribe;
-    /// `Item[]` in TypeScript.
-    #[wasm_bindgen(typescript_type = "Item[]")]
-    pub type Items;
     /// `Promise<PendingChange>` in TypeScript.
     #[wasm_bindgen(typescript_type = "Promise<PendingChange>")]
     pub type PendingChangePromise;
@@ -125,9 +188,35 @@ extern "C" {
 
 /// Builds a JS `Error` carrying a machine-readable `code`.
 pub(crate) fn js_error(code: &str, message: impl std::fmt::Display) -> JsValue {
+    debug_assert!(
+        ERROR_CODES.contains(&code),
+        "error code {code} is not in ErrorCode"
+    );
     let error = js_sys::Error::new(&message.to_string());
     let _ = js_sys::Reflect::set(&error, &"code".into(), &code.into());
     error.into()
+}
+
+/// The codes of the errors the client throws (`ErrorCode` in TypeScript).
+const ERROR_CODES: [&str; 7] = [
+    "bad_request",
+    "storage",
+    "server",
+    "unsupported_version",
+    "resolver",
+    "too_large",
+    "closed",
+];
+
+/// Whether `error` is an error the client threw (or rejected a promise
+/// with): an `Error` whose `code` is one of `ErrorCode`.
+#[wasm_bindgen(js_name = isSyncError, unchecked_return_type = "error is SyncError")]
+pub fn is_sync_error(#[wasm_bindgen(unchecked_param_type = "unknown")] error: JsValue) -> bool {
+    error.is_instance_of::<js_sys::Error>()
+        && js_sys::Reflect::get(&error, &"code".into())
+            .ok()
+            .and_then(|code| code.as_string())
+            .is_some_and(|code| ERROR_CODES.contains(&code.as_str()))
 }
 
 /// A core error as a JS `Error` with its code.
@@ -229,6 +318,8 @@ struct Options {
     #[serde(default)]
     token: Option<String>,
     db_name: String,
+    #[serde(default)]
+    offline: bool,
 }
 
 /// 64 random bits from the browser.
@@ -280,13 +371,20 @@ impl Client {
             token: RefCell::new(token),
             get_token,
             resolver,
+            offline: options.offline,
         })
         .await?;
+        if options.offline {
+            // A following tab asks the leading one (which holds the connection).
+            tab.set_paused(true);
+        }
         Ok(Client { tab })
     }
 
     /// Follows a feed or pattern (`team:353:member:*:tasks`); `onChange` hears
     /// every change of a matching feed. Returns a function that unsubscribes.
+    /// (Typed, generic over the item, in the `Client` interface above.)
+    #[wasm_bindgen(skip_typescript)]
     pub fn subscribe(&self, pattern: String, on_change: OnChange) -> Result<Unsubscribe, JsValue> {
         let pattern = FeedPattern::new(pattern).map_err(|err| js_error("bad_request", err))?;
         let on_change: js_sys::Function = JsValue::from(on_change)
@@ -307,9 +405,18 @@ impl Client {
 
     /// The items of `feed` as the app should show them: confirmed values with
     /// pending local changes laid over them, in feed order.
-    pub fn items(&self, feed: String) -> Result<Items, JsValue> {
+    #[wasm_bindgen(skip_typescript)]
+    pub fn items(&self, feed: String) -> Result<JsValue, JsValue> {
         let feed = feed_name(feed)?;
-        Ok(to_js(&self.tab.items(&feed)).unchecked_into())
+        Ok(to_js(&self.tab.items(&feed)))
+    }
+
+    /// The items of the feeds `pattern` names as a store for UI frameworks
+    /// (`{ subscribe, getSnapshot }`, typed in the `Client` interface above).
+    #[wasm_bindgen(skip_typescript)]
+    pub fn view(&self, pattern: String) -> Result<JsValue, JsValue> {
+        let pattern = FeedPattern::new(pattern).map_err(|err| js_error("bad_request", err))?;
+        Ok(crate::view::view(&self.tab, pattern))
     }
 
     /// The mirrored revision of `feed`, or `undefined` when it is not mirrored yet.
@@ -319,11 +426,13 @@ impl Client {
     }
 
     /// Publishes `item` to `feed` under `id` (generated when absent), at
-    /// `position` (the end when absent).
+    /// `position` (the end when absent). Resolves with the change's `id` and
+    /// the new item's `itemId`.
+    #[wasm_bindgen(skip_typescript)]
     pub fn publish(
         &self,
         feed: String,
-        #[wasm_bindgen(unchecked_param_type = "Json")] item: JsValue,
+        item: JsValue,
         id: Option<String>,
         position: Option<PositionJs>,
     ) -> Result<PendingChangePromise, JsValue> {
@@ -336,20 +445,25 @@ impl Client {
         let position = position
             .map(|p| from_js::<Position>(p.into(), "position"))
             .transpose()?;
-        self.change(Operation::Publish {
-            feed,
-            id,
-            item,
-            position,
-        })
+        let item_id = id.as_str().to_owned();
+        self.submit(
+            Operation::Publish {
+                feed,
+                id,
+                item,
+                position,
+            },
+            Some(item_id),
+        )
     }
 
     /// Replaces the value of item `id` in `feed`.
+    #[wasm_bindgen(skip_typescript)]
     pub fn edit(
         &self,
         feed: String,
         id: String,
-        #[wasm_bindgen(unchecked_param_type = "Json")] item: JsValue,
+        item: JsValue,
     ) -> Result<PendingChangePromise, JsValue> {
         let op = Operation::Edit {
             feed: feed_name(feed)?,
@@ -386,11 +500,8 @@ impl Client {
 
     /// Submits the named application action `name` with `payload` (a worker on
     /// the server validates it and applies it to one or more feeds atomically).
-    pub fn action(
-        &self,
-        name: String,
-        #[wasm_bindgen(unchecked_param_type = "Json")] payload: JsValue,
-    ) -> Result<PendingChangePromise, JsValue> {
+    #[wasm_bindgen(skip_typescript)]
+    pub fn action(&self, name: String, payload: JsValue) -> Result<PendingChangePromise, JsValue> {
         let op = Operation::Action {
             name,
             payload: from_js(payload, "payload")?,
@@ -399,6 +510,16 @@ impl Client {
     }
 
     fn change(&self, op: Operation) -> Result<PendingChangePromise, JsValue> {
+        self.submit(op, None)
+    }
+
+    /// Queues `op`; the promise resolves with `{ id, outcome }` (and
+    /// `itemId`, when given) once it is durably queued.
+    fn submit(
+        &self,
+        op: Operation,
+        item_id: Option<String>,
+    ) -> Result<PendingChangePromise, JsValue> {
         let tab = self.tab.clone();
         let promise = wasm_bindgen_futures::future_to_promise(async move {
             let id = tab.change(op).await?;
@@ -412,6 +533,9 @@ impl Client {
             let pending = js_sys::Object::new();
             js_sys::Reflect::set(&pending, &"id".into(), &id.0.as_str().into())?;
             js_sys::Reflect::set(&pending, &"outcome".into(), &outcome)?;
+            if let Some(item_id) = item_id {
+                js_sys::Reflect::set(&pending, &"itemId".into(), &item_id.into())?;
+            }
             Ok(pending.into())
         });
         Ok(promise.unchecked_into())

@@ -53,6 +53,21 @@ struct StatusJs {
     storage_error: Option<String>,
     storage_wiped: Option<StorageMarker>,
     tab: &'static str,
+    offline_reason: Option<&'static str>,
+}
+
+/// Why the client is offline, while its `connection` is: the app chose it
+/// (`paused`), the browser has no network, or the server did not answer.
+fn offline_reason(connection: &str, paused: bool) -> Option<&'static str> {
+    if connection != "offline" {
+        None
+    } else if paused {
+        Some("user")
+    } else if web_sys::window().is_some_and(|window| !window.navigator().on_line()) {
+        Some("network")
+    } else {
+        Some("unreachable")
+    }
 }
 
 #[derive(Serialize)]
@@ -332,17 +347,19 @@ impl Leader {
         self.outcome_events().iter().map(outcome_js).collect()
     }
 
-    /// The status as `status()` shows it.
-    pub fn status(&self) -> Value {
+    /// The status as `status()` shows it (`paused`: the app works offline).
+    pub fn status(&self, paused: bool) -> Value {
         self.shell.with_core(|core| {
+            let connection = match core.status() {
+                Status::Offline => "offline",
+                Status::Connecting => "connecting",
+                Status::Online => "online",
+                Status::Unauthorized => "unauthorized",
+                Status::Stopped { .. } => "stopped",
+            };
             json_value(&StatusJs {
-                connection: match core.status() {
-                    Status::Offline => "offline",
-                    Status::Connecting => "connecting",
-                    Status::Online => "online",
-                    Status::Unauthorized => "unauthorized",
-                    Status::Stopped { .. } => "stopped",
-                },
+                connection,
+                offline_reason: offline_reason(connection, paused),
                 server: core.server_state().as_str(),
                 pending: core.pending().len(),
                 feeds: core
@@ -385,9 +402,9 @@ impl Leader {
     }
 
     /// Status and outbox, as followers get them.
-    pub fn shared_state(&self) -> SharedState {
+    pub fn shared_state(&self, paused: bool) -> SharedState {
         SharedState {
-            status: serde_json::from_value(self.status()).unwrap_or_default(),
+            status: serde_json::from_value(self.status(paused)).unwrap_or_default(),
             outbox: self.outbox_entries(),
         }
     }
@@ -494,11 +511,11 @@ impl AppHooks for LeaderHooks {
         };
         let Some((status, state)) = with_leader(&tab, |leader| {
             leader.write_marker();
-            let state = leader.shared_state();
+            let state = leader.shared_state(tab.paused.get());
             let text = serde_json::to_string(&state).unwrap_or_default();
             let changed = leader.last_state.borrow().as_deref() != Some(text.as_str());
             *leader.last_state.borrow_mut() = Some(text);
-            (leader.status(), changed.then_some(state))
+            (leader.status(tab.paused.get()), changed.then_some(state))
         }) else {
             return;
         };

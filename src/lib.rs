@@ -20,6 +20,8 @@ mod socket;
 mod tab;
 #[cfg(target_arch = "wasm32")]
 mod tabs;
+#[cfg(target_arch = "wasm32")]
+mod view;
 
 #[cfg(target_arch = "wasm32")]
 pub use client::{Client, ClientOptions, OnChange};

@@ -175,6 +175,8 @@ pub struct TabOptions {
     pub get_token: Option<js_sys::Function>,
     /// The app's conflict resolver.
     pub resolver: Option<js_sys::Function>,
+    /// Opens working offline (as after `setOnline(false)`).
+    pub offline: bool,
 }
 
 /// How long `Client.open` in a following tab waits for the leader's welcome.
@@ -244,13 +246,14 @@ impl Tab {
     pub async fn open(options: TabOptions) -> Result<Rc<Self>, JsValue> {
         let (ready_tx, ready_rx) = oneshot::channel();
         let id = format!("t{:012x}", crate::client::random_seed() >> 16);
+        let paused = options.offline;
         let tab = Rc::new(Self {
             machine: RefCell::new(TabMachine::new(id.clone())),
             id,
             options,
             callbacks: Callbacks::default(),
             leader: RefCell::default(),
-            paused: Cell::new(false),
+            paused: Cell::new(paused),
             channel: RefCell::default(),
             lead: RefCell::default(),
             timer: RefCell::default(),
@@ -391,11 +394,10 @@ impl Tab {
                 }
             }
             TabEvent::Welcome { to } => {
-                let answer = self
-                    .leader
-                    .borrow()
-                    .as_ref()
-                    .map(|leader| (leader.shared_state(), leader.outcome_events()));
+                let answer = self.leader.borrow().as_ref().map(|leader| {
+                    let state = leader.shared_state(self.paused.get());
+                    (state, leader.outcome_events())
+                });
                 if let Some((state, outcomes)) = answer {
                     self.machine.borrow_mut().welcome(to, state, outcomes);
                 }
@@ -501,7 +503,8 @@ impl Tab {
         };
         if self.role() == Role::Following {
             let views = leader.followed_views(&self.machine.borrow());
-            let (state, outcomes) = (leader.shared_state(), leader.outcome_events());
+            let state = leader.shared_state(self.paused.get());
+            let outcomes = leader.outcome_events();
             self.machine
                 .borrow_mut()
                 .stepped_aside(state, outcomes, views);
@@ -649,7 +652,7 @@ impl Tab {
     /// The status as `status()` shows it.
     pub fn status(&self) -> Value {
         if let Some(leader) = self.leader.borrow().as_ref() {
-            return leader.status();
+            return leader.status(self.paused.get());
         }
         match self.machine.borrow().follower_status() {
             Some(status) => {
@@ -660,6 +663,7 @@ impl Tab {
                     ("server", json!("available")),
                     ("storageError", Value::Null),
                     ("storageWiped", Value::Null),
+                    ("offlineReason", Value::Null),
                 ] {
                     if status.get(field).is_none() {
                         status[field] = default;
@@ -668,7 +672,7 @@ impl Tab {
                 status
             }
             None => {
-                json!({ "connection": "stopped", "server": "available", "pending": 0, "feeds": {}, "storageError": null, "storageWiped": null, "tab": "closed" })
+                json!({ "connection": "stopped", "offlineReason": null, "server": "available", "pending": 0, "feeds": {}, "storageError": null, "storageWiped": null, "tab": "closed" })
             }
         }
     }

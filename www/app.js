@@ -99,7 +99,6 @@ class TaskApp {
     this.lastSync = Number(localStorage.getItem(this.storageKey('last-sync'))) || null;
     this.descriptions = JSON.parse(localStorage.getItem(this.storageKey('changes')) ?? '{}');
     this.offline = localStorage.getItem(this.storageKey('offline')) === 'yes';
-    this.browserOffline = !navigator.onLine;
     this.renderQueued = false;
   }
 
@@ -140,10 +139,6 @@ class TaskApp {
     $('offline-toggle').hidden = false;
     $('work-offline').checked = this.offline;
     $('work-offline').addEventListener('change', (event) => this.setOffline(event.target.checked));
-    // The browser's own offline state: an open WebSocket may outlive it, so
-    // the client is paused as with the toggle.
-    window.addEventListener('offline', () => this.setBrowserOffline(true));
-    window.addEventListener('online', () => this.setBrowserOffline(false));
     if (!this.team) {
       $('no-team').hidden = false;
       $('no-team').textContent = `${this.me.name} is not a member of any team.`;
@@ -177,10 +172,13 @@ class TaskApp {
     $('notices').hidden = false;
     $('mine').hidden = !this.team;
     $('team-tasks').hidden = !this.team;
-    const client = await Client.open({ url: wsUrl, token: this.me.token, dbName: `thoonk-demo:${this.me.name}` });
+    // Working offline: opened without connecting (the client itself notices
+    // when the browser has no network, and says so in its status).
+    const client = await Client.open({
+      url: wsUrl, token: this.me.token, dbName: `thoonk-demo:${this.me.name}`, offline: this.offline,
+    });
     this.client = client;
-    this.paused = this.offline || this.browserOffline;
-    if (this.paused) client.setOnline(false);
+    this.paused = this.offline;
     client.onStatus((status) => {
       this.status = status;
       this.noteSync();
@@ -219,14 +217,9 @@ class TaskApp {
     this.applyConnection();
   }
 
-  setBrowserOffline(offline) {
-    this.browserOffline = offline;
-    this.applyConnection();
-  }
-
-  /** Pauses the connection while working offline or while the browser is offline. */
+  /** Pauses the connection while working offline. */
   applyConnection() {
-    const paused = this.offline || this.browserOffline;
+    const paused = this.offline;
     if (!this.client || paused === this.paused) return;
     this.paused = paused;
     this.client.setOnline(!paused);
@@ -283,13 +276,13 @@ class TaskApp {
     const task = this.task(feed, id);
     if (!task) return;
     const title = task.item.title;
-    this.track(`${done ? 'Complete' : 'Reopen'} “${title}”`, this.client.edit(feed, id, { ...task.item, done }));
+    this.track(`${done ? 'Complete' : 'Reopen'} “${title}”`, this.client.edit(feed, id, { ...plain(task.item), done }));
   }
 
   rename(feed, id, title) {
     const task = this.task(feed, id);
     if (!task || !title || title === task.item.title) return;
-    this.track(`Rename “${task.item.title}” to “${title}”`, this.client.edit(feed, id, { ...task.item, title }));
+    this.track(`Rename “${task.item.title}” to “${title}”`, this.client.edit(feed, id, { ...plain(task.item), title }));
   }
 
   remove(feed, id) {
@@ -434,7 +427,9 @@ class TaskApp {
     } else if (theirs === null) {
       this.track(what, this.client.publish(feed, ours, id, 'end'));
     } else {
-      this.track(what, this.client.edit(feed, id, ours));
+      // The task says who kept which version over whose, for the others to see.
+      const keptOver = { by: this.me.name, title: theirs.title };
+      this.track(what, this.client.edit(feed, id, { ...plain(ours), keptOver }));
     }
   }
 
@@ -510,7 +505,11 @@ class TaskApp {
       const state = to ? 'pending' : task.state;
       const badges = [];
       if (state === 'pending') badges.push(el('span', { class: 'badge pending' }, to ? `moving to ${to}…` : 'pending'));
-      if (task.state === 'rejected') badges.push(el('span', { class: 'badge rejected' }, 'not saved'));
+      // The row shows the server's version: the badge speaks of the user's own change.
+      if (task.state === 'rejected') {
+        const waiting = rejected?.status === 'unresolved';
+        badges.push(el('span', { class: 'badge rejected' }, waiting ? 'your change: choose below' : 'your change was not saved'));
+      }
       const parts = [];
       if (this.editing?.feed === feed && this.editing?.id === id) {
         parts.push(el('form', { class: 'edit' }, [
@@ -538,7 +537,11 @@ class TaskApp {
           el('button', { type: 'button', 'data-action': 'delete', 'aria-label': `Delete “${title}”`, class: 'danger', 'data-focus': `${key}|delete` }, 'Delete'),
         ]));
       }
-      if (rejected) {
+      const { keptOver } = item ?? {};
+      if (keptOver && keptOver.by !== this.me.name) {
+        parts.push(el('p', { class: 'reason' }, `${keptOver.by} kept their version over “${keptOver.title}”.`));
+      }
+      if (rejected && rejected.status !== 'unresolved') {
         parts.push(el('p', { class: 'reason' }, [
           `Not saved: ${outcomeReason(rejected)} `,
           el('button', { type: 'button', 'data-action': 'dismiss', 'data-change': task.changes[0] }, 'Dismiss'),
@@ -559,8 +562,17 @@ class TaskApp {
       const what = this.descriptions[change] ?? `Change ${change}`;
       if (outcome.status === 'unresolved') {
         const { ours, theirs } = outcome.conflict;
+        if (theirs === null && ours !== null) {
+          // Deleted by someone else while this user changed it.
+          return el('li', { class: 'notice conflict', 'data-change': change }, [
+            el('p', {}, [el('strong', {}, `${what}: not saved,`), ' because someone else deleted the task meanwhile.']),
+            el('button', { type: 'button', 'data-change': change, 'data-action': 'mine' }, 'Restore it'),
+            ' ',
+            el('button', { type: 'button', 'data-change': change, 'data-action': 'theirs' }, 'Leave it deleted'),
+          ]);
+        }
         return el('li', { class: 'notice conflict', 'data-change': change }, [
-          el('p', {}, [el('strong', {}, `${what}: conflict.`), ` Someone else changed it too (${outcome.reason}). Which version should stay?`]),
+          el('p', {}, [el('strong', {}, `${what}: conflict.`), ' Someone else changed this task too. Which version should stay?']),
           el('dl', { class: 'versions' }, [
             el('dt', {}, 'Yours'), el('dd', {}, describeTask(ours)),
             el('dt', {}, 'Theirs'), el('dd', {}, describeTask(theirs)),
@@ -586,10 +598,19 @@ class TaskApp {
     $('notice-list').replaceChildren(...notices);
   }
 
+  /** The task a change is about, by its title. */
+  taskOf(op) {
+    const feed = op?.feed ?? op?.payload?.feed;
+    const id = op?.id ?? op?.payload?.id;
+    const title = op?.item?.title
+      ?? (feed === undefined ? undefined : this.client.items(feed).find((item) => item.id === id)?.item?.title);
+    return title === undefined ? 'a task' : `“${title}”`;
+  }
+
   renderInspector(status) {
     const outbox = this.client.outbox();
-    $('outbox').replaceChildren(...(outbox.length ? outbox.map((entry) => el('tr', {}, [
-      el('td', {}, el('code', {}, entry.id)),
+    $('outbox').replaceChildren(...(outbox.length ? outbox.map((entry) => el('tr', { 'data-change': entry.id }, [
+      el('td', {}, this.taskOf(entry.op)),
       el('td', {}, describeOp(entry.op)),
       el('td', {}, entry.accepted ? 'accepted' : entry.conflicts ? `${entry.conflicts} conflict(s)` : 'waiting'),
     ])) : [el('tr', {}, el('td', { colspan: 3, class: 'empty' }, 'empty: nothing waiting'))]));
@@ -613,10 +634,17 @@ function describeTask(task) {
   return `“${task.title}”${task.done ? ', done' : ', not done'}`;
 }
 
+/** A task's own fields, without the note of a conflict settled earlier. */
+function plain(task) {
+  const { keptOver, ...rest } = task ?? {};
+  return rest;
+}
+
+/** A waiting change in words. */
 function describeOp(op) {
   if (!op) return '';
-  if (op.kind === 'action') return `${op.name} ${op.payload?.id ?? ''}${op.payload?.to ? ` → ${op.payload.to}` : ''}`;
-  return `${op.kind} ${op.id ?? ''} in ${op.feed}`;
+  if (op.kind === 'action') return op.payload?.to ? `hand over to ${op.payload.to}` : op.name.replaceAll('_', ' ');
+  return { publish: 'new task', edit: 'changed', retract: 'deleted', move: 'moved' }[op.kind] ?? op.kind;
 }
 
 await init();

@@ -27,15 +27,26 @@ export function connectionText(connection) {
   }[connection] ?? connection;
 }
 
-/** The status bar: connection, pending count, last sync, and whether another tab syncs for this one. */
-export function showStatus(node, { connection, pending, storageError, tab }, lastSync) {
+/** Why the client is offline, in the user's words. */
+export function offlineReasonText(reason) {
+  return {
+    user: 'you chose to work offline',
+    network: 'no network',
+    unreachable: 'the server does not answer',
+  }[reason];
+}
+
+/** The status bar: connection, pending count, last sync, why it is offline, and whether another tab syncs for this one. */
+export function showStatus(node, { connection, offlineReason, pending, storageError, tab }, lastSync) {
   const parts = [connectionText(connection), `${pending} pending`];
   if (tab === 'follower') parts.push('via another tab');
   if (lastSync !== undefined) parts.push(lastSync ? `last sync ${formatTime(lastSync)}` : 'never synced');
   if (storageError) parts.push(`storage error: ${storageError}`);
+  if (connection === 'offline' && offlineReason) parts.push(offlineReasonText(offlineReason));
   const text = parts.join(' · ');
   if (node.textContent !== text) node.textContent = text; // no repeated announcements
   node.dataset.connection = connection;
+  node.dataset.offlineReason = offlineReason ?? '';
   node.dataset.pending = String(pending);
   node.dataset.tab = tab ?? '';
 }

@@ -167,7 +167,7 @@ test('offline changes show as pending, survive a reload and are applied exactly 
   const context = bob.context();
 
   await context.setOffline(true);
-  await status(bob).filter({ hasText: /^offline/ }).waitFor(WAIT);
+  await status(bob).filter({ hasText: /^offline.* · no network$/ }).waitFor(WAIT);
   await addTask(bob, 'Buy stamps');
   await task(myTasks(bob), 'Water the plants').getByRole('checkbox').check();
   await task(myTasks(bob), 'Water the plants').getByText('pending').waitFor(WAIT);
@@ -183,6 +183,10 @@ test('offline changes show as pending, survive a reload and are applied exactly 
   assert.equal(await task(myTasks(bob), 'Water the plants').getByRole('checkbox').isChecked(), true);
   await bob.locator('#inspector summary').click();
   assert.equal(await bob.locator('#outbox tr').count(), 2);
+  // The inspector lists the waiting changes by task, in words.
+  assert.deepEqual(await bob.locator('#outbox tr').evaluateAll((rows) => rows.map((row) => row.cells[0].textContent)),
+    ['“Buy stamps”', '“Water the plants”']);
+  assert.doesNotMatch(await bob.locator('#outbox').textContent(), /[0-9a-f]{8,}:\d|publish|edit /);
   await shot(bob, 'demo-offline-reloaded');
 
   await context.setOffline(false);
@@ -253,9 +257,9 @@ test('concurrent offline edits of one task: different fields merge, the same fie
 
   // Both offline: bob through the page's toggle, ann through the browser.
   await bob.getByLabel('Work offline').check();
-  await status(bob).filter({ hasText: /^offline/ }).waitFor(WAIT);
+  await status(bob).filter({ hasText: /^offline.* · you chose to work offline$/ }).waitFor(WAIT);
   await ann.context().setOffline(true);
-  await status(ann).filter({ hasText: /^offline/ }).waitFor(WAIT);
+  await status(ann).filter({ hasText: /^offline.* · no network$/ }).waitFor(WAIT);
 
   // bob renames the task, ann completes it.
   const bobRow = task(myTasks(bob), 'Plan the offsite');
@@ -297,13 +301,50 @@ test('concurrent offline edits of one task: different fields merge, the same fie
   await conflict.waitFor(WAIT);
   assert.match(await conflict.textContent(), /Yours“Offsite: Porto”/);
   assert.match(await conflict.textContent(), /Theirs“Offsite: Lisbon”/);
+  assert.doesNotMatch(await conflict.textContent(), /\/title/, 'no field paths in what users read');
+  // The row shows the other person's title: its badge says that the user's own
+  // change waits for a choice, not that the shown title was not saved.
+  const row = task(memberTasks(ann, 'bob'), 'Offsite: Lisbon');
+  assert.equal(await row.locator('.badge').textContent(), 'your change: choose below');
+  assert.doesNotMatch(await row.textContent(), /not saved|\/title/);
   await shot(ann, 'demo-conflict');
   await conflict.getByRole('button', { name: 'Keep mine' }).click();
   await synced(ann);
   await task(myTasks(bob), 'Offsite: Porto').waitFor(WAIT);
+  // Bob, whose rename was overwritten, is told who chose which version.
+  await task(myTasks(bob), 'Offsite: Porto').getByText('ann kept their version over “Offsite: Lisbon”.').waitFor(WAIT);
+  await shot(bob, 'demo-kept-over');
   const items = await serverFeed(stack, feedOf('bob'), (f) => f.items[0]?.item.title === 'Offsite: Porto');
-  assert.deepEqual(items.items.map((i) => i.item), [{ title: 'Offsite: Porto', done: true }]);
+  assert.deepEqual(items.items.map((i) => i.item),
+    [{ title: 'Offsite: Porto', done: true, keptOver: { by: 'ann', title: 'Offsite: Lisbon' } }]);
   assert.equal(await ann.getByRole('listitem').filter({ hasText: 'conflict' }).count(), 0);
+});
+
+test('a rename of a task someone else deleted says so in words and offers to restore it', async (t) => {
+  const stack = await setup(t);
+  const bob = await stack.signIn('bob');
+  const ann = await stack.signIn('ann');
+  await addTask(bob, 'Book the venue');
+  await synced(bob);
+  await task(memberTasks(ann, 'bob'), 'Book the venue').waitFor(WAIT);
+
+  await bob.getByLabel('Work offline').check();
+  await status(bob).filter({ hasText: /^offline/ }).waitFor(WAIT);
+  await task(myTasks(bob), 'Book the venue').getByRole('button', { name: /^Edit/ }).click();
+  await bob.getByLabel('Title of “Book the venue”').fill('Book the hall');
+  await bob.keyboard.press('Enter');
+  await task(memberTasks(ann, 'bob'), 'Book the venue').getByRole('button', { name: /^Delete/ }).click();
+  await synced(ann);
+  await bob.getByLabel('Work offline').uncheck();
+
+  const notice = bob.locator('#notice-list li').filter({ hasText: 'Book the hall' });
+  await notice.getByText('someone else deleted the task meanwhile').waitFor(WAIT);
+  assert.doesNotMatch(await notice.textContent(), /not_found|\bi[0-9a-f]{16}\b|:\d|Theirs/);
+  await shot(bob, 'demo-deleted-meanwhile');
+  await notice.getByRole('button', { name: 'Restore it' }).click();
+  await task(myTasks(bob), 'Book the hall').and(bob.locator('[data-state="confirmed"]')).waitFor(WAIT);
+  await task(memberTasks(ann, 'bob'), 'Book the hall').waitFor(WAIT);
+  assert.equal(await bob.locator('#notice-list li').count(), 0);
 });
 
 test('a change rejected after the user left the team is shown with its reason, also after a reload', async (t) => {
