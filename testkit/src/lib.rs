@@ -301,8 +301,21 @@ impl RedisCluster {
         self.nodes[index].signal("CONT");
     }
 
-    /// The index of a replica of the primary at `index`.
+    /// The index of a replica of the primary at `index`, as the primary
+    /// sees it; asked again for up to 10 s, since a replica that finished its
+    /// first sync may not yet be flagged in the primary's view of the cluster.
     pub fn replica_of(&self, index: usize) -> Option<usize> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self.replica_in_view_of(index);
+            if found.is_some() || Instant::now() >= deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn replica_in_view_of(&self, index: usize) -> Option<usize> {
         let port = self.nodes[index].port().to_string();
         let id = Command::new("redis-cli")
             .args(["-p", &port, "cluster", "myid"])
