@@ -265,6 +265,9 @@ struct Session {
     /// network model reorders frames, a real connection does not, and an
     /// outcome pushed before the `welcome` arrives would be a server fault.
     welcomed: bool,
+    /// Changes this connection submitted and was not told the outcome of:
+    /// the only outcomes pushed to it, as the real gateway does.
+    submitted: BTreeSet<ChangeId>,
 }
 
 /// What can go wrong with a worker.
@@ -363,15 +366,15 @@ impl SimServer {
         self.fan_out(feed, msg)
     }
 
-    /// An outcome to every connection of the client that made the change.
-    fn outcome(&self, id: &ChangeId, outcome: &Outcome) -> Vec<(usize, ServerMessage)> {
-        let client = client_of(&id.0);
+    /// An outcome to every connection that submitted the change and has not
+    /// been told it (a client that reconnected asks again by resubmitting).
+    fn outcome(&mut self, id: &ChangeId, outcome: &Outcome) -> Vec<(usize, ServerMessage)> {
         self.sessions
-            .iter()
-            .filter(|(_, s)| s.welcomed && s.client.as_deref() == Some(client))
-            .map(|(c, _)| {
+            .iter_mut()
+            .filter_map(|(c, s)| (s.welcomed && s.submitted.remove(id)).then_some(*c))
+            .map(|c| {
                 (
-                    *c,
+                    c,
                     ServerMessage::Outcome {
                         id: id.clone(),
                         outcome: outcome.clone(),
@@ -507,6 +510,9 @@ impl SimServer {
                 },
             ));
             return out;
+        }
+        if let Some(session) = self.sessions.get_mut(&conn) {
+            session.submitted.insert(id.clone());
         }
         if self.queue.iter().any(|j| j.request.id == id) {
             return out; // already queued
