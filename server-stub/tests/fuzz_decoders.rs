@@ -12,22 +12,7 @@ use serde_json::{json, Value};
 use thoonk_protocol::{ClientMessage, FeedName, FeedPattern, ItemId, ServerMessage};
 use thoonk_server::feeds::ChangeNotice;
 use thoonk_server::jobs::parse_finish;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e3779b97f4a7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+use thoonk_testkit::IndexRng;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -81,7 +66,7 @@ const HOSTILE: [&str; 14] = [
 ];
 
 /// Replaces a random leaf of `v` with a hostile value.
-fn mutate_value(v: &mut Value, rng: &mut Rng) {
+fn mutate_value(v: &mut Value, rng: &mut IndexRng) {
     match v {
         Value::Object(map) if !map.is_empty() => {
             let keys: Vec<String> = map.keys().cloned().collect();
@@ -100,7 +85,7 @@ fn mutate_value(v: &mut Value, rng: &mut Rng) {
     }
 }
 
-fn mutate_text(text: &str, rng: &mut Rng) -> String {
+fn mutate_text(text: &str, rng: &mut IndexRng) -> String {
     let mut bytes = text.as_bytes().to_vec();
     for _ in 0..1 + rng.below(4) {
         if bytes.is_empty() {
@@ -108,7 +93,7 @@ fn mutate_text(text: &str, rng: &mut Rng) -> String {
         }
         let at = rng.below(bytes.len());
         match rng.below(5) {
-            0 => bytes[at] = (rng.next() & 0x7f) as u8,
+            0 => bytes[at] = (rng.next_u64() & 0x7f) as u8,
             1 => bytes.truncate(at),
             2 => {
                 let tail = bytes[at..].to_vec();
@@ -123,7 +108,7 @@ fn mutate_text(text: &str, rng: &mut Rng) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-fn inputs(valid: &[Value], rng: &mut Rng) -> String {
+fn inputs(valid: &[Value], rng: &mut IndexRng) -> String {
     let base = &valid[rng.below(valid.len())];
     match rng.below(3) {
         0 => {
@@ -149,7 +134,7 @@ fn frame_decoders_never_panic_and_round_trip() {
     let seed = env_u64("THOONK_FUZZ_SEED", 0xf4a3);
     let cases = env_u64("THOONK_FUZZ_CASES", 20_000);
     eprintln!("fuzz_decoders: seed {seed}, {cases} cases (THOONK_FUZZ_SEED={seed})");
-    let mut rng = Rng(seed);
+    let mut rng = IndexRng::new(seed);
     let (client, server) = (client_frames(), server_frames());
     let mut decoded = [0usize; 2];
     for case in 0..cases {
@@ -182,7 +167,7 @@ fn frame_decoders_never_panic_and_round_trip() {
 fn notice_and_finish_decoders_never_panic() {
     let seed = env_u64("THOONK_FUZZ_SEED", 0xf4a3);
     let cases = env_u64("THOONK_FUZZ_CASES", 20_000);
-    let mut rng = Rng(seed);
+    let mut rng = IndexRng::new(seed);
     let notices = vec![
         json!({"feed":"team:1:tasks","epoch":1795976301156395u64,"rev":7,
         "change":{"op":"edit","id":"a","item":{"title":"x"},"position":"end","prev":{"title":"w"},"job":"c1:4"}}),
@@ -206,7 +191,7 @@ fn notice_and_finish_decoders_never_panic() {
 fn names_follow_the_documented_rules() {
     let seed = env_u64("THOONK_FUZZ_SEED", 0xf4a3);
     let cases = env_u64("THOONK_FUZZ_CASES", 20_000);
-    let mut rng = Rng(seed);
+    let mut rng = IndexRng::new(seed);
     let alphabet = [
         'a',
         ':',

@@ -14,27 +14,8 @@ use thoonk_protocol::FeedName;
 use thoonk_server::feeds::FeedStore;
 use thoonk_server::jobs::{ledger_key, queue_keys, JobQueue, QueueSettings};
 use thoonk_server::library::Function;
+use thoonk_testkit::IndexRng;
 use thoonk_testkit::RedisServer;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e3779b97f4a7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
-        from[self.below(from.len())]
-    }
-}
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -44,7 +25,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 /// A hostile argument: empty, NUL, huge, numbers, Lua and JSON oddities, or an id in use.
-fn arg(rng: &mut Rng, ids: &[&str]) -> Vec<u8> {
+fn arg(rng: &mut IndexRng, ids: &[&str]) -> Vec<u8> {
     match rng.below(16) {
         0 => Vec::new(),
         1 => b"a\0b".to_vec(),
@@ -72,7 +53,7 @@ fn arg(rng: &mut Rng, ids: &[&str]) -> Vec<u8> {
         // Any text (every argument a client can reach is a JSON string, so UTF-8).
         6 => {
             let bytes: Vec<u8> = (0..rng.below(40))
-                .map(|_| (rng.next() & 0xff) as u8)
+                .map(|_| (rng.next_u64() & 0xff) as u8)
                 .collect();
             String::from_utf8_lossy(&bytes).into_owned().into_bytes()
         }
@@ -86,7 +67,7 @@ fn arg(rng: &mut Rng, ids: &[&str]) -> Vec<u8> {
             let depth = 1 + rng.below(300);
             format!("{}1{}", "[".repeat(depth), "]".repeat(depth)).into_bytes()
         }
-        10 => format!("{{\"n\":{},\"s\":\"v\"}}", rng.next()).into_bytes(),
+        10 => format!("{{\"n\":{},\"s\":\"v\"}}", rng.next_u64()).into_bytes(),
         _ => ids[rng.below(ids.len())].as_bytes().to_vec(),
     }
 }
@@ -260,7 +241,7 @@ async fn fuzz_feed_scripts(seed: u64, cases: u64) {
         ("get", Function::new("get"), 1),
     ];
     let ids = ["a", "b", "c", "1", "2"];
-    let mut rng = Rng(seed);
+    let mut rng = IndexRng::new(seed);
     for case in 0..cases {
         let name = names[rng.below(names.len())];
         let (what, script, argc) = &scripts[rng.below(scripts.len())];
@@ -296,7 +277,7 @@ async fn fuzz_feed_scripts(seed: u64, cases: u64) {
                 // (history: see the ignored regression test below)
                 let choices = if *what == "history" { 1 } else { 4 };
                 let n: u64 = match 3 - rng.below(choices) {
-                    0 => rng.next(),
+                    0 => rng.next_u64(),
                     1 => u64::MAX - rng.below(3) as u64,
                     2 => (1u64 << 53) + rng.below(3) as u64,
                     _ => rng.below(30) as u64,
@@ -341,7 +322,7 @@ async fn fuzz_job_scripts(seed: u64, cases: u64) {
         ("edit", Function::new("job_edit"), 2, false),
     ];
     let ids = ["c1:1", "c1:2", "c2:1"];
-    let mut rng = Rng(seed);
+    let mut rng = IndexRng::new(seed);
     for case in 0..cases {
         let (what, script, argc, ledger) = &scripts[rng.below(scripts.len())];
         let id = if rng.below(4) == 0 {

@@ -47,11 +47,11 @@ async fn py_view(py: &mut Py, feed: &str) -> Vec<(String, Value)> {
 
 async fn assert_consistent(env: &Env, py: &mut Py, feed: &str) {
     let log = full_log(&env.store, &name(feed)).await;
-    let mut replayed = Replayed::default();
-    replayed.apply(&log);
+    let replayed = ReceivedFeed::replayed(&name(feed), &log);
     let snapshot = snapshot_items(&env.store, &name(feed)).await;
     assert_eq!(
-        replayed.items, snapshot,
+        replayed.values(),
+        snapshot,
         "{feed}: the log replays to the snapshot"
     );
     assert_eq!(

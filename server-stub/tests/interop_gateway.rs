@@ -19,11 +19,11 @@ async fn thoonk_py_changes_reach_clients_of_two_gateways_once_with_dense_revisio
     let g2 = gateway(&env, &["--workers", "0"]);
     wait_for_newfeed_listeners(&env, 2).await;
     let (notes, tasks) = (name("notes"), name("team:1:tasks"));
-    let mut c1 = WsClient::connect(&g1.ws_url(), "one").await;
-    let mut c2 = WsClient::connect(&g2.ws_url(), "two").await;
+    let mut c1 = client(&g1.ws_url(), "one").await;
+    let mut c2 = client(&g2.ws_url(), "two").await;
     for client in [&mut c1, &mut c2] {
-        client.subscribe(&notes).await;
-        client.subscribe(&tasks).await;
+        client.follow(&notes).await;
+        client.follow(&tasks).await;
     }
 
     // Each step: one thoonk.py call, then the change it must produce.
@@ -97,11 +97,14 @@ async fn thoonk_py_changes_reach_clients_of_two_gateways_once_with_dense_revisio
         let log = full_log(&env.store, feed).await;
         assert_eq!(&ops(&log), expected, "{feed}: each change adopted once");
         for client in [&c1, &c2] {
-            assert_eq!(client.feeds[feed].2, log, "{feed}: clients got the log");
+            assert_eq!(
+                client.mirror.get(feed).unwrap().events,
+                log,
+                "{feed}: clients got the log"
+            );
         }
-        let mut replayed = Replayed::default();
-        replayed.apply(&log);
-        assert_eq!(replayed.items, snapshot_items(&env.store, feed).await);
+        let replayed = ReceivedFeed::replayed(feed, &log);
+        assert_eq!(replayed.values(), snapshot_items(&env.store, feed).await);
     }
     let tasks_now = snapshot_items(&env.store, &tasks).await;
     let ids: Vec<&str> = tasks_now.iter().map(|i| i.0.as_str()).collect();
@@ -135,8 +138,8 @@ async fn changes_made_while_no_gateway_ran_are_adopted_when_one_starts() {
     assert_eq!(env.store.snapshot(&feed).await.unwrap().rev, 0);
     let g = gateway(&env, &["--workers", "0"]);
     // The start-up sweep adopts them: a client sees them as revisions.
-    let mut client = WsClient::connect(&g.ws_url(), "late").await;
-    client.subscribe(&feed).await;
+    let mut client = client(&g.ws_url(), "late").await;
+    client.follow(&feed).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut log = full_log(&env.store, &feed).await;
     while log.len() < 3 {
@@ -153,10 +156,9 @@ async fn changes_made_while_no_gateway_ran_are_adopted_when_one_starts() {
         "in the classic order"
     );
     client.until_rev(&feed, 3).await;
-    let mut replayed = Replayed::default();
-    replayed.apply(&log);
+    let replayed = ReceivedFeed::replayed(&feed, &log);
     let snapshot = snapshot_items(&env.store, &feed).await;
-    assert_eq!(replayed.items, snapshot);
+    assert_eq!(replayed.values(), snapshot);
     let ids: Vec<&str> = snapshot.iter().map(|i| i.0.as_str()).collect();
     assert_eq!(ids, ["2", "1", "3"]);
 }

@@ -184,8 +184,8 @@ async fn a_change_submitted_through_the_gateway_is_worked_by_thoonk_py() {
     let g = gateway(&env, &["--workers", "0"]);
     wait_for_newfeed_listeners(&env, 1).await;
     let notes = name("notes");
-    let mut client = WsClient::connect(&g.ws_url(), "web").await;
-    client.subscribe(&notes).await;
+    let mut client = client(&g.ws_url(), "web").await;
+    client.follow(&notes).await;
     let change = ChangeRequest {
         id: ChangeId("web:1".into()),
         op: Operation::Publish {
@@ -222,7 +222,7 @@ async fn a_change_submitted_through_the_gateway_is_worked_by_thoonk_py() {
     assert_eq!(got, serde_json::from_value::<Outcome>(outcome).unwrap());
     // The classic publish was adopted: the client has it with a revision.
     client.until_rev(&notes, 1).await;
-    let event = &client.feeds[&notes].2[0];
+    let event = &client.mirror.get(&notes).unwrap().events[0];
     assert_eq!(event.change.id, id("n1"));
     assert_eq!(event.change.item, Some(json!({"text": "hello"})));
 }

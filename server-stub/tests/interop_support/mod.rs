@@ -1,7 +1,8 @@
 //! Shared helpers of the interop tests: a real Redis (or Redis Cluster, with
 //! `THOONK_TEST_REDIS=cluster`: thoonk.py then uses redis-py's cluster client), real thoonk.py
 //! processes (tests/interop/driver.py in the venv scripts/setup makes), real
-//! `thoonk-server` processes, and a replay of change logs.
+//! `thoonk-server` processes and the protocol test client (`thoonk-testkit`),
+//! and change logs replayed with the reference mirror.
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
@@ -11,7 +12,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use thoonk_protocol::{ChangeOp, FeedEvent, FeedName, ItemId, Position};
+use thoonk_protocol::{ChangeOp, FeedEvent, FeedName, ItemId};
 use thoonk_server::feeds::FeedStore;
 use thoonk_server::redis_target::{RedisConn, RedisTarget};
 use thoonk_testkit::{shard, TestRedis};
@@ -212,75 +213,6 @@ impl Drop for Py {
     }
 }
 
-/// A feed as a reader of its change log sees it: ids in order and values.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Replayed {
-    pub items: Vec<(String, Value)>,
-}
-
-impl Replayed {
-    /// Applies change-log events in order, as a client would.
-    pub fn apply(&mut self, events: &[FeedEvent]) {
-        for event in events {
-            let c = &event.change;
-            let id = c.id.as_str().to_owned();
-            let at = self.items.iter().position(|(i, _)| *i == id);
-            match c.op {
-                ChangeOp::Retract => {
-                    if let Some(at) = at {
-                        self.items.remove(at);
-                    }
-                }
-                ChangeOp::Edit => {
-                    let value = c.item.clone().expect("an edit carries the item");
-                    match (at, &c.position) {
-                        (Some(at), None) => self.items[at].1 = value,
-                        (at, position) => {
-                            if let Some(at) = at {
-                                self.items.remove(at);
-                            }
-                            self.place(id, value, position.as_ref());
-                        }
-                    }
-                }
-                ChangeOp::Publish => {
-                    if let Some(at) = at {
-                        self.items.remove(at);
-                    }
-                    let value = c.item.clone().expect("a publish carries the item");
-                    self.place(id, value, c.position.as_ref());
-                }
-                ChangeOp::Position => {
-                    let at = at.expect("a moved item is known");
-                    let (_, value) = self.items.remove(at);
-                    self.place(id, value, c.position.as_ref());
-                }
-            }
-        }
-    }
-
-    fn place(&mut self, id: String, value: Value, position: Option<&Position>) {
-        let index = match position {
-            None | Some(Position::End) => self.items.len(),
-            Some(Position::Begin) => 0,
-            Some(Position::Before(rel)) => self.index(rel.as_str()),
-            Some(Position::After(rel)) => self.index(rel.as_str()) + 1,
-        };
-        self.items.insert(index, (id, value));
-    }
-
-    fn index(&self, rel: &str) -> usize {
-        self.items
-            .iter()
-            .position(|(i, _)| i == rel)
-            .unwrap_or_else(|| panic!("reference item {rel} is unknown to the reader"))
-    }
-
-    pub fn ids(&self) -> Vec<String> {
-        self.items.iter().map(|(i, _)| i.clone()).collect()
-    }
-}
-
 /// The whole change log of a feed, checked dense from revision 1.
 pub async fn full_log(store: &FeedStore, feed: &FeedName) -> Vec<FeedEvent> {
     let history = store.history(feed, 0, 100_000).await.expect("history");
@@ -319,152 +251,16 @@ pub fn ops(events: &[FeedEvent]) -> Vec<String> {
         .collect()
 }
 
-/// A WebSocket client of a gateway that checks, frame by frame, that every
-/// feed's revisions arrive dense, in order and once, and keeps every event.
-pub struct WsClient {
-    socket: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-    /// Per feed: (epoch, last revision, events received after the snapshot).
-    pub feeds: std::collections::BTreeMap<FeedName, (u64, u64, Vec<FeedEvent>)>,
-    /// Outcomes received, by change id.
-    pub outcomes: Vec<(String, thoonk_protocol::Outcome)>,
-}
+#[allow(unused_imports)]
+pub use thoonk_testkit::{ReceivedFeed, WsClient};
 
-impl WsClient {
-    /// Connects, says hello (open access: any token) as `client_id`.
-    pub async fn connect(url: &str, client_id: &str) -> WsClient {
-        let (socket, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("connect to the gateway");
-        let mut client = WsClient {
-            socket,
-            feeds: Default::default(),
-            outcomes: Vec::new(),
-        };
-        client
-            .send(&thoonk_protocol::ClientMessage::Hello {
-                protocol: thoonk_protocol::PROTOCOL_VERSION,
-                token: "tester".into(),
-                client_id: client_id.into(),
-            })
-            .await;
-        match client.next().await {
-            thoonk_protocol::ServerMessage::Welcome { .. } => client,
-            other => panic!("expected welcome, got {other:?}"),
-        }
-    }
-
-    pub async fn send(&mut self, message: &thoonk_protocol::ClientMessage) {
-        use futures::SinkExt;
-        let text = serde_json::to_string(message).unwrap();
-        self.socket
-            .send(tokio_tungstenite::tungstenite::Message::Text(text.into()))
-            .await
-            .expect("send a frame");
-    }
-
-    /// Subscribes to a feed and reads until its snapshot arrived.
-    pub async fn subscribe(&mut self, feed: &FeedName) {
-        self.send(&thoonk_protocol::ClientMessage::Subscribe {
-            pattern: thoonk_protocol::FeedPattern::new(feed.as_str()).unwrap(),
-            known: Default::default(),
-        })
-        .await;
-        while !self.feeds.contains_key(feed) {
-            self.next().await;
-        }
-    }
-
-    /// The next server frame, applied to the client's state.
-    pub async fn next(&mut self) -> thoonk_protocol::ServerMessage {
-        use futures::StreamExt;
-        use thoonk_protocol::ServerMessage;
-        loop {
-            let frame = tokio::time::timeout(WAIT, self.socket.next())
-                .await
-                .expect("a frame from the gateway in time")
-                .expect("the gateway closed the connection")
-                .expect("a websocket frame");
-            let tokio_tungstenite::tungstenite::Message::Text(text) = frame else {
-                continue;
-            };
-            let message: ServerMessage = serde_json::from_str(&text).expect("a server message");
-            match &message {
-                ServerMessage::Snapshot {
-                    feed, epoch, rev, ..
-                } => {
-                    self.feeds.insert(feed.clone(), (*epoch, *rev, Vec::new()));
-                }
-                ServerMessage::Event {
-                    feed,
-                    epoch,
-                    rev,
-                    change,
-                } => self.take(
-                    feed,
-                    *epoch,
-                    &[FeedEvent {
-                        rev: *rev,
-                        change: change.clone(),
-                    }],
-                ),
-                ServerMessage::Changes {
-                    feed,
-                    epoch,
-                    events,
-                } => self.take(feed, *epoch, events),
-                ServerMessage::Outcome { id, outcome } => {
-                    self.outcomes.push((id.0.clone(), outcome.clone()));
-                }
-                ServerMessage::Error { code, message } => {
-                    panic!("gateway error {code:?}: {message}")
-                }
-                _ => {}
-            }
-            return message;
-        }
-    }
-
-    fn take(&mut self, feed: &FeedName, epoch: u64, events: &[FeedEvent]) {
-        let state = self
-            .feeds
-            .get_mut(feed)
-            .unwrap_or_else(|| panic!("an event of {feed} before its snapshot"));
-        for event in events {
-            let first_of_history = (state.0, state.1) == (0, 0);
-            assert!(
-                epoch == state.0 || first_of_history,
-                "{feed}: event of epoch {epoch}, client at epoch {}",
-                state.0
-            );
-            assert_eq!(
-                event.rev,
-                state.1 + 1,
-                "{feed}: revisions arrive dense and once"
-            );
-            state.0 = epoch;
-            state.1 = event.rev;
-            state.2.push(event.clone());
-        }
-    }
-
-    /// Reads frames until `feed` reached revision `rev`.
-    pub async fn until_rev(&mut self, feed: &FeedName, rev: u64) {
-        while self.feeds.get(feed).is_none_or(|s| s.1 < rev) {
-            self.next().await;
-        }
-    }
-
-    /// Reads frames until the outcome of change `id` arrived.
-    pub async fn until_outcome(&mut self, id: &str) -> thoonk_protocol::Outcome {
-        loop {
-            if let Some((_, outcome)) = self.outcomes.iter().find(|(i, _)| i == id) {
-                return outcome.clone();
-            }
-            self.next().await;
-        }
-    }
+/// A client of a gateway (open access: any token) as `client_id`, for
+/// which any `error` frame fails the test; it checks, frame by frame, that
+/// every feed's revisions arrive dense, in order and once.
+pub async fn client(url: &str, client_id: &str) -> WsClient {
+    let mut client = WsClient::signed_in_as(url, "tester", client_id).await;
+    client.errors_fail = true;
+    client
 }
 
 /// Waits until `n` connections listen to `newfeed`: one per gateway hub (the

@@ -2,11 +2,10 @@
 //! `THOONK_TEST_REDIS=cluster`), worker processes, in-process workers, polling.
 #![allow(dead_code)]
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use thoonk_protocol::{ChangeId, ChangeRequest, FeedName, Operation, Outcome};
 use thoonk_server::feeds::FeedStore;
@@ -82,24 +81,7 @@ pub fn fast_settings(max_retries: u32) -> QueueSettings {
     }
 }
 
-/// Polls `check` until it returns `Some`, failing the test after [`PATIENCE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            start.elapsed() < PATIENCE,
-            "{what}: not reached within {PATIENCE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use thoonk_testkit::eventually;
 
 /// Waits for the stored outcome of `id`. A failed read counts as "not yet"
 /// (a panicking handler's backtrace can hold up a one-thread test runtime

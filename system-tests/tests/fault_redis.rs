@@ -9,7 +9,7 @@
 //! from the job ledger, not left to the clients' outcome timeout.
 #![cfg(not(target_arch = "wasm32"))]
 
-mod fault_support;
+use thoonk_system_tests::fault as fault_support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -57,9 +57,9 @@ async fn epochs(store: &thoonk_server::feeds::FeedStore, feeds: &[FeedName]) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_with_appendfsync_always_loses_nothing_acknowledged() {
-    let mut redis = Redis::start("always");
+    let mut redis = RedisServer::start_fsync("always");
     let url = redis.url();
-    let gateway = Process::gateway(&url, Some(&url), &GATEWAY).await;
+    let gateway = start_gateway(&url, Some(redis.port()), &GATEWAY).await;
     let urls = vec![gateway.ws_url()];
     let feeds: Vec<_> = (0..3).map(|i| feed(&format!("aof:f{i}"))).collect();
     let mut cs = clients("always-", &urls, "aof:*");
@@ -116,9 +116,9 @@ fn aof_file(dir: &std::path::Path) -> std::path::PathBuf {
 /// feeds older than the restarted Redis, and the clients reset.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_losing_its_unsynced_tail_with_everysec_leaves_no_divergence() {
-    let mut redis = Redis::start("everysec");
+    let mut redis = RedisServer::start_fsync("everysec");
     let url = redis.url();
-    let gateway = Process::gateway(&url, Some(&url), &GATEWAY).await;
+    let gateway = start_gateway(&url, Some(redis.port()), &GATEWAY).await;
     let urls = vec![gateway.ws_url()];
     let feeds: Vec<_> = (0..2).map(|i| feed(&format!("tail:f{i}"))).collect();
     let mut cs = clients("everysec-", &urls, "tail:*");
@@ -215,9 +215,9 @@ enum Wipe {
 }
 
 async fn flushall_run(restart_worker: bool, wipe: Wipe) {
-    let mut redis = Redis::start("always");
+    let mut redis = RedisServer::start_fsync("always");
     let url = redis.url();
-    let gateway = Process::gateway(&url, Some(&url), &GATEWAY).await;
+    let gateway = start_gateway(&url, Some(redis.port()), &GATEWAY).await;
     let urls = vec![gateway.ws_url()];
     let feeds: Vec<_> = (0..2).map(|i| feed(&format!("flush:f{i}"))).collect();
     let mut cs = clients("flush-", &urls, "flush:*");
@@ -253,7 +253,7 @@ async fn flushall_run(restart_worker: bool, wipe: Wipe) {
     }
     // The operator's recovery: a server process started after the flush
     // creates the job queue again (see the ignored test above).
-    let _worker = restart_worker.then(|| Process::worker(&url, &["--claim-timeout-ms", "2000"]));
+    let _worker = restart_worker.then(|| start_worker(&url, &["--claim-timeout-ms", "2000"]));
     if restart_worker {
         eventually("the worker created the job queue again", || async {
             let mut conn = redis.conn().await;
@@ -301,9 +301,9 @@ async fn flushall_run(restart_worker: bool, wipe: Wipe) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flushall_also_resets_clients_of_feeds_nobody_writes_again() {
-    let redis = Redis::start("always");
+    let redis = RedisServer::start_fsync("always");
     let url = redis.url();
-    let gateway = Process::gateway(&url, Some(&url), &GATEWAY).await;
+    let gateway = start_gateway(&url, Some(redis.port()), &GATEWAY).await;
     let urls = vec![gateway.ws_url()];
     let feeds = vec![feed("quiet:f0")];
     let mut cs = clients("quiet-", &urls, "quiet:*");
@@ -358,7 +358,7 @@ async fn until_told(cs: &mut [CoreClient], state: ServerState) {
 }
 
 /// Waits (pumping the clients) until the job queue holds `count` changes.
-async fn until_queued(redis: &Redis, cs: &mut [CoreClient], count: usize) {
+async fn until_queued(redis: &RedisServer, cs: &mut [CoreClient], count: usize) {
     let mut conn = redis.conn().await;
     let since = Instant::now();
     loop {
@@ -380,12 +380,12 @@ async fn until_queued(redis: &Redis, cs: &mut [CoreClient], count: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_stopped_for_seconds_settles_every_change_soon_after_it_is_back() {
-    let mut redis = Redis::start("always");
+    let mut redis = RedisServer::start_fsync("always");
     let url = redis.url();
     // The workers run in a process of their own, so that the test decides
     // when changes are worked.
-    let gateway = Process::gateway(&url, Some(&url), &["--workers", "0"]).await;
-    let worker = Process::worker(&url, &["--claim-timeout-ms", "2000"]);
+    let gateway = start_gateway(&url, Some(redis.port()), &["--workers", "0"]).await;
+    let worker = start_worker(&url, &["--claim-timeout-ms", "2000"]);
     let urls = vec![gateway.ws_url()];
     let feeds: Vec<_> = (0..3).map(|i| feed(&format!("stop:f{i}"))).collect();
     let mut cs = two_clients("stop-", &urls, "stop:*", &long_outcome_timeout(500));
@@ -419,7 +419,7 @@ async fn redis_stopped_for_seconds_settles_every_change_soon_after_it_is_back() 
     );
     // Redis comes back, and with it a worker.
     redis.restart();
-    let _worker = Process::worker(&url, &["--claim-timeout-ms", "2000"]);
+    let _worker = start_worker(&url, &["--claim-timeout-ms", "2000"]);
 
     pump_until(
         &mut all(&mut cs),
@@ -442,11 +442,11 @@ async fn redis_stopped_for_seconds_settles_every_change_soon_after_it_is_back() 
 /// before the cut and only worked while it lasts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outcomes_published_while_the_subscription_was_cut_are_delivered_from_the_ledger() {
-    let redis = Redis::start("always");
+    let redis = RedisServer::start_fsync("always");
     let url = redis.url();
     let proxy = Proxy::start(redis.port()).await;
     // No workers in the gateway: the changes wait in the queue.
-    let gateway = Process::gateway(&proxy.url(), Some(&url), &["--workers", "0"]).await;
+    let gateway = start_gateway(&proxy.url(), Some(redis.port()), &["--workers", "0"]).await;
     let urls = vec![gateway.ws_url()];
     let feeds: Vec<_> = (0..3).map(|i| feed(&format!("cut:f{i}"))).collect();
     // Nothing is submitted twice within the test's bounds.
@@ -459,7 +459,7 @@ async fn outcomes_published_while_the_subscription_was_cut_are_delivered_from_th
     // The gateway loses Redis; a worker elsewhere applies every change.
     proxy.cut();
     until_told(&mut cs, ServerState::Unavailable).await;
-    let _worker = Process::worker(&url, &["--claim-timeout-ms", "2000"]);
+    let _worker = start_worker(&url, &["--claim-timeout-ms", "2000"]);
     let store = redis.store().await;
     let ids: Vec<String> = cs
         .iter()

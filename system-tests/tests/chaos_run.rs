@@ -11,7 +11,7 @@
 //! `THOONK_CHAOS_RUNS` (seeds one after the other). A failure prints its seed.
 #![cfg(not(target_arch = "wasm32"))]
 
-mod fault_support;
+use thoonk_system_tests::fault as fault_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -44,16 +44,16 @@ struct Tally {
 
 async fn run_seed(seed: u64, secs: u64) -> (Tally, Accounting) {
     eprintln!("[chaos] seed {seed}: {secs} s (replay: THOONK_CHAOS_SEED={seed} THOONK_CHAOS_SECS={secs} cargo test --test chaos_run -- --nocapture)");
-    let mut rng = Rng(seed);
-    let mut redis = Redis::start("always");
+    let mut rng = SplitMix64::new(seed);
+    let mut redis = RedisServer::start_fsync("always");
     let url = redis.url();
     let store = redis.store().await;
     let mut gateways = vec![
-        Process::gateway(&url, Some(&url), &GATEWAY).await,
-        Process::gateway(&url, Some(&url), &GATEWAY).await,
+        start_gateway(&url, Some(redis.port()), &GATEWAY).await,
+        start_gateway(&url, Some(redis.port()), &GATEWAY).await,
     ];
-    let mut worker = Process::worker(&url, &WORKER);
-    let urls = |gws: &[Process], first: usize| -> Vec<String> {
+    let mut worker = start_worker(&url, &WORKER);
+    let urls = |gws: &[ThoonkServer], first: usize| -> Vec<String> {
         (0..gws.len())
             .map(|i| gws[(i + first) % gws.len()].ws_url())
             .collect()
@@ -132,7 +132,7 @@ async fn run_seed(seed: u64, secs: u64) -> (Tally, Accounting) {
                 tally.gateway_kills += 1;
                 let g = rng.below(gateways.len() as u64) as usize;
                 gateways[g].kill9();
-                gateways[g] = Process::gateway(&url, None, &GATEWAY).await;
+                gateways[g] = start_gateway(&url, None, &GATEWAY).await;
                 for (i, c) in clients.iter_mut().enumerate() {
                     c.urls = urls(&gateways, i);
                 }
@@ -140,7 +140,7 @@ async fn run_seed(seed: u64, secs: u64) -> (Tally, Accounting) {
             675..=689 => {
                 tally.worker_kills += 1;
                 worker.kill9();
-                worker = Process::worker(&url, &WORKER);
+                worker = start_worker(&url, &WORKER);
             }
             690..=696 => {
                 tally.redis_kills += 1;

@@ -4,7 +4,7 @@
 //! their rules, whatever pattern they subscribe to, now or later.
 #![cfg(not(target_arch = "wasm32"))]
 
-mod support;
+use thoonk_system_tests::gateway as support;
 
 use serde_json::json;
 use support::{name, shard, ConfigFile, Env, WsClient};

@@ -4,7 +4,7 @@
 //! the change logs, so no gap ever reaches a client.
 #![cfg(not(target_arch = "wasm32"))]
 
-mod support;
+use thoonk_system_tests::gateway as support;
 
 use std::time::Duration;
 
@@ -79,7 +79,8 @@ async fn two_gateways_deliver_identical_ordered_streams() {
         for client in &mut clients {
             let mirror = client.until_rev(feed, stored.rev).await.clone();
             assert_eq!(
-                mirror.items, stored.items,
+                mirror.items(),
+                stored.items,
                 "{feed}: mirror and store differ"
             );
             streams.push(mirror.events);
@@ -171,7 +172,7 @@ async fn a_dropped_pubsub_connection_loses_no_revision() {
     let last = 300 + late as u64;
     let mirror = client.until_rev(&feed, last).await;
     let stored = env.store.snapshot(&feed).await.unwrap();
-    assert_eq!(mirror.items, stored.items);
+    assert_eq!(mirror.items(), stored.items);
     client.until_rev(&quiet, quiet_rev).await;
 
     // And the hub is subscribed again: live events flow.
@@ -343,7 +344,7 @@ async fn a_client_resumes_on_another_gateway_after_a_crash_without_a_gap() {
     let env = Env::start().await;
     let feed = name("team:3:member:ann:tasks");
     env.publish_many(&feed, "pre", 1, 5).await;
-    let one = env.gateway(&[]).await;
+    let mut one = env.gateway(&[]).await;
     let two = env.gateway(&[]).await;
 
     let mut client = WsClient::signed_in(&one.ws_url(), "ann").await;
@@ -368,7 +369,7 @@ async fn a_client_resumes_on_another_gateway_after_a_crash_without_a_gap() {
         })
     };
     client.until_rev(&feed, 20).await;
-    one.kill();
+    one.kill9();
     while client.closed.is_none() {
         client.next_frame().await;
     }
@@ -393,5 +394,8 @@ async fn a_client_resumes_on_another_gateway_after_a_crash_without_a_gap() {
         "every revision after {} exactly once",
         at.rev
     );
-    assert_eq!(mirror.items, env.store.snapshot(&feed).await.unwrap().items);
+    assert_eq!(
+        mirror.items(),
+        env.store.snapshot(&feed).await.unwrap().items
+    );
 }

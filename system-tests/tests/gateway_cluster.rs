@@ -6,7 +6,7 @@
 //! clients converge on what the new primary holds.
 #![cfg(not(target_arch = "wasm32"))]
 
-mod support;
+use thoonk_system_tests::gateway as support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! change is applied exactly once and every client learns its outcome.
 #![cfg(not(target_arch = "wasm32"))]
 
-mod fault_support;
+use thoonk_system_tests::fault as fault_support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,13 +17,13 @@ use serde_json::json;
 const WORKER: [&str; 4] = ["--concurrency", "1", "--claim-timeout-ms", "1500"];
 
 async fn kill_worker_at(pattern: &[u8], name: &str, applied_at_kill: usize) {
-    let redis = Redis::start("always");
+    let redis = RedisServer::start_fsync("always");
     let url = redis.url();
     let store = redis.store().await;
-    let gateway = Process::gateway(&url, Some(&url), &["--workers", "0"]).await;
+    let gateway = start_gateway(&url, Some(redis.port()), &["--workers", "0"]).await;
     let proxy = Proxy::start(redis.port()).await;
     let frozen = proxy.freeze_on(pattern);
-    let mut doomed = Process::worker(&proxy.url(), &WORKER);
+    let mut doomed = start_worker(&proxy.url(), &WORKER);
 
     let feeds: Vec<_> = (0..3).map(|i| feed(&format!("{name}:f{i}"))).collect();
     let mut client = CoreClient::new(name, "ann", &[gateway.ws_url()], &[&format!("{name}:*")]);
@@ -63,7 +63,7 @@ async fn kill_worker_at(pattern: &[u8], name: &str, applied_at_kill: usize) {
     proxy.cut();
     eprintln!("{name}: worker killed with {applied_before} job(s) applied and unfinished");
 
-    let _rescuer = Process::worker(&url, &WORKER);
+    let _rescuer = start_worker(&url, &WORKER);
     quiesce(&store, &mut [&mut client], &feeds).await;
     let acc = account(&store, &[&client], &feeds, &BTreeMap::new()).await;
     acc.assert_clean(name);

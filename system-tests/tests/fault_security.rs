@@ -9,7 +9,7 @@
 //! rejected whichever process works its job.
 #![cfg(not(target_arch = "wasm32"))]
 
-mod fault_support;
+use thoonk_system_tests::fault as fault_support;
 
 use fault_support::*;
 use serde_json::json;
@@ -29,18 +29,18 @@ fn config() -> ConfigFile {
 }
 
 struct Setup {
-    redis: Redis,
+    redis: RedisServer,
     _config: ConfigFile,
-    gateway: Process,
+    gateway: ThoonkServer,
 }
 
 async fn setup() -> Setup {
-    let redis = Redis::start("always");
+    let redis = RedisServer::start_fsync("always");
     let config = config();
     let url = redis.url();
-    let gateway = Process::gateway(
+    let gateway = start_gateway(
         &url,
-        Some(&url),
+        Some(redis.port()),
         &["--config", config.path(), "--workers", "2"],
     )
     .await;
@@ -56,7 +56,7 @@ fn submit(id: &str, op: serde_json::Value) -> String {
 }
 
 /// Submits change `id` with `op` and reads until its outcome.
-async fn outcome_of(client: &mut RawClient, id: &str, op: serde_json::Value) -> Outcome {
+async fn outcome_of(client: &mut WsClient, id: &str, op: serde_json::Value) -> Outcome {
     client.send_text(submit(id, op)).await;
     client
         .until("the outcome", |m| match m {
@@ -67,19 +67,19 @@ async fn outcome_of(client: &mut RawClient, id: &str, op: serde_json::Value) -> 
 }
 
 /// A gateway on `redis` with the access rules of `config` and `extra`.
-async fn ruled_gateway(redis: &Redis, config: &ConfigFile, extra: &[&str]) -> Process {
+async fn ruled_gateway(redis: &RedisServer, config: &ConfigFile, extra: &[&str]) -> ThoonkServer {
     let url = redis.url();
     let mut args = vec!["--config", config.path()];
     args.extend_from_slice(extra);
-    Process::gateway(&url, Some(&url), &args).await
+    start_gateway(&url, Some(redis.port()), &args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_invalid_submits_get_bad_request_and_write_nothing() {
     let s = setup().await;
     let url = s.gateway.ws_url();
-    let mut bystander = RawClient::signed_in(&url, "tok-bob", "bob1").await;
-    let mut eve = RawClient::signed_in(&url, "tok-eve", "eve1").await;
+    let mut bystander = WsClient::signed_in_as(&url, "tok-bob", "bob1").await;
+    let mut eve = WsClient::signed_in_as(&url, "tok-eve", "eve1").await;
     let long = "x".repeat(257);
     let glob = ["user:eve:*", "user:eve:a?", "user:eve:[a]", "user:eve:a\\b"];
     let mut cases: Vec<(String, String)> = vec![
@@ -112,7 +112,7 @@ async fn malformed_and_invalid_submits_get_bad_request_and_write_nothing() {
     }
     for (what, frame) in cases {
         eve.send_text(frame).await;
-        eve.expect_error(ErrorCode::BadRequest, &what).await;
+        eve.expect_error_for(ErrorCode::BadRequest, &what).await;
         eve.ping().await;
         bystander.ping().await;
     }
@@ -145,16 +145,19 @@ async fn near_miss_tokens_are_unauthorized() {
         "",
         "ann",
     ] {
-        let mut c = RawClient::connect(&url).await;
+        let mut c = WsClient::connect(&url).await;
         c.send_text(
             json!({"type": "hello", "protocol": 1, "token": token, "client_id": "x"}).to_string(),
         )
         .await;
-        c.expect_error(ErrorCode::Unauthorized, &format!("token {token:?}"))
+        c.expect_error_for(ErrorCode::Unauthorized, &format!("token {token:?}"))
             .await;
-        assert!(c.next().await.is_none(), "closed after unauthorized");
+        assert!(
+            c.next_message().await.is_none(),
+            "closed after unauthorized"
+        );
     }
-    let mut ann = RawClient::signed_in(&url, "tok-ann", "ann1").await;
+    let mut ann = WsClient::signed_in_as(&url, "tok-ann", "ann1").await;
     ann.ping().await;
 }
 
@@ -174,7 +177,7 @@ async fn writes_outside_the_rules_are_rejected_and_change_nothing() {
         .await
         .unwrap();
     let before = store.snapshot(&team).await.unwrap();
-    let mut eve = RawClient::signed_in(&url, "tok-eve", "eve1").await;
+    let mut eve = WsClient::signed_in_as(&url, "tok-eve", "eve1").await;
     let ops = [
         json!({"kind": "publish", "feed": "team:353:member:bob:tasks", "id": "t2", "item": {"title": "evil"}}),
         json!({"kind": "edit", "feed": "team:353:member:bob:tasks", "id": "t1", "item": {"title": "evil"}}),
@@ -200,7 +203,7 @@ async fn writes_outside_the_rules_are_rejected_and_change_nothing() {
     // Subscribing to the job queue (whose items are every user's changes) is refused.
     eve.send_text(json!({"type": "subscribe", "pattern": QUEUE}).to_string())
         .await;
-    eve.expect_error(ErrorCode::Forbidden, "the queue as a feed")
+    eve.expect_error_for(ErrorCode::Forbidden, "the queue as a feed")
         .await;
     eve.ping().await;
     assert!(eve
@@ -213,14 +216,14 @@ async fn writes_outside_the_rules_are_rejected_and_change_nothing() {
 async fn change_ids_of_another_client_are_forbidden() {
     let s = setup().await;
     let url = s.gateway.ws_url();
-    let mut eve = RawClient::signed_in(&url, "tok-eve", "eve1").await;
+    let mut eve = WsClient::signed_in_as(&url, "tok-eve", "eve1").await;
     for id in ["ann1:1", "eve:1", "eve1", "eve1:", "eve10:1", ":1"] {
         eve.send_text(submit(
             id,
             json!({"kind": "publish", "feed": "user:eve:n", "id": "a", "item": 1}),
         ))
         .await;
-        eve.expect_error(ErrorCode::Forbidden, &format!("change id {id}"))
+        eve.expect_error_for(ErrorCode::Forbidden, &format!("change id {id}"))
             .await;
     }
     eve.ping().await;
@@ -231,17 +234,20 @@ async fn another_users_job_results_never_reach_a_client_that_borrows_the_client_
     let s = setup().await;
     let url = s.gateway.ws_url();
     // A client id belongs to the first user who says hello with it.
-    let mut ann = RawClient::signed_in(&url, "tok-ann", "ann1").await;
+    let mut ann = WsClient::signed_in_as(&url, "tok-ann", "ann1").await;
     let borrowed = || thoonk_protocol::ClientMessage::Hello {
         protocol: thoonk_protocol::PROTOCOL_VERSION,
         token: "tok-eve".into(),
         client_id: "ann1".into(),
     };
-    let mut eve = RawClient::connect(&url).await;
+    let mut eve = WsClient::connect(&url).await;
     eve.send(&borrowed()).await;
-    eve.expect_error(ErrorCode::Forbidden, "eve presenting ann's client id")
+    eve.expect_error_for(ErrorCode::Forbidden, "eve presenting ann's client id")
         .await;
-    assert!(eve.next().await.is_none(), "eve's connection is closed");
+    assert!(
+        eve.next_message().await.is_none(),
+        "eve's connection is closed"
+    );
 
     ann.send_text(submit(
         "ann1:1",
@@ -253,9 +259,9 @@ async fn another_users_job_results_never_reach_a_client_that_borrows_the_client_
     })
     .await;
     // Eve trying again after ann's change is refused the same way and learns nothing.
-    let mut eve2 = RawClient::connect(&url).await;
+    let mut eve2 = WsClient::connect(&url).await;
     eve2.send(&borrowed()).await;
-    eve2.expect_error(ErrorCode::Forbidden, "eve presenting ann's client id again")
+    eve2.expect_error_for(ErrorCode::Forbidden, "eve presenting ann's client id again")
         .await;
     let leaked: Vec<&String> = eve
         .log
@@ -267,7 +273,7 @@ async fn another_users_job_results_never_reach_a_client_that_borrows_the_client_
         .collect();
     assert!(leaked.is_empty(), "eve received ann's results: {leaked:#?}");
     // Ann herself reconnects with her client id.
-    RawClient::signed_in(&url, "tok-ann", "ann1")
+    WsClient::signed_in_as(&url, "tok-ann", "ann1")
         .await
         .ping()
         .await;
@@ -277,21 +283,22 @@ async fn another_users_job_results_never_reach_a_client_that_borrows_the_client_
 async fn oversized_items_in_a_submit_are_too_large_and_others_keep_syncing() {
     let s = setup().await;
     let url = s.gateway.ws_url();
-    let mut bob = RawClient::signed_in(&url, "tok-bob", "bob1").await;
+    let mut bob = WsClient::signed_in_as(&url, "tok-bob", "bob1").await;
     bob.send_text(json!({"type": "subscribe", "pattern": "user:bob:n"}).to_string())
         .await;
     bob.until("subscribed", |m| {
         matches!(m, ServerMessage::Snapshot { .. }).then_some(())
     })
     .await;
-    let mut eve = RawClient::signed_in(&url, "tok-eve", "eve1").await;
+    let mut eve = WsClient::signed_in_as(&url, "tok-eve", "eve1").await;
     let huge = "y".repeat(300 * 1024);
     eve.send_text(submit(
         "eve1:1",
         json!({"kind": "publish", "feed": "user:eve:n", "id": "a", "item": huge}),
     ))
     .await;
-    eve.expect_error(ErrorCode::TooLarge, "a huge item").await;
+    eve.expect_error_for(ErrorCode::TooLarge, "a huge item")
+        .await;
     // Bob is still served: his own write comes back as an event.
     bob.send_text(submit(
         "bob1:1",
@@ -347,7 +354,7 @@ fn exit_of(mut child: std::process::Child, what: &str) -> (bool, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_and_work_refuse_to_start_without_access_rules() {
-    let redis = Redis::start("always");
+    let redis = RedisServer::start_fsync("always");
     let url = redis.url();
     let listen = format!("127.0.0.1:{}", free_port());
     let config = config();
@@ -402,17 +409,17 @@ async fn serve_and_work_refuse_to_start_without_access_rules() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forbidden_write_is_rejected_whichever_process_works_it() {
-    let redis = Redis::start("always");
+    let redis = RedisServer::start_fsync("always");
     let url = redis.url();
     let config = config();
     // The gateway checks nothing itself (no workers); a worker with the rules
     // and one an operator started without any share the queue.
     let gateway = ruled_gateway(&redis, &config, &["--workers", "0"]).await;
-    let _worker = Process::worker(&url, &["--config", config.path()]);
+    let _worker = start_worker(&url, &["--config", config.path()]);
     let bare = spawn_bare(&["--redis", url.as_str(), "work"]);
     let store = redis.store().await;
     let ann_tasks = feed("team:353:member:ann:tasks");
-    let mut bob = RawClient::signed_in(&gateway.ws_url(), "tok-bob", "bob1").await;
+    let mut bob = WsClient::signed_in_as(&gateway.ws_url(), "tok-bob", "bob1").await;
     for n in 1..=20 {
         let id = format!("bob1:{n}");
         let op = json!({"kind": "publish", "feed": ann_tasks, "id": format!("t{n}"), "item": {"title": "bob's"}});
@@ -435,7 +442,7 @@ async fn a_forbidden_write_is_rejected_whichever_process_works_it() {
 }
 
 /// The Redis server's clock, in milliseconds.
-async fn redis_ms(redis: &Redis) -> u64 {
+async fn redis_ms(redis: &RedisServer) -> u64 {
     let (secs, micros): (u64, u64) = redis::cmd("TIME")
         .query_async(&mut redis.conn().await)
         .await
@@ -445,27 +452,30 @@ async fn redis_ms(redis: &Redis) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_id_stays_its_users_while_a_session_uses_it() {
-    let redis = Redis::start("always");
+    let redis = RedisServer::start_fsync("always");
     let config = config();
     let gateway = ruled_gateway(&redis, &config, &["--retention-secs", "2"]).await;
     let ws = gateway.ws_url();
-    let mut ann = RawClient::signed_in(&ws, "tok-ann", "Z").await;
+    let mut ann = WsClient::signed_in_as(&ws, "tok-ann", "Z").await;
     let hello = redis_ms(&redis).await;
     // Ann stays connected (pinging) well past the binding's 2 s expiry.
     while redis_ms(&redis).await < hello + 3_500 {
         ann.ping().await;
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let mut bob = RawClient::connect(&ws).await;
+    let mut bob = WsClient::connect(&ws).await;
     bob.send(&thoonk_protocol::ClientMessage::Hello {
         protocol: thoonk_protocol::PROTOCOL_VERSION,
         token: "tok-bob".into(),
         client_id: "Z".into(),
     })
     .await;
-    bob.expect_error(ErrorCode::Forbidden, "bob presenting ann's live client id")
+    bob.expect_error_for(ErrorCode::Forbidden, "bob presenting ann's live client id")
         .await;
-    assert!(bob.next().await.is_none(), "bob's connection is closed");
+    assert!(
+        bob.next_message().await.is_none(),
+        "bob's connection is closed"
+    );
     let op = json!({"kind": "publish", "feed": "user:ann:diary", "id": "d1", "item": {"secret": "s3cr3t"}});
     outcome_of(&mut ann, "Z:1", op).await;
     assert!(
@@ -477,7 +487,7 @@ async fn a_client_id_stays_its_users_while_a_session_uses_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outcomes_reach_only_sessions_that_submitted_the_change() {
-    let redis = Redis::start("always");
+    let redis = RedisServer::start_fsync("always");
     let url = redis.url();
     let config = config();
     // No workers yet: ann's change waits in the queue.
@@ -488,7 +498,7 @@ async fn outcomes_reach_only_sessions_that_submitted_the_change() {
     )
     .await;
     let ws = gateway.ws_url();
-    let mut ann = RawClient::signed_in(&ws, "tok-ann", "Y").await;
+    let mut ann = WsClient::signed_in_as(&ws, "tok-ann", "Y").await;
     ann.send_text(submit(
         "Y:1",
         json!({"kind": "publish", "feed": "user:ann:diary", "id": "d1", "item": {"secret": "s3cr3t"}}),
@@ -509,10 +519,10 @@ async fn outcomes_reach_only_sessions_that_submitted_the_change() {
         (!exists).then_some(())
     })
     .await;
-    let mut bob = RawClient::signed_in(&ws, "tok-bob", "Y").await;
+    let mut bob = WsClient::signed_in_as(&ws, "tok-bob", "Y").await;
     // A worker finishes ann's change, then bob's own: the gateway hears the
     // two outcomes in that order, so bob has seen ann's, had it been pushed.
-    let _worker = Process::worker(&url, &["--config", config.path()]);
+    let _worker = start_worker(&url, &["--config", config.path()]);
     eventually("ann's change finishes", || async {
         let outcome: Option<String> = redis::cmd("HGET")
             .arg(thoonk_server::jobs::ledger_key(QUEUE, "Y:1"))
@@ -535,14 +545,14 @@ async fn outcomes_reach_only_sessions_that_submitted_the_change() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_whose_feed_and_id_join_to_the_same_text_reach_their_own_feed_and_user() {
-    let redis = Redis::start("always");
+    let redis = RedisServer::start_fsync("always");
     let url = redis.url();
     // A development setup: any token is a user who may write every feed.
-    let gateway = Process::gateway(&url, Some(&url), &["--workers", "2"]).await;
+    let gateway = start_gateway(&url, Some(redis.port()), &["--workers", "2"]).await;
     let ws = gateway.ws_url();
     let store = redis.store().await;
-    let mut bob = RawClient::signed_in(&ws, "bob", "cards").await;
-    let mut ann = RawClient::signed_in(&ws, "ann", "A").await;
+    let mut bob = WsClient::signed_in_as(&ws, "bob", "cards").await;
+    let mut ann = WsClient::signed_in_as(&ws, "ann", "A").await;
     // "demo:board" + "cards:A:2" and "demo:board:cards" + "A:2" read the
     // same once joined with `:`; then the other way round.
     let steps = [

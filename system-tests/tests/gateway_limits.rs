@@ -4,7 +4,7 @@
 //! completely and in order, or is disconnected — never silently skipped.
 #![cfg(not(target_arch = "wasm32"))]
 
-mod support;
+use thoonk_system_tests::gateway as support;
 
 use serde_json::json;
 use support::{id, name, shard, Env, Frame, WsClient, WAIT};
@@ -235,7 +235,7 @@ async fn a_slow_client_catches_up_in_order_or_is_disconnected() {
     let at = slow.mirror.get(&feed).unwrap().clone();
     let stored = env.store.snapshot(&feed).await.unwrap();
     if caught_up {
-        assert_eq!(at.items, stored.items);
+        assert_eq!(at.items(), stored.items);
         assert!(
             replay_frames(&slow) > 0,
             "the slow client never fell behind the session's queue: the test needs more load"
@@ -528,7 +528,7 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 #[tokio::test]
 async fn static_responses_carry_the_security_headers_and_long_paths_are_not_errors() {
     let env = Env::start().await;
-    let www = concat!(env!("CARGO_MANIFEST_DIR"), "/www");
+    let www = concat!(env!("CARGO_MANIFEST_DIR"), "/../www");
     let server = env.gateway(&["--static", www]).await;
     let port = server.port();
     for path in ["/", "/app.js", "/style.css", "/missing.js"] {

@@ -5,7 +5,7 @@
 //! created later.
 #![cfg(not(target_arch = "wasm32"))]
 
-mod support;
+use thoonk_system_tests::gateway as support;
 
 use serde_json::json;
 use support::{id, name, pattern, shard, Env, WsClient};
@@ -445,7 +445,8 @@ async fn live_events_arrive_in_revision_order_under_concurrent_writers() {
         assert_eq!(stored.rev, per_feed);
         let mirror = client.until_rev(feed, per_feed).await;
         assert_eq!(
-            mirror.items, stored.items,
+            mirror.items(),
+            stored.items,
             "{feed}: mirror and store differ"
         );
         assert_eq!(mirror.events.len() as u64, per_feed);
@@ -597,7 +598,7 @@ async fn a_pattern_subscribed_while_feeds_are_being_created_misses_none() {
     let all: Vec<FeedName> = (0..FEEDS).map(|i| name(&format!("race:{i}:x"))).collect();
     let mut missed = Vec::new();
     for (n, client) in clients.iter_mut().enumerate() {
-        let complete = |m: &support::Mirror| all.iter().all(|f| m.rev(f) == Some(1));
+        let complete = |m: &support::ReceivedFeeds| all.iter().all(|f| m.rev(f) == Some(1));
         if !client.read_until(complete).await {
             let lacking: Vec<&FeedName> = all
                 .iter()
@@ -628,8 +629,8 @@ fn event(epoch: u64, rev: u64, item: &str) -> ServerMessage {
     }
 }
 
-fn mirror_at(epoch: u64, rev: u64) -> support::Mirror {
-    let mut mirror = support::Mirror::default();
+fn mirror_at(epoch: u64, rev: u64) -> support::ReceivedFeeds {
+    let mut mirror = support::ReceivedFeeds::default();
     mirror.apply(&ServerMessage::Snapshot {
         feed: name("f"),
         epoch,
@@ -672,5 +673,5 @@ fn the_mirror_refuses_another_epoch_without_a_snapshot() {
 #[test]
 #[should_panic(expected = "before any snapshot")]
 fn the_mirror_refuses_an_event_of_an_unknown_feed() {
-    support::Mirror::default().apply(&event(7, 1, "a"));
+    support::ReceivedFeeds::default().apply(&event(7, 1, "a"));
 }

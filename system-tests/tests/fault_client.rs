@@ -5,7 +5,7 @@
 //! between the gateway and Redis cut while clients write.
 #![cfg(not(target_arch = "wasm32"))]
 
-mod fault_support;
+use thoonk_system_tests::fault as fault_support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,10 +18,10 @@ const GATEWAY: [&str; 4] = ["--workers", "2", "--claim-timeout-ms", "2000"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloads_in_the_middle_of_an_outbox_flush_apply_each_change_once() {
-    let redis = Redis::start("always");
+    let redis = RedisServer::start_fsync("always");
     let url = redis.url();
     let store = redis.store().await;
-    let gateway = Process::gateway(&url, Some(&url), &GATEWAY).await;
+    let gateway = start_gateway(&url, Some(redis.port()), &GATEWAY).await;
     let feeds: Vec<_> = (0..4).map(|i| feed(&format!("reload:f{i}"))).collect();
     let mut client = CoreClient::new("reload", "ann", &[gateway.ws_url()], &["reload:*"]);
     let mut watcher = CoreClient::new("watch", "bob", &[gateway.ws_url()], &["reload:*"]);
@@ -60,10 +60,10 @@ async fn reloads_in_the_middle_of_an_outbox_flush_apply_each_change_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_offline_past_the_retention_resets_and_its_queue_applies_once() {
-    let redis = Redis::start("always");
+    let redis = RedisServer::start_fsync("always");
     let url = redis.url();
     let store = redis.store().await;
-    let gateway = Process::gateway(&url, Some(&url), &GATEWAY).await;
+    let gateway = start_gateway(&url, Some(redis.port()), &GATEWAY).await;
     let feeds = vec![feed("away:f0"), feed("away:f1")];
     let mut away = CoreClient::new("away", "ann", &[gateway.ws_url()], &["away:*"]);
     let mut busy = CoreClient::new("busy", "bob", &[gateway.ws_url()], &["away:*"]);
@@ -128,7 +128,7 @@ async fn a_client_offline_past_the_retention_resets_and_its_queue_applies_once()
 /// Changes whose log entries were trimmed on purpose: each counts as applied
 /// once when its applied record (`job.applied:<len>:<feed>:<id>`) exists.
 async fn recount_trimmed(
-    redis: &Redis,
+    redis: &RedisServer,
     mut acc: Accounting,
     clients: &[&CoreClient],
     feeds: &[thoonk_protocol::FeedName],
@@ -170,10 +170,10 @@ async fn recount_trimmed(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_catches_up_without_a_gap() {
-    let redis = Redis::start("always");
+    let redis = RedisServer::start_fsync("always");
     let url = redis.url();
     let store = redis.store().await;
-    let gateway = Process::gateway(&url, Some(&url), &GATEWAY).await;
+    let gateway = start_gateway(&url, Some(redis.port()), &GATEWAY).await;
     let feeds = vec![feed("slow:f0")];
     let mut slow = CoreClient::new("slow", "ann", &[gateway.ws_url()], &["slow:*"]);
     let mut writer = CoreClient::new("fast", "bob", &[gateway.ws_url()], &["slow:*"]);
@@ -217,11 +217,10 @@ async fn a_network_cut_while_feeds_are_created_loses_nothing() {
 }
 
 async fn network_cut(feeds_exist: bool) {
-    let redis = Redis::start("always");
-    let url = redis.url();
+    let redis = RedisServer::start_fsync("always");
     let store = redis.store().await;
     let proxy = Proxy::start(redis.port()).await;
-    let gateway = Process::gateway(&proxy.url(), Some(&url), &GATEWAY).await;
+    let gateway = start_gateway(&proxy.url(), Some(redis.port()), &GATEWAY).await;
     let feeds: Vec<_> = (0..3).map(|i| feed(&format!("cut:f{i}"))).collect();
     let mut a = CoreClient::new("cuta", "ann", &[gateway.ws_url()], &["cut:*"]);
     let mut b = CoreClient::new("cutb", "bob", &[gateway.ws_url()], &["cut:*"]);

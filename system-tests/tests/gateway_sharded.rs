@@ -7,7 +7,7 @@
 //! converge.
 #![cfg(not(target_arch = "wasm32"))]
 
-mod support;
+use thoonk_system_tests::gateway as support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -5,7 +5,7 @@
 //! Every change is accounted for against the change logs.
 #![cfg(not(target_arch = "wasm32"))]
 
-mod fault_support;
+use thoonk_system_tests::fault as fault_support;
 
 use fault_support::*;
 use serde_json::json;
@@ -14,14 +14,14 @@ use thoonk_server::feeds::FeedStore;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_killed_mid_flush_loses_and_duplicates_nothing() {
-    let redis = Redis::start("always");
+    let redis = RedisServer::start_fsync("always");
     let store = redis.store().await;
     let url = redis.url();
     let feeds: Vec<_> = (0..3).map(|i| feed(&format!("gwkill:f{i}"))).collect();
     kill_a_gateway_mid_flush(
         "gateway killed mid-flush",
         &url,
-        &url,
+        redis.port(),
         &[],
         &store,
         &feeds,
@@ -38,14 +38,14 @@ async fn a_gateway_killed_mid_flush_on_a_cluster_loses_and_duplicates_nothing() 
     let target = thoonk_server::redis_target::RedisTarget::parse(&cluster.url()).unwrap();
     let store = FeedStore::open(&target, INSTANCE).await.unwrap();
     // The hubs subscribe on the first node named.
-    let hub_node = format!("redis://127.0.0.1:{}/", cluster.ports()[0]);
+    let hub_node = cluster.ports()[0];
     let feeds: Vec<_> = (0..3).map(|i| feed(&format!("{{gwkill{i}}}:f"))).collect();
     let patterns = ["{gwkill0}:*", "{gwkill1}:*", "{gwkill2}:*"];
     let queue = ["--queue", "{changes}"];
     kill_a_gateway_mid_flush(
         "gateway killed mid-flush (cluster)",
         &cluster.url(),
-        &hub_node,
+        hub_node,
         &queue,
         &store,
         &feeds,
@@ -62,7 +62,7 @@ async fn a_gateway_killed_mid_flush_on_a_cluster_loses_and_duplicates_nothing() 
 async fn kill_a_gateway_mid_flush(
     what: &str,
     url: &str,
-    hub_redis: &str,
+    hub_port: u16,
     extra: &[&str],
     store: &FeedStore,
     feeds: &[FeedName],
@@ -70,8 +70,8 @@ async fn kill_a_gateway_mid_flush(
 ) {
     let mut args = vec!["--workers", "2", "--claim-timeout-ms", "2000"];
     args.extend_from_slice(extra);
-    let mut first = Process::gateway(url, Some(hub_redis), &args).await;
-    let second = Process::gateway(url, Some(hub_redis), &args).await;
+    let mut first = start_gateway(url, Some(hub_port), &args).await;
+    let second = start_gateway(url, Some(hub_port), &args).await;
     let urls = vec![first.ws_url(), second.ws_url()];
 
     let mut a = CoreClient::new("ga", "ann", &urls, patterns);
