@@ -1,12 +1,15 @@
 -- job_submit_batch.lua: puts one client's changes to one feed, in order, as
 -- one batch job, each change checked against the exactly-once ledger.
 -- Self-contained (no prelude). Each change is, in order:
---   finished: its ledger record holds an outcome (nothing is queued); a
---     conflict stops the batch: the changes after it are deferred;
+--   finished: its ledger record holds an outcome (nothing is queued); the
+--     new changes after it are deferred (the client learns the outcome
+--     first, as one change at a time would: an accepted one lifts the base
+--     of its later changes to the same item, a conflict holds them back);
 --   already_queued: a job holding it is still on the queue; the new changes
 --     after it are deferred (they must not overtake it);
---   queued: new (or its job is gone without an outcome), put into the batch
---     job with every other new change of the call;
+--   queued: new (or its job is gone without an outcome) and no change
+--     before it in the call was finished or queued: put into the batch job
+--     with the other such changes;
 --   deferred: not queued and no ledger record written; the client sends it
 --     again once the changes before it have their outcomes.
 -- KEYS[1..10] the queue's keys (see job_submit.lua)
@@ -45,6 +48,7 @@ for i = 1, n do
     states[i] = 'deferred'
   elseif seen[2] then
     states[i], outcomes[i] = 'finished', seen[2]
+    blocked = true
     if string.find(seen[2], '"status":"conflict"', 1, true) then stopped = true end
   else
     local queued = false

@@ -124,6 +124,16 @@ async fn a_batch_applies_in_order_and_a_rejection_does_not_stop_it() {
         let expected = usize::from(id != "c1:2");
         assert_eq!(applied_count(&store, &f, id).await, expected, "{id}");
     }
+    // A new change behind a finished one waits until the client has that
+    // outcome (which lifts its base, as one change at a time would).
+    let later = based("c1:5", edit(&f, "a", json!(5)), Some((0, 0)));
+    let mixed = q
+        .submit_batch(&user("ann"), &[batch[3].clone(), later.clone()])
+        .await
+        .unwrap();
+    assert!(matches!(mixed[0], Submitted::Finished(_)));
+    assert_eq!(mixed[1], Submitted::Deferred);
+    assert_eq!(q.outcome(&later.id).await.unwrap(), None);
     workers.stop().await;
 }
 

@@ -558,10 +558,11 @@ impl SimServer {
     }
 
     /// `submit_batch`, as the gateway and `job_submit_batch.lua` answer it:
-    /// each change in order is finished (ack and its outcome; a conflict
-    /// defers the rest), already queued (ack; the new changes after it are
-    /// deferred), new (ack, queued in the batch's job) or deferred (no
-    /// answer: the client sends it again after the outcomes before it).
+    /// each change in order is finished (ack and its outcome; the new
+    /// changes after it are deferred, all of them after a conflict),
+    /// already queued (ack; the new changes after it are deferred), new
+    /// (ack, queued in the batch's job) or deferred (no answer: the client
+    /// sends it again after the outcomes before it).
     fn submit_batch(
         &mut self,
         conn: usize,
@@ -592,6 +593,7 @@ impl SimServer {
             }
             if let Some((outcome, _)) = self.ledger.get(&id) {
                 stopped = matches!(outcome, Outcome::Conflict { .. });
+                blocked = true;
                 out.push((conn, ServerMessage::Ack { id: id.clone() }));
                 out.push((
                     conn,
