@@ -29,6 +29,8 @@ export interface ClientOptions {
   resolveConflict?: (conflict: Conflict) => Resolution | undefined;
   /** Opens without connecting, as after `setOnline(false)`: nothing is sent until `setOnline(true)`. */
   offline?: boolean;
+  /** The most queued changes of one feed sent together in one frame (default and most 500; 1 sends one change per round trip, as clients before batches did). */
+  maxBatch?: number;
 }
 /** An item as the app sees it; `T` is the app's type of its value. */
 export interface Item<T = unknown> {
@@ -320,6 +322,8 @@ struct Options {
     db_name: String,
     #[serde(default)]
     offline: bool,
+    #[serde(default)]
+    max_batch: Option<usize>,
 }
 
 /// 64 random bits from the browser.
@@ -372,6 +376,7 @@ impl Client {
             get_token,
             resolver,
             offline: options.offline,
+            max_batch: options.max_batch,
         })
         .await?;
         if options.offline {

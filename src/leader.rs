@@ -190,7 +190,10 @@ impl Leader {
             .map_err(storage)?;
         let seed = random_seed();
         let token = options.token.borrow().clone();
-        let config = Config::new(format!("c{seed:016x}"), token, seed);
+        let mut config = Config::new(format!("c{seed:016x}"), token, seed);
+        if let Some(max) = options.max_batch {
+            config.max_batch = max.clamp(1, thoonk_protocol::MAX_BATCH_CHANGES);
+        }
         let shell = Shell::start(config, store, options.url.clone())
             .await
             .map_err(|err| js_error("storage", err))?;

@@ -177,6 +177,8 @@ pub struct TabOptions {
     pub resolver: Option<js_sys::Function>,
     /// Opens working offline (as after `setOnline(false)`).
     pub offline: bool,
+    /// The most changes of one feed sent in one frame (`None`: the core's default).
+    pub max_batch: Option<usize>,
 }
 
 /// How long `Client.open` in a following tab waits for the leader's welcome.

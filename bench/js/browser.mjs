@@ -1,7 +1,8 @@
 // Client benchmarks in headless Debian Chromium (never a downloaded browser),
 // against the thoonk-server scripts/bench started (serving page/, the wasm
 // package and Dexie). usage:
-//   node browser.mjs HTTP_URL REDIS_URL BENCH_BIN ITEMS REPS LATENCY_SAMPLES → one JSON line
+//   node browser.mjs HTTP_URL REDIS_URL BENCH_BIN ITEMS REPS LATENCY_SAMPLES [DRAIN] → one JSON line
+// DRAIN (default 1000): changes queued offline to one feed for the drain measure.
 import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
 
@@ -9,6 +10,7 @@ const [base, redis, benchBin, itemsArg, repsArg, samplesArg] = process.argv.slic
 const items = Number(itemsArg);
 const reps = Number(repsArg);
 const samples = Number(samplesArg);
+const drainCount = Number(process.argv[8] ?? 1000);
 const ws = base.replace(/^http/, 'ws') + 'ws';
 const bench = (...args) => JSON.parse(execFileSync(benchBin, [...args, '--redis', redis]).toString());
 
@@ -25,7 +27,8 @@ await page.waitForFunction(() => window.benchReady === true, null, { timeout: 60
 const call = (name, ...args) => page.evaluate(([n, a]) => window.bench[n](...a), [name, args]);
 
 const out = { items, reps, chromium: browser.version(), raw_put_ms: [], dexie_put_ms: [], raw_getall_ms: [],
-  client_replay_ms: [], client_snapshot_ms: [], client_cold_ms: [], raw_cold_ms: [], failed_reps: [] };
+  client_replay_ms: [], client_snapshot_ms: [], client_cold_ms: [], raw_cold_ms: [], failed_reps: [],
+  drain_changes: drainCount, drain_batched_ms: [], drain_one_by_one_ms: [] };
 for (let r = 0; r < reps; r++) {
   const raw = await call('rawPut', items);
   out.raw_put_ms.push(raw.putMs);
@@ -71,6 +74,20 @@ try {
   out.publish_to_other_callback_ms = [];
   out.publish_to_own_outcome_ms = [];
   out.failed_reps.push(`latency: ${String(err.message ?? err).slice(0, 300)}`);
+}
+// The outbox drain, batched beside one change per round trip, alternating
+// in the same run (the one-by-one path takes long: fewer repetitions of it).
+for (let r = 0; r < reps; r++) {
+  try {
+    const batched = await call('drain', ws, `bench:drain:${Date.now()}:${r}`, drainCount, null);
+    out.drain_batched_ms.push(batched.ms);
+    if (r < Math.max(1, Math.ceil(reps / 3))) {
+      const single = await call('drain', ws, `bench:drain-one:${Date.now()}:${r}`, drainCount, 1);
+      out.drain_one_by_one_ms.push(single.ms);
+    }
+  } catch (err) {
+    out.failed_reps.push(`drain: ${String(err.message ?? err).slice(0, 300)}`);
+  }
 }
 out.page_errors = errors;
 console.log(JSON.stringify(out));

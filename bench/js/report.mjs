@@ -127,6 +127,13 @@ if (browser) {
   goals.push([`  … vs Dexie bulkPut`, `${fmt(replay, 0)} ms vs ${fmt(dexiePut, 0)} ms`, ratio(dexiePut / replay), '—', '—']);
   const cold = median(browser.client_cold_ms), rawCold = median(browser.raw_cold_ms);
   goals.push([`Cold start: open + read ${fmt(browser.items, 0)} cached items vs raw open + getAll`, `${fmt(cold, 0)} ms vs ${fmt(rawCold, 0)} ms`, ratio(cold / rawCold), '≤ 1.5×', verdict(cold / rawCold <= 1.5)]);
+  if (browser.drain_batched_ms?.length) {
+    const n = browser.drain_changes;
+    const batched = median(browser.drain_batched_ms);
+    const single = browser.drain_one_by_one_ms?.length ? median(browser.drain_one_by_one_ms) : NaN;
+    const rate = n / (batched / 1000);
+    goals.push([`Outbox drain: ${fmt(n, 0)} changes to one feed queued offline, all accepted after reconnect, vs one change per round trip`, `${fmt(rate, 0)}/s (${fmt(batched, 0)} ms) vs ${fmt(n / (single / 1000), 0)}/s (${fmt(single, 0)} ms)`, ratio(single / batched), '≥ 1,000 changes/s', verdict(rate >= 1000)]);
+  }
 }
 
 // Bundle.
@@ -250,6 +257,10 @@ if (browser) {
   p(`| client cold start: \`Client.open\` on the cached mirror + \`items(feed)\` | ${spread(browser.client_cold_ms)} |`);
   p(`| raw cold start: open the client's database + \`getAll\` of its mirror + JSON.parse | ${spread(browser.raw_cold_ms)} |`);
   p(`| raw \`getAll\` of the raw rows (fresh connection, + JSON.parse) | ${spread(browser.raw_getall_ms)} |`);
+  if (browser.drain_batched_ms?.length) {
+    p(`| outbox drain: ${fmt(browser.drain_changes, 0)} publishes to one feed queued offline (\`offline: true\`), from \`setOnline(true)\` until every outcome is accepted; a feed's queue goes out in \`submit_batch\` frames of up to 500 | ${spread(browser.drain_batched_ms)} |`);
+    p(`| the same drain with \`maxBatch: 1\`: one \`submit\` per change, each waiting for the previous outcome (the path before batches) | ${spread(browser.drain_one_by_one_ms)} |`);
+  }
   p();
   const l = browser.publish_to_other_callback_ms, o = browser.publish_to_own_outcome_ms;
   p(`Publish on client A → client B's change callback (both in one page, each with its own database and socket, through the real server: submit → job → worker → feed script → pub/sub → gateway → B's IndexedDB → callback), ${l.length} samples: p50 ${fmt(quantile(l, 0.5))} ms, p90 ${fmt(quantile(l, 0.9))} ms, p99 ${fmt(quantile(l, 0.99))} ms, max ${fmt(quantile(l, 1))} ms. A's own outcome: p50 ${fmt(quantile(o, 0.5))} ms, p99 ${fmt(quantile(o, 0.99))} ms.`);

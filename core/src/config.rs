@@ -58,6 +58,11 @@ pub struct Config {
     pub timing: Timing,
     /// How many conflicts one change may run into before it is reported unresolved.
     pub max_conflict_rounds: u32,
+    /// The most changes of one feed's lane sent together in one
+    /// `submit_batch` frame (1: one `submit` per change, each waiting for
+    /// the outcome of the one before; at most
+    /// [`thoonk_protocol::MAX_BATCH_CHANGES`]).
+    pub max_batch: usize,
 }
 
 impl Config {
@@ -69,6 +74,7 @@ impl Config {
             seed,
             timing: Timing::default(),
             max_conflict_rounds: 5,
+            max_batch: thoonk_protocol::MAX_BATCH_CHANGES,
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::error::{CoreError, ServerFault, StorageFault};
 use crate::items::OrderedItems;
 use crate::journal::Journal;
 use crate::mirror::{FeedMirror, Mirror, Retry};
-use crate::outbox::{item_of, Outbox};
+use crate::outbox::{frame_len, item_of, Outbox};
 use crate::outcome::{ChangeOutcome, ConflictCase, OutcomeRecord, ResolutionKind};
 use crate::resolver::{MergeResolver, Resolution, Resolver};
 use crate::rng::{backoff, SplitMix64};
@@ -879,6 +879,7 @@ impl SyncCore {
                 for later in self.outbox.rebase_after(seq, &revs, &epochs) {
                     self.journal.outbox.insert(later);
                 }
+                self.outbox.release_after(seq, false);
                 let entry = self.outbox.get_mut(seq).expect("found above");
                 entry.record.accepted = Some(AcceptedRecord { revs, epochs });
                 self.journal.outbox.insert(seq);
@@ -886,6 +887,7 @@ impl SyncCore {
             }
             Outcome::Rejected { code, message } => {
                 self.record_outcome(seq, ChangeOutcome::Rejected { code, message }, now);
+                self.outbox.release_after(seq, false);
                 self.drop_entry(seq);
                 Ok(())
             }
@@ -904,6 +906,8 @@ impl SyncCore {
                     0 => self.mirror.head(&feed).map_or(0, |h| h.epoch),
                     e => e,
                 };
+                // The server did not attempt the changes after it in its batch.
+                self.outbox.release_after(seq, true);
                 let conflict = Conflict {
                     base: (!unknown_base).then_some(base),
                     current,
@@ -1062,7 +1066,11 @@ impl SyncCore {
     fn settle_unsendable(&mut self, now: u64) -> bool {
         let window = self.ledger_window;
         // Only what is about to be sent is measured (a serialization each).
-        let due: BTreeSet<u64> = self.outbox.due(now).into_iter().collect();
+        let due: BTreeSet<u64> = self
+            .outbox
+            .due(now, self.config.max_batch)
+            .into_iter()
+            .collect();
         let doomed: Vec<(u64, ChangeOutcome)> = self
             .outbox
             .iter()
@@ -1336,8 +1344,13 @@ impl SyncCore {
             );
             // Settling a lane's head makes the next one due: measure it too.
             while self.settle_unsendable(now) {}
-            self.outbox
-                .poll_sends(now, &timing, &mut self.rng, &mut self.effects.send);
+            self.outbox.poll_sends(
+                now,
+                &timing,
+                self.config.max_batch,
+                &mut self.rng,
+                &mut self.effects.send,
+            );
         }
         let journal = std::mem::take(&mut self.journal);
         let batch = self.batch_from(&journal);
@@ -1419,16 +1432,6 @@ impl SyncCore {
         }
         StoreBatch { writes }
     }
-}
-
-/// The length of the `submit` frame that carries `record`.
-fn frame_len(record: &OutboxRecord) -> usize {
-    ChangeRequest {
-        id: record.wire_id.clone(),
-        op: record.op.clone(),
-        base: record.base.clone(),
-    }
-    .submit_frame_len()
 }
 
 /// The outcome of a change that must not be sent: unresolved with its

@@ -12,10 +12,11 @@
 //! instead of applying it twice, so a resend is a question, never a second
 //! write.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use thoonk_protocol::{
-    Base, ChangeId, ChangeRequest, ClientMessage, Epoch, FeedName, ItemId, Operation, Rev,
+    batch_frame_len, Base, ChangeId, ChangeRequest, ClientMessage, Epoch, FeedName, ItemId,
+    Operation, Rev, MAX_BATCH_CHANGES, MAX_FRAME_BYTES,
 };
 
 use crate::config::Timing;
@@ -52,6 +53,19 @@ enum Lane {
 
 fn lane(op: &Operation) -> Lane {
     op.feed().map_or(Lane::Actions, |f| Lane::Feed(f.clone()))
+}
+
+/// The bytes a `submit` frame has around its change.
+const SUBMIT_OVERHEAD: usize = r#"{"type":"submit","change":}"#.len();
+
+/// The length of the `submit` frame that carries `record`.
+pub(crate) fn frame_len(record: &OutboxRecord) -> usize {
+    ChangeRequest {
+        id: record.wire_id.clone(),
+        op: record.op.clone(),
+        base: record.base.clone(),
+    }
+    .submit_frame_len()
 }
 
 /// The item a single-item operation writes.
@@ -111,47 +125,83 @@ impl Outbox {
             .map(|e| e.record.seq)
     }
 
-    /// The seqs `poll_sends` would send at `now`: each lane's head when
-    /// unsent or when its wait ran out.
-    pub fn due(&self, now: u64) -> Vec<u64> {
-        let mut busy = BTreeSet::new();
-        self.entries
-            .values()
-            .filter(|e| e.record.accepted.is_none() && busy.insert(lane(&e.record.op)))
-            .filter(|e| match e.send {
-                SendState::Unsent => true,
-                SendState::InFlight(r) | SendState::Acked(r) => r.deadline <= now,
-            })
-            .map(|e| e.record.seq)
+    /// What `poll_sends` would send at `now`: for each lane whose head (its
+    /// oldest change not accepted) is unsent or whose wait ran out, the head
+    /// and, for a feed's lane, the changes after it, up to `max_batch` and
+    /// the frame limit; with the attempt the head is at.
+    fn batches(&self, now: u64, max_batch: usize) -> Vec<(Vec<u64>, u32)> {
+        let mut heads: BTreeMap<Lane, Option<usize>> = BTreeMap::new();
+        // Per batch: its seqs, the head's attempt, the batch frame's length
+        // so far (0 once the frame is full).
+        let mut batches: Vec<(Vec<u64>, u32, usize)> = Vec::new();
+        for e in self.entries.values() {
+            if e.record.accepted.is_some() {
+                continue;
+            }
+            let lane = lane(&e.record.op);
+            match heads.get(&lane) {
+                None => {
+                    let attempt = match e.send {
+                        SendState::Unsent => Some(0),
+                        SendState::InFlight(r) | SendState::Acked(r) if r.deadline <= now => {
+                            Some(r.attempt + 1)
+                        }
+                        SendState::InFlight(_) | SendState::Acked(_) => None,
+                    };
+                    let slot = attempt.map(|attempt| {
+                        let bytes = batch_frame_len([frame_len(&e.record)]);
+                        batches.push((vec![e.record.seq], attempt, bytes));
+                        batches.len() - 1
+                    });
+                    heads.insert(lane, slot);
+                }
+                Some(Some(slot)) if matches!(lane, Lane::Feed(_)) => {
+                    let (seqs, _, bytes) = &mut batches[*slot];
+                    if seqs.len() >= max_batch.min(MAX_BATCH_CHANGES) || *bytes == 0 {
+                        continue;
+                    }
+                    // One more change: its `submit` frame's change and a comma.
+                    let more = *bytes + frame_len(&e.record) - SUBMIT_OVERHEAD + 1;
+                    if more <= MAX_FRAME_BYTES {
+                        seqs.push(e.record.seq);
+                        *bytes = more;
+                    } else {
+                        // Full: the changes after it wait for the next batch.
+                        *bytes = 0;
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        batches
+            .into_iter()
+            .map(|(seqs, attempt, _)| (seqs, attempt))
             .collect()
     }
 
-    /// Sends what is due: each lane's head when unsent or when its wait ran out.
+    /// The seqs `poll_sends` would send at `now`.
+    pub fn due(&self, now: u64, max_batch: usize) -> Vec<u64> {
+        self.batches(now, max_batch)
+            .into_iter()
+            .flat_map(|(seqs, _)| seqs)
+            .collect()
+    }
+
+    /// Sends what is due: each lane's head when unsent or when its wait ran
+    /// out, in one `submit`; for a feed's lane together with the changes
+    /// after it, in one `submit_batch` of up to `max_batch` changes (the
+    /// server applies them in order and stops at a conflict). Every change
+    /// sent waits for its `ack` until the same deadline.
     pub fn poll_sends(
         &mut self,
         now: u64,
         timing: &Timing,
+        max_batch: usize,
         rng: &mut SplitMix64,
         out: &mut Vec<ClientMessage>,
     ) {
-        let mut busy = BTreeSet::new();
-        for entry in self.entries.values_mut() {
-            if entry.record.accepted.is_some() || !busy.insert(lane(&entry.record.op)) {
-                continue;
-            }
-            let attempt = match entry.send {
-                SendState::Unsent => 0,
-                SendState::InFlight(r) | SendState::Acked(r) if r.deadline <= now => r.attempt + 1,
-                SendState::InFlight(_) | SendState::Acked(_) => continue,
-            };
-            out.push(ClientMessage::Submit {
-                change: ChangeRequest {
-                    id: entry.record.wire_id.clone(),
-                    op: entry.record.op.clone(),
-                    base: entry.record.base.clone(),
-                },
-            });
-            entry.send = SendState::InFlight(Retry {
+        for (seqs, attempt) in self.batches(now, max_batch) {
+            let retry = Retry {
                 deadline: now
                     + backoff(
                         timing.submit_timeout,
@@ -160,7 +210,43 @@ impl Outbox {
                         rng,
                     ),
                 attempt,
+            };
+            let mut changes = Vec::with_capacity(seqs.len());
+            for seq in seqs {
+                let entry = self.entries.get_mut(&seq).expect("listed above");
+                changes.push(ChangeRequest {
+                    id: entry.record.wire_id.clone(),
+                    op: entry.record.op.clone(),
+                    base: entry.record.base.clone(),
+                });
+                entry.send = SendState::InFlight(retry);
+            }
+            out.push(match <[ChangeRequest; 1]>::try_from(changes) {
+                Ok([change]) => ClientMessage::Submit { change },
+                Err(changes) => ClientMessage::SubmitBatch { changes },
             });
+        }
+    }
+
+    /// After an outcome of the change `seq`: the later changes of its lane
+    /// that were sent and not acknowledged (a batch deferred them behind a
+    /// change still queued) go back to unsent, so they go out as soon as
+    /// they lead the lane. After a conflict (`conflict`), every later change
+    /// of the lane does: the server did not attempt the changes after it.
+    pub fn release_after(&mut self, seq: u64, conflict: bool) {
+        let Some(head) = self.entries.get(&seq) else {
+            return;
+        };
+        let lane = lane(&head.record.op);
+        for entry in self.entries.range_mut(seq + 1..).map(|(_, e)| e) {
+            if entry.record.accepted.is_some() || self::lane(&entry.record.op) != lane {
+                continue;
+            }
+            match entry.send {
+                SendState::InFlight(_) => entry.send = SendState::Unsent,
+                SendState::Acked(_) if conflict => entry.send = SendState::Unsent,
+                _ => {}
+            }
         }
     }
 
@@ -191,11 +277,13 @@ impl Outbox {
         }
     }
 
-    /// The earliest resend deadline.
+    /// The earliest resend deadline: of a lane's head (the changes behind
+    /// it in its batch are resent with it, never alone).
     pub fn next_deadline(&self) -> Option<u64> {
+        let mut heads = std::collections::BTreeSet::new();
         self.entries
             .values()
-            .filter(|e| e.record.accepted.is_none())
+            .filter(|e| e.record.accepted.is_none() && heads.insert(lane(&e.record.op)))
             .filter_map(|e| match e.send {
                 SendState::InFlight(r) | SendState::Acked(r) => Some(r.deadline),
                 SendState::Unsent => None,
@@ -294,9 +382,119 @@ mod tests {
         out.iter()
             .map(|m| match m {
                 ClientMessage::Submit { change } => change.id.0.clone(),
+                ClientMessage::SubmitBatch { changes } => changes
+                    .iter()
+                    .map(|c| c.id.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join("+"),
                 other => panic!("unexpected {other:?}"),
             })
             .collect()
+    }
+
+    #[test]
+    fn a_lane_sends_its_changes_in_one_batch_in_order_and_an_action_alone() {
+        let mut outbox = Outbox::default();
+        outbox.push(record(1, "a", "x"));
+        outbox.push(record(2, "a", "y"));
+        outbox.push(record(3, "b", "x"));
+        outbox.push(record(4, "a", "x"));
+        let mut action = record(5, "a", "x");
+        action.op = Operation::Action {
+            name: "bump".into(),
+            payload: json!({}),
+        };
+        outbox.push(action.clone());
+        action.seq = 6;
+        action.wire_id = ChangeId::new("c", 6);
+        outbox.push(action);
+        let (mut rng, t) = (SplitMix64::new(1), Timing::default());
+        let mut out = Vec::new();
+        outbox.poll_sends(0, &t, 500, &mut rng, &mut out);
+        assert_eq!(sent(&out), ["c:1+c:2+c:4", "c:3", "c:5"]);
+        assert!(matches!(out[1], ClientMessage::Submit { .. }));
+        out.clear();
+        outbox.poll_sends(1, &t, 500, &mut rng, &mut out);
+        assert!(out.is_empty(), "nothing is due before the timeout");
+        // A batch is capped: the rest of the lane waits for the next one.
+        outbox.reset_sends();
+        outbox.poll_sends(1, &t, 2, &mut rng, &mut out);
+        assert_eq!(sent(&out), ["c:1+c:2", "c:3", "c:5"]);
+    }
+
+    #[test]
+    fn only_a_lanes_head_sets_its_deadline() {
+        let mut outbox = Outbox::default();
+        outbox.push(record(1, "a", "x"));
+        outbox.push(record(2, "a", "y"));
+        let (mut rng, t) = (SplitMix64::new(1), Timing::default());
+        let mut out = Vec::new();
+        outbox.poll_sends(0, &t, 500, &mut rng, &mut out);
+        // The head is queued; the change behind it was deferred (no ack).
+        outbox.ack(&ChangeId::new("c", 1), 0, &t, &mut rng);
+        let deadline = outbox.next_deadline().unwrap();
+        assert!(
+            deadline >= t.outcome_timeout / 2,
+            "the head's outcome wait, not the deferred change's ack wait: {deadline}"
+        );
+        out.clear();
+        outbox.poll_sends(deadline, &t, 500, &mut rng, &mut out);
+        assert_eq!(sent(&out), ["c:1+c:2"], "at the deadline something is sent");
+    }
+
+    #[test]
+    fn a_batch_stays_within_the_frame_limit() {
+        let mut outbox = Outbox::default();
+        for seq in 1..=40 {
+            let mut r = record(seq, "a", &format!("i{seq}"));
+            r.op = Operation::Edit {
+                feed: FeedName::new("a").unwrap(),
+                id: ItemId::new(format!("i{seq}")).unwrap(),
+                item: json!("x".repeat(10_000)),
+            };
+            outbox.push(r);
+        }
+        let (mut rng, t) = (SplitMix64::new(1), Timing::default());
+        let mut out = Vec::new();
+        outbox.poll_sends(0, &t, 500, &mut rng, &mut out);
+        let [ClientMessage::SubmitBatch { changes }] = &out[..] else {
+            panic!("one batch expected: {out:?}");
+        };
+        let frame = serde_json::to_string(&out[0]).unwrap().len();
+        assert!(frame <= MAX_FRAME_BYTES, "{frame} bytes");
+        assert!(
+            frame + 10_100 > MAX_FRAME_BYTES,
+            "as many as fit: {}",
+            changes.len()
+        );
+        assert_eq!(changes[0].id, ChangeId::new("c", 1));
+    }
+
+    #[test]
+    fn after_an_outcome_deferred_changes_go_out_again_and_after_a_conflict_all_do() {
+        let mut outbox = Outbox::default();
+        for seq in 1..=4 {
+            outbox.push(record(seq, "a", &format!("i{seq}")));
+        }
+        let (mut rng, t) = (SplitMix64::new(1), Timing::default());
+        let mut out = Vec::new();
+        outbox.poll_sends(0, &t, 500, &mut rng, &mut out);
+        assert_eq!(sent(&out), ["c:1+c:2+c:3+c:4"]);
+        // The server acknowledged 1 and 2 and deferred 3 and 4.
+        for seq in [1, 2] {
+            outbox.ack(&ChangeId::new("c", seq), 0, &t, &mut rng);
+        }
+        outbox.release_after(1, false);
+        outbox.remove(1);
+        out.clear();
+        outbox.poll_sends(1, &t, 500, &mut rng, &mut out);
+        assert!(out.is_empty(), "2 leads and waits for its outcome");
+        // 2 conflicts: nothing after it was attempted.
+        outbox.ack(&ChangeId::new("c", 3), 0, &t, &mut rng);
+        outbox.release_after(2, true);
+        outbox.remove(2);
+        outbox.poll_sends(1, &t, 500, &mut rng, &mut out);
+        assert_eq!(sent(&out), ["c:3+c:4"]);
     }
 
     #[test]
@@ -307,10 +505,10 @@ mod tests {
         outbox.push(record(3, "b", "x"));
         let (mut rng, t) = (SplitMix64::new(1), Timing::default());
         let mut out = Vec::new();
-        outbox.poll_sends(0, &t, &mut rng, &mut out);
+        outbox.poll_sends(0, &t, 1, &mut rng, &mut out);
         assert_eq!(sent(&out), ["c:1", "c:3"]);
         out.clear();
-        outbox.poll_sends(1, &t, &mut rng, &mut out);
+        outbox.poll_sends(1, &t, 1, &mut rng, &mut out);
         assert!(out.is_empty(), "nothing is due before the timeout");
         outbox.ack(&ChangeId::new("c", 1), 0, &t, &mut rng);
         let deadline = outbox.next_deadline().unwrap();
@@ -318,14 +516,14 @@ mod tests {
             deadline <= t.submit_timeout,
             "the unacknowledged change is due first"
         );
-        outbox.poll_sends(deadline, &t, &mut rng, &mut out);
+        outbox.poll_sends(deadline, &t, 1, &mut rng, &mut out);
         assert_eq!(
             sent(&out),
             ["c:3"],
             "the unacknowledged change is sent again, the acked one not"
         );
         out.clear();
-        outbox.poll_sends(t.outcome_timeout, &t, &mut rng, &mut out);
+        outbox.poll_sends(t.outcome_timeout, &t, 1, &mut rng, &mut out);
         assert_eq!(
             sent(&out),
             ["c:1", "c:3"],
@@ -333,11 +531,11 @@ mod tests {
         );
         out.clear();
         outbox.remove(1);
-        outbox.poll_sends(deadline, &t, &mut rng, &mut out);
+        outbox.poll_sends(deadline, &t, 1, &mut rng, &mut out);
         assert_eq!(sent(&out), ["c:2"], "the lane moves on after an outcome");
         outbox.reset_sends();
         out.clear();
-        outbox.poll_sends(deadline, &t, &mut rng, &mut out);
+        outbox.poll_sends(deadline, &t, 1, &mut rng, &mut out);
         assert_eq!(
             sent(&out),
             ["c:2", "c:3"],

@@ -101,12 +101,8 @@ impl Harness {
 fn submitted(fx: &Effects) -> Vec<(ChangeId, Operation, BTreeMap<FeedName, Base>)> {
     fx.send
         .iter()
-        .filter_map(|m| match m {
-            ClientMessage::Submit { change } => {
-                Some((change.id.clone(), change.op.clone(), change.base.clone()))
-            }
-            _ => None,
-        })
+        .flat_map(ClientMessage::submitted)
+        .map(|change| (change.id.clone(), change.op.clone(), change.base.clone()))
         .collect()
 }
 
@@ -997,4 +993,139 @@ fn a_too_large_error_for_a_queued_change_settles_it_and_frees_its_lane() {
         message: "frame of 12 bytes exceeds the limit of 10 bytes".into(),
     });
     assert!(outcomes(&fx).is_empty());
+}
+
+#[test]
+fn an_offline_lane_goes_out_in_one_batch_and_a_conflict_holds_back_the_rest() {
+    let mut h = Harness::new();
+    h.online();
+    h.now += 1;
+    h.core.disconnected(h.now).unwrap();
+    h.effects();
+    let (c1, _) = h.edit("a", json!({"title": "a1", "done": false}));
+    let (c2, _) = h.edit("b", json!({"title": "b1"}));
+    let (c3, _) = h.edit("a", json!({"title": "a2", "done": false}));
+    h.now += 1;
+    h.core.connected(h.now).unwrap();
+    h.effects();
+    let fx = h.server(ServerMessage::Welcome {
+        protocol: PROTOCOL_VERSION,
+        user: "u".into(),
+        ledger_window_ms: None,
+    });
+    let batches: Vec<Vec<ChangeId>> = fx
+        .send
+        .iter()
+        .filter(|m| matches!(m, ClientMessage::SubmitBatch { .. }))
+        .map(|m| m.submitted().iter().map(|c| c.id.clone()).collect())
+        .collect();
+    assert_eq!(
+        batches,
+        [vec![c1.clone(), c2.clone(), c3.clone()]],
+        "the lane's queue goes out in one frame, in order"
+    );
+    for c in [&c1, &c2, &c3] {
+        h.server(ServerMessage::Ack { id: c.clone() });
+    }
+    // The first is rejected: the batch went on, the others wait for theirs.
+    let fx = h.server(ServerMessage::Outcome {
+        id: c1.clone(),
+        outcome: Outcome::Rejected {
+            code: ErrorCode::Forbidden,
+            message: "no".into(),
+        },
+    });
+    assert!(submitted(&fx).is_empty(), "{:?}", fx.send);
+    // The second conflicts and stays unresolved (both changed the title):
+    // the server did not attempt the third, which goes out again at once
+    // (not after the outcome timeout).
+    let fx = h.server(ServerMessage::Outcome {
+        id: c2.clone(),
+        outcome: Outcome::Conflict {
+            feed: feed(),
+            id: id("b"),
+            base: Some(json!({"title": "b"})),
+            unknown_base: false,
+            epoch: 1,
+            current: Some(json!({"title": "b-theirs"})),
+            rev: 3,
+            history: Vec::new(),
+        },
+    });
+    assert!(matches!(
+        &outcomes(&fx)[..],
+        [(c, ChangeOutcome::Unresolved { .. })] if *c == c2
+    ));
+    let sent: Vec<ChangeId> = submitted(&fx).into_iter().map(|(id, _, _)| id).collect();
+    assert_eq!(sent, [c3], "{:?}", fx.send);
+}
+
+#[test]
+fn a_merged_conflict_goes_out_with_the_rest_of_its_lane_behind_it() {
+    let mut h = Harness::new();
+    h.online();
+    h.now += 1;
+    h.core.disconnected(h.now).unwrap();
+    h.effects();
+    let (c1, _) = h.edit("b", json!({"title": "b1"}));
+    let (c2, _) = h.edit("a", json!({"title": "a2", "done": false}));
+    h.now += 1;
+    h.core.connected(h.now).unwrap();
+    h.effects();
+    h.server(ServerMessage::Welcome {
+        protocol: PROTOCOL_VERSION,
+        user: "u".into(),
+        ledger_window_ms: None,
+    });
+    for c in [&c1, &c2] {
+        h.server(ServerMessage::Ack { id: c.clone() });
+    }
+    let fx = h.server(ServerMessage::Outcome {
+        id: c1.clone(),
+        outcome: Outcome::Conflict {
+            feed: feed(),
+            id: id("b"),
+            base: Some(json!({"title": "b"})),
+            unknown_base: false,
+            epoch: 1,
+            current: Some(json!({"title": "b", "done": true})),
+            rev: 3,
+            history: Vec::new(),
+        },
+    });
+    let sent: Vec<ChangeId> = submitted(&fx).into_iter().map(|(id, _, _)| id).collect();
+    assert_eq!(sent.len(), 2, "{:?}", fx.send);
+    assert_ne!(sent[0], c1, "the resolution goes under a fresh id");
+    assert_eq!(sent[1], c2);
+    assert!(matches!(fx.send[..], [ClientMessage::SubmitBatch { .. }]));
+}
+
+#[test]
+fn a_batch_size_of_one_sends_one_change_per_round_trip() {
+    let mut h = Harness::new();
+    h.online();
+    h.now += 1;
+    h.core.disconnected(h.now).unwrap();
+    h.effects();
+    let state = h.store.load().unwrap();
+    let mut config = Config::new("c", "tok", 8);
+    config.max_batch = 1;
+    h.core = SyncCore::open(config, state, h.now).unwrap();
+    h.effects();
+    let (c1, _) = h.edit("a", json!({"title": "a1"}));
+    h.edit("b", json!({"title": "b1"}));
+    h.now += 1;
+    h.core.connected(h.now).unwrap();
+    h.effects();
+    let fx = h.server(ServerMessage::Welcome {
+        protocol: PROTOCOL_VERSION,
+        user: "u".into(),
+        ledger_window_ms: None,
+    });
+    let sent: Vec<ChangeId> = submitted(&fx).into_iter().map(|(id, _, _)| id).collect();
+    assert_eq!(sent, [c1]);
+    assert!(fx
+        .send
+        .iter()
+        .all(|m| !matches!(m, ClientMessage::SubmitBatch { .. })));
 }

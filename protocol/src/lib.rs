@@ -17,8 +17,8 @@ mod name;
 pub use change::{Change, ChangeOp, FeedEvent, Item, Position};
 pub use error::{ErrorCode, NameError};
 pub use message::{
-    Base, ChangeId, ChangeRequest, ClientMessage, FeedPosition, Operation, Outcome, ServerMessage,
-    ServerState,
+    batch_frame_len, Base, ChangeId, ChangeRequest, ClientMessage, FeedPosition, Operation,
+    Outcome, ServerMessage, ServerState,
 };
 pub use name::{FeedName, FeedPattern, ItemId, MAX_FEED_NAME_LEN, MAX_ITEM_ID_LEN};
 
@@ -29,6 +29,10 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// with `too_large`. A client refuses a change whose `submit` frame would
 /// not fit before it queues it.
 pub const MAX_FRAME_BYTES: usize = 256 * 1024;
+
+/// The most changes one `submit_batch` frame may carry (the frame limit
+/// applies too); a gateway refuses a larger batch with `bad_request`.
+pub const MAX_BATCH_CHANGES: usize = 500;
 
 /// A feed's epoch: changes whenever the feed's history restarts (feed deleted and
 /// recreated, change log lost or reset), so revisions of different epochs never compare.

@@ -149,6 +149,31 @@ pub struct ChangeRequest {
     pub base: BTreeMap<FeedName, Base>,
 }
 
+impl ClientMessage {
+    /// The changes a `submit` or `submit_batch` frame carries, in order.
+    pub fn submitted(&self) -> &[ChangeRequest] {
+        match self {
+            Self::Submit { change } => std::slice::from_ref(change),
+            Self::SubmitBatch { changes } => changes,
+            _ => &[],
+        }
+    }
+}
+
+/// The length in bytes of a `submit_batch` frame carrying changes whose
+/// `submit` frames have the given lengths.
+pub fn batch_frame_len(submit_frame_lens: impl IntoIterator<Item = usize>) -> usize {
+    const SUBMIT_HEAD: usize = r#"{"type":"submit","change":"#.len() + 1;
+    const HEAD: &str = r#"{"type":"submit_batch","changes":[]}"#;
+    let mut len = HEAD.len();
+    let mut count = 0;
+    for submit in submit_frame_lens {
+        len += submit - SUBMIT_HEAD;
+        count += 1;
+    }
+    len + count.max(1) - 1
+}
+
 impl ChangeRequest {
     /// The length in bytes of the `submit` frame that carries this change.
     pub fn submit_frame_len(&self) -> usize {
@@ -247,6 +272,15 @@ pub enum ClientMessage {
     Submit {
         /// The change.
         change: ChangeRequest,
+    },
+    /// Submit several changes of one feed, in order, as one job (at most
+    /// [`crate::MAX_BATCH_CHANGES`]). Each change keeps its id, ledger entry
+    /// and outcome; the server applies them in order and stops at the first
+    /// conflict, leaving the changes after it unattempted (no `ack` from
+    /// the worker's run, no ledger entry: the client sends them again).
+    SubmitBatch {
+        /// The changes, oldest first, all writing the same feed.
+        changes: Vec<ChangeRequest>,
     },
     /// Heartbeat; the server answers `pong`.
     Ping,
@@ -421,6 +455,43 @@ mod tests {
             json!({"type": "event", "feed": "f", "epoch": 9, "rev": 3, "change": {
                 "op": "publish", "id": "x", "item": {"title": "t"}, "position": "end"
             }})
+        );
+    }
+
+    #[test]
+    fn batch_frames_have_the_documented_shape_and_length() {
+        let change = |seq: u64, item: Value| ChangeRequest {
+            id: ChangeId::new("c1", seq),
+            op: Operation::Publish {
+                feed: FeedName::new("f").unwrap(),
+                id: ItemId::new(format!("i{seq}")).unwrap(),
+                item,
+                position: None,
+            },
+            base: BTreeMap::from([(FeedName::new("f").unwrap(), Base::at(9, 4))]),
+        };
+        let changes = vec![change(1, json!({"a": 1})), change(22, json!("long text"))];
+        let batch = ClientMessage::SubmitBatch {
+            changes: changes.clone(),
+        };
+        let wire = serde_json::to_string(&batch).unwrap();
+        assert!(wire.starts_with(r#"{"type":"submit_batch","changes":[{"id":"c1:1","#));
+        assert_eq!(
+            batch_frame_len(changes.iter().map(ChangeRequest::submit_frame_len)),
+            wire.len()
+        );
+        assert_eq!(batch.submitted(), &changes[..]);
+        let empty = ClientMessage::SubmitBatch { changes: vec![] };
+        assert_eq!(
+            batch_frame_len([]),
+            serde_json::to_string(&empty).unwrap().len()
+        );
+        let one = ClientMessage::SubmitBatch {
+            changes: vec![change(3, json!(null))],
+        };
+        assert_eq!(
+            batch_frame_len([change(3, json!(null)).submit_frame_len()]),
+            serde_json::to_string(&one).unwrap().len()
         );
     }
 

@@ -34,7 +34,7 @@ pub const PRELUDE: &str = include_str!("../lua/prelude.lua");
 
 /// Every function of the library: its operation name (the function is
 /// `thoonk_<op>`) and its body, a script of `server-stub/lua/`.
-const BODIES: [(&str, &str); 25] = [
+const BODIES: [(&str, &str); 28] = [
     ("create", include_str!("../lua/create.lua")),
     ("register", include_str!("../lua/register.lua")),
     ("unregister", include_str!("../lua/unregister.lua")),
@@ -60,6 +60,18 @@ const BODIES: [(&str, &str); 25] = [
     ("job_retract", include_str!("../lua/job_retract.lua")),
     ("job_edit", include_str!("../lua/job_edit.lua")),
     ("job_apply", include_str!("../lua/job_apply.lua")),
+    (
+        "job_submit_batch",
+        include_str!("../lua/job_submit_batch.lua"),
+    ),
+    (
+        "job_apply_batch",
+        include_str!("../lua/job_apply_batch.lua"),
+    ),
+    (
+        "job_finish_batch",
+        include_str!("../lua/job_finish_batch.lua"),
+    ),
 ];
 
 static SOURCE: LazyLock<String> = LazyLock::new(|| {

@@ -7,15 +7,19 @@
 //! after its window; the conflict check of `job_apply.lua` (bases of
 //! `(epoch, rev)`, unknown bases, the client's own changes exempt); `NOREL`
 //! and `BADPOS` rejections; the frame size limit; one session per
-//! connection.
+//! connection; batches (`submit_batch`) put as one job, whose changes are
+//! applied in order, each with its own applied record (rejections too), a
+//! conflict stopping the batch and leaving the rest unattempted and
+//! unrecorded, as `job_submit_batch.lua`, `job_apply_batch.lua` and
+//! `job_finish_batch.lua` do.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde_json::{json, Value};
 use thoonk_protocol::{
-    Base, Change, ChangeId, ChangeOp, ChangeRequest, ClientMessage, Epoch, ErrorCode, FeedEvent,
-    FeedName, FeedPattern, FeedPosition, Item, ItemId, Operation, Outcome, Position, Rev,
-    ServerMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    batch_frame_len, Base, Change, ChangeId, ChangeOp, ChangeRequest, ClientMessage, Epoch,
+    ErrorCode, FeedEvent, FeedName, FeedPattern, FeedPosition, Item, ItemId, Operation, Outcome,
+    Position, Rev, ServerMessage, MAX_BATCH_CHANGES, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 use thoonk_sync_core::{apply_change, OrderedItems};
 
@@ -250,10 +254,13 @@ pub struct Write {
     pub blind: bool,
 }
 
-/// A job in the queue.
+/// A job in the queue: one change, or a batch of one client's changes to
+/// one feed (`submit_batch`), applied in order by one worker in one atomic
+/// step, as `job_apply_batch.lua` does.
 #[derive(Clone, Debug)]
 struct Job {
-    request: ChangeRequest,
+    requests: Vec<ChangeRequest>,
+    batch: bool,
 }
 
 /// One connection's session.
@@ -463,6 +470,7 @@ impl SimServer {
                 }],
             }),
             ClientMessage::Submit { change } => self.submit(conn, change, now),
+            ClientMessage::SubmitBatch { changes } => self.submit_batch(conn, changes, now),
             ClientMessage::Ping => to_me(vec![ServerMessage::Pong]),
         }
     }
@@ -514,12 +522,109 @@ impl SimServer {
         if let Some(session) = self.sessions.get_mut(&conn) {
             session.submitted.insert(id.clone());
         }
-        if self.queue.iter().any(|j| j.request.id == id) {
+        if self.is_queued(&id) {
             return out; // already queued
         }
-        self.queue.push_back(Job { request });
+        self.queue.push_back(Job {
+            requests: vec![request],
+            batch: false,
+        });
         if !self.queued_jobs {
             out.extend(self.work(WorkerFault::None, now));
+        }
+        out
+    }
+
+    fn is_queued(&self, id: &ChangeId) -> bool {
+        self.queue
+            .iter()
+            .any(|j| j.requests.iter().any(|r| &r.id == id))
+    }
+
+    fn record_op(&mut self, request: &ChangeRequest) {
+        let id = &request.id;
+        match self.ops.get(id) {
+            Some(op) if op != &request.op && self.reused.is_none() => {
+                self.reused = Some(format!(
+                    "change id {} named {op:?} and then {:?}",
+                    id.0, request.op
+                ));
+            }
+            Some(_) => {}
+            None => {
+                self.ops.insert(id.clone(), request.op.clone());
+            }
+        }
+    }
+
+    /// `submit_batch`, as the gateway and `job_submit_batch.lua` answer it:
+    /// each change in order is finished (ack and its outcome; the new
+    /// changes after it are deferred, all of them after a conflict),
+    /// already queued (ack; the new changes after it are deferred), new
+    /// (ack, queued in the batch's job) or deferred (no answer: the client
+    /// sends it again after the outcomes before it).
+    fn submit_batch(
+        &mut self,
+        conn: usize,
+        requests: Vec<ChangeRequest>,
+        now: u64,
+    ) -> Vec<(usize, ServerMessage)> {
+        let bytes = batch_frame_len(requests.iter().map(ChangeRequest::submit_frame_len));
+        assert!(
+            bytes <= MAX_FRAME_BYTES && requests.len() <= MAX_BATCH_CHANGES,
+            "the client never sends a batch over the limits"
+        );
+        let feed = requests.first().and_then(|r| r.op.feed());
+        assert!(
+            requests
+                .iter()
+                .all(|r| r.op.feed().is_some() && r.op.feed() == feed),
+            "a batch writes one feed"
+        );
+        self.expire(now);
+        let mut out = Vec::new();
+        let mut chosen = Vec::new();
+        let (mut stopped, mut blocked) = (false, false);
+        for request in requests {
+            self.record_op(&request);
+            let id = request.id.clone();
+            if stopped {
+                continue;
+            }
+            if let Some((outcome, _)) = self.ledger.get(&id) {
+                stopped = matches!(outcome, Outcome::Conflict { .. });
+                blocked = true;
+                out.push((conn, ServerMessage::Ack { id: id.clone() }));
+                out.push((
+                    conn,
+                    ServerMessage::Outcome {
+                        id,
+                        outcome: outcome.clone(),
+                    },
+                ));
+                continue;
+            }
+            let queued = self.is_queued(&id);
+            if !queued && blocked {
+                continue;
+            }
+            blocked |= queued;
+            if let Some(session) = self.sessions.get_mut(&conn) {
+                session.submitted.insert(id.clone());
+            }
+            out.push((conn, ServerMessage::Ack { id }));
+            if !queued {
+                chosen.push(request);
+            }
+        }
+        if !chosen.is_empty() {
+            self.queue.push_back(Job {
+                requests: chosen,
+                batch: true,
+            });
+            if !self.queued_jobs {
+                out.extend(self.work(WorkerFault::None, now));
+            }
         }
         out
     }
@@ -538,27 +643,62 @@ impl SimServer {
             self.queue.push_back(job);
             return Vec::new();
         }
-        let id = job.request.id.clone();
         let mut out = Vec::new();
-        let outcome = match self.applied_records.get(&id) {
-            Some(outcome) => outcome.clone(),
-            None => {
-                let (outcome, events) = self.run_job(&job.request);
-                if matches!(outcome, Outcome::Accepted { .. }) {
+        // Each change's outcome; `None` after a conflict (not attempted).
+        let mut outcomes: Vec<Option<Outcome>> = Vec::new();
+        // The item writes of this run: a later change of the batch to the
+        // same item is checked from the revision the earlier one produced.
+        let mut lifted: BTreeMap<(FeedName, ItemId), (Epoch, Rev)> = BTreeMap::new();
+        for request in &job.requests {
+            let id = request.id.clone();
+            if let Some(outcome) = self.applied_records.get(&id) {
+                outcomes.push(Some(outcome.clone()));
+                continue;
+            }
+            let mut request = request.clone();
+            let item = item_of(&request.op);
+            if let Some(&(epoch, rev)) = item.as_ref().and_then(|k| lifted.get(k)) {
+                let (feed, _) = item.as_ref().expect("looked up");
+                if self.feeds.get(feed).is_some_and(|f| f.epoch == epoch) {
+                    request.base.insert(feed.clone(), Base::at(epoch, rev));
+                }
+            }
+            let (outcome, events) = self.run_job(&request);
+            out.extend(events);
+            match &outcome {
+                Outcome::Accepted { revs, epochs, .. } => {
                     *self.applied.entry(id.clone()).or_insert(0) += 1;
                     self.applied_records.insert(id.clone(), outcome.clone());
+                    if let Some((feed, item)) = item {
+                        if let (Some(&rev), Some(&epoch)) = (revs.get(&feed), epochs.get(&feed)) {
+                            lifted.insert((feed, item), (epoch, rev));
+                        }
+                    }
                 }
-                out.extend(events);
-                outcome
+                // A batch records its rejections too, so that a run again
+                // never applies a change after one it refused.
+                Outcome::Rejected { .. } if job.batch => {
+                    self.applied_records.insert(id.clone(), outcome.clone());
+                }
+                Outcome::Rejected { .. } => {}
+                Outcome::Conflict { .. } => {
+                    outcomes.push(Some(outcome));
+                    break;
+                }
             }
-        };
+            outcomes.push(Some(outcome));
+        }
         if fault == WorkerFault::DiesAfterApply {
             self.queue.push_front(job);
             return out;
         }
-        self.applied_records.remove(&id);
-        self.ledger.insert(id.clone(), (outcome.clone(), now));
-        out.extend(self.outcome(&id, &outcome));
+        for (request, outcome) in job.requests.iter().zip(outcomes) {
+            let Some(outcome) = outcome else { break };
+            let id = &request.id;
+            self.applied_records.remove(id);
+            self.ledger.insert(id.clone(), (outcome.clone(), now));
+            out.extend(self.outcome(id, &outcome));
+        }
         out
     }
 
@@ -791,5 +931,16 @@ impl SimServer {
         let msg = f.snapshot(feed);
         self.writes.retain(|w| &w.feed != feed);
         self.fan_out(feed, msg)
+    }
+}
+
+/// The feed and item a single-item operation writes.
+fn item_of(op: &Operation) -> Option<(FeedName, ItemId)> {
+    match op {
+        Operation::Publish { feed, id, .. }
+        | Operation::Edit { feed, id, .. }
+        | Operation::Retract { feed, id }
+        | Operation::Move { feed, id, .. } => Some((feed.clone(), id.clone())),
+        Operation::Action { .. } => None,
     }
 }

@@ -724,7 +724,9 @@ impl World {
         for msg in fx.send {
             match &msg {
                 ClientMessage::Replay { .. } => self.stats.replays += 1,
-                ClientMessage::Submit { .. } => self.stats.submits += 1,
+                ClientMessage::Submit { .. } | ClientMessage::SubmitBatch { .. } => {
+                    self.stats.submits += 1
+                }
                 _ => {}
             }
             if self.peers[p].link == Link::Open {
@@ -1193,6 +1195,13 @@ fn client_summary(msg: &ClientMessage) -> String {
                 op_summary(&change.op),
                 change.base
             )
+        }
+        ClientMessage::SubmitBatch { changes } => {
+            let parts: Vec<String> = changes
+                .iter()
+                .map(|c| format!("{} {} base {:?}", c.id.0, op_summary(&c.op), c.base))
+                .collect();
+            format!("submit_batch [{}]", parts.join("; "))
         }
         ClientMessage::Replay { feed, from } => {
             format!("replay {feed} from {}/{}", from.epoch, from.rev)

@@ -21,7 +21,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use thoonk_protocol::{
     ChangeId, ChangeRequest, ClientMessage, ErrorCode, FeedName, FeedPattern, FeedPosition,
-    Outcome, ServerMessage, ServerState, PROTOCOL_VERSION,
+    Outcome, ServerMessage, ServerState, MAX_BATCH_CHANGES, PROTOCOL_VERSION,
 };
 
 use super::access::{AccessRules, User};
@@ -418,6 +418,7 @@ impl Session {
                 }
             }
             (ClientMessage::Submit { change }, true) => self.on_submit(change).await,
+            (ClientMessage::SubmitBatch { changes }, true) => self.on_submit_batch(changes).await,
             (ClientMessage::Ping, true) => self.send(&ServerMessage::Pong).await,
         }
     }
@@ -833,11 +834,84 @@ impl Session {
         self.catch_up(&notice.feed, Some(from)).await
     }
 
+    /// True when change id `id` is this connection's client's.
+    fn owns(&self, id: &ChangeId) -> bool {
+        id.0.strip_prefix(self.client_id.as_str())
+            .is_some_and(|rest| rest.starts_with(':') && rest.len() > 1)
+    }
+
+    /// A batch: one client's changes to one feed, queued as one job. Each
+    /// change is answered as a single submit would be (`ack`, and the stored
+    /// `outcome` when it finished before), except a change deferred because
+    /// one before it is still queued or ended in a conflict: it gets no
+    /// answer, and the client sends it again after the outcomes before it.
+    async fn on_submit_batch(&mut self, changes: Vec<ChangeRequest>) -> Result<(), SessionEnd> {
+        let feed = changes.first().and_then(|c| c.op.feed()).cloned();
+        let refusal = if changes.is_empty() || changes.len() > MAX_BATCH_CHANGES {
+            Some((
+                ErrorCode::BadRequest,
+                format!(
+                    "a batch holds 1 to {MAX_BATCH_CHANGES} changes, not {}",
+                    changes.len()
+                ),
+            ))
+        } else if let Some(c) = changes.iter().find(|c| !self.owns(&c.id)) {
+            Some((
+                ErrorCode::Forbidden,
+                format!(
+                    "change id {} does not start with this connection's client id `{}:`",
+                    c.id.0, self.client_id
+                ),
+            ))
+        } else if changes.iter().any(|c| c.op.feed() != feed.as_ref()) {
+            Some((
+                ErrorCode::BadRequest,
+                "a batch holds changes to one feed only (publish, edit, retract, move)".into(),
+            ))
+        } else {
+            None
+        };
+        if let Some((code, message)) = refusal {
+            return self.send_error(code, message).await;
+        }
+        let user = self.user().clone();
+        match self.shared.jobs.submit_batch(&user, &changes).await {
+            Ok(answers) => {
+                for (change, answer) in changes.iter().zip(answers) {
+                    let id = change.id.clone();
+                    match answer {
+                        Submitted::Queued | Submitted::AlreadyQueued => {
+                            let queue = self.shared.jobs.index_for(change);
+                            self.in_flight.insert(id.clone(), queue);
+                            self.send(&ServerMessage::Ack { id }).await?;
+                        }
+                        Submitted::Finished(outcome) => {
+                            self.send(&ServerMessage::Ack { id: id.clone() }).await?;
+                            self.send(&ServerMessage::Outcome { id, outcome }).await?;
+                        }
+                        Submitted::Deferred => {}
+                    }
+                }
+                Ok(())
+            }
+            Err(err) if err.is_caller_error() => {
+                for change in changes {
+                    let outcome = Outcome::Rejected {
+                        code: err.code(),
+                        message: err.to_string(),
+                    };
+                    let id = change.id;
+                    self.send(&ServerMessage::Outcome { id, outcome }).await?;
+                }
+                Ok(())
+            }
+            Err(err) => self.internal(err).await,
+        }
+    }
+
     async fn on_submit(&mut self, change: ChangeRequest) -> Result<(), SessionEnd> {
         let id = change.id.clone();
-        let own =
-            id.0.strip_prefix(self.client_id.as_str())
-                .is_some_and(|rest| rest.starts_with(':') && rest.len() > 1);
+        let own = self.owns(&id);
         if !own {
             let message = format!(
                 "change id {} does not start with this connection's client id `{}:`",
@@ -856,6 +930,8 @@ impl Session {
                 self.send(&ServerMessage::Ack { id: id.clone() }).await?;
                 self.send(&ServerMessage::Outcome { id, outcome }).await
             }
+            // A single change is never deferred (only a batch defers).
+            Ok(Submitted::Deferred) => Ok(()),
             Err(err) if err.is_caller_error() => {
                 let outcome = Outcome::Rejected {
                     code: err.code(),

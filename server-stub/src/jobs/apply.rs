@@ -13,7 +13,7 @@ use crate::feeds::{feed_keys, FeedError, FeedSettings, FeedStore};
 use crate::redis_target::{hash_tag, RedisConn};
 
 /// How often a write retries after creating a missing feed.
-const CREATE_ATTEMPTS: usize = 3;
+pub(super) const CREATE_ATTEMPTS: usize = 3;
 /// Most change-log entries a conflict carries.
 const CONFLICT_HISTORY_LIMIT: usize = 10_000;
 
@@ -26,20 +26,20 @@ pub(crate) enum Applied {
     Stale,
 }
 
-fn json_text(value: &serde_json::Value) -> String {
+pub(super) fn json_text(value: &serde_json::Value) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
 }
 
 /// The script's base argument: `<epoch>:<rev>`, or a bare `<rev>` for a
 /// base that names no epoch.
-fn base_arg(base: Base) -> String {
+pub(super) fn base_arg(base: Base) -> String {
     match base {
         Base::At(p) => format!("{}:{}", p.epoch, p.rev),
         Base::Rev(rev) => rev.to_string(),
     }
 }
 
-fn position_args(position: Option<&Position>) -> (&'static str, &str) {
+pub(super) fn position_args(position: Option<&Position>) -> (&'static str, &str) {
     match position {
         None => ("", ""),
         Some(Position::Begin) => ("begin", ""),
@@ -195,7 +195,7 @@ pub(crate) async fn apply(
     }
 }
 
-async fn create_feed(store: &FeedStore, write: &FeedWrite) -> Result<(), FeedError> {
+pub(super) async fn create_feed(store: &FeedStore, write: &FeedWrite) -> Result<(), FeedError> {
     let kind = write.create.unwrap_or(crate::feeds::FeedType::Feed);
     match store.create(&write.feed, &FeedSettings::new(kind)).await {
         Ok(_) | Err(FeedError::FeedExists { .. }) => Ok(()),
@@ -204,7 +204,7 @@ async fn create_feed(store: &FeedStore, write: &FeedWrite) -> Result<(), FeedErr
 }
 
 /// The rejected outcome of a script refusal.
-fn rejection(code: &str, write: &FeedWrite, message: &str) -> Outcome {
+pub(super) fn rejection(code: &str, write: &FeedWrite, message: &str) -> Outcome {
     let (code, message) = match code {
         "NOFEED" => (
             ErrorCode::NotFound,

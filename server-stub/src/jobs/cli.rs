@@ -99,6 +99,7 @@ fn submitted(s: Submitted) -> Json {
         Submitted::Queued => json!({"submitted": "queued"}),
         Submitted::AlreadyQueued => json!({"submitted": "already_queued"}),
         Submitted::Finished(outcome) => json!({"submitted": "finished", "outcome": outcome}),
+        Submitted::Deferred => json!({"submitted": "deferred"}),
     }
 }
 

@@ -11,6 +11,7 @@
 //! docs/JOBS.md describes the keys, payloads and lifecycle.
 
 mod apply;
+mod batch;
 pub mod cli;
 mod demo;
 mod error;
@@ -24,6 +25,7 @@ mod scripts;
 mod settings;
 mod worker;
 
+pub use batch::BATCH_JOB_PREFIX;
 pub use error::JobError;
 pub use handlers::{ActionHandler, AfterApply, HandlerFuture, Handlers, JobContext};
 pub use keys::{

@@ -30,6 +30,10 @@ pub enum Submitted {
     AlreadyQueued,
     /// The id finished before; this is its stored outcome. Nothing was added.
     Finished(Outcome),
+    /// Only in a batch: not queued and not recorded, because a change before
+    /// it in the batch is still queued or ended in a conflict. The client
+    /// sends it again once the changes before it have their outcomes.
+    Deferred,
 }
 
 /// A claimed job, handed to a worker.
@@ -303,6 +307,104 @@ impl JobQueue {
                 reason: format!("submit reply {other:?}"),
             }),
         }
+    }
+
+    /// Durably queues one client's changes to one feed, in order, as one
+    /// batch job (`job_submit_batch.lua`): each change is checked against
+    /// the exactly-once ledger and answered as [`JobQueue::submit`] would,
+    /// or [`Submitted::Deferred`] when a change before it is still queued
+    /// or ended in a conflict.
+    pub async fn submit_batch(
+        &self,
+        user: &User,
+        changes: &[ChangeRequest],
+    ) -> Result<Vec<Submitted>, JobError> {
+        let first = changes.first().map(|c| c.id.0.as_str()).unwrap_or_default();
+        let payloads: Vec<String> = changes
+            .iter()
+            .map(|c| JobPayload::new(&user.name, c).to_json())
+            .collect();
+        let submit = || {
+            let mut invocation = self.invocation(&self.scripts.submit_batch, None);
+            for change in changes {
+                invocation.key(ledger_key(&self.name, &change.id.0));
+            }
+            invocation
+                .arg(&user.name)
+                .arg("normal")
+                .arg(self.settings.retention_ms())
+                .arg(changes.len());
+            for (change, payload) in changes.iter().zip(&payloads) {
+                invocation.arg(&change.id.0).arg(payload);
+            }
+            invocation
+        };
+        let reply: Vec<String> = match self.invoke(submit()).await {
+            Err(err)
+                if err.code() == Some("NOQUEUE")
+                    && err.detail().is_some_and(|d| d.trim() == "missing") =>
+            {
+                tracing::warn!(queue = %self.name, "the job queue was gone; creating it again");
+                create_queue(&mut self.conn.clone(), self.name.as_ref()).await?;
+                self.invoke(submit())
+                    .await
+                    .map_err(|e| self.job_error(first, e))?
+            }
+            other => other.map_err(|e| self.job_error(first, e))?,
+        };
+        let corrupt = || JobError::Corrupt {
+            queue: self.name.to_string(),
+            reason: format!("submit_batch reply {reply:?}"),
+        };
+        let Some((_job, states)) = reply.split_first() else {
+            return Err(corrupt());
+        };
+        if states.len() != 2 * changes.len() {
+            return Err(corrupt());
+        }
+        states
+            .chunks(2)
+            .map(|pair| match (pair[0].as_str(), &pair[1]) {
+                ("queued", _) => Ok(Submitted::Queued),
+                ("already_queued", _) => Ok(Submitted::AlreadyQueued),
+                ("finished", outcome) => {
+                    Ok(Submitted::Finished(parse_outcome(&self.name, outcome)?))
+                }
+                ("deferred", _) => Ok(Submitted::Deferred),
+                _ => Err(corrupt()),
+            })
+            .collect()
+    }
+
+    /// Finishes batch job `job` while the claim made at `claimed_at` holds
+    /// it (`job_finish_batch.lua`): each change with an outcome has it
+    /// stored and published, each change without one (not attempted) loses
+    /// its ledger record. False when the job was not held by that claim
+    /// (nothing recorded).
+    pub(crate) async fn finish_batch(
+        &self,
+        job: &str,
+        claimed_at: &str,
+        outcomes: &[(ChangeId, Option<Outcome>)],
+    ) -> Result<bool, JobError> {
+        let mut invocation = self.invocation(&self.scripts.finish_batch, None);
+        for (id, _) in outcomes {
+            invocation.key(ledger_key(&self.name, &id.0));
+        }
+        invocation
+            .arg(job)
+            .arg(self.settings.retention_ms())
+            .arg(claimed_at)
+            .arg(outcomes.len());
+        for (id, outcome) in outcomes {
+            let text = outcome
+                .as_ref()
+                .map(|o| serde_json::to_string(o).unwrap_or_default())
+                .unwrap_or_default();
+            invocation.arg(&id.0).arg(text);
+        }
+        let reply: Vec<String> = self.invoke(invocation).await?;
+        Ok(reply.first().is_some_and(|s| s == "finished"))
     }
 
     /// The stored outcome of a change id, if it finished (for reconnecting clients).

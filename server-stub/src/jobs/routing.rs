@@ -77,6 +77,20 @@ impl QueueSet {
         self.queue_for(change).submit(user, change).await
     }
 
+    /// Submits one client's changes to one feed for `user` as one batch job,
+    /// to the queue of the first change (all of a batch write one feed, so
+    /// they share its route; see [`JobQueue::submit_batch`]).
+    pub async fn submit_batch(
+        &self,
+        user: &User,
+        changes: &[ChangeRequest],
+    ) -> Result<Vec<Submitted>, JobError> {
+        match changes.first() {
+            Some(first) => self.queue_for(first).submit_batch(user, changes).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// The stored outcome of `change`, from its queue's ledger.
     pub async fn outcome(&self, change: &ChangeRequest) -> Result<Option<Outcome>, JobError> {
         self.queue_for(change).outcome(&change.id).await

@@ -15,6 +15,9 @@ pub(crate) struct Scripts {
     pub retract: Function,
     pub edit: Function,
     pub apply: Function,
+    pub submit_batch: Function,
+    pub apply_batch: Function,
+    pub finish_batch: Function,
 }
 
 impl Scripts {
@@ -29,6 +32,9 @@ impl Scripts {
             retract: Function::new("job_retract"),
             edit: Function::new("job_edit"),
             apply: Function::new("job_apply"),
+            submit_batch: Function::new("job_submit_batch"),
+            apply_batch: Function::new("job_apply_batch"),
+            finish_batch: Function::new("job_finish_batch"),
         }
     }
 }

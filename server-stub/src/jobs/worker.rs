@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use thoonk_protocol::{ErrorCode, Outcome};
+use thoonk_protocol::{ChangeId, ErrorCode, Outcome};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
 use super::apply::{apply, Applied};
+use super::batch::{apply_batch, created_feeds, BatchPayload, Planned};
 use super::error::JobError;
 use super::handlers::{Handlers, JobContext};
 use super::keys::{classic_put_channel, put_channel};
@@ -39,6 +40,8 @@ struct Shared {
 /// How one job ended, for the worker to record.
 enum Ending {
     Finish(Outcome),
+    /// A batch job: each change's outcome, `None` for one not attempted.
+    FinishBatch(Vec<(ChangeId, Option<Outcome>)>),
     Fail(String),
 }
 
@@ -258,6 +261,19 @@ async fn record(
                         next
                     })
             }
+            Ending::FinishBatch(outcomes) => queue
+                .finish_batch(id, claimed_at, outcomes)
+                .await
+                .map(|finished| {
+                    if !finished {
+                        tracing::info!(
+                            queue = queue.name(),
+                            id,
+                            "batch finished elsewhere, retracted, or claimed again"
+                        );
+                    }
+                    None
+                }),
             Ending::Fail(error) => queue.fail(id, Some(claimed_at), error).await.map(|failed| {
                 match failed {
                     Failed::Retry(n) => tracing::warn!(
@@ -308,6 +324,12 @@ async fn work_one(shared: Arc<Shared>, job: Claimed) -> Ending {
 }
 
 async fn work(shared: &Shared, job: &Claimed) -> Ending {
+    if let Some(batch) = BatchPayload::parse_for(&job.id, &job.payload) {
+        return match batch {
+            Ok(batch) => work_batch(shared, job, batch).await,
+            Err(error) => Ending::Fail(format!("unreadable batch payload: {error}")),
+        };
+    }
     let payload = match JobPayload::parse_for(&job.id, &job.payload) {
         Ok(payload) => payload,
         Err(err) => {
@@ -379,4 +401,82 @@ async fn work(shared: &Shared, job: &Claimed) -> Ending {
     Ending::Fail(format!(
         "the items this change reads kept changing ({STALE_ATTEMPTS} attempts)"
     ))
+}
+
+/// Works a batch job: plans each change (access rules per change), applies
+/// them in order in one script, and finishes every change at once.
+async fn work_batch(shared: &Shared, job: &Claimed, batch: BatchPayload) -> Ending {
+    let ids: Vec<ChangeId> = batch.batch.iter().map(|p| p.id.clone()).collect();
+    let Some(user) = shared.access.find_user(&batch.user) else {
+        let outcome = Outcome::Rejected {
+            code: ErrorCode::Unauthorized,
+            message: format!("unknown user {:?}", batch.user),
+        };
+        return Ending::FinishBatch(
+            ids.into_iter()
+                .map(|id| (id, Some(outcome.clone())))
+                .collect(),
+        );
+    };
+    let Some(feed) = batch.batch.first().and_then(|p| p.op.feed()).cloned() else {
+        let outcome = Outcome::Rejected {
+            code: ErrorCode::BadRequest,
+            message: "a batch holds changes to one feed only".into(),
+        };
+        return Ending::FinishBatch(
+            ids.into_iter()
+                .map(|id| (id, Some(outcome.clone())))
+                .collect(),
+        );
+    };
+    let mut planned = Vec::with_capacity(batch.batch.len());
+    let mut contexts = Vec::with_capacity(batch.batch.len());
+    for payload in &batch.batch {
+        let ctx = JobContext {
+            id: payload.id.clone(),
+            user: user.clone(),
+            base: payload.base.clone(),
+            access: shared.access.clone(),
+            feeds: shared.store.clone(),
+            failures: job.failures,
+        };
+        let plan = shared.handlers.plan(ctx.clone(), &payload.op).await;
+        match Planned::from_plan(&feed, plan) {
+            Ok(p) => planned.push(p),
+            Err(error) => return Ending::Fail(error),
+        }
+        contexts.push(ctx);
+    }
+    let retention = shared.queue.settings().retention_ms();
+    let conn = shared.queue.connection();
+    let scripts = shared.queue.scripts();
+    let outcomes = match apply_batch(
+        &conn,
+        scripts,
+        &shared.store,
+        &feed,
+        &ids,
+        &mut planned,
+        &retention,
+    )
+    .await
+    {
+        Ok(outcomes) => outcomes,
+        Err(err) => return Ending::Fail(err.to_string()),
+    };
+    if job.failures > 0 {
+        for feed in created_feeds(&planned, &outcomes) {
+            if let Err(err) = shared.store.register(&feed).await {
+                return Ending::Fail(format!("register {feed} after a retry: {err}"));
+            }
+        }
+    }
+    if let Some(hook) = shared.handlers.after_apply_hook() {
+        for (ctx, outcome) in contexts.iter().zip(&outcomes) {
+            if let Some(outcome @ Outcome::Accepted { .. }) = outcome {
+                hook(ctx.clone(), outcome.clone()).await;
+            }
+        }
+    }
+    Ending::FinishBatch(ids.into_iter().zip(outcomes).collect())
 }
