@@ -13,8 +13,8 @@ use thoonk_server::gateway::{
     TagSubscriptions,
 };
 use thoonk_server::http::{router, StaticDir, WebArgs};
-use thoonk_server::jobs::cli::{JobCommand, QueueArgs, WorkArgs};
-use thoonk_server::jobs::{run_workers, Handlers, QueueSet};
+use thoonk_server::jobs::cli::{ActionArgs, JobCommand, QueueArgs, WorkArgs};
+use thoonk_server::jobs::{run_workers, QueueSet};
 use thoonk_server::redis_target::RedisTarget;
 use tracing_subscriber::EnvFilter;
 
@@ -121,6 +121,9 @@ struct ServeArgs {
     /// Job workers run inside this process (0: only `thoonk-server work` processes work the queue).
     #[arg(long, env = "THOONK_WORKERS", default_value_t = 2)]
     workers: usize,
+    /// Which actions the in-process workers know.
+    #[command(flatten)]
+    actions: ActionArgs,
     #[command(flatten)]
     queue_settings: QueueArgs,
     #[command(flatten)]
@@ -250,7 +253,7 @@ async fn serve(client: RedisTarget, args: ServeArgs) -> anyhow::Result<()> {
                 client.clone(),
                 queue.clone(),
                 settings.clone(),
-                Handlers::standard(),
+                args.actions.handlers(),
                 access.clone(),
                 args.workers,
                 async move {
@@ -285,7 +288,7 @@ async fn serve(client: RedisTarget, args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listen on {}", args.listen))?;
     tracing::info!(listen = %args.listen, "thoonk-server serving; WebSocket at /ws");
     tokio::spawn(async move {
-        shutdown_signal().await;
+        thoonk_server::shutdown_signal().await;
         tracing::info!("shutting down: closing sessions");
         let _ = stop.send(true);
     });
@@ -310,13 +313,4 @@ async fn serve(client: RedisTarget, args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("thoonk-server stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("install the SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -46,7 +46,7 @@ async fn classic_claim(conn: &mut RedisConn, at_ms: u64) -> String {
 /// Starts the test Redis and opens the suite's queue on it; returns a
 /// connection for raw commands too.
 async fn setup(settings: QueueSettings) -> (Env, JobQueue, RedisConn) {
-    let env = Env::start();
+    let env = Env::start().await;
     let q = JobQueue::open(&env.target, &queue_name(), settings)
         .await
         .unwrap();
@@ -85,7 +85,7 @@ async fn queues_are_created_classically_and_other_thoonk_objects_are_refused() {
         .err()
         .unwrap();
     assert!(matches!(err, JobError::BadQueueName { .. }), "{err}");
-    if env.is_cluster() {
+    if env.on_cluster() {
         // A queue whose keys would spread over several slots is refused.
         let err = JobQueue::open(client, "changes", fast_settings(1))
             .await

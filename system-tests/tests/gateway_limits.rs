@@ -2,7 +2,6 @@
 //! oversized frames get error frames and leave the connection usable and
 //! other clients unaffected; a client that stops reading either catches up
 //! completely and in order, or is disconnected — never silently skipped.
-#![cfg(not(target_arch = "wasm32"))]
 
 use thoonk_system_tests::gateway as support;
 

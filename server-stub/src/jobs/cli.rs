@@ -251,9 +251,35 @@ pub struct WorkArgs {
     /// The queue's settings.
     #[command(flatten)]
     pub settings: QueueArgs,
+    /// Which actions the workers know.
+    #[command(flatten)]
+    pub actions: ActionArgs,
 }
 
-/// Runs the standard workers ([`Handlers::standard`]) until Ctrl-C or SIGTERM.
+/// The named actions a `serve` or `work` process's workers know besides the
+/// generic feed operations.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ActionArgs {
+    /// Also register the demo's task actions (`create_task`, …,
+    /// `delegate_task`; docs/JOBS.md), which the demo page uses. Off by
+    /// default: a deployment registers its own actions in its own workers.
+    #[arg(long, env = "THOONK_DEMO_ACTIONS")]
+    pub demo_actions: bool,
+}
+
+impl ActionArgs {
+    /// The handlers these arguments ask for.
+    pub fn handlers(&self) -> Handlers {
+        if self.demo_actions {
+            Handlers::with_demo_actions()
+        } else {
+            Handlers::new()
+        }
+    }
+}
+
+/// Runs the workers (with the demo's actions when `--demo-actions`) until
+/// Ctrl-C or SIGTERM.
 pub async fn work(
     args: WorkArgs,
     client: RedisTarget,
@@ -276,7 +302,7 @@ pub async fn work(
             client.clone(),
             queue.clone(),
             args.settings.settings(),
-            Handlers::standard(),
+            args.actions.handlers(),
             access.clone(),
             args.concurrency,
             async move {
@@ -285,24 +311,10 @@ pub async fn work(
         )
     });
     tokio::spawn(async move {
-        shutdown_signal().await;
+        crate::shutdown_signal().await;
         let _ = stop.send(true);
     });
     futures::future::try_join_all(workers).await.map(drop)
-}
-
-async fn shutdown_signal() {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 #[cfg(test)]
