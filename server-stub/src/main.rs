@@ -13,8 +13,8 @@ use thoonk_server::gateway::{
     TagSubscriptions,
 };
 use thoonk_server::http::{router, StaticDir, WebArgs};
-use thoonk_server::jobs::cli::{ActionArgs, JobCommand, QueueArgs, WorkArgs};
-use thoonk_server::jobs::{run_workers, QueueSet};
+use thoonk_server::jobs::cli::{workers_of_queues, ActionArgs, JobCommand, QueueArgs, WorkArgs};
+use thoonk_server::jobs::QueueSet;
 use thoonk_server::redis_target::RedisTarget;
 use tracing_subscriber::EnvFilter;
 
@@ -247,19 +247,16 @@ async fn serve(client: RedisTarget, args: ServeArgs) -> anyhow::Result<()> {
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     if args.workers > 0 {
-        for queue in &args.queue {
-            let mut until = stopped.clone();
-            let workers = run_workers(
-                client.clone(),
-                queue.clone(),
-                settings.clone(),
-                args.actions.handlers(),
-                access.clone(),
-                args.workers,
-                async move {
-                    let _ = until.wait_for(|stop| *stop).await;
-                },
-            );
+        let workers = workers_of_queues(
+            &client,
+            &args.queue,
+            &settings,
+            &args.actions,
+            &access,
+            args.workers,
+            &stopped,
+        );
+        for workers in workers {
             tokio::spawn(async move {
                 if let Err(err) = workers.await {
                     tracing::error!(%err, "job workers stopped");

@@ -278,6 +278,36 @@ impl ActionArgs {
     }
 }
 
+/// `concurrency` workers on each of `queues` (`serve --workers`, `work`),
+/// each set ending when `stop` turns true.
+pub fn workers_of_queues(
+    client: &RedisTarget,
+    queues: &[String],
+    settings: &QueueSettings,
+    actions: &ActionArgs,
+    access: &Arc<dyn AccessRules>,
+    concurrency: usize,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<impl std::future::Future<Output = Result<(), JobError>>> {
+    queues
+        .iter()
+        .map(|queue| {
+            let mut until = stop.clone();
+            run_workers(
+                client.clone(),
+                queue.clone(),
+                settings.clone(),
+                actions.handlers(),
+                access.clone(),
+                concurrency,
+                async move {
+                    let _ = until.wait_for(|stop| *stop).await;
+                },
+            )
+        })
+        .collect()
+}
+
 /// Runs the workers (with the demo's actions when `--demo-actions`) until
 /// Ctrl-C or SIGTERM.
 pub async fn work(
@@ -296,20 +326,15 @@ pub async fn work(
         });
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let workers = args.queue.iter().map(|queue| {
-        let mut until = stopped.clone();
-        run_workers(
-            client.clone(),
-            queue.clone(),
-            args.settings.settings(),
-            args.actions.handlers(),
-            access.clone(),
-            args.concurrency,
-            async move {
-                let _ = until.wait_for(|stop| *stop).await;
-            },
-        )
-    });
+    let workers = workers_of_queues(
+        &client,
+        &args.queue,
+        &args.settings.settings(),
+        &args.actions,
+        &access,
+        args.concurrency,
+        &stopped,
+    );
     tokio::spawn(async move {
         crate::shutdown_signal().await;
         let _ = stop.send(true);
