@@ -60,18 +60,6 @@ impl Env {
         }
     }
 
-    /// The arguments a gateway on this Redis starts with: `extra`, after the
-    /// job queue on a cluster (whose keys need a hash tag: `{changes}`).
-    pub fn gateway_args(&self, extra: &[&str]) -> Vec<String> {
-        let mut args = Vec::new();
-        if self.on_cluster() {
-            args.push("--queue".to_owned());
-            args.push(shard("changes"));
-        }
-        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
-        args
-    }
-
     /// Starts a gateway on this Redis without waiting for its hub (see
     /// [`Env::gateway`]).
     pub fn spawn_gateway(&self, extra: &[&str]) -> ThoonkServer {

@@ -246,12 +246,11 @@ pub async fn wait_for_newfeed_listeners(env: &Env, n: usize) {
 /// Starts a gateway (`thoonk-server serve`) on the env's Redis, with its
 /// job queue named for the target.
 pub fn gateway(env: &Env, extra: &[&str]) -> thoonk_testkit::ThoonkServer {
-    let queue = shard("changes");
-    let mut args = vec!["--queue", queue.as_str()];
-    args.extend_from_slice(extra);
+    let args = env.gateway_args(extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     thoonk_testkit::ThoonkServer::start(
         std::path::Path::new(env!("CARGO_BIN_EXE_thoonk-server")),
-        &env.redis.url(),
+        &env.url(),
         &args,
     )
 }

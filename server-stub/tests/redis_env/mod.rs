@@ -60,6 +60,18 @@ impl Env {
         open_store(&self.target).await
     }
 
+    /// The arguments a gateway on this Redis starts with: `extra`, after the
+    /// job queue on a cluster (whose keys need a hash tag: `{changes}`).
+    pub fn gateway_args(&self, extra: &[&str]) -> Vec<String> {
+        let mut args = Vec::new();
+        if self.on_cluster() {
+            args.push("--queue".to_owned());
+            args.push(thoonk_testkit::shard("changes"));
+        }
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+        args
+    }
+
     /// A plain connection to every node (every primary of a cluster; the
     /// server on one Redis), for commands without keys that must reach all
     /// of them (`INFO`, `PUBSUB`).
