@@ -9,7 +9,7 @@ use thoonk_protocol::{ChangeId, FeedName, FeedPattern, ItemId, Operation, Positi
 use thoonk_sync_core::{CoreError, ItemState, ItemView};
 use wasm_bindgen::prelude::*;
 
-use crate::tab::{Tab, TabOptions};
+use crate::tab_client::{Tab, TabOptions};
 
 #[wasm_bindgen(typescript_custom_section)]
 const TYPES: &str = r#"

@@ -12,7 +12,7 @@
 //! ever drops `outbox` or `outcomes`.
 //!
 //! Fencing: `meta` also holds the token of the tab that leads (see
-//! `crate::tabs`). A store that claimed leadership checks, inside each batch's
+//! `crate::tab_transport`). A store that claimed leadership checks, inside each batch's
 //! transaction, that the token is still its own; a tab that lost the lead
 //! while frozen therefore cannot write (or, since the core writes before it
 //! sends, send) anything once another tab took over.

@@ -23,7 +23,7 @@ use thoonk_sync_core::tabs::{
 use crate::client::{from_js, js_error, random_seed, to_js, ItemJs};
 use crate::idb::IdbStore;
 use crate::shell::{AppHooks, Shell};
-use crate::tab::{feed_view_js, outcome_js, Tab};
+use crate::tab_client::{feed_view_js, outcome_js, Tab};
 
 /// What the client last wrote about itself outside IndexedDB (localStorage),
 /// so that a database the browser wiped is noticed, with the changes lost.

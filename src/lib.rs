@@ -17,9 +17,9 @@ mod shell;
 #[cfg(target_arch = "wasm32")]
 mod socket;
 #[cfg(target_arch = "wasm32")]
-mod tab;
+mod tab_client;
 #[cfg(target_arch = "wasm32")]
-mod tabs;
+mod tab_transport;
 #[cfg(target_arch = "wasm32")]
 mod view;
 

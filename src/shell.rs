@@ -326,7 +326,7 @@ impl Shell {
             match self.store.apply(&keep).await {
                 Ok(()) => return true,
                 Err(StoreError::QuotaExceeded(_)) if attempt < 4 => {
-                    crate::tabs::sleep(200).await;
+                    crate::tab_transport::sleep(200).await;
                 }
                 Err(_) => return false,
             }

@@ -12,7 +12,7 @@ use thoonk_protocol::{FeedName, FeedPattern};
 use wasm_bindgen::prelude::*;
 
 use crate::client::to_js;
-use crate::tab::Tab;
+use crate::tab_client::Tab;
 
 /// One view's state: the snapshot so far and who listens.
 struct View {

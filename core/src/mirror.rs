@@ -104,7 +104,7 @@ impl FeedMirror {
         }
     }
 
-    fn drain(&mut self, feed: &FeedName, journal: &mut Journal, jobs: &mut Vec<String>) {
+    fn drain(&mut self, feed: &FeedName, journal: &mut Journal, applied_changes: &mut Vec<String>) {
         let Some(head) = self.head.as_mut() else {
             return;
         };
@@ -118,7 +118,7 @@ impl FeedMirror {
             journal.item(feed, &change.id);
             journal.head(feed);
             if let Some(job) = change.job {
-                jobs.push(job);
+                applied_changes.push(job);
             }
         }
     }
@@ -144,7 +144,8 @@ impl Mirror {
         }
     }
 
-    /// Applies one live event. Change ids of jobs it applied go to `jobs`.
+    /// Applies one live event. The change ids of the jobs it applied (the
+    /// client changes whose outcome may now settle) go to `applied_changes`.
     pub fn on_event(
         &mut self,
         feed: &FeedName,
@@ -152,7 +153,7 @@ impl Mirror {
         rev: Rev,
         change: Change,
         journal: &mut Journal,
-        jobs: &mut Vec<String>,
+        applied_changes: &mut Vec<String>,
     ) {
         let m = self.feeds.entry(feed.clone()).or_default();
         if m.is_stale(epoch) {
@@ -162,7 +163,7 @@ impl Mirror {
             Some(head) if head.epoch == epoch => {
                 if rev > head.rev {
                     m.ahead.insert(rev, change);
-                    m.drain(feed, journal, jobs);
+                    m.drain(feed, journal, applied_changes);
                 }
             }
             _ => m.keep_foreign(epoch, [(rev, change)]),
@@ -176,7 +177,7 @@ impl Mirror {
         epoch: Epoch,
         events: Vec<FeedEvent>,
         journal: &mut Journal,
-        jobs: &mut Vec<String>,
+        applied_changes: &mut Vec<String>,
     ) -> Result<(), ServerFault> {
         let fault = events.windows(2).find_map(|w| {
             (w[1].rev != w[0].rev + 1).then(|| ServerFault::SparseChanges {
@@ -196,7 +197,7 @@ impl Mirror {
                         m.ahead.insert(event.rev, event.change);
                     }
                 }
-                m.drain(feed, journal, jobs);
+                m.drain(feed, journal, applied_changes);
             }
             _ => m.keep_foreign(epoch, events.into_iter().map(|e| (e.rev, e.change))),
         }
@@ -211,7 +212,7 @@ impl Mirror {
         rev: Rev,
         items: Vec<Item>,
         journal: &mut Journal,
-        jobs: &mut Vec<String>,
+        applied_changes: &mut Vec<String>,
     ) -> Result<(), ServerFault> {
         let mut seen = BTreeSet::new();
         let fault = items.iter().find_map(|i| {
@@ -266,7 +267,7 @@ impl Mirror {
         for id in m.items.ids() {
             journal.item(feed, &id);
         }
-        m.drain(feed, journal, jobs);
+        m.drain(feed, journal, applied_changes);
         fault.map_or(Ok(()), Err)
     }
 
@@ -355,10 +356,10 @@ mod tests {
     fn seeded() -> (Mirror, Journal, Vec<String>) {
         let mut m = Mirror::default();
         let mut j = Journal::default();
-        let mut jobs = Vec::new();
-        m.on_snapshot(&feed(), 1, 2, vec![], &mut j, &mut jobs)
+        let mut applied_changes = Vec::new();
+        m.on_snapshot(&feed(), 1, 2, vec![], &mut j, &mut applied_changes)
             .unwrap();
-        (m, Journal::default(), jobs)
+        (m, Journal::default(), applied_changes)
     }
 
     fn ids(m: &Mirror) -> Vec<String> {
@@ -385,8 +386,8 @@ mod tests {
 
     #[test]
     fn events_apply_in_order_and_gaps_buffer() {
-        let (mut m, mut j, mut jobs) = seeded();
-        m.on_event(&feed(), 1, 4, publish("b", 4), &mut j, &mut jobs);
+        let (mut m, mut j, mut applied_changes) = seeded();
+        m.on_event(&feed(), 1, 4, publish("b", 4), &mut j, &mut applied_changes);
         assert_eq!(m.head(&feed()).unwrap().rev, 2, "rev 4 waits for rev 3");
         let asked = replays(&mut m, 0);
         assert_eq!(
@@ -397,28 +398,28 @@ mod tests {
             }]
         );
         assert!(replays(&mut m, 10).is_empty(), "one request at a time");
-        m.on_event(&feed(), 1, 3, publish("a", 3), &mut j, &mut jobs);
+        m.on_event(&feed(), 1, 3, publish("a", 3), &mut j, &mut applied_changes);
         assert_eq!(m.head(&feed()).unwrap().rev, 4);
         assert_eq!(ids(&m), ["a", "b"]);
-        assert_eq!(jobs, ["job-a", "job-b"]);
+        assert_eq!(applied_changes, ["job-a", "job-b"]);
         assert!(replays(&mut m, 1_000_000).is_empty());
         assert!(m.feeds[&feed()].request.is_none(), "the gap closed");
     }
 
     #[test]
     fn duplicates_and_old_events_are_ignored() {
-        let (mut m, mut j, mut jobs) = seeded();
-        m.on_event(&feed(), 1, 3, publish("a", 3), &mut j, &mut jobs);
-        m.on_event(&feed(), 1, 3, publish("x", 3), &mut j, &mut jobs);
-        m.on_event(&feed(), 1, 1, publish("y", 1), &mut j, &mut jobs);
+        let (mut m, mut j, mut applied_changes) = seeded();
+        m.on_event(&feed(), 1, 3, publish("a", 3), &mut j, &mut applied_changes);
+        m.on_event(&feed(), 1, 3, publish("x", 3), &mut j, &mut applied_changes);
+        m.on_event(&feed(), 1, 1, publish("y", 1), &mut j, &mut applied_changes);
         assert_eq!(ids(&m), ["a"]);
         assert!(replays(&mut m, 0).is_empty());
     }
 
     #[test]
     fn unanswered_replays_are_asked_again_with_backoff() {
-        let (mut m, mut j, mut jobs) = seeded();
-        m.on_event(&feed(), 1, 9, publish("z", 9), &mut j, &mut jobs);
+        let (mut m, mut j, mut applied_changes) = seeded();
+        m.on_event(&feed(), 1, 9, publish("z", 9), &mut j, &mut applied_changes);
         assert_eq!(replays(&mut m, 0).len(), 1);
         let first = m.feeds[&feed()].request.unwrap().deadline;
         assert!(replays(&mut m, first - 1).is_empty());
@@ -430,9 +431,9 @@ mod tests {
 
     #[test]
     fn another_epoch_asks_for_a_reset_and_a_snapshot_replaces() {
-        let (mut m, mut j, mut jobs) = seeded();
-        m.on_event(&feed(), 1, 3, publish("a", 3), &mut j, &mut jobs);
-        m.on_event(&feed(), 2, 1, publish("b", 1), &mut j, &mut jobs);
+        let (mut m, mut j, mut applied_changes) = seeded();
+        m.on_event(&feed(), 1, 3, publish("a", 3), &mut j, &mut applied_changes);
+        m.on_event(&feed(), 2, 1, publish("b", 1), &mut j, &mut applied_changes);
         assert_eq!(replays(&mut m, 0).len(), 1);
         let items = vec![Item {
             id: ItemId::new("c").unwrap(),
@@ -440,13 +441,20 @@ mod tests {
             rev: 5,
         }];
         let mut j = Journal::default();
-        m.on_snapshot(&feed(), 2, 5, items, &mut j, &mut jobs)
+        m.on_snapshot(&feed(), 2, 5, items, &mut j, &mut applied_changes)
             .unwrap();
         assert!(j.cleared.contains(&feed()));
         assert_eq!(ids(&m), ["c"]);
         assert!(replays(&mut m, 0).is_empty());
-        m.on_event(&feed(), 1, 4, publish("old", 4), &mut j, &mut jobs);
-        m.on_snapshot(&feed(), 1, 9, vec![], &mut j, &mut jobs)
+        m.on_event(
+            &feed(),
+            1,
+            4,
+            publish("old", 4),
+            &mut j,
+            &mut applied_changes,
+        );
+        m.on_snapshot(&feed(), 1, 9, vec![], &mut j, &mut applied_changes)
             .unwrap();
         assert_eq!(ids(&m), ["c"], "the left epoch is stale");
         assert!(replays(&mut m, 0).is_empty());
@@ -454,8 +462,8 @@ mod tests {
 
     #[test]
     fn stale_snapshots_are_ignored_and_sparse_batches_reported() {
-        let (mut m, mut j, mut jobs) = seeded();
-        m.on_snapshot(&feed(), 1, 1, vec![], &mut j, &mut jobs)
+        let (mut m, mut j, mut applied_changes) = seeded();
+        m.on_snapshot(&feed(), 1, 1, vec![], &mut j, &mut applied_changes)
             .unwrap();
         assert_eq!(m.head(&feed()).unwrap().rev, 2);
         let events = vec![
@@ -469,7 +477,7 @@ mod tests {
             },
         ];
         let err = m
-            .on_changes(&feed(), 1, events, &mut j, &mut jobs)
+            .on_changes(&feed(), 1, events, &mut j, &mut applied_changes)
             .unwrap_err();
         assert!(matches!(
             err,
@@ -485,11 +493,25 @@ mod tests {
 
     #[test]
     fn events_of_a_new_epoch_wait_for_its_snapshot() {
-        let (mut m, mut j, mut jobs) = seeded();
-        m.on_event(&feed(), 2, 8, publish("late", 8), &mut j, &mut jobs);
-        m.on_event(&feed(), 2, 7, publish("early", 7), &mut j, &mut jobs);
+        let (mut m, mut j, mut applied_changes) = seeded();
+        m.on_event(
+            &feed(),
+            2,
+            8,
+            publish("late", 8),
+            &mut j,
+            &mut applied_changes,
+        );
+        m.on_event(
+            &feed(),
+            2,
+            7,
+            publish("early", 7),
+            &mut j,
+            &mut applied_changes,
+        );
         assert_eq!(m.head(&feed()).unwrap().epoch, 1);
-        m.on_snapshot(&feed(), 2, 6, vec![], &mut j, &mut jobs)
+        m.on_snapshot(&feed(), 2, 6, vec![], &mut j, &mut applied_changes)
             .unwrap();
         assert_eq!(m.head(&feed()), Some(FeedHead { epoch: 2, rev: 8 }));
         assert_eq!(ids(&m), ["early", "late"]);
@@ -498,10 +520,17 @@ mod tests {
 
     #[test]
     fn older_epochs_are_stale_but_a_deleted_feed_is_not() {
-        let (mut m, mut j, mut jobs) = seeded();
-        m.on_snapshot(&feed(), 5, 1, vec![], &mut j, &mut jobs)
+        let (mut m, mut j, mut applied_changes) = seeded();
+        m.on_snapshot(&feed(), 5, 1, vec![], &mut j, &mut applied_changes)
             .unwrap();
-        m.on_event(&feed(), 3, 9, publish("stale", 9), &mut j, &mut jobs);
+        m.on_event(
+            &feed(),
+            3,
+            9,
+            publish("stale", 9),
+            &mut j,
+            &mut applied_changes,
+        );
         m.on_changes(
             &feed(),
             1,
@@ -510,29 +539,44 @@ mod tests {
                 change: publish("x", 3),
             }],
             &mut j,
-            &mut jobs,
+            &mut applied_changes,
         )
         .unwrap();
-        m.on_snapshot(&feed(), 4, 9, vec![], &mut j, &mut jobs)
+        m.on_snapshot(&feed(), 4, 9, vec![], &mut j, &mut applied_changes)
             .unwrap();
         assert_eq!(m.head(&feed()), Some(FeedHead { epoch: 5, rev: 1 }));
         assert!(
             replays(&mut m, 0).is_empty(),
             "nothing stale asks for anything"
         );
-        m.on_event(&feed(), 8, 3, publish("next", 3), &mut j, &mut jobs);
-        m.on_event(&feed(), 7, 3, publish("between", 3), &mut j, &mut jobs);
-        m.on_changes(&feed(), 5, vec![], &mut j, &mut jobs).unwrap();
+        m.on_event(
+            &feed(),
+            8,
+            3,
+            publish("next", 3),
+            &mut j,
+            &mut applied_changes,
+        );
+        m.on_event(
+            &feed(),
+            7,
+            3,
+            publish("between", 3),
+            &mut j,
+            &mut applied_changes,
+        );
+        m.on_changes(&feed(), 5, vec![], &mut j, &mut applied_changes)
+            .unwrap();
         assert_eq!(
             replays(&mut m, 0).len(),
             1,
             "an answer in epoch 5 does not cancel epoch 8"
         );
-        m.on_snapshot(&feed(), 8, 2, vec![], &mut j, &mut jobs)
+        m.on_snapshot(&feed(), 8, 2, vec![], &mut j, &mut applied_changes)
             .unwrap();
         assert_eq!(m.head(&feed()), Some(FeedHead { epoch: 8, rev: 3 }));
         assert_eq!(ids(&m), ["next"]);
-        m.on_snapshot(&feed(), 0, 0, vec![], &mut j, &mut jobs)
+        m.on_snapshot(&feed(), 0, 0, vec![], &mut j, &mut applied_changes)
             .unwrap();
         assert_eq!(
             m.head(&feed()),
@@ -544,9 +588,16 @@ mod tests {
 
     #[test]
     fn newer_events_buffered_before_a_deletion_ask_once_not_forever() {
-        let (mut m, mut j, mut jobs) = seeded();
-        m.on_event(&feed(), 2, 1, publish("gone", 1), &mut j, &mut jobs);
-        m.on_snapshot(&feed(), 0, 0, vec![], &mut j, &mut jobs)
+        let (mut m, mut j, mut applied_changes) = seeded();
+        m.on_event(
+            &feed(),
+            2,
+            1,
+            publish("gone", 1),
+            &mut j,
+            &mut applied_changes,
+        );
+        m.on_snapshot(&feed(), 0, 0, vec![], &mut j, &mut applied_changes)
             .unwrap();
         let asked = replays(&mut m, 0);
         assert_eq!(
@@ -557,7 +608,7 @@ mod tests {
             }],
             "the events of epoch 2 may be newer than the deletion: ask"
         );
-        m.on_snapshot(&feed(), 0, 0, vec![], &mut j, &mut jobs)
+        m.on_snapshot(&feed(), 0, 0, vec![], &mut j, &mut applied_changes)
             .unwrap();
         assert!(
             replays(&mut m, 1_000_000_000).is_empty(),
@@ -569,8 +620,8 @@ mod tests {
     #[test]
     fn a_feed_never_mirrored_asks_for_a_snapshot() {
         let mut m = Mirror::default();
-        let (mut j, mut jobs) = (Journal::default(), Vec::new());
-        m.on_event(&feed(), 3, 7, publish("a", 7), &mut j, &mut jobs);
+        let (mut j, mut applied_changes) = (Journal::default(), Vec::new());
+        m.on_event(&feed(), 3, 7, publish("a", 7), &mut j, &mut applied_changes);
         assert_eq!(
             replays(&mut m, 0),
             [ClientMessage::Replay {

@@ -71,7 +71,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let client = thoonk_server::redis_target::RedisTarget::parse(&args.redis)?;
-    let mut handlers = Handlers::standard();
+    let mut handlers = Handlers::with_demo_actions();
     // Hangs on the first attempt (until the process is killed), publishes on later ones.
     handlers.register(
         "hang_first_attempt",

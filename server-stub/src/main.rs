@@ -13,8 +13,8 @@ use thoonk_server::gateway::{
     TagSubscriptions,
 };
 use thoonk_server::http::{router, StaticDir, WebArgs};
-use thoonk_server::jobs::cli::{JobCommand, QueueArgs, WorkArgs};
-use thoonk_server::jobs::{run_workers, Handlers, QueueSet};
+use thoonk_server::jobs::cli::{workers_of_queues, ActionArgs, JobCommand, QueueArgs, WorkArgs};
+use thoonk_server::jobs::QueueSet;
 use thoonk_server::redis_target::RedisTarget;
 use tracing_subscriber::EnvFilter;
 
@@ -121,6 +121,9 @@ struct ServeArgs {
     /// Job workers run inside this process (0: only `thoonk-server work` processes work the queue).
     #[arg(long, env = "THOONK_WORKERS", default_value_t = 2)]
     workers: usize,
+    /// Which actions the in-process workers know.
+    #[command(flatten)]
+    actions: ActionArgs,
     #[command(flatten)]
     queue_settings: QueueArgs,
     #[command(flatten)]
@@ -244,19 +247,16 @@ async fn serve(client: RedisTarget, args: ServeArgs) -> anyhow::Result<()> {
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     if args.workers > 0 {
-        for queue in &args.queue {
-            let mut until = stopped.clone();
-            let workers = run_workers(
-                client.clone(),
-                queue.clone(),
-                settings.clone(),
-                Handlers::standard(),
-                access.clone(),
-                args.workers,
-                async move {
-                    let _ = until.wait_for(|stop| *stop).await;
-                },
-            );
+        let workers = workers_of_queues(
+            &client,
+            &args.queue,
+            &settings,
+            &args.actions,
+            &access,
+            args.workers,
+            &stopped,
+        );
+        for workers in workers {
             tokio::spawn(async move {
                 if let Err(err) = workers.await {
                     tracing::error!(%err, "job workers stopped");
@@ -285,7 +285,7 @@ async fn serve(client: RedisTarget, args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listen on {}", args.listen))?;
     tracing::info!(listen = %args.listen, "thoonk-server serving; WebSocket at /ws");
     tokio::spawn(async move {
-        shutdown_signal().await;
+        thoonk_server::shutdown_signal().await;
         tracing::info!("shutting down: closing sessions");
         let _ = stop.send(true);
     });
@@ -310,13 +310,4 @@ async fn serve(client: RedisTarget, args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("thoonk-server stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("install the SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -409,8 +409,8 @@ async fn job_scripts_survive_hostile_arguments() {
     fuzz_job_scripts(seed, cases).await;
 }
 
-#[tokio::test]
-async fn an_item_id_with_control_characters_is_a_caller_error() {
+/// A Redis of its own with a store and the feed `fz:time` holding item `a`.
+async fn one_item_feed() -> (RedisServer, FeedStore, FeedName) {
     let redis = RedisServer::start();
     let client = redis::Client::open(redis.url()).unwrap();
     let store = FeedStore::open(&client, "fuzz").await.unwrap();
@@ -424,6 +424,12 @@ async fn an_item_id_with_control_characters_is_a_caller_error() {
         )
         .await
         .unwrap();
+    (redis, store, feed)
+}
+
+#[tokio::test]
+async fn an_item_id_with_control_characters_is_a_caller_error() {
+    let (_redis, store, feed) = one_item_feed().await;
     let id = thoonk_protocol::ItemId::new(
         "\u{FFFD}\u{FFFD}v\u{FFFD}\u{FFFD}\u{1b}\u{FFFD}\u{FFFD}C\u{1f}O",
     )
@@ -437,19 +443,7 @@ async fn an_item_id_with_control_characters_is_a_caller_error() {
 /// integer) for an `after` or a count of 2^53 or more.
 #[tokio::test]
 async fn history_after_a_huge_revision_is_not_a_script_error() {
-    let redis = RedisServer::start();
-    let client = redis::Client::open(redis.url()).unwrap();
-    let store = FeedStore::open(&client, "fuzz").await.unwrap();
-    let feed = FeedName::new("fz:time").unwrap();
-    store
-        .publish(
-            &feed,
-            Some(&thoonk_protocol::ItemId::new("a").unwrap()),
-            &serde_json::json!(1),
-            None,
-        )
-        .await
-        .unwrap();
+    let (_redis, store, feed) = one_item_feed().await;
     for after in [u64::MAX, (1 << 53) + 1, 1 << 53, 1] {
         match store.history(&feed, after, 10).await {
             Ok(page) => assert!(page.events.is_empty(), "after {after}"),

@@ -528,7 +528,7 @@ async fn a_sweep_follows_our_own_writes_to_a_time_ordered_feed_from_the_log_alon
     env.store.retract(&big, &id("i2"), None).await.unwrap();
     env.store.retract(&big, &id("new"), None).await.unwrap();
     // Every node's counts: on a cluster the feed lives on one of them.
-    let mut nodes = env.node_conns().await;
+    let mut nodes = env.nodes().await;
     for node in &mut nodes {
         let _: () = redis::cmd("CONFIG")
             .arg("RESETSTAT")

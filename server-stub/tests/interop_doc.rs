@@ -30,7 +30,7 @@ async fn the_python_example_of_the_interop_doc_runs_as_documented() {
     let env = Env::start().await;
     let _gateway = gateway(&env, &[]);
     wait_for_newfeed_listeners(&env, 1).await;
-    let dir = std::env::temp_dir().join(format!("thoonk-interop-doc-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(thoonk_testkit::unique_name("thoonk-interop-doc"));
     std::fs::create_dir_all(&dir).unwrap();
     let script = dir.join("interop_example.py");
     std::fs::write(&script, example()).unwrap();

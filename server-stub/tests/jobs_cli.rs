@@ -5,13 +5,11 @@
 //! carry hash tags, as a deployment names them.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use thoonk_testkit::{shard, TestRedis};
+use thoonk_testkit::{eventually_blocking, shard, TestRedis};
 
 const BIN: &str = env!("CARGO_BIN_EXE_thoonk-server");
-const PATIENCE: Duration = Duration::from_secs(20);
 
 fn demo_config() -> String {
     format!("{}/../config/demo.json", env!("CARGO_MANIFEST_DIR"))
@@ -44,20 +42,6 @@ fn redis_cli(redis: &TestRedis, args: &[&str]) -> String {
         .output()
         .expect("run redis-cli");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            start.elapsed() < PATIENCE,
-            "{what}: not reached within {PATIENCE:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 struct Worker(Child);
@@ -96,24 +80,18 @@ fn an_admin_investigates_a_stalled_job_edits_it_and_retries_it() {
     assert_eq!(listed["jobs"][0]["id"], "web:1");
     assert_eq!(listed["jobs"][0]["state"], "available");
 
-    let _worker = Worker(
-        Command::new(BIN)
-            .args(["--redis", &redis.url(), "work", "--config", &demo_config()])
-            .args(["--queue", queue])
-            .args([
-                "--max-retries",
-                "0",
-                "--poll-interval-ms",
-                "50",
-                "--sweep-interval-ms",
-                "100",
-            ])
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start thoonk-server work"),
+    let _worker = demo_worker(
+        &redis,
+        queue,
+        &[
+            "--demo-actions",
+            "--max-retries",
+            "0",
+            "--sweep-interval-ms",
+            "100",
+        ],
     );
-    let stalled = eventually("the job stalls", || {
+    let stalled = eventually_blocking("the job stalls", || {
         let out = job(&redis, &["stalled", queue]).unwrap();
         out["stalled"].as_array().filter(|s| !s.is_empty()).cloned()
     });
@@ -137,7 +115,7 @@ fn an_admin_investigates_a_stalled_job_edits_it_and_retries_it() {
         "Buy oat milk"
     );
     job(&redis, &["retry", queue, "web:1"]).unwrap();
-    let result = eventually("the job finishes", || {
+    let result = eventually_blocking("the job finishes", || {
         let out = job(&redis, &["result", queue, "web:1"]).unwrap();
         (!out["outcome"].is_null()).then_some(out)
     });
@@ -161,10 +139,69 @@ fn an_admin_investigates_a_stalled_job_edits_it_and_retries_it() {
         &["put", queue, "--user", "cat", &foreign.to_string()],
     )
     .unwrap();
-    let result = eventually("the rejection", || {
+    let result = eventually_blocking("the rejection", || {
         let out = job(&redis, &["result", queue, "web:2"]).unwrap();
         (!out["outcome"].is_null()).then_some(out)
     });
     assert_eq!(result["outcome"]["status"], "rejected");
     assert_eq!(result["outcome"]["code"], "forbidden");
+}
+
+/// Starts `thoonk-server work` with the demo's rules on `queue`, plus `extra`.
+fn demo_worker(redis: &TestRedis, queue: &str, extra: &[&str]) -> Worker {
+    Worker(
+        Command::new(BIN)
+            .args(["--redis", &redis.url(), "work", "--config", &demo_config()])
+            .args(["--queue", queue, "--poll-interval-ms", "50"])
+            .args(extra)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start thoonk-server work"),
+    )
+}
+
+#[test]
+fn the_demos_actions_are_known_only_to_workers_started_with_demo_actions() {
+    let redis = TestRedis::start();
+    let queue = shard("changes");
+    let queue = queue.as_str();
+    let bobs = shard("team:353:member:bob:tasks");
+    let create = |id: &str| {
+        json!({"id": id, "op": {"kind": "action", "name": "create_task",
+            "payload": {"feed": bobs, "id": id.replace(':', "-"), "task": {"title": "Buy milk"}}}})
+    };
+    let outcome_of = |id: &str| {
+        eventually_blocking(&format!("{id} finishes"), || {
+            let out = job(&redis, &["result", queue, id]).unwrap();
+            (!out["outcome"].is_null()).then(|| out["outcome"].clone())
+        })
+    };
+
+    // A production worker knows the generic feed operations only.
+    job(
+        &redis,
+        &["put", queue, "--user", "bob", &create("web:1").to_string()],
+    )
+    .unwrap();
+    let plain = demo_worker(&redis, queue, &[]);
+    let refused = outcome_of("web:1");
+    assert_eq!(refused["status"], "rejected", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unknown action")),
+        "{refused}"
+    );
+    drop(plain);
+
+    // Opted in, the same action is applied.
+    job(
+        &redis,
+        &["put", queue, "--user", "bob", &create("web:2").to_string()],
+    )
+    .unwrap();
+    let _demo = demo_worker(&redis, queue, &["--demo-actions"]);
+    let applied = outcome_of("web:2");
+    assert_eq!(applied["status"], "accepted", "{applied}");
 }

@@ -5,6 +5,9 @@
 //! (`THOONK_TEST_REDIS=cluster`) thoonk.py runs on redis-py's cluster client
 //! and the queue and feeds carry hash tags (the driver's `call` maps the
 //! `queue` and `feed` it is given; names inside payloads are mapped here).
+// Both supports include the one Redis environment (`redis_env`); this suite
+// uses the interop one's.
+#![allow(clippy::duplicate_mod)]
 
 mod interop_support;
 mod jobs_support;
@@ -46,7 +49,7 @@ async fn thoonk_py_puts_a_job_and_hears_its_outcome_on_job_finish() {
         &env.redis.url(),
         &queue_name(),
         steady_settings(2),
-        Handlers::standard(),
+        Handlers::with_demo_actions(),
         Arc::new(OpenAccess),
         1,
     );
@@ -119,7 +122,7 @@ async fn a_job_held_by_a_dead_thoonk_py_worker_is_requeued_and_worked_once() {
         &env.redis.url(),
         &queue_name(),
         fast_settings(3),
-        Handlers::standard(),
+        Handlers::with_demo_actions(),
         Arc::new(OpenAccess),
         1,
     );

@@ -43,10 +43,20 @@ async fn classic_claim(conn: &mut RedisConn, at_ms: u64) -> String {
     id
 }
 
+/// Every unfinished job of `q` as (id, state), in the order `list` gives.
+async fn job_states(q: &JobQueue) -> Vec<(String, &'static str)> {
+    q.list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| (j.id, j.state))
+        .collect()
+}
+
 /// Starts the test Redis and opens the suite's queue on it; returns a
 /// connection for raw commands too.
 async fn setup(settings: QueueSettings) -> (Env, JobQueue, RedisConn) {
-    let env = Env::start();
+    let env = Env::start().await;
     let q = JobQueue::open(&env.target, &queue_name(), settings)
         .await
         .unwrap();
@@ -85,7 +95,7 @@ async fn queues_are_created_classically_and_other_thoonk_objects_are_refused() {
         .err()
         .unwrap();
     assert!(matches!(err, JobError::BadQueueName { .. }), "{err}");
-    if env.is_cluster() {
+    if env.on_cluster() {
         // A queue whose keys would spread over several slots is refused.
         let err = JobQueue::open(client, "changes", fast_settings(1))
             .await
@@ -116,13 +126,7 @@ async fn retract_removes_a_job_from_any_state_and_tells_a_waiting_submitter() {
         .unwrap();
     let (requeued, stalled) = q.sweep().await.unwrap();
     assert_eq!((requeued.len(), stalled), (0, vec!["r:2".to_owned()]));
-    let states: Vec<(String, &str)> = q
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|j| (j.id, j.state))
-        .collect();
+    let states = job_states(&q).await;
     assert_eq!(
         states,
         [
@@ -323,24 +327,12 @@ async fn a_classic_worker_can_work_our_jobs_and_orphans_are_listed() {
         .unwrap()
         .unwrap();
     assert_eq!(message.get_payload::<String>().unwrap(), "c:1\0done");
-    let states: Vec<(String, &str)> = q
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|j| (j.id, j.state))
-        .collect();
+    let states = job_states(&q).await;
     assert_eq!(states, [("c:2".into(), "available")]);
 
     // A classic worker that died between BRPOP and its claim leaves an orphan.
     let _: String = conn.rpop(qkey("feed.ids"), None).await.unwrap();
-    let states: Vec<(String, &str)> = q
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|j| (j.id, j.state))
-        .collect();
+    let states = job_states(&q).await;
     assert_eq!(states, [("c:2".into(), "orphaned")]);
 }
 

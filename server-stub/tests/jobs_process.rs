@@ -23,7 +23,7 @@ fn alice() -> User {
 /// Starts the test Redis and opens the suite's queue ([`queue_name`]) and a
 /// feed store on it.
 async fn open(settings: &QueueSettings) -> (Env, JobQueue, FeedStore) {
-    let env = Env::start();
+    let env = Env::start().await;
     let q = JobQueue::open(&env.target, &queue_name(), settings.clone())
         .await
         .unwrap();

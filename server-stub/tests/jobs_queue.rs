@@ -52,7 +52,7 @@ fn standard_workers(env: &Env, concurrency: usize) -> InProcess {
         &env.url(),
         &queue_name(),
         steady_settings(2),
-        Handlers::standard(),
+        Handlers::with_demo_actions(),
         Arc::new(OpenAccess),
         concurrency,
     )
@@ -61,7 +61,7 @@ fn standard_workers(env: &Env, concurrency: usize) -> InProcess {
 /// Starts the test Redis and opens the queue `changes` (mapped by
 /// [`queue_name`]) and a feed store on it.
 async fn open() -> (Env, JobQueue, FeedStore) {
-    let env = Env::start();
+    let env = Env::start().await;
     let q = JobQueue::open(&env.target, &queue_name(), steady_settings(2))
         .await
         .unwrap();
@@ -76,7 +76,7 @@ async fn open_with_workers() -> (Env, JobQueue, FeedStore, InProcess) {
         &env.url(),
         &queue_name(),
         steady_settings(2),
-        Handlers::standard(),
+        Handlers::with_demo_actions(),
         Arc::new(OpenAccess),
         1,
     );
@@ -276,7 +276,7 @@ async fn a_change_to_an_item_changed_since_its_base_is_a_conflict_with_history()
         &env.url(),
         &queue_name(),
         steady_settings(2),
-        Handlers::standard(),
+        Handlers::with_demo_actions(),
         team_rules(),
         1,
     );
@@ -362,7 +362,7 @@ async fn delegation_moves_a_task_atomically_or_not_at_all() {
         &env.url(),
         &queue_name(),
         steady_settings(2),
-        Handlers::standard(),
+        Handlers::with_demo_actions(),
         rules,
         1,
     );
@@ -466,7 +466,7 @@ async fn acl_rejections_carry_clear_codes() {
         &env.url(),
         &queue_name(),
         steady_settings(2),
-        Handlers::standard(),
+        Handlers::with_demo_actions(),
         team_rules(),
         2,
     );
@@ -618,7 +618,7 @@ async fn high_priority_jobs_are_served_first_and_a_panic_fails_only_its_job() {
     let order: Vec<String> = q.list().await.unwrap().into_iter().map(|j| j.id).collect();
     assert_eq!(order, ["a:3", "a:1", "a:2"]);
 
-    let mut handlers = Handlers::standard();
+    let mut handlers = Handlers::with_demo_actions();
     handlers.register("boom", |_ctx, _payload| async move {
         if true {
             panic!("boom");
@@ -665,7 +665,7 @@ async fn a_job_put_through_redis_alone_is_worked_and_its_outcome_published_and_s
     let payload = json!({"id": "py:1", "user": "alice", "op": {"kind": "publish", "feed": feed("notes"), "id": "n1", "item": {"text": "from outside"}}}).to_string();
     // On a cluster redis-cli follows redirects (-c) to the node of each key's slot.
     let mut node = vec!["-p".to_owned(), env.redis.port().to_string()];
-    if env.is_cluster() {
+    if env.on_cluster() {
         node.insert(0, "-c".to_owned());
     }
     let cli = |args: &[&str]| {
@@ -932,7 +932,7 @@ async fn generic_operations_apply_with_base_revisions_and_report_conflicts() {
 #[tokio::test]
 async fn a_handler_slower_than_the_claim_timeout_fails_its_job_only() {
     let (env, q, _store) = open().await;
-    let mut handlers = Handlers::standard();
+    let mut handlers = Handlers::with_demo_actions();
     handlers.register("slow", |_ctx, _payload| async move {
         tokio::time::sleep(std::time::Duration::from_secs(60)).await;
         Ok::<Plan, HandlerError>(Plan::default())
@@ -987,7 +987,7 @@ async fn a_handler_slower_than_the_claim_timeout_fails_its_job_only() {
 #[tokio::test]
 async fn a_plan_writing_one_item_twice_is_refused_and_writes_nothing() {
     let (env, q, store) = open().await;
-    let mut handlers = Handlers::standard();
+    let mut handlers = Handlers::with_demo_actions();
     handlers.register("twice", |_ctx, _payload| async move {
         let write = |item: serde_json::Value| thoonk_server::jobs::FeedWrite {
             feed: feed("notes"),
@@ -1043,7 +1043,7 @@ async fn a_retried_job_registers_a_feed_an_earlier_attempt_created() {
         .unwrap();
     let mut conn = env.conn().await;
     let _: () = conn.srem("feeds", created.as_str()).await.unwrap();
-    let mut handlers = Handlers::standard();
+    let mut handlers = Handlers::with_demo_actions();
     handlers.register("publish_after_a_failure", |ctx, payload| async move {
         if ctx.failures == 0 {
             return Err(HandlerError::Failed("the first attempt fails".into()));

@@ -349,6 +349,26 @@ impl CoreClient {
         }
     }
 
+    /// The client's state for a failure message: status, pending changes,
+    /// outcomes received of changes made, the position of each of `feeds`,
+    /// faults and server errors.
+    pub fn describe(&self, feeds: &[FeedName]) -> String {
+        let heads: Vec<String> = feeds
+            .iter()
+            .map(|f| format!("{f}={:?}", self.core.position(f).map(|h| (h.epoch, h.rev))))
+            .collect();
+        format!(
+            "{}: status {:?}, pending {:?}, outcomes {}/{}, heads {heads:?}, faults {:?}, errors {:?}",
+            self.client_id,
+            self.core.status(),
+            self.pending().iter().map(|p| p.wire_id.0.clone()).collect::<Vec<_>>(),
+            self.core.outcomes().len(),
+            self.made.len(),
+            self.core_faults,
+            self.server_errors
+        )
+    }
+
     /// Every change made has a stored outcome and nothing is pending.
     pub fn settled(&self) -> bool {
         self.core.pending().is_empty()
@@ -387,22 +407,7 @@ pub async fn pump_until(
             return;
         }
         if Instant::now() >= deadline {
-            let states: Vec<String> =
-                clients
-                    .iter()
-                    .map(|c| {
-                        format!(
-                        "{}: status {:?}, pending {:?}, outcomes {}/{}, faults {:?}, errors {:?}",
-                        c.client_id,
-                        c.core.status(),
-                        c.pending().iter().map(|p| p.wire_id.0.clone()).collect::<Vec<_>>(),
-                        c.core.outcomes().len(),
-                        c.made.len(),
-                        c.core_faults,
-                        c.server_errors
-                    )
-                    })
-                    .collect();
+            let states: Vec<String> = clients.iter().map(|c| c.describe(&[])).collect();
             panic!("{what}: not within {bound:?}:\n{}", states.join("\n"));
         }
     }
@@ -445,23 +450,7 @@ pub async fn quiesce(store: &FeedStore, clients: &mut [&mut CoreClient], feeds: 
             return;
         }
         if Instant::now() >= deadline {
-            let mut lines = Vec::new();
-            for c in clients.iter() {
-                let heads: Vec<String> = feeds
-                    .iter()
-                    .map(|f| format!("{f}={:?}", c.core.position(f).map(|h| (h.epoch, h.rev))))
-                    .collect();
-                lines.push(format!(
-                    "{}: status {:?} pending {:?} outcomes {}/{} heads {heads:?} faults {:?} errors {:?}",
-                    c.client_id,
-                    c.core.status(),
-                    c.pending().iter().map(|p| p.wire_id.0.clone()).collect::<Vec<_>>(),
-                    c.core.outcomes().len(),
-                    c.made.len(),
-                    c.core_faults,
-                    c.server_errors
-                ));
-            }
+            let lines: Vec<String> = clients.iter().map(|c| c.describe(feeds)).collect();
             let mut server = Vec::new();
             for f in feeds {
                 if let Ok(s) = store.snapshot(f).await {

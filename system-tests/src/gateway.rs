@@ -11,15 +11,11 @@ use redis::aio::MultiplexedConnection;
 use serde_json::json;
 use thoonk_protocol::{FeedName, FeedPattern, ItemId};
 use thoonk_server::feeds::FeedStore;
-use thoonk_server::redis_target::{RedisConn, RedisTarget};
-use thoonk_testkit::{TestRedis, ThoonkServer};
+use thoonk_testkit::ThoonkServer;
 
 pub use thoonk_testkit::{
     ConfigFile, Frame, ReceivedFeed, ReceivedFeeds, WsClient, STREAM_WAIT, WAIT,
 };
-
-/// The instance id the tests' stores announce in newfeed/delfeed/conffeed.
-pub const INSTANCE: &str = "gateway-tests";
 
 pub use thoonk_testkit::{server_bin, shard};
 
@@ -39,79 +35,19 @@ pub fn id(s: &str) -> ItemId {
     ItemId::new(s).expect("valid item id")
 }
 
-/// A Redis of its own (one server, or a Redis Cluster with
-/// `THOONK_TEST_REDIS=cluster`) with a feed store on it.
-pub struct Env {
-    pub redis: TestRedis,
-    pub target: RedisTarget,
-    pub store: FeedStore,
-}
-
-/// Opens a feed store, retrying: the store's client gives up on a reply
-/// after a few seconds, which a badly loaded machine can exceed (loading the
-/// scripts is idempotent).
-async fn open_store(target: &RedisTarget) -> FeedStore {
-    let mut attempt = 0;
-    loop {
-        match FeedStore::open(target, INSTANCE).await {
-            Ok(store) => return store,
-            Err(err) => {
-                attempt += 1;
-                assert!(attempt < 5, "open a feed store: {err}");
-            }
-        }
-    }
-}
-
-/// A plain connection to the Redis node listening on `port`.
-async fn node_conn(port: u16) -> MultiplexedConnection {
-    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-        .expect("node url")
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|e| panic!("connect to the redis node on port {port}: {e}"))
-}
+// The Redis environment the server's suites share: one definition.
+#[path = "../../server-stub/tests/redis_env/mod.rs"]
+mod redis_env;
+use redis_env::node_conn;
+pub use redis_env::{Env, INSTANCE};
 
 impl Env {
-    pub async fn start() -> Env {
-        let redis = TestRedis::start();
-        let target = RedisTarget::parse(&redis.url()).expect("redis url");
-        let store = open_store(&target).await;
-        Env {
-            redis,
-            target,
-            store,
-        }
-    }
-
-    /// True when the suite runs on a Redis Cluster.
-    pub fn on_cluster(&self) -> bool {
-        self.redis.is_cluster()
-    }
-
-    /// A connection for commands on keys (routed by slot on a cluster).
-    /// Commands without keys go to a chosen node: [`Env::hub_node`] or
-    /// [`Env::nodes`].
-    pub async fn conn(&self) -> RedisConn {
-        self.target.connect().await.expect("connect to redis")
-    }
-
     /// A connection to the node the gateways' hubs subscribe on: the server,
     /// or the first node of the cluster (the first of the `--redis` list that
     /// answers). Pub/sub state (`PUBSUB NUMSUB`, `CLIENT KILL TYPE pubsub`)
     /// is per node, so it is asked of this one.
     pub async fn hub_node(&self) -> MultiplexedConnection {
         node_conn(self.redis.port()).await
-    }
-
-    /// A connection to every node (every primary of a cluster; the server on
-    /// one Redis), for commands that must reach all of them.
-    pub async fn nodes(&self) -> Vec<MultiplexedConnection> {
-        let mut nodes = Vec::new();
-        for port in self.redis.ports() {
-            nodes.push(node_conn(port).await);
-        }
-        nodes
     }
 
     /// Runs `cmd` on every node (see [`Env::nodes`]).
@@ -122,23 +58,6 @@ impl Env {
                 .await
                 .unwrap_or_else(|e| panic!("{cmd:?} on a node: {e}"));
         }
-    }
-
-    /// Another feed store on its own connection (for concurrent writers).
-    pub async fn other_store(&self) -> FeedStore {
-        open_store(&self.target).await
-    }
-
-    /// The arguments a gateway on this Redis starts with: `extra`, after the
-    /// job queue on a cluster (whose keys need a hash tag: `{changes}`).
-    pub fn gateway_args(&self, extra: &[&str]) -> Vec<String> {
-        let mut args = Vec::new();
-        if self.on_cluster() {
-            args.push("--queue".to_owned());
-            args.push(shard("changes"));
-        }
-        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
-        args
     }
 
     /// Starts a gateway on this Redis without waiting for its hub (see
@@ -153,35 +72,25 @@ impl Env {
     /// `--config`) and waits until its hub listens to Redis pub/sub, so no
     /// notice published afterwards can be missed for lack of a subscriber.
     pub async fn gateway(&self, extra: &[&str]) -> ThoonkServer {
-        let before = self.hub_subscribers().await;
-        let server = self.spawn_gateway(extra);
-        self.wait_for_hubs(before + 1).await;
-        server
+        let args = self.gateway_args(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ThoonkServer::start_with_hub(server_bin(), &self.redis.url(), self.redis.port(), &args)
+            .await
     }
 
     /// How many connections are subscribed to `newfeed` on the hub node:
     /// one per gateway hub (the hub subscribes to it after the change
     /// channels).
-    pub async fn hub_subscribers(&self) -> usize {
-        let (_, n): (String, usize) = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg("newfeed")
-            .query_async(&mut self.hub_node().await)
-            .await
-            .expect("PUBSUB NUMSUB");
-        n
+    pub fn hub_subscribers(&self) -> usize {
+        thoonk_testkit::hub_subscribers(self.redis.port())
     }
 
     /// Waits until `n` gateway hubs are subscribed.
     pub async fn wait_for_hubs(&self, n: usize) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while self.hub_subscribers().await < n {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{n} gateway hub(s) did not subscribe to redis within {WAIT:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        thoonk_testkit::eventually(&format!("{n} gateway hub(s) subscribe"), || async {
+            (self.hub_subscribers() >= n).then_some(())
+        })
+        .await;
     }
 
     /// Feeds that mark a point in the hubs' stream of Redis messages: one on

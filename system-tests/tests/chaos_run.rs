@@ -9,7 +9,6 @@
 //! Short by default (the test command). `scripts/chaos` runs it long:
 //! `THOONK_CHAOS_SECS` (run time), `THOONK_CHAOS_SEED` (first seed),
 //! `THOONK_CHAOS_RUNS` (seeds one after the other). A failure prints its seed.
-#![cfg(not(target_arch = "wasm32"))]
 
 use thoonk_system_tests::fault as fault_support;
 

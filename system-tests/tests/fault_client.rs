@@ -3,7 +3,6 @@
 //! client offline for longer than the feeds' history retention (it resets and
 //! its queued changes apply exactly once), a slow consumer, and the network
 //! between the gateway and Redis cut while clients write.
-#![cfg(not(target_arch = "wasm32"))]
 
 use thoonk_system_tests::fault as fault_support;
 

@@ -3,7 +3,6 @@
 //! clients flush their outboxes (they move to a second gateway), the network
 //! between a gateway and Redis cut while clients write, and a slow consumer.
 //! Every change is accounted for against the change logs.
-#![cfg(not(target_arch = "wasm32"))]
 
 use thoonk_system_tests::fault as fault_support;
 

@@ -7,7 +7,6 @@
 //! server is unavailable, and every change settles soon after Redis is back —
 //! the outcomes published while the gateway could not hear them are fetched
 //! from the job ledger, not left to the clients' outcome timeout.
-#![cfg(not(target_arch = "wasm32"))]
 
 use thoonk_system_tests::fault as fault_support;
 

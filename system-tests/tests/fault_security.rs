@@ -7,7 +7,6 @@
 //! bystander throughout. A server started without access rules refuses to
 //! run unless told it is a development setup, so a forbidden write is
 //! rejected whichever process works its job.
-#![cfg(not(target_arch = "wasm32"))]
 
 use thoonk_system_tests::fault as fault_support;
 
@@ -41,7 +40,13 @@ async fn setup() -> Setup {
     let gateway = start_gateway(
         &url,
         Some(redis.port()),
-        &["--config", config.path(), "--workers", "2"],
+        &[
+            "--config",
+            config.path(),
+            "--workers",
+            "2",
+            "--demo-actions",
+        ],
     )
     .await;
     Setup {

@@ -4,7 +4,6 @@
 //! SIGKILL there — after it claimed a job, or right after its feed script
 //! applied the job but before it finished it. A second worker takes over; every
 //! change is applied exactly once and every client learns its outcome.
-#![cfg(not(target_arch = "wasm32"))]
 
 use thoonk_system_tests::fault as fault_support;
 

@@ -2,7 +2,6 @@
 //! like `config/demo.json`: bad tokens and protocol versions are refused and
 //! the socket closed, and a user never receives a frame about a feed outside
 //! their rules, whatever pattern they subscribe to, now or later.
-#![cfg(not(target_arch = "wasm32"))]
 
 use thoonk_system_tests::gateway as support;
 

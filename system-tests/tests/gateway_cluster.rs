@@ -4,7 +4,6 @@
 //! same ordered streams to pattern subscribers spanning the shards. With a
 //! replica per primary, a primary killed with SIGKILL fails over and the
 //! clients converge on what the new primary holds.
-#![cfg(not(target_arch = "wasm32"))]
 
 use thoonk_system_tests::gateway as support;
 
@@ -120,12 +119,7 @@ async fn the_server_runs_on_a_redis_cluster_sharded_by_hash_tag() {
         "base": {"team:{2}:tasks": 1},
     }});
     clients[0].send_text(submit.to_string()).await;
-    let outcome = clients[0]
-        .until("the outcome", |m| match m {
-            ServerMessage::Outcome { outcome, .. } => Some(outcome.clone()),
-            _ => None,
-        })
-        .await;
+    let outcome = clients[0].until_outcome("test-ann:1").await;
     assert!(
         matches!(outcome, thoonk_protocol::Outcome::Accepted { .. }),
         "{outcome:?}"
@@ -237,7 +231,7 @@ async fn a_job_writes_one_shard_atomically_and_one_spanning_shards_is_rejected()
     let queue = JobQueue::open(&target, "{jobs}", QueueSettings::default())
         .await
         .unwrap();
-    let mut handlers = Handlers::standard();
+    let mut handlers = Handlers::with_demo_actions();
     // Writes item `id` into each feed of `feeds`.
     handlers.register("write_all", |_ctx, payload| async move {
         let id = id(payload["id"].as_str().unwrap_or("x"));

@@ -2,7 +2,6 @@
 //! oversized frames get error frames and leave the connection usable and
 //! other clients unaffected; a client that stops reading either catches up
 //! completely and in order, or is disconnected — never silently skipped.
-#![cfg(not(target_arch = "wasm32"))]
 
 use thoonk_system_tests::gateway as support;
 
@@ -15,19 +14,23 @@ use tokio_tungstenite::tungstenite::Message;
 /// The documented frame limit.
 const MAX_FRAME: usize = 256 * 1024;
 
+/// A client signed in with `token` that read `feed`'s first state: empty.
+async fn reader_of_empty(url: &str, token: &str, feed: &FeedName) -> WsClient {
+    let mut client = WsClient::signed_in(url, token).await;
+    client.subscribe(feed.as_str()).await;
+    client.until_rev(feed, 0).await;
+    client
+}
+
 #[tokio::test]
 async fn bad_frames_get_error_frames_and_the_connection_stays_usable() {
     let env = Env::start().await;
     let feed = name("team:1:notes");
     let server = env.gateway(&[]).await;
 
-    let mut watcher = WsClient::signed_in(&server.ws_url(), "ann").await;
-    watcher.subscribe(feed.as_str()).await;
-    watcher.until_rev(&feed, 0).await;
+    let mut watcher = reader_of_empty(&server.ws_url(), "ann", &feed).await;
 
-    let mut client = WsClient::signed_in(&server.ws_url(), "bob").await;
-    client.subscribe(feed.as_str()).await;
-    client.until_rev(&feed, 0).await;
+    let mut client = reader_of_empty(&server.ws_url(), "bob", &feed).await;
 
     let big = |size: usize| json!({"type": "ping", "pad": "x".repeat(size)}).to_string();
     let cases: Vec<(&str, Message, ErrorCode)> = vec![
@@ -265,9 +268,7 @@ async fn a_frame_far_over_the_limit_does_not_affect_other_clients() {
     let env = Env::start().await;
     let feed = name("team:1:notes");
     let server = env.gateway(&[]).await;
-    let mut watcher = WsClient::signed_in(&server.ws_url(), "ann").await;
-    watcher.subscribe(feed.as_str()).await;
-    watcher.until_rev(&feed, 0).await;
+    let mut watcher = reader_of_empty(&server.ws_url(), "ann", &feed).await;
 
     // 8 MiB: the gateway may answer `too_large` or cut the connection,
     // but it must not stall or break anyone else.

@@ -3,7 +3,6 @@
 //! known revision, reset on a new epoch, a deletion or a trimmed log, live events in
 //! revision order under concurrent writers, and patterns that pick up feeds
 //! created later.
-#![cfg(not(target_arch = "wasm32"))]
 
 use thoonk_system_tests::gateway as support;
 

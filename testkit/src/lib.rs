@@ -22,7 +22,7 @@ pub use files::{unique_name, ConfigFile};
 pub use mirror::{ReceivedFeed, ReceivedFeeds};
 pub use process::{
     access_args, forward_log, free_port, hub_subscribers, server_bin, stop, wait_until,
-    ThoonkServer,
+    workspace_artifact, ThoonkServer,
 };
 pub use proxy::Proxy;
 pub use redis::{
@@ -30,5 +30,5 @@ pub use redis::{
     RedisServer, TestRedis, TARGET_VAR,
 };
 pub use rng::{IndexRng, SplitMix64};
-pub use wait::{eventually, PATIENCE};
+pub use wait::{eventually, eventually_blocking, PATIENCE};
 pub use ws::{Frame, WsClient, STREAM_WAIT, WAIT};

@@ -15,38 +15,44 @@ use std::time::{Duration, Instant};
 pub fn server_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("testkit/ lies in the workspace");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "thoonk-server",
-                "--bin",
-                "thoonk-server",
-            ])
-            .arg("--manifest-path")
-            .arg(root.join("Cargo.toml"))
-            .status()
-            .expect("run cargo build -p thoonk-server");
-        assert!(status.success(), "cargo build -p thoonk-server failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .map(|dir| {
-                if dir.is_relative() {
-                    root.join(dir)
-                } else {
-                    dir
-                }
-            })
-            .unwrap_or_else(|| root.join("target"));
-        let bin = target.join("debug").join("thoonk-server");
-        assert!(bin.exists(), "{} was not built", bin.display());
-        bin
+        workspace_artifact(
+            "thoonk-server",
+            &["--bin", "thoonk-server"],
+            "thoonk-server",
+        )
     })
+}
+
+/// Runs `cargo build --quiet -p <package> <what>` in the workspace (a no-op
+/// when it is up to date) and returns `debug/<artifact>` of the target
+/// folder (`CARGO_TARGET_DIR` when set): for binaries and examples a test
+/// needs that `cargo test` does not build for it.
+pub fn workspace_artifact(package: &str, what: &[&str], artifact: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit/ lies in the workspace");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "-p", package])
+        .args(what)
+        .arg("--manifest-path")
+        .arg(root.join("Cargo.toml"))
+        .status()
+        .unwrap_or_else(|e| panic!("run cargo build -p {package}: {e}"));
+    assert!(status.success(), "cargo build -p {package} {what:?} failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|dir| {
+            if dir.is_relative() {
+                root.join(dir)
+            } else {
+                dir
+            }
+        })
+        .unwrap_or_else(|| root.join("target"));
+    let built = target.join("debug").join(artifact);
+    assert!(built.exists(), "{} was not built", built.display());
+    built
 }
 
 /// Returns a TCP port on 127.0.0.1 that was free a moment ago, and that this

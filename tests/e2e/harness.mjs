@@ -100,5 +100,5 @@ export async function launchBrowser() {
 
 /** The demo's server arguments: the access config (default config/demo.json) and the sign-in list. */
 export function demoArgs(config = join(root, 'config/demo.json')) {
-  return ['--config', config, '--demo-users'];
+  return ['--config', config, '--demo-users', '--demo-actions'];
 }

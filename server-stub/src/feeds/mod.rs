@@ -28,4 +28,5 @@ pub use model::{
     ItemVersion, Since, Snapshot, DEFAULT_RETENTION,
 };
 pub use scripts::PRELUDE;
+pub(crate) use scripts::{json_text, position_args};
 pub use store::{FeedStore, PAGE_RESTARTS, SNAPSHOT_PAGE};

@@ -1,6 +1,9 @@
 //! The feed layer's functions of the `thoonk` library (see
 //! [`crate::library`]).
 
+use serde_json::Value as Json;
+use thoonk_protocol::Position;
+
 use crate::library::Function;
 
 pub use crate::library::PRELUDE;
@@ -44,4 +47,23 @@ impl Scripts {
             epoch: Function::new("epoch"),
         }
     }
+}
+
+/// The `(kind, relative id)` arguments the writing functions take for a
+/// position: `("", "")` for none, `begin`, `end`, `before <id>`, `after <id>`.
+/// Shared by the feed store and the job applier, which call the same functions.
+pub(crate) fn position_args(position: Option<&Position>) -> (&'static str, &str) {
+    match position {
+        None => ("", ""),
+        Some(Position::Begin) => ("begin", ""),
+        Some(Position::End) => ("end", ""),
+        Some(Position::Before(rel)) => ("before", rel.as_str()),
+        Some(Position::After(rel)) => ("after", rel.as_str()),
+    }
+}
+
+/// An item's JSON text, as the writing functions store it.
+pub(crate) fn json_text(item: &Json) -> String {
+    // Serializing a serde_json::Value cannot fail.
+    serde_json::to_string(item).unwrap_or_else(|_| "null".to_owned())
 }

@@ -14,7 +14,7 @@ use super::model::{
     Applied, ConfigChange, FeedInfo, FeedSettings, FeedType, History, ItemRead, ItemVersion, Since,
     Snapshot, DEFAULT_RETENTION,
 };
-use super::scripts::Scripts;
+use super::scripts::{json_text, position_args, Scripts};
 use crate::library::{self, Function};
 use thoonk_protocol::{Epoch, Item};
 
@@ -85,21 +85,6 @@ impl Ctx<'_> {
             _ => FeedError::Redis(err),
         }
     }
-}
-
-fn position_args(position: Option<&Position>) -> (&'static str, &str) {
-    match position {
-        None => ("", ""),
-        Some(Position::Begin) => ("begin", ""),
-        Some(Position::End) => ("end", ""),
-        Some(Position::Before(rel)) => ("before", rel.as_str()),
-        Some(Position::After(rel)) => ("after", rel.as_str()),
-    }
-}
-
-fn json_text(item: &Json) -> String {
-    // Serializing a serde_json::Value cannot fail.
-    serde_json::to_string(item).unwrap_or_else(|_| "null".to_owned())
 }
 
 /// Ids (or change-log entries) one call of a read returns at most: a few

@@ -95,7 +95,9 @@ impl Membership {
 /// Identifies one session inside the hub.
 pub type SessionId = u64;
 
-struct Follower {
+/// A session's entry in the hub: its event queue, the feeds and patterns
+/// it follows, and its client.
+struct Subscriber {
     tx: mpsc::Sender<(HubEvent, usize)>,
     queued: Arc<AtomicUsize>,
     overflowed: Arc<AtomicBool>,
@@ -108,7 +110,7 @@ struct Follower {
 
 #[derive(Default)]
 struct Registry {
-    followers: HashMap<SessionId, Follower>,
+    subscribers: HashMap<SessionId, Subscriber>,
     by_feed: HashMap<FeedName, HashSet<SessionId>>,
     by_client: HashMap<String, HashSet<SessionId>>,
 }
@@ -163,8 +165,8 @@ impl Hub {
             tracing::warn!("redis is unreachable: clients are told the server is unavailable");
         }
         let mut reg = self.lock();
-        for follower in reg.followers.values_mut() {
-            follower.offer(HubEvent::ServerState, 0);
+        for subscriber in reg.subscribers.values_mut() {
+            subscriber.offer(HubEvent::ServerState, 0);
         }
     }
 
@@ -216,7 +218,7 @@ impl Hub {
         let lagged = Arc::new(AtomicBool::new(false));
         let queued = Arc::new(AtomicUsize::new(0));
         let overflowed = Arc::new(AtomicBool::new(false));
-        let follower = Follower {
+        let subscriber = Subscriber {
             tx,
             queued: queued.clone(),
             overflowed: overflowed.clone(),
@@ -226,7 +228,7 @@ impl Hub {
             client: None,
             lagged: lagged.clone(),
         };
-        self.lock().followers.insert(id, follower);
+        self.lock().subscribers.insert(id, subscriber);
         Membership {
             id,
             events,
@@ -239,13 +241,13 @@ impl Hub {
     /// Removes a session and everything it followed.
     pub fn leave(&self, session: SessionId) {
         let mut reg = self.lock();
-        if let Some(follower) = reg.followers.remove(&session) {
-            for feed in follower.feeds {
+        if let Some(subscriber) = reg.subscribers.remove(&session) {
+            for feed in subscriber.feeds {
                 if reg.unindex(&feed, session) {
-                    self.last_follower_left(&feed);
+                    self.last_subscriber_left(&feed);
                 }
             }
-            if let Some(client) = follower.client {
+            if let Some(client) = subscriber.client {
                 reg.unindex_client(&client, session);
             }
         }
@@ -254,8 +256,8 @@ impl Hub {
     /// Delivers the outcomes of changes whose id starts with `client_id:` to `session`.
     pub fn follow_client(&self, session: SessionId, client_id: &str) {
         let mut reg = self.lock();
-        if let Some(follower) = reg.followers.get_mut(&session) {
-            follower.client = Some(client_id.to_owned());
+        if let Some(subscriber) = reg.subscribers.get_mut(&session) {
+            subscriber.client = Some(client_id.to_owned());
             reg.by_client
                 .entry(client_id.to_owned())
                 .or_default()
@@ -266,8 +268,8 @@ impl Hub {
     /// Starts delivering changes of `feed` to `session`.
     pub fn follow_feed(&self, session: SessionId, feed: &FeedName) {
         let mut reg = self.lock();
-        if let Some(follower) = reg.followers.get_mut(&session) {
-            if follower.feeds.insert(feed.clone()) {
+        if let Some(subscriber) = reg.subscribers.get_mut(&session) {
+            if subscriber.feeds.insert(feed.clone()) {
                 let sessions = reg.by_feed.entry(feed.clone()).or_default();
                 if sessions.is_empty() {
                     if let (Some(tags), Some(tag)) = (self.tags.get(), hash_tag(feed.as_str())) {
@@ -281,7 +283,7 @@ impl Hub {
 
     /// No session follows `feed` any more: with sharded fan-out its tag may
     /// no longer be needed.
-    fn last_follower_left(&self, feed: &FeedName) {
+    fn last_subscriber_left(&self, feed: &FeedName) {
         if let (Some(tags), Some(tag)) = (self.tags.get(), hash_tag(feed.as_str())) {
             tags.feed_unfollowed(tag);
         }
@@ -290,30 +292,30 @@ impl Hub {
     /// Stops delivering changes of `feed` to `session`.
     pub fn unfollow_feed(&self, session: SessionId, feed: &FeedName) {
         let mut reg = self.lock();
-        if let Some(follower) = reg.followers.get_mut(&session) {
-            if follower.feeds.remove(feed) && reg.unindex(feed, session) {
-                self.last_follower_left(feed);
+        if let Some(subscriber) = reg.subscribers.get_mut(&session) {
+            if subscriber.feeds.remove(feed) && reg.unindex(feed, session) {
+                self.last_subscriber_left(feed);
             }
         }
     }
 
     /// Announces feeds created later that match `pattern` to `session`.
     pub fn follow_pattern(&self, session: SessionId, pattern: &FeedPattern) {
-        if let Some(follower) = self.lock().followers.get_mut(&session) {
-            follower.patterns.insert(pattern.clone());
+        if let Some(subscriber) = self.lock().subscribers.get_mut(&session) {
+            subscriber.patterns.insert(pattern.clone());
         }
     }
 
     /// Stops announcing feeds that match `pattern`.
     pub fn unfollow_pattern(&self, session: SessionId, pattern: &FeedPattern) {
-        if let Some(follower) = self.lock().followers.get_mut(&session) {
-            follower.patterns.remove(pattern);
+        if let Some(subscriber) = self.lock().subscribers.get_mut(&session) {
+            subscriber.patterns.remove(pattern);
         }
     }
 
     /// Number of sessions registered.
     pub fn sessions(&self) -> usize {
-        self.lock().followers.len()
+        self.lock().subscribers.len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
@@ -327,24 +329,29 @@ impl Hub {
         let feed = notice.feed.clone();
         let weight = json_len(&notice.change);
         let notice = Arc::new(notice);
-        self.offer_to_followers_of(&feed, weight, || HubEvent::Change(notice.clone()));
+        self.offer_to_subscribers_of(&feed, weight, || HubEvent::Change(notice.clone()));
     }
 
     /// Tells the sessions following `feed` that it was deleted.
     pub fn dispatch_deleted_feed(&self, feed: FeedName) {
         let weight = feed.as_str().len();
-        self.offer_to_followers_of(&feed, weight, || HubEvent::Deleted(feed.clone()));
+        self.offer_to_subscribers_of(&feed, weight, || HubEvent::Deleted(feed.clone()));
     }
 
     /// Queues `event()` to every session that follows `feed`.
-    fn offer_to_followers_of(&self, feed: &FeedName, weight: usize, event: impl Fn() -> HubEvent) {
+    fn offer_to_subscribers_of(
+        &self,
+        feed: &FeedName,
+        weight: usize,
+        event: impl Fn() -> HubEvent,
+    ) {
         let mut reg = self.lock();
         let Some(sessions) = reg.by_feed.get(feed).cloned() else {
             return;
         };
         for id in sessions {
-            if let Some(follower) = reg.followers.get_mut(&id) {
-                follower.offer(event(), weight);
+            if let Some(subscriber) = reg.subscribers.get_mut(&id) {
+                subscriber.offer(event(), weight);
             }
         }
     }
@@ -352,9 +359,9 @@ impl Hub {
     /// Announces a new feed to every session with a matching pattern.
     pub fn dispatch_new_feed(&self, feed: FeedName) {
         let mut reg = self.lock();
-        for follower in reg.followers.values_mut() {
-            if follower.patterns.iter().any(|p| p.matches(&feed)) {
-                follower.offer(HubEvent::NewFeed(feed.clone()), feed.as_str().len());
+        for subscriber in reg.subscribers.values_mut() {
+            if subscriber.patterns.iter().any(|p| p.matches(&feed)) {
+                subscriber.offer(HubEvent::NewFeed(feed.clone()), feed.as_str().len());
             }
         }
     }
@@ -372,8 +379,8 @@ impl Hub {
         let weight = json_len(&outcome);
         let outcome = Arc::new(outcome);
         for session in sessions {
-            if let Some(follower) = reg.followers.get_mut(&session) {
-                follower.offer(HubEvent::Outcome(id.clone(), outcome.clone()), weight);
+            if let Some(subscriber) = reg.subscribers.get_mut(&session) {
+                subscriber.offer(HubEvent::Outcome(id.clone(), outcome.clone()), weight);
             }
         }
     }
@@ -381,10 +388,10 @@ impl Hub {
     /// Tells every session to catch up from the change logs.
     pub fn dispatch_resync(&self) {
         let mut reg = self.lock();
-        for follower in reg.followers.values_mut() {
-            follower.lagged.store(true, Ordering::Release);
+        for subscriber in reg.subscribers.values_mut() {
+            subscriber.lagged.store(true, Ordering::Release);
             // A wake-up for idle sessions; a full queue is woken by its own events.
-            let _ = follower.tx.try_send((HubEvent::Resync, 0));
+            let _ = subscriber.tx.try_send((HubEvent::Resync, 0));
         }
     }
 
@@ -540,7 +547,7 @@ impl Registry {
         }
     }
 
-    /// Drops `session` from `feed`'s followers; true when it was the last.
+    /// Drops `session` from `feed`'s subscribers; true when it was the last.
     fn unindex(&mut self, feed: &FeedName, session: SessionId) -> bool {
         if let Some(set) = self.by_feed.get_mut(feed) {
             set.remove(&session);
@@ -553,7 +560,7 @@ impl Registry {
     }
 }
 
-impl Follower {
+impl Subscriber {
     /// Queues an event of `weight` bytes without waiting. A session whose
     /// queue is full misses the event and is marked lagged, so it catches up
     /// from the change logs once it has drained its queue instead of

@@ -4,12 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use redis::RedisError;
-use thoonk_protocol::{Base, ErrorCode, FeedName, ItemId, Outcome, Position};
+use thoonk_protocol::{Base, ErrorCode, FeedName, ItemId, Outcome};
 
 use super::keys::applied_key;
 use super::plan::{FeedWrite, Plan, WriteKind};
 use super::scripts::Scripts;
-use crate::feeds::{feed_keys, FeedError, FeedSettings, FeedStore};
+use crate::feeds::{feed_keys, json_text, position_args, FeedError, FeedSettings, FeedStore};
 use crate::redis_target::{hash_tag, RedisConn};
 
 /// How often a write retries after creating a missing feed.
@@ -26,26 +26,12 @@ pub(crate) enum Applied {
     Stale,
 }
 
-pub(super) fn json_text(value: &serde_json::Value) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
-}
-
 /// The script's base argument: `<epoch>:<rev>`, or a bare `<rev>` for a
 /// base that names no epoch.
 pub(super) fn base_arg(base: Base) -> String {
     match base {
         Base::At(p) => format!("{}:{}", p.epoch, p.rev),
         Base::Rev(rev) => rev.to_string(),
-    }
-}
-
-pub(super) fn position_args(position: Option<&Position>) -> (&'static str, &str) {
-    match position {
-        None => ("", ""),
-        Some(Position::Begin) => ("begin", ""),
-        Some(Position::End) => ("end", ""),
-        Some(Position::Before(rel)) => ("before", rel.as_str()),
-        Some(Position::After(rel)) => ("after", rel.as_str()),
     }
 }
 

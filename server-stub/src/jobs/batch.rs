@@ -16,10 +16,9 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 use thoonk_protocol::{Base, ChangeId, ErrorCode, FeedName, Outcome};
 
-use super::apply::{
-    base_arg, conflict, create_feed, json_text, position_args, rejection, CREATE_ATTEMPTS,
-};
+use super::apply::{base_arg, conflict, create_feed, rejection, CREATE_ATTEMPTS};
 use super::keys::applied_key;
+use crate::feeds::{json_text, position_args};
 use super::payload::JobPayload;
 use super::plan::{FeedWrite, HandlerError, WriteKind};
 use super::scripts::Scripts;

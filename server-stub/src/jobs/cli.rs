@@ -252,9 +252,65 @@ pub struct WorkArgs {
     /// The queue's settings.
     #[command(flatten)]
     pub settings: QueueArgs,
+    /// Which actions the workers know.
+    #[command(flatten)]
+    pub actions: ActionArgs,
 }
 
-/// Runs the standard workers ([`Handlers::standard`]) until Ctrl-C or SIGTERM.
+/// The named actions a `serve` or `work` process's workers know besides the
+/// generic feed operations.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ActionArgs {
+    /// Also register the demo's task actions (`create_task`, …,
+    /// `delegate_task`; docs/JOBS.md), which the demo page uses. Off by
+    /// default: a deployment registers its own actions in its own workers.
+    #[arg(long, env = "THOONK_DEMO_ACTIONS")]
+    pub demo_actions: bool,
+}
+
+impl ActionArgs {
+    /// The handlers these arguments ask for.
+    pub fn handlers(&self) -> Handlers {
+        if self.demo_actions {
+            Handlers::with_demo_actions()
+        } else {
+            Handlers::new()
+        }
+    }
+}
+
+/// `concurrency` workers on each of `queues` (`serve --workers`, `work`),
+/// each set ending when `stop` turns true.
+pub fn workers_of_queues(
+    client: &RedisTarget,
+    queues: &[String],
+    settings: &QueueSettings,
+    actions: &ActionArgs,
+    access: &Arc<dyn AccessRules>,
+    concurrency: usize,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<impl std::future::Future<Output = Result<(), JobError>>> {
+    queues
+        .iter()
+        .map(|queue| {
+            let mut until = stop.clone();
+            run_workers(
+                client.clone(),
+                queue.clone(),
+                settings.clone(),
+                actions.handlers(),
+                access.clone(),
+                concurrency,
+                async move {
+                    let _ = until.wait_for(|stop| *stop).await;
+                },
+            )
+        })
+        .collect()
+}
+
+/// Runs the workers (with the demo's actions when `--demo-actions`) until
+/// Ctrl-C or SIGTERM.
 pub async fn work(
     args: WorkArgs,
     client: RedisTarget,
@@ -271,39 +327,20 @@ pub async fn work(
         });
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let workers = args.queue.iter().map(|queue| {
-        let mut until = stopped.clone();
-        run_workers(
-            client.clone(),
-            queue.clone(),
-            args.settings.settings(),
-            Handlers::standard(),
-            access.clone(),
-            args.concurrency,
-            async move {
-                let _ = until.wait_for(|stop| *stop).await;
-            },
-        )
-    });
+    let workers = workers_of_queues(
+        &client,
+        &args.queue,
+        &args.settings.settings(),
+        &args.actions,
+        &access,
+        args.concurrency,
+        &stopped,
+    );
     tokio::spawn(async move {
-        shutdown_signal().await;
+        crate::shutdown_signal().await;
         let _ = stop.send(true);
     });
     futures::future::try_join_all(workers).await.map(drop)
-}
-
-async fn shutdown_signal() {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 #[cfg(test)]

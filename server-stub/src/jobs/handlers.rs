@@ -65,7 +65,8 @@ impl Handlers {
     /// The generic feed operations and the demo's task actions
     /// (`create_task`, `edit_task`, `complete_task`, `uncomplete_task`,
     /// `delete_task`, `reorder_task`, `delegate_task`; see docs/JOBS.md).
-    pub fn standard() -> Self {
+    /// `serve` and `work` register them only with `--demo-actions`.
+    pub fn with_demo_actions() -> Self {
         let mut handlers = Self::new();
         demo::register(&mut handlers);
         handlers

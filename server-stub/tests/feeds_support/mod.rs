@@ -7,46 +7,13 @@ use std::time::Duration;
 use futures::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubStream};
 use thoonk_protocol::{FeedName, ItemId};
-use thoonk_server::feeds::FeedStore;
-use thoonk_server::redis_target::{RedisConn, RedisTarget};
-use thoonk_testkit::TestRedis;
 
-/// The instance id the tests' stores announce in newfeed/delfeed/conffeed.
-pub const INSTANCE: &str = "0123456789abcdef0123456789abcdef";
-
-/// A running Redis with a store on it.
-pub struct Env {
-    pub redis: TestRedis,
-    pub target: RedisTarget,
-    pub store: FeedStore,
-}
+#[path = "../redis_env/mod.rs"]
+mod redis_env;
+#[allow(unused_imports)]
+pub use redis_env::{Env, INSTANCE};
 
 impl Env {
-    pub async fn start() -> Env {
-        let redis = TestRedis::start();
-        let target = RedisTarget::parse(&redis.url()).expect("redis url");
-        let store = FeedStore::open(&target, INSTANCE)
-            .await
-            .expect("open the store");
-        Env {
-            redis,
-            target,
-            store,
-        }
-    }
-
-    /// A connection for inspecting keys (routed by slot on a cluster).
-    pub async fn conn(&self) -> RedisConn {
-        self.target.connect().await.expect("connect")
-    }
-
-    /// Another store on its own connection.
-    pub async fn other_store(&self) -> FeedStore {
-        FeedStore::open(&self.target, INSTANCE)
-            .await
-            .expect("open a store")
-    }
-
     /// Subscribes to `channels` and `patterns` and returns a recorder.
     pub async fn listen(&self, channels: &[String], patterns: &[&str]) -> Recorder {
         let mut pubsub = self.target.pubsub().await.expect("pubsub");
@@ -57,15 +24,7 @@ impl Env {
             pubsub.psubscribe(*pattern).await.expect("psubscribe");
         }
         pubsub.subscribe(MARK).await.expect("subscribe");
-        let mut nodes = Vec::new();
-        for port in self.redis.ports() {
-            let node = redis::Client::open(format!("redis://127.0.0.1:{port}/")).expect("node url");
-            nodes.push(
-                node.get_multiplexed_async_connection()
-                    .await
-                    .expect("connect to a node"),
-            );
-        }
+        let nodes = self.nodes().await;
         Recorder {
             stream: pubsub.into_on_message(),
             nodes,

@@ -14,8 +14,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use thoonk_protocol::{ChangeOp, FeedEvent, FeedName, ItemId};
 use thoonk_server::feeds::FeedStore;
-use thoonk_server::redis_target::{RedisConn, RedisTarget};
-use thoonk_testkit::{shard, TestRedis};
+use thoonk_testkit::shard;
 use tokio::sync::mpsc;
 
 /// Upper bound for one awaited line, frame or state: a failure condition
@@ -52,48 +51,12 @@ pub fn python() -> PathBuf {
     python
 }
 
-/// A Redis of its own with a feed store on it.
-pub struct Env {
-    pub redis: TestRedis,
-    pub target: RedisTarget,
-    pub store: FeedStore,
-}
+#[path = "../redis_env/mod.rs"]
+mod redis_env;
+#[allow(unused_imports)]
+pub use redis_env::Env;
 
 impl Env {
-    pub async fn start() -> Env {
-        let redis = TestRedis::start();
-        let target = RedisTarget::parse(&redis.url()).expect("redis url");
-        let store = FeedStore::open(&target, "interop-tests")
-            .await
-            .expect("open the feed store");
-        Env {
-            redis,
-            target,
-            store,
-        }
-    }
-
-    /// A connection routed by slot on a cluster.
-    pub async fn conn(&self) -> RedisConn {
-        self.target.connect().await.expect("connect to redis")
-    }
-
-    /// A plain connection to each node (one on a single Redis), for
-    /// commands without keys such as `INFO` or `PUBSUB`.
-    pub async fn node_conns(&self) -> Vec<redis::aio::MultiplexedConnection> {
-        let mut conns = Vec::new();
-        for port in self.redis.ports() {
-            let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).expect("url");
-            conns.push(
-                client
-                    .get_multiplexed_async_connection()
-                    .await
-                    .expect("connect to a node"),
-            );
-        }
-        conns
-    }
-
     /// A thoonk.py process on this Redis.
     pub async fn py(&self, listen: bool) -> Py {
         Py::start(self.redis.port(), self.redis.is_cluster(), listen).await
@@ -267,39 +230,27 @@ pub async fn client(url: &str, client_id: &str) -> WsClient {
 /// adopter listens with a pattern; it sweeps every feed once subscribed, so
 /// nothing made before that escapes it).
 pub async fn wait_for_newfeed_listeners(env: &Env, n: usize) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let mut count = 0;
-        // Each subscriber listens on one node of a cluster.
-        for mut node in env.node_conns().await {
-            let (_, on_node): (String, usize) = redis::cmd("PUBSUB")
-                .arg("NUMSUB")
-                .arg("newfeed")
-                .query_async(&mut node)
-                .await
-                .expect("PUBSUB NUMSUB");
-            count += on_node;
-        }
-        if count >= n {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{n} newfeed listeners did not subscribe in time"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Each subscriber listens on one node of a cluster.
+    thoonk_testkit::eventually(&format!("{n} newfeed listeners subscribe"), || async {
+        let count: usize = env
+            .redis
+            .ports()
+            .into_iter()
+            .map(thoonk_testkit::hub_subscribers)
+            .sum();
+        (count >= n).then_some(())
+    })
+    .await;
 }
 
 /// Starts a gateway (`thoonk-server serve`) on the env's Redis, with its
 /// job queue named for the target.
 pub fn gateway(env: &Env, extra: &[&str]) -> thoonk_testkit::ThoonkServer {
-    let queue = shard("changes");
-    let mut args = vec!["--queue", queue.as_str()];
-    args.extend_from_slice(extra);
+    let args = env.gateway_args(extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     thoonk_testkit::ThoonkServer::start(
         std::path::Path::new(env!("CARGO_BIN_EXE_thoonk-server")),
-        &env.redis.url(),
+        &env.url(),
         &args,
     )
 }

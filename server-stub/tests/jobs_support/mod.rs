@@ -2,50 +2,23 @@
 //! `THOONK_TEST_REDIS=cluster`), worker processes, in-process workers, polling.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use thoonk_protocol::{ChangeId, ChangeRequest, FeedName, Operation, Outcome};
 use thoonk_server::feeds::FeedStore;
 use thoonk_server::gateway::AccessRules;
 use thoonk_server::jobs::{run_workers, Handlers, JobQueue, QueueSettings};
-use thoonk_server::redis_target::{RedisConn, RedisTarget};
-use thoonk_testkit::TestRedis;
+use thoonk_server::redis_target::RedisTarget;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// A running Redis (one server or a cluster, as `THOONK_TEST_REDIS` picks)
-/// and the target that reaches it.
-pub struct Env {
-    pub redis: TestRedis,
-    pub target: RedisTarget,
-}
-
-impl Env {
-    /// Starts the Redis the suite runs against.
-    pub fn start() -> Env {
-        let redis = TestRedis::start();
-        let target = RedisTarget::parse(&redis.url()).expect("the test Redis URL");
-        Env { redis, target }
-    }
-
-    /// The URL worker processes and `thoonk-server --redis` take.
-    pub fn url(&self) -> String {
-        self.redis.url()
-    }
-
-    /// A connection for inspecting and changing keys (routed by slot on a cluster).
-    pub async fn conn(&self) -> RedisConn {
-        self.target.connect().await.expect("connect to redis")
-    }
-
-    /// True on a Redis Cluster.
-    pub fn is_cluster(&self) -> bool {
-        self.redis.is_cluster()
-    }
-}
+#[path = "../redis_env/mod.rs"]
+mod redis_env;
+#[allow(unused_imports)]
+pub use redis_env::Env;
 
 /// The name the suites give the queue or feed called `s` on their target:
 /// with a hash tag on a cluster (see [`thoonk_testkit::shard`]).
@@ -81,6 +54,7 @@ pub fn fast_settings(max_retries: u32) -> QueueSettings {
     }
 }
 
+#[allow(unused_imports)]
 pub use thoonk_testkit::eventually;
 
 /// Waits for the stored outcome of `id`. A failed read counts as "not yet"
@@ -178,31 +152,17 @@ impl Drop for InProcess {
     }
 }
 
-/// The example worker binary, built for this test run: `cargo test` builds
-/// examples, but `cargo test --test NAME` does not, so build it once here.
-fn worker_binary() -> PathBuf {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "thoonk-server",
-                "--example",
-                "job_worker",
-            ])
-            .status()
-            .expect("run cargo to build the job_worker example");
-        assert!(status.success(), "building the job_worker example failed");
-    });
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let debug = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("the target folder");
-    debug.join("examples").join("job_worker")
+/// The example worker binary, built once for this test run: `cargo test`
+/// builds examples, but `cargo test --test NAME` does not.
+fn worker_binary() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        thoonk_testkit::workspace_artifact(
+            "thoonk-server",
+            &["--example", "job_worker"],
+            "examples/job_worker",
+        )
+    })
 }
 
 /// A worker process (`examples/job_worker.rs`), killed with SIGKILL when dropped.

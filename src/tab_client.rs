@@ -22,7 +22,7 @@ use wasm_bindgen::prelude::*;
 use crate::client::{core_error, js_error, to_js, FeedChangeJs, ItemJs};
 use crate::leader::Leader;
 use crate::shell::{now, Shell};
-use crate::tabs::{Channel, LeadRequest, Timeout};
+use crate::tab_transport::{Channel, LeadRequest, Timeout};
 
 /// A change listener registered by `subscribe`.
 pub struct Listener {
@@ -273,7 +273,7 @@ impl Tab {
         tab.drive();
         // A leader waits for its store; a follower waits a little for the
         // leader's welcome (a frozen leader never sends one).
-        let timeout = Box::pin(crate::tabs::sleep(WELCOME_WAIT_MS));
+        let timeout = Box::pin(crate::tab_transport::sleep(WELCOME_WAIT_MS));
         let ready = match futures::future::select(ready_rx, timeout).await {
             Either::Left((ready, _)) => Some(ready),
             Either::Right(((), ready_rx))
