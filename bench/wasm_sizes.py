@@ -1,13 +1,20 @@
 #!/usr/bin/env python3
 """Attributes a wasm module's code size to crates: reads the code section
 (the size of each function body) and the name section (each function's
-mangled or demangled Rust path), groups the bytes by the crate named first in
-the path, and prints JSON: {"total": bytes, "code": bytes, "crates": [[name,
-bytes, functions], ...]} sorted by bytes. Needs a module with its name
-section (built without `strip`). usage: wasm_sizes.py MODULE.wasm"""
+mangled Rust path, legacy `_ZN...` or v0 `_R...`), groups the bytes by the
+crate named first in the path, and prints JSON: {"total": bytes, "code":
+bytes, "code_gzip": bytes, "describe": bytes, "crates": [[name, bytes,
+functions, gzip bytes], ...]} sorted by bytes. `gzip bytes` is gzip -9 of the
+crate's function bodies on their own (a guide to what removing the crate
+would save in the bundle: the whole code compresses better than the sum of
+its parts). wasm-bindgen's `__wbindgen_describe_*` functions are counted apart
+(`describe`): wasm-bindgen runs and removes them, they never ship. Needs a
+module with its name section (the compiler's output before wasm-bindgen; the
+wasm-release profile keeps it). usage: wasm_sizes.py MODULE.wasm"""
 import json
 import re
 import sys
+import zlib
 from collections import defaultdict
 
 
@@ -63,9 +70,17 @@ def imported_functions(payload):
 
 
 def crate_of(name):
-    """The crate a function belongs to, from its legacy-mangled name
-    (`_ZN<len><ident>...`): the first path segment, or for a trait impl
-    (`<Type as Trait>::f`) the first crate named in the type."""
+    """The crate a function belongs to, from its mangled name: the first path
+    segment, or for a trait impl (`<Type as Trait>::f`) the first crate named
+    in the type. Legacy names (`_ZN<len><ident>...`) name the crate first;
+    v0 names (`_R...`, the standard library's) name each crate as
+    `C[s<disambiguator>_]<len><ident>`: the first one is taken."""
+    if name.startswith("_R"):
+        match = re.search(r"C(?:s[0-9A-Za-z]*_)?(\d+)", name[2:])
+        if not match:
+            return "(unnamed)"
+        start = 2 + match.end()
+        return name[start:start + int(match.group(1))]
     match = re.match(r"_ZN(\d+)", name)
     if not match:
         return "(unnamed)"
@@ -73,11 +88,19 @@ def crate_of(name):
     if "$LT$" not in first:
         return first
     inner = first.split("$LT$", 1)[1]
-    inner = inner.replace("$u20$", " ").replace("$RF$", "&").replace("..", "::")
+    inner = re.sub(r"\$[A-Za-z0-9]+\$", " ", inner.replace("..", "::"))
     for word in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", inner):
-        if word not in ("impl", "dyn", "mut", "const", "as"):
+        # Skip keywords and generic parameters (`<T as Trait>`: the trait's crate).
+        if word not in ("impl", "dyn", "mut", "const", "as") and not re.fullmatch(r"[A-Z][A-Z0-9]?", word):
             return word
     return "(unnamed)"
+
+
+def gzip_size(data):
+    """The size of `data` compressed as gzip -9 writes it (deflate, level 9,
+    plus gzip's 18 bytes of header and trailer)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return len(compressor.compress(data) + compressor.flush()) + 18
 
 
 def main():
@@ -92,7 +115,7 @@ def main():
             count, pos = leb(payload, 0)
             for _ in range(count):
                 size, pos = leb(payload, pos)
-                bodies.append(size)
+                bodies.append(payload[pos:pos + size])
                 pos += size
         elif kind == 0:
             length, pos = leb(payload, 0)
@@ -111,13 +134,22 @@ def main():
                         names[index] = payload[p:p + length].decode("utf-8", "replace")
                         p += length
                 pos = end
-    crates = defaultdict(lambda: [0, 0])
-    for i, size in enumerate(bodies):
-        crate = crate_of(names.get(imports + i, ""))
-        crates[crate][0] += size
-        crates[crate][1] += 1
-    ranked = sorted(([c, b, n] for c, (b, n) in crates.items()), key=lambda r: -r[1])
-    print(json.dumps({"total": len(data), "code": sum(bodies), "named": bool(names), "crates": ranked}))
+    crates = defaultdict(lambda: [0, 0, []])
+    describe = 0
+    for i, body in enumerate(bodies):
+        name = names.get(imports + i, "")
+        if name.startswith("__wbindgen_describe"):
+            describe += len(body)
+            continue
+        row = crates[crate_of(name)]
+        row[0] += len(body)
+        row[1] += 1
+        row[2].append(body)
+    ranked = sorted(([c, b, n, gzip_size(b"".join(parts))] for c, (b, n, parts) in crates.items()),
+                    key=lambda r: -r[1])
+    shipped = b"".join(body for rows in crates.values() for body in rows[2])
+    print(json.dumps({"total": len(data), "code": len(shipped), "code_gzip": gzip_size(shipped),
+                      "describe": describe, "named": bool(names), "crates": ranked}))
 
 
 if __name__ == "__main__":

@@ -246,7 +246,7 @@ if (lat.length) {
 p('## Client (headless Chromium, issue 7 and 9)');
 p();
 if (browser) {
-  p(`Debian's Chromium ${browser.chromium} driven by playwright-core; the page (bench/js/page) imports the wasm package built with \`wasm-pack build --target web --profile wasm-release\` and Dexie ${browser.dexie}, served by thoonk-server. ${fmt(browser.items, 0)} items of the shape \`{"title": "Task number n", "done": bool, "n": n}\`; the raw and Dexie rows are the records the client stores (key \`[feed, id]\`, value the JSON text of the stored item).`);
+  p(`Debian's Chromium ${browser.chromium} driven by playwright-core; the page (bench/js/page) imports the wasm package built by \`scripts/build\` (below) and Dexie ${browser.dexie}, served by thoonk-server. ${fmt(browser.items, 0)} items of the shape \`{"title": "Task number n", "done": bool, "n": n}\`; the raw and Dexie rows are the records the client stores (key \`[feed, id]\`, value the JSON text of the stored item).`);
   p();
   p('| measure | median (min–max, n) ms |');
   p('|---|---|');
@@ -271,16 +271,16 @@ if (browser) {
   if (browser.failed_reps?.length) { p(`Failed repetitions (left out above): ${browser.failed_reps.join('; ')}`); p(); }
 }
 if (bundle) {
-  p(`Bundle (\`wasm-pack build --target web --profile wasm-release\`, no wasm-opt): \`thoonk_sync_bg.wasm\` ${fmt(kb(bundle.wasm_bytes), 1)} KB raw, ${fmt(kb(bundle.wasm_gzip), 1)} KB gzip -9; \`thoonk_sync.js\` ${fmt(kb(bundle.js_bytes), 1)} KB raw, ${fmt(kb(bundle.js_gzip), 1)} KB gzip -9.`);
+  p(`Bundle (\`scripts/build\`, the README's build: \`wasm-pack build --target web --profile wasm-release\`, then binaryen's \`wasm-opt -Oz\` without its inlining pass): \`thoonk_sync_bg.wasm\` ${fmt(kb(bundle.wasm_bytes), 1)} KB raw, ${fmt(kb(bundle.wasm_gzip), 1)} KB gzip -9; \`thoonk_sync.js\` ${fmt(kb(bundle.js_bytes), 1)} KB raw, ${fmt(kb(bundle.js_gzip), 1)} KB gzip -9.`);
   const sizes = of('bundle_crates')[0];
   if (sizes) {
     p();
-    p(`Profile of the module: its code (${fmt(kb(sizes.code), 1)} KB of function bodies in a build that keeps the name section, before wasm-bindgen) by the crate each function belongs to (\`bench/wasm_sizes.py\`; generic code counts for the crate that defines it, e.g. \`alloc\` holds every \`Vec\`/\`BTreeMap\` instantiation):`);
+    p(`Profile of the module: its code (${fmt(kb(sizes.code), 1)} KB of function bodies, ${fmt(kb(sizes.code_gzip), 1)} KB gzip -9, in the compiler's module of the same build, before wasm-bindgen and wasm-opt; wasm-bindgen's ${fmt(kb(sizes.describe), 1)} KB of \`__wbindgen_describe\` functions, which it removes, left out) by the crate each function belongs to (\`bench/wasm_sizes.py\`; generic code counts for the crate that defines it, e.g. \`alloc\` holds every \`Vec\`/\`BTreeMap\` instantiation, \`serde\` the buffering of tagged enums). "gzip KB alone" is gzip -9 of the crate's functions on their own: a guide to what dropping the crate would save, not a share of the bundle (the code compresses better as a whole):`);
     p();
-    p('| crate | code KB | share | functions |');
-    p('|---|---|---|---|');
-    for (const [crate, bytes, functions] of sizes.crates.slice(0, 14)) {
-      p(`| ${crate} | ${fmt(kb(bytes), 1)} | ${fmt((100 * bytes) / sizes.code, 1)} % | ${fmt(functions, 0)} |`);
+    p('| crate | code KB | share | gzip KB alone | functions |');
+    p('|---|---|---|---|---|');
+    for (const [crate, bytes, functions, gzip] of sizes.crates.slice(0, 16)) {
+      p(`| ${crate} | ${fmt(kb(bytes), 1)} | ${fmt((100 * bytes) / sizes.code, 1)} % | ${gzip === undefined ? '' : fmt(kb(gzip), 1)} | ${fmt(functions, 0)} |`);
     }
   }
   p();

@@ -60,23 +60,25 @@ pub enum Status {
     },
 }
 
-/// Whose word an item's value is.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum ItemState {
-    /// The server's value; no local change is pending on it.
-    Confirmed,
-    /// Local changes not yet confirmed are laid over it.
-    Pending {
-        /// The pending changes, oldest first.
-        changes: Vec<ChangeId>,
-    },
-    /// The last local change to it was rejected or left unresolved (until the
-    /// app dismisses that outcome or changes the item again).
-    Rejected {
-        /// The failed change.
-        change: ChangeId,
-    },
+thoonk_protocol::tagged_enum! {
+    tag = "state", expecting = "an item state";
+    /// Whose word an item's value is.
+    #[derive(Clone, Debug, PartialEq)]
+    pub enum ItemState {
+        /// The server's value; no local change is pending on it.
+        Confirmed,
+        /// Local changes not yet confirmed are laid over it.
+        Pending {
+            /// The pending changes, oldest first.
+            changes: Vec<ChangeId>,
+        },
+        /// The last local change to it was rejected or left unresolved (until the
+        /// app dismisses that outcome or changes the item again).
+        Rejected {
+            /// The failed change.
+            change: ChangeId,
+        },
+    }
 }
 
 /// One item as the app sees it: the confirmed value with pending changes laid over it.

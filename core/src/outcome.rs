@@ -46,40 +46,42 @@ pub enum ResolutionKind {
     DroppedOurs,
 }
 
-/// The final state of a local change.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum ChangeOutcome {
-    /// Applied as made.
-    Accepted {
-        /// The worker's result value.
-        result: Value,
-        /// The revision each written feed reached.
-        revs: BTreeMap<FeedName, Rev>,
-    },
-    /// Refused by the server for good.
-    Rejected {
-        /// Why, as a stable code.
-        code: ErrorCode,
-        /// Why, in words fit for the user.
-        message: String,
-    },
-    /// Ran into a conflict that was settled (by the merge or the app's resolver).
-    ConflictResolved {
-        /// How it was settled.
-        resolution: ResolutionKind,
-        /// The worker's result for a resubmitted value (null otherwise).
-        result: Value,
-        /// The revisions a resubmitted value reached (empty otherwise).
-        revs: BTreeMap<FeedName, Rev>,
-    },
-    /// Ran into a conflict that could not be settled; nothing of it was applied.
-    Unresolved {
-        /// The conflict, for the app to show or settle by a new change.
-        conflict: ConflictCase,
-        /// Why it stayed unresolved.
-        reason: String,
-    },
+thoonk_protocol::tagged_enum! {
+    tag = "status", expecting = "an outcome";
+    /// The final state of a local change.
+    #[derive(Clone, Debug, PartialEq)]
+    pub enum ChangeOutcome {
+        /// Applied as made.
+        Accepted {
+            /// The worker's result value.
+            result: Value,
+            /// The revision each written feed reached.
+            revs: BTreeMap<FeedName, Rev>,
+        },
+        /// Refused by the server for good.
+        Rejected {
+            /// Why, as a stable code.
+            code: ErrorCode,
+            /// Why, in words fit for the user.
+            message: String,
+        },
+        /// Ran into a conflict that was settled (by the merge or the app's resolver).
+        ConflictResolved {
+            /// How it was settled.
+            resolution: ResolutionKind,
+            /// The worker's result for a resubmitted value (null otherwise).
+            result: Value,
+            /// The revisions a resubmitted value reached (empty otherwise).
+            revs: BTreeMap<FeedName, Rev>,
+        },
+        /// Ran into a conflict that could not be settled; nothing of it was applied.
+        Unresolved {
+            /// The conflict, for the app to show or settle by a new change.
+            conflict: ConflictCase,
+            /// Why it stayed unresolved.
+            reason: String,
+        },
+    }
 }
 
 impl ChangeOutcome {

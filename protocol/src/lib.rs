@@ -13,6 +13,7 @@ mod change;
 mod error;
 mod message;
 mod name;
+pub mod tagged;
 
 pub use change::{Change, ChangeOp, FeedEvent, Item, Position};
 pub use error::{ErrorCode, NameError};

@@ -1,8 +1,11 @@
 //! The frames exchanged over the WebSocket.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{self, MapAccess, SeqAccess, Unexpected, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::{
@@ -25,7 +28,7 @@ pub struct FeedPosition {
 /// bases carried their epoch) is still read. A base of another epoch than
 /// the feed's current one (epoch 0 included: "the client does not know") is
 /// an *unknown* base: its revision is never compared with the feed's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Base {
     /// A revision of a known epoch.
@@ -33,6 +36,42 @@ pub enum Base {
     /// A bare revision, compared in the feed's current epoch (clients that
     /// do not send epochs).
     Rev(Rev),
+}
+
+/// Read by hand: serde's derive for an untagged enum buffers the value to try
+/// each variant in turn.
+impl<'de> Deserialize<'de> for Base {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct BaseVisitor;
+
+        impl<'de> Visitor<'de> for BaseVisitor {
+            type Value = Base;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(r#"a base: {"epoch": e, "rev": r} or a revision"#)
+            }
+
+            fn visit_u64<E: de::Error>(self, rev: u64) -> Result<Base, E> {
+                Ok(Base::Rev(rev))
+            }
+
+            fn visit_i64<E: de::Error>(self, rev: i64) -> Result<Base, E> {
+                u64::try_from(rev)
+                    .map(Base::Rev)
+                    .map_err(|_| E::invalid_value(Unexpected::Signed(rev), &self))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Base, A::Error> {
+                FeedPosition::deserialize(MapAccessDeserializer::new(map)).map(Base::At)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Base, A::Error> {
+                FeedPosition::deserialize(SeqAccessDeserializer::new(seq)).map(Base::At)
+            }
+        }
+
+        deserializer.deserialize_any(BaseVisitor)
+    }
 }
 
 impl Base {
@@ -72,55 +111,57 @@ impl ChangeId {
     }
 }
 
-/// A write the user made: one operation on one feed item, or a named action
-/// that a server worker validates and applies to one or more feeds atomically.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Operation {
-    /// Add an item (or replace it, if the id exists) at `position` (default: end).
-    Publish {
-        /// The feed to write.
-        feed: FeedName,
-        /// The item id, chosen by the client.
-        id: ItemId,
-        /// The item's value.
-        item: Value,
-        /// Where to put it; the end when absent.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        position: Option<Position>,
-    },
-    /// Replace an existing item's value.
-    Edit {
-        /// The feed to write.
-        feed: FeedName,
-        /// The item to replace.
-        id: ItemId,
-        /// The new value.
-        item: Value,
-    },
-    /// Remove an item.
-    Retract {
-        /// The feed to write.
-        feed: FeedName,
-        /// The item to remove.
-        id: ItemId,
-    },
-    /// Move an item within a sorted feed.
-    Move {
-        /// The feed to write.
-        feed: FeedName,
-        /// The item to move.
-        id: ItemId,
-        /// Where to move it.
-        position: Position,
-    },
-    /// A named application action (e.g. `delegate_task`) with a JSON payload.
-    Action {
-        /// The action's name, which selects the worker handler.
-        name: String,
-        /// The action's arguments.
-        payload: Value,
-    },
+crate::tagged_enum! {
+    tag = "kind", expecting = "an operation";
+    /// A write the user made: one operation on one feed item, or a named action
+    /// that a server worker validates and applies to one or more feeds atomically.
+    #[derive(Clone, Debug, PartialEq)]
+    pub enum Operation {
+        /// Add an item (or replace it, if the id exists) at `position` (default: end).
+        Publish {
+            /// The feed to write.
+            feed: FeedName,
+            /// The item id, chosen by the client.
+            id: ItemId,
+            /// The item's value.
+            item: Value,
+            /// Where to put it; the end when absent.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            position: Option<Position>,
+        },
+        /// Replace an existing item's value.
+        Edit {
+            /// The feed to write.
+            feed: FeedName,
+            /// The item to replace.
+            id: ItemId,
+            /// The new value.
+            item: Value,
+        },
+        /// Remove an item.
+        Retract {
+            /// The feed to write.
+            feed: FeedName,
+            /// The item to remove.
+            id: ItemId,
+        },
+        /// Move an item within a sorted feed.
+        Move {
+            /// The feed to write.
+            feed: FeedName,
+            /// The item to move.
+            id: ItemId,
+            /// Where to move it.
+            position: Position,
+        },
+        /// A named application action (e.g. `delegate_task`) with a JSON payload.
+        Action {
+            /// The action's name, which selects the worker handler.
+            name: String,
+            /// The action's arguments.
+            payload: Value,
+        },
+    }
 }
 
 impl Operation {
@@ -183,192 +224,198 @@ impl ChangeRequest {
     }
 }
 
-/// The final result of a submitted change.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum Outcome {
-    /// Applied; `revs` holds the revision each written feed reached.
-    Accepted {
-        /// A result value from the worker (null when it has none).
-        #[serde(default)]
-        result: Value,
-        /// The revision each feed reached with this change.
-        #[serde(default)]
-        revs: BTreeMap<FeedName, Rev>,
-        /// The epoch of each of those revisions (absent from servers that
-        /// do not send it: then the feed's epoch when the outcome arrives).
-        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-        epochs: BTreeMap<FeedName, Epoch>,
-    },
-    /// Refused for good; `message` is fit to show the user.
-    Rejected {
-        /// Why, as a stable code.
-        code: ErrorCode,
-        /// Why, in words.
-        message: String,
-    },
-    /// The item changed since the change's base revision; nothing was applied.
-    Conflict {
-        /// The feed in conflict.
-        feed: FeedName,
-        /// The item in conflict.
-        id: ItemId,
-        /// The item's value at the base revision (`None`: it did not exist,
-        /// or the base is unknown).
-        base: Option<Value>,
-        /// True when the server cannot tell the item's value at the base: the
-        /// base is of another epoch (the feed was deleted and recreated, or
-        /// its history restarted) or the change log no longer reaches it.
-        /// `base` is then `None` and means nothing: never merge against it.
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        unknown_base: bool,
-        /// The feed's current epoch (the epoch of `rev`; 0 from servers that
-        /// do not send it).
-        #[serde(default)]
-        epoch: Epoch,
-        /// The item's current value (`None`: it was retracted).
-        current: Option<Value>,
-        /// The feed's current revision.
-        rev: Rev,
-        /// The feed's changes after the base revision, oldest first.
-        history: Vec<FeedEvent>,
-    },
+crate::tagged_enum! {
+    tag = "status", expecting = "an outcome";
+    /// The final result of a submitted change.
+    #[derive(Clone, Debug, PartialEq)]
+    pub enum Outcome {
+        /// Applied; `revs` holds the revision each written feed reached.
+        Accepted {
+            /// A result value from the worker (null when it has none).
+            #[serde(default)]
+            result: Value,
+            /// The revision each feed reached with this change.
+            #[serde(default)]
+            revs: BTreeMap<FeedName, Rev>,
+            /// The epoch of each of those revisions (absent from servers that
+            /// do not send it: then the feed's epoch when the outcome arrives).
+            #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+            epochs: BTreeMap<FeedName, Epoch>,
+        },
+        /// Refused for good; `message` is fit to show the user.
+        Rejected {
+            /// Why, as a stable code.
+            code: ErrorCode,
+            /// Why, in words.
+            message: String,
+        },
+        /// The item changed since the change's base revision; nothing was applied.
+        Conflict {
+            /// The feed in conflict.
+            feed: FeedName,
+            /// The item in conflict.
+            id: ItemId,
+            /// The item's value at the base revision (`None`: it did not exist,
+            /// or the base is unknown).
+            base: Option<Value>,
+            /// True when the server cannot tell the item's value at the base: the
+            /// base is of another epoch (the feed was deleted and recreated, or
+            /// its history restarted) or the change log no longer reaches it.
+            /// `base` is then `None` and means nothing: never merge against it.
+            #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+            unknown_base: bool,
+            /// The feed's current epoch (the epoch of `rev`; 0 from servers that
+            /// do not send it).
+            #[serde(default)]
+            epoch: Epoch,
+            /// The item's current value (`None`: it was retracted).
+            current: Option<Value>,
+            /// The feed's current revision.
+            rev: Rev,
+            /// The feed's changes after the base revision, oldest first.
+            history: Vec<FeedEvent>,
+        },
+    }
 }
 
-/// A frame from the client to the server.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ClientMessage {
-    /// First frame of every connection.
-    Hello {
-        /// The protocol version the client speaks ([`crate::PROTOCOL_VERSION`]).
-        protocol: u32,
-        /// The bearer token that identifies the user.
-        token: String,
-        /// The client's stable id (one per browser profile and database).
-        client_id: String,
-    },
-    /// Follow a feed or every feed a pattern matches, now and later.
-    Subscribe {
-        /// A feed name or pattern.
-        pattern: FeedPattern,
-        /// What the client already mirrors of matching feeds.
-        #[serde(default)]
-        known: BTreeMap<FeedName, FeedPosition>,
-    },
-    /// Stop following a pattern given to `subscribe`.
-    Unsubscribe {
-        /// The pattern exactly as subscribed.
-        pattern: FeedPattern,
-    },
-    /// Ask again for one feed's changes after `rev` (sent after a gap).
-    Replay {
-        /// The feed.
-        feed: FeedName,
-        /// The last state the client applied.
-        from: FeedPosition,
-    },
-    /// Submit a change as a job.
-    Submit {
-        /// The change.
-        change: ChangeRequest,
-    },
-    /// Submit several changes of one feed, in order, as one job (at most
-    /// [`crate::MAX_BATCH_CHANGES`]). Each change keeps its id, ledger entry
-    /// and outcome; the server applies them in order and stops at the first
-    /// conflict, leaving the changes after it unattempted (no `ack` from
-    /// the worker's run, no ledger entry: the client sends them again).
-    SubmitBatch {
-        /// The changes, oldest first, all writing the same feed.
-        changes: Vec<ChangeRequest>,
-    },
-    /// Heartbeat; the server answers `pong`.
-    Ping,
+crate::tagged_enum! {
+    tag = "type", expecting = "a client message";
+    /// A frame from the client to the server.
+    #[derive(Clone, Debug, PartialEq)]
+    pub enum ClientMessage {
+        /// First frame of every connection.
+        Hello {
+            /// The protocol version the client speaks ([`crate::PROTOCOL_VERSION`]).
+            protocol: u32,
+            /// The bearer token that identifies the user.
+            token: String,
+            /// The client's stable id (one per browser profile and database).
+            client_id: String,
+        },
+        /// Follow a feed or every feed a pattern matches, now and later.
+        Subscribe {
+            /// A feed name or pattern.
+            pattern: FeedPattern,
+            /// What the client already mirrors of matching feeds.
+            #[serde(default)]
+            known: BTreeMap<FeedName, FeedPosition>,
+        },
+        /// Stop following a pattern given to `subscribe`.
+        Unsubscribe {
+            /// The pattern exactly as subscribed.
+            pattern: FeedPattern,
+        },
+        /// Ask again for one feed's changes after `rev` (sent after a gap).
+        Replay {
+            /// The feed.
+            feed: FeedName,
+            /// The last state the client applied.
+            from: FeedPosition,
+        },
+        /// Submit a change as a job.
+        Submit {
+            /// The change.
+            change: ChangeRequest,
+        },
+        /// Submit several changes of one feed, in order, as one job (at most
+        /// [`crate::MAX_BATCH_CHANGES`]). Each change keeps its id, ledger entry
+        /// and outcome; the server applies them in order and stops at the first
+        /// conflict, leaving the changes after it unattempted (no `ack` from
+        /// the worker's run, no ledger entry: the client sends them again).
+        SubmitBatch {
+            /// The changes, oldest first, all writing the same feed.
+            changes: Vec<ChangeRequest>,
+        },
+        /// Heartbeat; the server answers `pong`.
+        Ping,
+    }
 }
 
-/// A frame from the server to the client.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ServerMessage {
-    /// The answer to `hello`: the session is open.
-    Welcome {
-        /// The protocol version the server speaks.
-        protocol: u32,
-        /// The user the token belongs to.
-        user: String,
-        /// How long, in milliseconds, the server's exactly-once ledger
-        /// remembers a change id: a change first submitted longer ago than
-        /// this may be applied again if resent. Absent: not told.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        ledger_window_ms: Option<u64>,
-    },
-    /// The answer to `subscribe`: which feeds the pattern matches now.
-    Subscribed {
-        /// The pattern as subscribed.
-        pattern: FeedPattern,
-        /// The feeds it matches that the user may read.
-        feeds: Vec<FeedName>,
-    },
-    /// A feed's whole content, replacing whatever the client had of it.
-    Snapshot {
-        /// The feed.
-        feed: FeedName,
-        /// Its epoch.
-        epoch: Epoch,
-        /// Its revision.
-        rev: Rev,
-        /// Its items, in order.
-        items: Vec<Item>,
-    },
-    /// A batch of consecutive changes of one feed (a replay), oldest first.
-    Changes {
-        /// The feed.
-        feed: FeedName,
-        /// Its epoch.
-        epoch: Epoch,
-        /// The changes, with dense revisions.
-        events: Vec<FeedEvent>,
-    },
-    /// One live change.
-    Event {
-        /// The feed.
-        feed: FeedName,
-        /// Its epoch.
-        epoch: Epoch,
-        /// The revision this change produced.
-        rev: Rev,
-        /// The change.
-        change: Change,
-    },
-    /// A submitted change is durably queued.
-    Ack {
-        /// The change id.
-        id: ChangeId,
-    },
-    /// A submitted change is finished.
-    Outcome {
-        /// The change id.
-        id: ChangeId,
-        /// How it ended.
-        outcome: Outcome,
-    },
-    /// A request failed; the connection stays open unless the code says otherwise.
-    Error {
-        /// Why, as a stable code.
-        code: ErrorCode,
-        /// Why, in words.
-        message: String,
-    },
-    /// The answer to `ping`.
-    Pong,
-    /// Whether the server can reach its storage (Redis) now. Sent when that
-    /// changes, and after `welcome` while it is unavailable; a session starts
-    /// as `available`. While unavailable, changes are not queued and
-    /// outcomes wait; the client keeps its changes pending and says so.
-    Server {
-        /// Available or not.
-        state: ServerState,
-    },
+crate::tagged_enum! {
+    tag = "type", expecting = "a server message";
+    /// A frame from the server to the client.
+    #[derive(Clone, Debug, PartialEq)]
+    pub enum ServerMessage {
+        /// The answer to `hello`: the session is open.
+        Welcome {
+            /// The protocol version the server speaks.
+            protocol: u32,
+            /// The user the token belongs to.
+            user: String,
+            /// How long, in milliseconds, the server's exactly-once ledger
+            /// remembers a change id: a change first submitted longer ago than
+            /// this may be applied again if resent. Absent: not told.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            ledger_window_ms: Option<u64>,
+        },
+        /// The answer to `subscribe`: which feeds the pattern matches now.
+        Subscribed {
+            /// The pattern as subscribed.
+            pattern: FeedPattern,
+            /// The feeds it matches that the user may read.
+            feeds: Vec<FeedName>,
+        },
+        /// A feed's whole content, replacing whatever the client had of it.
+        Snapshot {
+            /// The feed.
+            feed: FeedName,
+            /// Its epoch.
+            epoch: Epoch,
+            /// Its revision.
+            rev: Rev,
+            /// Its items, in order.
+            items: Vec<Item>,
+        },
+        /// A batch of consecutive changes of one feed (a replay), oldest first.
+        Changes {
+            /// The feed.
+            feed: FeedName,
+            /// Its epoch.
+            epoch: Epoch,
+            /// The changes, with dense revisions.
+            events: Vec<FeedEvent>,
+        },
+        /// One live change.
+        Event {
+            /// The feed.
+            feed: FeedName,
+            /// Its epoch.
+            epoch: Epoch,
+            /// The revision this change produced.
+            rev: Rev,
+            /// The change.
+            change: Change,
+        },
+        /// A submitted change is durably queued.
+        Ack {
+            /// The change id.
+            id: ChangeId,
+        },
+        /// A submitted change is finished.
+        Outcome {
+            /// The change id.
+            id: ChangeId,
+            /// How it ended.
+            outcome: Outcome,
+        },
+        /// A request failed; the connection stays open unless the code says otherwise.
+        Error {
+            /// Why, as a stable code.
+            code: ErrorCode,
+            /// Why, in words.
+            message: String,
+        },
+        /// The answer to `ping`.
+        Pong,
+        /// Whether the server can reach its storage (Redis) now. Sent when that
+        /// changes, and after `welcome` while it is unavailable; a session starts
+        /// as `available`. While unavailable, changes are not queued and
+        /// outcomes wait; the client keeps its changes pending and says so.
+        Server {
+            /// Available or not.
+            state: ServerState,
+        },
+    }
 }
 
 /// Whether the server can reach its storage, as the `server` frame says.
