@@ -462,11 +462,10 @@ return run(function()
     if c.rescore then
       redis.call('ZADD', f.ids, next_score(f), c.id)
     end
-    record(f, c)
-    -- Mark the notice as adopted, so that adopters tell it from the notice
-    -- of a write of our scripts (which follows that write's classic events).
-    local notice = call.pending[#call.pending]
-    notice[2] = string.sub(notice[2], 1, -2) .. ',"adopted":true}'
+    -- The notice is marked as adopted, so that adopters tell it from the
+    -- notice of a write of our scripts (which follows that write's classic
+    -- events).
+    record(f, c.op, c.id, c.item, c.pos, c.rel, c.prev, nil, true)
     if c.op == 'retract' then
       known[c.id] = nil
     else

@@ -9,7 +9,7 @@
 return run(function()
   local f = feed_at(KEYS, 1)
   local p = check_publish(f, 'edit', ARGV[1], '', ARGV[2], '', '', ARGV[3])
-  local rev, id, op = apply_publish(p)
+  local _, id, op = apply_publish(p)
   flush()
-  return { num(f.epoch), num(rev), id, op }
+  return { f.epoch_text, f.rev_text, id, op }
 end)

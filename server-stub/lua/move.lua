@@ -10,7 +10,7 @@
 return run(function()
   local f = feed_at(KEYS, 1)
   local p = check_move(f, ARGV[1], ARGV[2], ARGV[3], ARGV[4])
-  local rev = apply_move(p)
+  apply_move(p)
   flush()
-  return { num(f.epoch), num(rev), ARGV[1], 'position' }
+  return { f.epoch_text, f.rev_text, ARGV[1], 'position' }
 end)

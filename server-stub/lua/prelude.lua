@@ -17,7 +17,9 @@
 -- Redis Cluster slot. The feed name is read back from the first of them.
 --
 -- Values: epochs are integers below 2^53 (microseconds since 1970 at the
--- epoch's start), revisions are integers; both are formatted with %.0f.
+-- epoch's start), revisions are integers; both are formatted with %d (an
+-- integer conversion: %.0f goes through the C library's float printing,
+-- several times slower).
 
 local FEED_KEY_PREFIXES = {
   'feed.config:', 'feed.ids:', 'feed.items:', 'feed.publishes:',
@@ -49,26 +51,30 @@ local function run(body)
 end
 
 local function num(n)
-  return string.format('%.0f', n)
+  return string.format('%d', n)
 end
 
 -- The per-call context: the Redis server time once read (a call is
 -- atomic, so every change it makes happens at the same instant) and the
 -- notices queued for flush(). Every function of the library starts with
--- begin_call(), so nothing of one call is seen by the next.
-local call = { pending = {} }
+-- begin_call(), so nothing of one call is seen by the next. `pending` is
+-- flat, three slots per message (channel, message, sharded), `n` the slots
+-- in use: queuing allocates no table per message.
+local call = { clock = false, history = false, pending = {}, n = 0 }
 local function begin_call()
-  call = { pending = {} }
+  call.clock = false
+  call.history = false
+  call.n = 0
 end
 
 local function now()
   if not call.clock then call.clock = redis.call('TIME') end
   return call.clock
 end
--- Milliseconds (string) and microseconds (number) since 1970.
+-- Milliseconds and microseconds since 1970 (numbers).
 local function now_ms()
   local t = now()
-  return t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function now_us()
   local t = now()
@@ -84,14 +90,34 @@ local function check_name(what, value, is_feed)
   if #value > MAX_NAME_LEN then
     fail('BADNAME', what .. ' is ' .. #value .. ' bytes long; the limit is ' .. MAX_NAME_LEN)
   end
-  if string.find(value, '\0', 1, true) then fail('BADNAME', what .. ' contains a NUL byte') end
-  if is_feed and string.find(value, '[%*%?%[%]\\]') then
+  -- One search for a feed name (NUL or a glob character), then which.
+  if string.find(value, is_feed and '[%z%*%?%[%]\\]' or '%z') then
+    if string.find(value, '\0', 1, true) then fail('BADNAME', what .. ' contains a NUL byte') end
     fail('BADNAME', what .. ' contains a glob character')
   end
 end
 
+-- The hash tag of a name as Redis Cluster reads it: the text between the
+-- first `{` and the next `}`, when not empty; nil otherwise.
+local function hash_tag(name)
+  if not string.find(name, '{', 1, true) then return nil end
+  local tag = string.match(name, '^[^{]*{([^}]*)}')
+  if tag and tag ~= '' then return tag end
+  return nil
+end
+
+-- The 7 keys after feed.config:<name>, joined by NUL as feed_at compares
+-- them: one string built and compared, not seven (a name holds no NUL, so
+-- the separators cannot be forged).
+local function other_keys(name)
+  return 'feed.ids:' .. name .. '\0feed.items:' .. name .. '\0feed.publishes:' .. name
+    .. '\0feed.idincr:' .. name .. '\0feed.rev:' .. name .. '\0feed.itemrevs:' .. name
+    .. '\0feed.log:' .. name
+end
+
 -- The feed whose keys start at keys[base] (the call's keys); checks the 8
--- key names.
+-- key names. The table is built whole, with the fields the reads and
+-- writes set, so that it is sized once.
 local function feed_at(keys, base)
   local first = keys[base]
   if not first or string.sub(first, 1, 12) ~= 'feed.config:' then
@@ -99,16 +125,26 @@ local function feed_at(keys, base)
   end
   local name = string.sub(first, 13)
   check_name('feed name', name, true)
-  local f = { name = name }
-  local fields = { 'config', 'ids', 'items', 'publishes', 'idincr', 'rev_key', 'itemrevs', 'log' }
-  for i = 1, FEED_KEY_COUNT do
-    local key = keys[base + i - 1]
-    if key ~= FEED_KEY_PREFIXES[i] .. name then
-      fail('BADKEYS', 'KEYS[' .. (base + i - 1) .. '] must be ' .. FEED_KEY_PREFIXES[i] .. name)
+  if not keys[base + FEED_KEY_COUNT - 1]
+      or table.concat(keys, '\0', base + 1, base + FEED_KEY_COUNT - 1) ~= other_keys(name) then
+    for i = 2, FEED_KEY_COUNT do
+      if keys[base + i - 1] ~= FEED_KEY_PREFIXES[i] .. name then
+        fail('BADKEYS', 'KEYS[' .. (base + i - 1) .. '] must be ' .. FEED_KEY_PREFIXES[i] .. name)
+      end
     end
-    f[fields[i]] = key
   end
-  return f
+  return {
+    name = name, tag = hash_tag(name),
+    config = first, ids = keys[base + 1], items = keys[base + 2], publishes = keys[base + 3],
+    idincr = keys[base + 4], rev_key = keys[base + 5], itemrevs = keys[base + 6],
+    log = keys[base + 7],
+    -- set by read_feed (type, epoch and history stay nil until read)
+    max_length = 0, retention = DEFAULT_RETENTION, rev = 0, new_epoch = false,
+    reset_history = false, history_changed = false, record_history = false,
+    epoch_text = false,
+    -- set by the writes
+    writing = false, rev_text = false, notice_head = false, tag_channel = false,
+  }
 end
 
 -- Reads a feed's config and revision state into f (no writes).
@@ -129,14 +165,6 @@ end
 -- reuse. So the feed goes on under a new epoch (f.history_changed; the
 -- revision continues) and clients that saw the lost revisions start over
 -- from a snapshot instead of silently diverging.
--- The hash tag of a name as Redis Cluster reads it: the text between the
--- first `{` and the next `}`, when not empty; nil otherwise.
-local function hash_tag(name)
-  local tag = string.match(name, '^[^{]*{([^}]*)}')
-  if tag and tag ~= '' then return tag end
-  return nil
-end
-
 -- Whether this Redis runs as a cluster node: fixed for the life of the
 -- process (cluster-enabled cannot change without a restart, which starts a
 -- new Lua state), so read once, at the library's first call that needs it.
@@ -169,6 +197,9 @@ local function read_feed(f)
   f.retention = tonumber(cfg[3]) or DEFAULT_RETENTION
   if f.retention < 1 then f.retention = 1 end
   f.epoch = tonumber(cfg[4])
+  -- The epoch as stored (by begin_writes, with num): the text replies and
+  -- notices carry, not formatted again.
+  f.epoch_text = f.epoch and cfg[4]
   f.rev = tonumber(redis.call('GET', f.rev_key)) or 0
   f.new_epoch = false
   f.reset_history = false
@@ -183,7 +214,7 @@ local function read_feed(f)
   end
   if f.reset_history then f.rev = 0 end
   -- (A feed name without a tag cannot live on a cluster: no INFO call.)
-  f.history = hash_tag(f.name) and cluster_history()
+  f.history = f.tag and cluster_history()
   f.history_changed = f.history ~= nil and cfg[5] ~= false and cfg[5] ~= f.history
     and not f.new_epoch
   if f.history_changed then f.new_epoch = true end
@@ -208,23 +239,28 @@ end
 -- Queues a PUBLISH, or with `sharded` an SPUBLISH (to a channel in the
 -- slot of the script's keys).
 local function queue(channel, message, sharded)
-  local pending = call.pending
-  pending[#pending + 1] = { channel, message, sharded }
+  local pending, n = call.pending, call.n
+  pending[n + 1] = channel
+  pending[n + 2] = message
+  pending[n + 3] = sharded or false
+  call.n = n + 3
 end
 
 -- Phase 3: sends every queued message in order. An SPUBLISH is called
 -- protected: a Redis before 7.0 has none, and its notices still go out on
 -- the classic channel.
 local function flush()
-  local pending = call.pending
-  for i = 1, #pending do
-    if pending[i][3] then
-      redis.pcall('SPUBLISH', pending[i][1], pending[i][2])
+  local pending, n = call.pending, call.n
+  for i = 1, n, 3 do
+    if pending[i + 2] then
+      redis.pcall('SPUBLISH', pending[i], pending[i + 1])
     else
-      redis.call('PUBLISH', pending[i][1], pending[i][2])
+      redis.call('PUBLISH', pending[i], pending[i + 1])
     end
   end
-  call.pending = {}
+  call.n = 0
+  -- A large batch's messages are not kept alive until the next one.
+  if n > 300 then call.pending = {} end
 end
 
 
@@ -259,11 +295,12 @@ local function begin_writes(f)
     local epoch = now_us()
     if f.epoch and epoch <= f.epoch then epoch = f.epoch + 1 end
     f.epoch = epoch
+    f.epoch_text = num(epoch)
     if f.reset_history then
       redis.call('DEL', f.log, f.itemrevs, f.rev_key)
       f.reset_history = false
     end
-    redis.call('HSET', f.config, 'epoch', num(f.epoch), 'epoch_run', run_id())
+    redis.call('HSET', f.config, 'epoch', f.epoch_text, 'epoch_run', run_id())
     f.new_epoch = false
     f.history_changed = false
   end
@@ -274,55 +311,54 @@ local function begin_writes(f)
 end
 
 -- Records one change: the next revision, one change-log entry with id
--- <rev>-0, the item's revision, and the change notice (queued).
--- c: { op, id, item (text, trusted JSON), pos, rel, prev (text), job }
-local function record(f, c)
+-- <rev>-0, the item's revision, and the change notice (queued), built as
+-- one string in one concatenation. Arguments: the change's op and item id;
+-- item (text, trusted JSON), pos, rel, prev (stored text) and job (or
+-- '') when the change has them; `adopted` marks the notice of a change
+-- the adopter (adopt.lua) recorded. Returns the revision.
+local function record(f, op, id, item, pos, rel, prev, job, adopted)
   begin_writes(f)
-  f.rev = f.rev + 1
-  local rev = num(f.rev)
+  local rev_n = f.rev + 1
+  f.rev = rev_n
+  local rev = num(rev_n)
+  f.rev_text = rev
   redis.call('SET', f.rev_key, rev)
   if not f.notice_head then
-    f.notice_head = '{"feed":' .. cjson.encode(f.name) .. ',"epoch":'
-    local tag = hash_tag(f.name)
-    f.tag_channel = tag and (TAG_NOTICE_PREFIX .. '{' .. tag .. '}')
+    -- begin_writes has fixed the epoch for the rest of the call.
+    f.notice_head = '{"feed":' .. cjson.encode(f.name) .. ',"epoch":' .. f.epoch_text .. ',"rev":'
+    f.tag_channel = f.tag and (TAG_NOTICE_PREFIX .. '{' .. f.tag .. '}')
   end
-  -- The change-log entry and the notice (one string, concatenated once).
-  -- Approximate trimming (whole stream nodes) keeps at least `retention`
-  -- entries at a fraction of the cost of exact trimming.
-  local entry = { 'XADD', f.log, 'MAXLEN', '~', f.retention, rev .. '-0', 'op', c.op, 'id', c.id }
-  local n = 8
-  local json = { f.notice_head, num(f.epoch), ',"rev":', rev, ',"change":{"op":"', c.op, '","id":',
-    cjson.encode(c.id) }
-  if c.item then
-    entry[#entry + 1] = 'item'; entry[#entry + 1] = c.item
-    json[n + 1] = ',"item":'; json[n + 2] = c.item; n = n + 2
-  end
-  if c.pos then
-    entry[#entry + 1] = 'pos'; entry[#entry + 1] = c.pos
-    if c.rel then entry[#entry + 1] = 'rel'; entry[#entry + 1] = c.rel end
-    json[n + 1] = ',"position":'; json[n + 2] = position_json(c.pos, c.rel); n = n + 2
-  end
-  if c.prev then
-    entry[#entry + 1] = 'prev'; entry[#entry + 1] = c.prev
-    json[n + 1] = ',"prev":'; json[n + 2] = json_text(c.prev); n = n + 2
-  end
-  if c.job and c.job ~= '' then
-    entry[#entry + 1] = 'job'; entry[#entry + 1] = c.job
-    json[n + 1] = ',"job":'; json[n + 2] = cjson.encode(c.job); n = n + 2
-  end
-  json[n + 1] = '}}'
-  redis.call(unpack(entry))
-  if c.op == 'retract' then
-    redis.call('HDEL', f.itemrevs, c.id)
+  if job == '' then job = nil end
+  -- The change-log entry. Approximate trimming (whole stream nodes) keeps
+  -- at least `retention` entries at a fraction of the cost of exact
+  -- trimming.
+  local entry = { 'XADD', f.log, 'MAXLEN', '~', f.retention, rev .. '-0', 'op', op, 'id', id,
+    false, false, false, false, false, false, false, false, false, false }
+  local n = 10
+  if item then entry[n + 1] = 'item'; entry[n + 2] = item; n = n + 2 end
+  if pos then entry[n + 1] = 'pos'; entry[n + 2] = pos; n = n + 2 end
+  if pos and rel then entry[n + 1] = 'rel'; entry[n + 2] = rel; n = n + 2 end
+  if prev then entry[n + 1] = 'prev'; entry[n + 2] = prev; n = n + 2 end
+  if job then entry[n + 1] = 'job'; entry[n + 2] = job; n = n + 2 end
+  redis.call(unpack(entry, 1, n))
+  if op == 'retract' then
+    redis.call('HDEL', f.itemrevs, id)
   else
-    redis.call('HSET', f.itemrevs, c.id, rev)
+    redis.call('HSET', f.itemrevs, id, rev)
   end
-  local notice = table.concat(json)
+  -- The notice: the log entry as JSON (docs/REDIS.md, ChangeNotice in
+  -- src/feeds/model.rs).
+  local notice = f.notice_head .. rev .. ',"change":{"op":"' .. op .. '","id":' .. cjson.encode(id)
+    .. (item and ',"item":' or '') .. (item or '')
+    .. (pos and ',"position":' or '') .. (pos and position_json(pos, rel) or '')
+    .. (prev and ',"prev":' or '') .. (prev and json_text(prev) or '')
+    .. (job and ',"job":' or '') .. (job and cjson.encode(job) or '')
+    .. (adopted and '},"adopted":true}' or '}}')
   queue(NOTICE_PREFIX .. f.name, notice)
   -- A feed with a hash tag also announces on its tag's sharded channel,
   -- which a gateway running sharded fan-out subscribes to.
   if f.tag_channel then queue(f.tag_channel, notice, true) end
-  return f.rev
+  return rev_n
 end
 
 -- ---------------------------------------------------------------- checks
@@ -336,11 +372,12 @@ end
 
 -- The oldest items of a time-ordered feed beyond max_length, leaving room
 -- for `adding` new items and never counting `keep` (the item being written).
+local NO_TRIMS = {} -- never written to
 local function check_trim(f, adding, keep)
-  local trims = {}
-  if f.type ~= 'feed' or f.max_length <= 0 then return trims end
+  if f.type ~= 'feed' or f.max_length <= 0 then return NO_TRIMS end
   local excess = redis.call('ZCARD', f.ids) + adding - f.max_length
-  if excess <= 0 then return trims end
+  if excess <= 0 then return NO_TRIMS end
+  local trims = {}
   local oldest = redis.call('ZRANGE', f.ids, 0, excess)
   for i = 1, #oldest do
     if #trims == excess then break end
@@ -398,7 +435,7 @@ local function check_publish(f, mode, id, gen_id, item, pos, rel, job)
     p.pos = 'end'
     p.trims = check_trim(f, p.exists and 0 or 1, id)
   else
-    p.trims = {}
+    p.trims = NO_TRIMS
     if not p.exists then
       p.pos, p.rel = check_position(f, id, pos, rel)
     end
@@ -440,7 +477,7 @@ local function apply_retract_one(f, id, prev, job)
   end
   redis.call('HDEL', f.items, id)
   queue('feed.retract:' .. f.name, id)
-  return record(f, { op = 'retract', id = id, prev = prev or nil, job = job })
+  return record(f, 'retract', id, nil, nil, nil, prev or nil, job)
 end
 
 local function apply_trims(f, trims, job)
@@ -464,11 +501,10 @@ end
 -- later, so that the zset order is always the publish order (ties would
 -- otherwise sort by id, and a client replaying the log would disagree).
 local function next_score(f)
-  local score = tonumber(now_ms())
+  local score = now_ms()
   local newest = redis.call('ZRANGE', f.ids, -1, -1, 'WITHSCORES')
-  if newest[2] and tonumber(newest[2]) >= score then
-    score = math.floor(tonumber(newest[2])) + 1
-  end
+  local top = newest[2] and tonumber(newest[2])
+  if top and top >= score then score = math.floor(top) + 1 end
   return num(score)
 end
 
@@ -499,7 +535,7 @@ local function apply_publish(p)
       queue('feed.position:' .. f.name, id .. '\0' .. classic_position(p.pos, p.rel))
     end
   end
-  local rev = record(f, { op = op, id = id, item = p.item, pos = p.pos, rel = p.rel, prev = p.prev or nil, job = p.job })
+  local rev = record(f, op, id, p.item, p.pos, p.rel, p.prev or nil, p.job)
   return rev, id, op
 end
 
@@ -514,7 +550,7 @@ local function apply_move(p)
   redis.call('LREM', f.ids, 1, p.id)
   place(f, p.id, p.pos, p.rel)
   queue('feed.position:' .. f.name, p.id .. '\0' .. classic_position(p.pos, p.rel))
-  return record(f, { op = 'position', id = p.id, pos = p.pos, rel = p.rel, job = p.job })
+  return record(f, 'position', p.id, nil, p.pos, p.rel, nil, p.job)
 end
 
 -- ---------------------------------------------------------------- reads

@@ -20,7 +20,7 @@ return run(function()
     fail('BADARG', 'mode must be upsert or insert')
   end
   local p = check_publish(f, mode, ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])
-  local rev, id, op = apply_publish(p)
+  local _, id, op = apply_publish(p)
   flush()
-  return { num(f.epoch), num(rev), id, op }
+  return { f.epoch_text, f.rev_text, id, op }
 end)

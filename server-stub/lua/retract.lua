@@ -7,7 +7,7 @@
 return run(function()
   local f = feed_at(KEYS, 1)
   local p = check_retract(f, ARGV[1], ARGV[2])
-  local rev = apply_retract(p)
+  apply_retract(p)
   flush()
-  return { num(f.epoch), num(rev), ARGV[1], 'retract' }
+  return { f.epoch_text, f.rev_text, ARGV[1], 'retract' }
 end)

@@ -6,7 +6,9 @@ use futures::future::join_all;
 
 use feeds_support::{id, name, Env};
 use serde_json::{json, Value};
-use thoonk_protocol::{Change, ChangeOp, FeedEvent, FeedPosition, Item, ItemId, Position};
+use thoonk_protocol::{
+    Change, ChangeOp, FeedEvent, FeedName, FeedPosition, Item, ItemId, Position,
+};
 use thoonk_server::feeds::{
     feed_keys, ChangeNotice, ConfigChange, FeedError, FeedSettings, FeedType, Since, Snapshot,
     CHANGE_CHANNEL_PATTERN, SNAPSHOT_PAGE,
@@ -756,4 +758,320 @@ async fn writes_on_a_single_redis_make_no_info_call() {
         .unwrap();
     assert!(stats.contains("cmdstat_fcall:calls=12,"), "{stats}");
     assert!(!stats.contains("cmdstat_info:"), "{stats}");
+}
+
+/// The notice a change's Lua sends on `feed.changes:N` is the
+/// `ChangeNotice` type, field for field: every kind of change (publish at
+/// each position, edit, move, retract, with and without a job, a trim, an
+/// edit of a value a classic peer stored as text that is not JSON, an
+/// adopted change) is parsed as one, and serializing it again gives the
+/// same JSON: no field the type lacks, no `null` for an absent field.
+#[tokio::test]
+async fn every_change_notice_is_a_change_notice_field_for_field() {
+    use thoonk_server::interop::Adopter;
+
+    let env = Env::start().await;
+    let sorted = name("notices:sorted");
+    let timed = name("notices:timed");
+    let mut rec = env.listen(&[], &[CHANGE_CHANNEL_PATTERN]).await;
+    env.store
+        .create(&sorted, &FeedSettings::new(FeedType::SortedFeed))
+        .await
+        .unwrap();
+    let bounded = FeedSettings {
+        max_length: Some(2),
+        ..FeedSettings::new(FeedType::Feed)
+    };
+    env.store.create(&timed, &bounded).await.unwrap();
+    let store = &env.store;
+    let change = |op, item_id: &str| Change {
+        op,
+        id: id(item_id),
+        item: None,
+        position: None,
+        prev: None,
+        job: None,
+    };
+    let mut expected: Vec<ChangeNotice> = Vec::new();
+    let mut expect = |feed: &FeedName, epoch, rev, change: Change, adopted| {
+        expected.push(ChangeNotice {
+            feed: feed.clone(),
+            epoch,
+            rev,
+            change,
+            adopted,
+        })
+    };
+
+    let a = store
+        .publish(&sorted, Some(&id("a")), &json!({"t": "a"}), Some("c1:1"))
+        .await
+        .unwrap();
+    let epoch = a.epoch;
+    expect(
+        &sorted,
+        epoch,
+        1,
+        Change {
+            item: Some(json!({"t": "a"})),
+            position: Some(Position::End),
+            job: Some("c1:1".into()),
+            ..change(ChangeOp::Publish, "a")
+        },
+        false,
+    );
+    let begin = Position::Begin;
+    store
+        .publish_at(
+            &sorted,
+            Some(&id("b")),
+            &json!([1, "two"]),
+            Some(&begin),
+            None,
+        )
+        .await
+        .unwrap();
+    expect(
+        &sorted,
+        epoch,
+        2,
+        Change {
+            item: Some(json!([1, "two"])),
+            position: Some(Position::Begin),
+            ..change(ChangeOp::Publish, "b")
+        },
+        false,
+    );
+    let before_a = Position::Before(id("a"));
+    store
+        .publish_at(
+            &sorted,
+            Some(&id("c \"q\"")),
+            &json!("text"),
+            Some(&before_a),
+            None,
+        )
+        .await
+        .unwrap();
+    expect(
+        &sorted,
+        epoch,
+        3,
+        Change {
+            item: Some(json!("text")),
+            position: Some(before_a.clone()),
+            ..change(ChangeOp::Publish, "c \"q\"")
+        },
+        false,
+    );
+    let after_a = Position::After(id("a"));
+    store
+        .insert(
+            &sorted,
+            Some(&id("d")),
+            &json!(true),
+            Some(&after_a),
+            Some("c1:2"),
+        )
+        .await
+        .unwrap();
+    expect(
+        &sorted,
+        epoch,
+        4,
+        Change {
+            item: Some(json!(true)),
+            position: Some(after_a),
+            job: Some("c1:2".into()),
+            ..change(ChangeOp::Publish, "d")
+        },
+        false,
+    );
+    store
+        .edit(&sorted, &id("a"), &json!({"t": "a2"}), Some("c2:1"))
+        .await
+        .unwrap();
+    expect(
+        &sorted,
+        epoch,
+        5,
+        Change {
+            item: Some(json!({"t": "a2"})),
+            prev: Some(json!({"t": "a"})),
+            job: Some("c2:1".into()),
+            ..change(ChangeOp::Edit, "a")
+        },
+        false,
+    );
+    let after_b = Position::After(id("b"));
+    store
+        .move_item(&sorted, &id("d"), &after_b, None)
+        .await
+        .unwrap();
+    expect(
+        &sorted,
+        epoch,
+        6,
+        Change {
+            position: Some(after_b),
+            ..change(ChangeOp::Position, "d")
+        },
+        false,
+    );
+    store
+        .retract(&sorted, &id("b"), Some("c2:2"))
+        .await
+        .unwrap();
+    expect(
+        &sorted,
+        epoch,
+        7,
+        Change {
+            prev: Some(json!([1, "two"])),
+            job: Some("c2:2".into()),
+            ..change(ChangeOp::Retract, "b")
+        },
+        false,
+    );
+    // A value a classic peer stored as text that is not JSON: read as the
+    // JSON string holding it.
+    let mut conn = env.conn().await;
+    let _: i64 = redis::cmd("HSET")
+        .arg(format!("feed.items:{}", sorted.as_str()))
+        .arg("a")
+        .arg("not json")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    store
+        .edit(&sorted, &id("a"), &json!(3), None)
+        .await
+        .unwrap();
+    expect(
+        &sorted,
+        epoch,
+        8,
+        Change {
+            item: Some(json!(3)),
+            prev: Some(json!("not json")),
+            ..change(ChangeOp::Edit, "a")
+        },
+        false,
+    );
+    // A classic writer's new item, adopted.
+    let _: () = redis::pipe()
+        .cmd("RPUSH")
+        .arg(format!("feed.ids:{}", sorted.as_str()))
+        .arg("z")
+        .ignore()
+        .cmd("HSET")
+        .arg(format!("feed.items:{}", sorted.as_str()))
+        .arg("z")
+        .arg(r#"{"z":1}"#)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let adopter = Adopter::open(&env.target).await.unwrap();
+    adopter.adopt(&sorted).await.unwrap();
+    expect(
+        &sorted,
+        epoch,
+        9,
+        Change {
+            item: Some(json!({"z": 1})),
+            position: Some(Position::End),
+            ..change(ChangeOp::Publish, "z")
+        },
+        true,
+    );
+
+    // A time-ordered feed with max_length 2: the third publish trims the
+    // oldest item first (a retract with its value), under the same job.
+    let mut timed_epoch = 0;
+    for (n, item_id) in ["x", "y", "w"].into_iter().enumerate() {
+        let applied = store
+            .publish(&timed, Some(&id(item_id)), &json!(n), Some("c3:1"))
+            .await
+            .unwrap();
+        timed_epoch = applied.epoch;
+    }
+    for (rev, item_id) in [(1, "x"), (2, "y")] {
+        expect(
+            &timed,
+            timed_epoch,
+            rev,
+            Change {
+                item: Some(json!(rev - 1)),
+                position: Some(Position::End),
+                job: Some("c3:1".into()),
+                ..change(ChangeOp::Publish, item_id)
+            },
+            false,
+        );
+    }
+    expect(
+        &timed,
+        timed_epoch,
+        3,
+        Change {
+            prev: Some(json!(0)),
+            job: Some("c3:1".into()),
+            ..change(ChangeOp::Retract, "x")
+        },
+        false,
+    );
+    expect(
+        &timed,
+        timed_epoch,
+        4,
+        Change {
+            item: Some(json!(2)),
+            position: Some(Position::End),
+            job: Some("c3:1".into()),
+            ..change(ChangeOp::Publish, "w")
+        },
+        false,
+    );
+    // An edit of a time-ordered feed also moves the item to the end.
+    store
+        .edit(&timed, &id("y"), &json!("y2"), None)
+        .await
+        .unwrap();
+    expect(
+        &timed,
+        timed_epoch,
+        5,
+        Change {
+            item: Some(json!("y2")),
+            position: Some(Position::End),
+            prev: Some(json!(1)),
+            ..change(ChangeOp::Edit, "y")
+        },
+        false,
+    );
+
+    let received = rec.drain().await;
+    // Per feed in revision order (a cluster interleaves nodes).
+    let mut notices: Vec<(String, Value)> = received
+        .iter()
+        .map(|(channel, payload)| {
+            let text = std::str::from_utf8(payload).unwrap();
+            (channel.clone(), serde_json::from_str(text).unwrap())
+        })
+        .collect();
+    notices.sort_by_key(|(channel, v)| (channel.clone(), v["rev"].as_u64()));
+    expected.sort_by_key(|n| (format!("feed.changes:{}", n.feed.as_str()), n.rev));
+    assert_eq!(notices.len(), expected.len(), "{notices:?}");
+    for ((channel, json), want) in notices.into_iter().zip(&expected) {
+        assert_eq!(channel, format!("feed.changes:{}", want.feed.as_str()));
+        let notice: ChangeNotice = serde_json::from_value(json.clone())
+            .unwrap_or_else(|err| panic!("{json} is not a ChangeNotice: {err}"));
+        assert_eq!(
+            serde_json::to_value(&notice).unwrap(),
+            json,
+            "the type holds every field of the notice, and only those"
+        );
+        assert_eq!(&notice, want, "{json}");
+    }
 }

@@ -155,7 +155,14 @@ pub struct History {
     pub events: Vec<FeedEvent>,
 }
 
-/// The JSON payload of a feed's change channel ([`super::change_channel`]).
+/// The JSON payload of a feed's change channel ([`super::change_channel`])
+/// and of its tag's sharded channel: the one definition of the notice.
+/// The Lua that sends it (`record` in `lua/prelude.lua`) builds this JSON
+/// as one string, field for field, absent fields left out; the test
+/// `every_change_notice_is_a_change_notice_field_for_field`
+/// (`tests/feeds_revisions.rs`) runs every kind of change through the Lua
+/// and checks that each notice parses as this type and serializes back to
+/// the same JSON.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChangeNotice {
     /// The feed.
@@ -164,6 +171,10 @@ pub struct ChangeNotice {
     pub epoch: Epoch,
     /// The revision this change produced.
     pub rev: Rev,
-    /// The change.
+    /// The change, as its change-log entry.
     pub change: Change,
+    /// Set (`"adopted": true`) on the notice of a classic writer's change
+    /// that the adopter recorded (docs/INTEROP.md); absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopted: bool,
 }
