@@ -142,6 +142,17 @@ export interface Client {
    * Svelte stores). Its functions work unbound.
    */
   view<T = unknown>(feedOrPattern: string): FeedView<T>;
+  /**
+   * The same as `close()`, which is the one to call: stops syncing (another
+   * tab takes over). Safe in any order with `close()` and
+   * `[Symbol.dispose]()`, any number of times.
+   */
+  free(): void;
+  /**
+   * Calls `close()`: what `using client = await Client.open(…)` runs at the
+   * end of its block. Safe in any order with `close()` and `free()`.
+   */
+  [Symbol.dispose](): void;
 }
 /** Each matching feed's items, frozen; a new object only when some item changed. */
 export type ViewSnapshot<T = unknown> = Readonly<Record<string, readonly Readonly<Item<T>>[]>>;
@@ -605,8 +616,19 @@ impl Client {
     }
 
     /// Stops syncing and closes the database; another tab of this database
-    /// takes over when this one led.
+    /// takes over when this one led. The one to call when done; calling it
+    /// again, or `free()` or `[Symbol.dispose]()` before or after it, does
+    /// nothing more.
     pub fn close(&self) {
+        self.tab.close();
+    }
+
+    /// The same as `close()`. (It replaces wasm-bindgen's `free()`, which
+    /// would release the handle while the client kept running, and which
+    /// `[Symbol.dispose]`, hence `using`, calls: so `using` closes the
+    /// client. The handle's few bytes go with the garbage collector.)
+    #[wasm_bindgen(js_name = free, skip_typescript)]
+    pub fn free_client(&self) {
         self.tab.close();
     }
 }

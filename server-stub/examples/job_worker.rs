@@ -56,7 +56,7 @@ fn plan(payload: Json) -> Result<(TestArgs, Plan), HandlerError> {
         },
         base: None,
         guard: None,
-        create: Some(FeedType::Feed),
+        create: Some(FeedType::Feed.into()),
     };
     Ok((args, Plan::one(write)))
 }

@@ -998,7 +998,7 @@ async fn a_plan_writing_one_item_twice_is_refused_and_writes_nothing() {
             },
             base: None,
             guard: None,
-            create: Some(thoonk_server::feeds::FeedType::Feed),
+            create: Some(thoonk_server::feeds::FeedType::Feed.into()),
         };
         Ok::<Plan, HandlerError>(Plan {
             writes: vec![write(json!(1)), write(json!(2))],
@@ -1059,7 +1059,7 @@ async fn a_retried_job_registers_a_feed_an_earlier_attempt_created() {
                 },
                 base: None,
                 guard: None,
-                create: Some(FeedType::Feed),
+                create: Some(FeedType::Feed.into()),
             }],
             result: serde_json::Value::Null,
         })

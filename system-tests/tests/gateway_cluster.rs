@@ -248,7 +248,7 @@ async fn a_job_writes_one_shard_atomically_and_one_spanning_shards_is_rejected()
                 },
                 base: None,
                 guard: None,
-                create: Some(thoonk_server::feeds::FeedType::Feed),
+                create: Some(thoonk_server::feeds::FeedType::Feed.into()),
             })
             .collect();
         Ok(Plan {

@@ -70,7 +70,15 @@ export async function startStack({ serverArgs = [] } = {}) {
     url: `http://127.0.0.1:${port}/`,
     /** Stops thoonk-server and starts it again on the same port (same Redis), with `args`. */
     async restartServer(args = serverArgs) {
+      await this.stopServer();
+      await this.startServer(args);
+    },
+    /** Stops thoonk-server: nothing listens on its port until `startServer`. */
+    async stopServer() {
       await stopProcess(server);
+    },
+    /** Starts thoonk-server again on the same port (same Redis), with `args`. */
+    async startServer(args = serverArgs) {
       server = spawnServer(args);
       await waitForPort(port, 'thoonk-server');
     },
@@ -101,4 +109,16 @@ export async function launchBrowser() {
 /** The demo's server arguments: the access config (default config/demo.json) and the sign-in list. */
 export function demoArgs(config = join(root, 'config/demo.json')) {
   return ['--config', config, '--demo-users', '--demo-actions'];
+}
+
+/** Polls `read(arg)` in the page until `check` holds for its value (at most `ms`); returns the value. */
+export async function waitFor(page, read, arg, check, what, ms = 30_000) {
+  const deadline = Date.now() + ms;
+  let value;
+  for (;;) {
+    value = await page.evaluate(read, arg);
+    if (check(value)) return value;
+    if (Date.now() > deadline) throw new Error(`${what}: last value ${JSON.stringify(value)}`);
+    await new Promise((ok) => setTimeout(ok, 50));
+  }
 }

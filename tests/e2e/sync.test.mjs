@@ -6,9 +6,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { startStack, launchBrowser, demoArgs } from './harness.mjs';
+import { startStack, launchBrowser, demoArgs, waitFor } from './harness.mjs';
 
-const WAIT_MS = 30_000;
 let browser;
 
 before(async () => {
@@ -39,18 +38,6 @@ async function load(page, stack) {
     await thoonk.default();
     window.thoonk = thoonk;
   });
-}
-
-/** Polls `read` in the page until `check` holds for its value. */
-async function waitFor(page, read, arg, check, what) {
-  const deadline = Date.now() + WAIT_MS;
-  let value;
-  for (;;) {
-    value = await page.evaluate(read, arg);
-    if (check(value)) return value;
-    if (Date.now() > deadline) assert.fail(`${what}: last value ${JSON.stringify(value)}`);
-    await new Promise((ok) => setTimeout(ok, 50));
-  }
 }
 
 const view = ({ feed }) => ({

@@ -51,6 +51,12 @@ impl FeedSettings {
     }
 }
 
+impl From<FeedType> for FeedSettings {
+    fn from(kind: FeedType) -> Self {
+        Self::new(kind)
+    }
+}
+
 /// Change-log entries a feed keeps at least unless configured otherwise.
 pub const DEFAULT_RETENTION: u64 = 10_000;
 

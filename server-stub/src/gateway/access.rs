@@ -11,6 +11,8 @@ use std::path::Path;
 use serde::Deserialize;
 use thoonk_protocol::FeedName;
 
+use crate::feeds::{FeedSettings, FeedType};
+
 /// An authenticated user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
@@ -30,6 +32,13 @@ pub trait AccessRules: Send + Sync + 'static {
     fn can_write(&self, user: &User, feed: &FeedName) -> bool;
     /// True when `user` may change anybody's items in `feed` (e.g. a team admin).
     fn can_admin(&self, user: &User, feed: &FeedName) -> bool;
+    /// The type and settings `feed` gets when a client's change creates it
+    /// (its first publish). `None`, the default: a time-ordered `feed`, or a
+    /// `sorted_feed` when that publish names a position other than the end.
+    fn new_feed(&self, feed: &FeedName) -> Option<FeedSettings> {
+        let _ = feed;
+        None
+    }
 }
 
 /// Rules for local development without a config file: every non-empty token
@@ -99,6 +108,61 @@ pub struct AccessConfig {
     /// Feed patterns in which a user may change other users' items.
     #[serde(default)]
     pub admin: Vec<String>,
+    /// The type and settings of the feeds that clients create, by pattern
+    /// (the first that matches applies).
+    #[serde(default)]
+    pub feeds: Vec<FeedRule>,
+}
+
+/// The type and settings a feed created by a client's change gets, for the
+/// feeds whose names match `pattern`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedRule {
+    /// Feed names it applies to: `:`-separated segments, each a literal,
+    /// `*` (any one) or `**` (last only: one or more); no placeholders.
+    pub pattern: String,
+    /// `feed` (time-ordered) or `sorted_feed` (explicit order: `move`).
+    #[serde(rename = "type")]
+    pub kind: FeedType,
+    /// Most items kept (time-ordered feeds only); older items are retracted.
+    #[serde(default)]
+    pub max_length: Option<u64>,
+    /// Change-log entries kept at least (≥ 1); absent: the default.
+    #[serde(default)]
+    pub retention: Option<u64>,
+}
+
+impl FeedRule {
+    /// The rule's pattern and settings, checked.
+    fn parse(&self) -> Result<(RulePattern, FeedSettings), AccessConfigError> {
+        let bad = |reason: &str| AccessConfigError::Rule {
+            rule: self.pattern.clone(),
+            reason: reason.to_owned(),
+        };
+        let pattern = RulePattern::parse(&self.pattern)?;
+        if pattern
+            .0
+            .iter()
+            .any(|s| matches!(s, Segment::User | Segment::Team | Segment::AdminTeam))
+        {
+            return Err(bad("a feed type applies to every user: no placeholders"));
+        }
+        if self.max_length.is_some() && self.kind != FeedType::Feed {
+            return Err(bad(
+                "max_length applies to time-ordered feeds (type feed) only",
+            ));
+        }
+        if self.retention == Some(0) {
+            return Err(bad("retention must be at least 1"));
+        }
+        let settings = FeedSettings {
+            kind: self.kind,
+            max_length: self.max_length,
+            retention: self.retention,
+        };
+        Ok((pattern, settings))
+    }
 }
 
 /// The config file could not be used.
@@ -190,7 +254,8 @@ impl RulePattern {
     /// True when `feed` matches for `user`. A segment that is a whole Redis
     /// Cluster hash tag (`team:{353}:notes`) matches as its text (`353`):
     /// the braces say where the feed lives, not what it is.
-    fn matches(&self, user: &UserEntry, feed: &FeedName) -> bool {
+    /// Placeholders match nothing without a user.
+    fn matches(&self, user: Option<&UserEntry>, feed: &FeedName) -> bool {
         let names: Vec<&str> = feed.as_str().split(':').map(without_hash_tag).collect();
         let mut i = 0;
         for segment in &self.0 {
@@ -203,9 +268,11 @@ impl RulePattern {
             let ok = match segment {
                 Segment::Literal(text) => text == name,
                 Segment::Any => true,
-                Segment::User => *name == user.name,
-                Segment::Team => user.teams.contains_key(*name),
-                Segment::AdminTeam => user.teams.get(*name) == Some(&TeamRole::Admin),
+                Segment::User => user.is_some_and(|u| *name == u.name),
+                Segment::Team => user.is_some_and(|u| u.teams.contains_key(*name)),
+                Segment::AdminTeam => {
+                    user.is_some_and(|u| u.teams.get(*name) == Some(&TeamRole::Admin))
+                }
                 Segment::Rest => unreachable!("handled above"),
             };
             if !ok {
@@ -233,6 +300,7 @@ pub struct ConfigRules {
     read: Vec<RulePattern>,
     write: Vec<RulePattern>,
     admin: Vec<RulePattern>,
+    feeds: Vec<(RulePattern, FeedSettings)>,
 }
 
 impl ConfigRules {
@@ -264,6 +332,11 @@ impl ConfigRules {
             read: parse(&config.read)?,
             write: parse(&config.write)?,
             admin: parse(&config.admin)?,
+            feeds: config
+                .feeds
+                .iter()
+                .map(FeedRule::parse)
+                .collect::<Result<_, _>>()?,
             users: config.users,
         })
     }
@@ -293,7 +366,7 @@ impl ConfigRules {
 
     fn allowed(&self, rules: &[RulePattern], user: &User, feed: &FeedName) -> bool {
         self.entry(user)
-            .is_some_and(|entry| rules.iter().any(|rule| rule.matches(entry, feed)))
+            .is_some_and(|entry| rules.iter().any(|rule| rule.matches(Some(entry), feed)))
     }
 }
 
@@ -325,6 +398,13 @@ impl AccessRules for ConfigRules {
 
     fn can_admin(&self, user: &User, feed: &FeedName) -> bool {
         self.allowed(&self.admin, user, feed)
+    }
+
+    fn new_feed(&self, feed: &FeedName) -> Option<FeedSettings> {
+        self.feeds
+            .iter()
+            .find(|(pattern, _)| pattern.matches(None, feed))
+            .map(|(_, settings)| settings.clone())
     }
 }
 
@@ -401,6 +481,52 @@ mod tests {
         // Feed names cannot hold glob characters, and a placeholder never matches across segments.
         assert!(FeedName::new("user:*:inbox").is_err());
         assert!(!rules.can_read(&eve, &feed("user:eve")));
+    }
+
+    #[test]
+    fn feed_rules_give_new_feeds_their_type_first_match_first() {
+        let config: AccessConfig = serde_json::from_value(serde_json::json!({
+            "users": [],
+            "feeds": [
+                {"pattern": "team:*:member:*:tasks", "type": "sorted_feed", "retention": 500},
+                {"pattern": "team:**", "type": "feed", "max_length": 100}
+            ]
+        }))
+        .unwrap();
+        let rules = ConfigRules::new(config).unwrap();
+        let tasks = rules
+            .new_feed(&feed("team:{353}:member:bob:tasks"))
+            .unwrap();
+        assert_eq!(
+            (tasks.kind, tasks.max_length, tasks.retention),
+            (FeedType::SortedFeed, None, Some(500))
+        );
+        let notes = rules.new_feed(&feed("team:353:notes")).unwrap();
+        assert_eq!((notes.kind, notes.max_length), (FeedType::Feed, Some(100)));
+        assert_eq!(rules.new_feed(&feed("user:bob:inbox")), None);
+        assert_eq!(OpenAccess.new_feed(&feed("team:353:notes")), None);
+    }
+
+    #[test]
+    fn bad_feed_rules_are_refused_with_reasons() {
+        for rule in [
+            serde_json::json!({"pattern": "team:<team>:tasks", "type": "sorted_feed"}),
+            serde_json::json!({"pattern": "tasks", "type": "sorted_feed", "max_length": 5}),
+            serde_json::json!({"pattern": "tasks", "type": "feed", "retention": 0}),
+            serde_json::json!({"pattern": "a:**:b", "type": "feed"}),
+        ] {
+            let config: AccessConfig =
+                serde_json::from_value(serde_json::json!({"users": [], "feeds": [rule]})).unwrap();
+            assert!(
+                matches!(
+                    ConfigRules::new(config),
+                    Err(AccessConfigError::Rule { .. })
+                ),
+                "{rule}"
+            );
+        }
+        let unknown = serde_json::json!({"users": [], "feeds": [{"pattern": "x", "type": "job"}]});
+        assert!(serde_json::from_value::<AccessConfig>(unknown).is_err());
     }
 
     #[test]

@@ -182,8 +182,11 @@ pub(crate) async fn apply(
 }
 
 pub(super) async fn create_feed(store: &FeedStore, write: &FeedWrite) -> Result<(), FeedError> {
-    let kind = write.create.unwrap_or(crate::feeds::FeedType::Feed);
-    match store.create(&write.feed, &FeedSettings::new(kind)).await {
+    let settings = write
+        .create
+        .clone()
+        .unwrap_or_else(|| FeedSettings::new(crate::feeds::FeedType::Feed));
+    match store.create(&write.feed, &settings).await {
         Ok(_) | Err(FeedError::FeedExists { .. }) => Ok(()),
         Err(err) => Err(err),
     }

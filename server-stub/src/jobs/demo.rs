@@ -168,7 +168,7 @@ async fn create_task(ctx: JobContext, payload: Json) -> Result<Plan, HandlerErro
     task.entry("done").or_insert(Json::Bool(false));
     Ok(Plan {
         writes: vec![FeedWrite {
-            create: Some(FeedType::SortedFeed),
+            create: Some(FeedType::SortedFeed.into()),
             base: None,
             ..write(
                 &feed,
@@ -319,7 +319,7 @@ async fn delegate_task(ctx: JobContext, payload: Json) -> Result<Plan, HandlerEr
             },
             FeedWrite {
                 base: None,
-                create: Some(FeedType::SortedFeed),
+                create: Some(FeedType::SortedFeed.into()),
                 ..write(
                     &to,
                     &id,

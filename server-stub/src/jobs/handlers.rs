@@ -12,7 +12,7 @@ use thoonk_protocol::{Base, ChangeId, ErrorCode, FeedName, Operation, Outcome, P
 
 use super::demo;
 use super::plan::{FeedWrite, HandlerError, Plan, WriteKind};
-use crate::feeds::{FeedStore, FeedType};
+use crate::feeds::{FeedSettings, FeedStore, FeedType};
 use crate::gateway::access::{AccessRules, User};
 
 /// What a handler knows about the job it works.
@@ -142,12 +142,16 @@ fn generic(ctx: &JobContext, op: &Operation) -> Result<Plan, HandlerError> {
             item,
             position,
         } => {
-            let sorted = matches!(position, Some(p) if *p != Position::End);
-            let create = if sorted {
-                FeedType::SortedFeed
-            } else {
-                FeedType::Feed
-            };
+            // The server's config decides the type of a feed a client
+            // creates; without a rule for it, a position asks for a sorted one.
+            let create = ctx.access.new_feed(feed).unwrap_or_else(|| {
+                let sorted = matches!(position, Some(p) if *p != Position::End);
+                FeedSettings::new(if sorted {
+                    FeedType::SortedFeed
+                } else {
+                    FeedType::Feed
+                })
+            });
             let kind = WriteKind::Upsert {
                 item: item.clone(),
                 position: position.clone(),

@@ -3,7 +3,7 @@
 use serde_json::Value as Json;
 use thoonk_protocol::{Base, ErrorCode, FeedName, ItemId, Position, Rev};
 
-use crate::feeds::{FeedError, FeedType};
+use crate::feeds::{FeedError, FeedSettings};
 
 /// What one write does to its item.
 #[derive(Clone, Debug, PartialEq)]
@@ -53,9 +53,9 @@ pub struct FeedWrite {
     /// The item revision the handler read before computing the new value;
     /// when the item changed since, the handler runs again. `None`: no guard.
     pub guard: Option<Rev>,
-    /// Create the feed as this type when it does not exist; `None`: a
-    /// missing feed rejects the job with `not_found`.
-    pub create: Option<FeedType>,
+    /// Create the feed with these settings when it does not exist; `None`:
+    /// a missing feed rejects the job with `not_found`.
+    pub create: Option<FeedSettings>,
 }
 
 /// A handler's answer: the writes to apply atomically, and the result
