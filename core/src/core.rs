@@ -69,6 +69,10 @@ pub struct SyncCore {
     journal: Journal,
     effects: Effects,
     views: BTreeMap<FeedName, Vec<ItemView>>,
+    /// Feeds whose view changed since the effects were last taken: their
+    /// notifications are built once, when the effects are taken, however
+    /// many inputs changed them (a replay of many `changes` frames).
+    stale_views: BTreeSet<FeedName>,
     storage_error: Option<String>,
     /// The server's exactly-once window (`welcome`), once told.
     ledger_window: Option<u64>,
@@ -170,6 +174,7 @@ impl SyncCore {
             journal,
             effects,
             views: BTreeMap::new(),
+            stale_views: BTreeSet::new(),
             storage_error: None,
             ledger_window: None,
         };
@@ -217,7 +222,19 @@ impl SyncCore {
     }
 
     /// Takes the effects accumulated since the last call (see [`Effects`]).
+    /// The view notifications are built now: one per feed whose view
+    /// changed since the last call, however many inputs changed it.
     pub fn take_effects(&mut self) -> Effects {
+        for feed in std::mem::take(&mut self.stale_views) {
+            let new = self.build_view(&feed);
+            let old = self.views.remove(&feed).unwrap_or_default();
+            if let Some(n) = view::diff(&feed, &old, &new) {
+                self.effects.notify.push(n);
+            }
+            if !new.is_empty() || self.mirror.feeds.contains_key(&feed) {
+                self.views.insert(feed, new);
+            }
+        }
         std::mem::take(&mut self.effects)
     }
 
@@ -295,6 +312,7 @@ impl SyncCore {
             close: true,
             ..Effects::default()
         };
+        self.stale_views.clear();
         self.set_status(Status::Stopped {
             reason: format!("local storage failed: {error}"),
         });
@@ -1311,7 +1329,8 @@ impl SyncCore {
     }
 
     /// Ends an input: sends what is due, then turns the journal into one
-    /// store batch and view notifications.
+    /// store batch and marks the views it changed (notified when the
+    /// effects are taken).
     fn finish(&mut self, now: u64) {
         if matches!(self.conn, Conn::Online { .. }) {
             let due: Vec<FeedPattern> = self
@@ -1347,16 +1366,7 @@ impl SyncCore {
                 None => self.effects.store = Some(batch),
             }
         }
-        for feed in journal.views {
-            let new = self.build_view(&feed);
-            let old = self.views.remove(&feed).unwrap_or_default();
-            if let Some(n) = view::diff(&feed, &old, &new) {
-                self.effects.notify.push(n);
-            }
-            if !new.is_empty() || self.mirror.feeds.contains_key(&feed) {
-                self.views.insert(feed, new);
-            }
-        }
+        self.stale_views.extend(journal.views);
     }
 
     fn batch_from(&self, journal: &Journal) -> StoreBatch {

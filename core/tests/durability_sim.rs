@@ -18,10 +18,13 @@
 use std::collections::BTreeMap;
 
 use serde_json::json;
-use thoonk_protocol::{ChangeId, FeedName, FeedPattern, ItemId, Operation};
+use thoonk_protocol::{
+    Change, ChangeId, ChangeOp, ClientMessage, FeedName, FeedPattern, FeedPosition, Item, ItemId,
+    Operation, ServerMessage, PROTOCOL_VERSION,
+};
 use thoonk_sync_core::{
-    Config, Durable, MemoryStore, SplitMix64, Store, StoreBatch, StoreFailure, StoreWrite,
-    StoredState, Task,
+    Config, Durable, Effects, MemoryStore, Notification, SplitMix64, Store, StoreBatch,
+    StoreFailure, StoreWrite, StoredState, Task,
 };
 
 const DEFAULT_SEEDS: u64 = 1_000;
@@ -439,4 +442,217 @@ fn a_change_made_during_a_failing_write_is_not_reported_stored() {
 #[test]
 fn regression_seed_0_changes_made_during_a_failing_write() {
     Sim::new(0).run().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Carries out every task the machine has, each write committing at once;
+/// returns the effects handed out, in order.
+fn carry_out(durable: &mut Durable, store: &mut MemoryStore, now: u64) -> Vec<Effects> {
+    let mut handed = Vec::new();
+    while let Some(task) = durable.poll(now) {
+        match task {
+            Task::Write(batch) => {
+                store.apply(&batch).unwrap();
+                durable.write_done(Ok(()));
+            }
+            Task::Reload => durable.reloaded(Ok(store.load().unwrap()), now),
+            Task::Effects(effects) => handed.push(effects),
+            Task::Report(_) => {}
+            Task::Reopen => unreachable!(),
+        }
+    }
+    handed
+}
+
+fn tasks_feed() -> FeedName {
+    FeedName::new("team:1:tasks").unwrap()
+}
+
+/// An event of `tasks_feed()` at `rev` publishing item `id`.
+fn event(rev: u64, id: &str) -> ServerMessage {
+    ServerMessage::Event {
+        feed: tasks_feed(),
+        epoch: 1,
+        rev,
+        change: Change {
+            op: ChangeOp::Publish,
+            id: ItemId::new(id).unwrap(),
+            item: Some(json!({ "title": id })),
+            position: None,
+            prev: None,
+            job: None,
+        },
+    }
+}
+
+/// Connects (at `now`) and answers the handshake; returns the frames the
+/// client sent after `welcome`.
+fn handshake(durable: &mut Durable, store: &mut MemoryStore, now: u64) -> Vec<ClientMessage> {
+    durable.input(now, |core, now| core.connected(now)).unwrap();
+    carry_out(durable, store, now);
+    durable
+        .input(now, |core, now| {
+            core.handle_server(
+                ServerMessage::Welcome {
+                    protocol: PROTOCOL_VERSION,
+                    user: "u".into(),
+                    ledger_window_ms: None,
+                },
+                now,
+            )
+        })
+        .unwrap();
+    carry_out(durable, store, now)
+        .into_iter()
+        .flat_map(|fx| fx.send)
+        .collect()
+}
+
+/// A machine online, mirroring `tasks_feed()` at revision 1 (item `a`), all stored.
+fn mirroring() -> (Durable, MemoryStore) {
+    let mut store = MemoryStore::new();
+    let config = Config::new("c", "t", 1);
+    let mut durable = Durable::open(config, StoredState::default(), 0).unwrap();
+    let pattern = FeedPattern::new("team:1:*").unwrap();
+    durable
+        .input(0, |core, now| core.subscribe(pattern.clone(), now))
+        .unwrap();
+    carry_out(&mut durable, &mut store, 0);
+    handshake(&mut durable, &mut store, 1);
+    for message in [
+        ServerMessage::Subscribed {
+            pattern,
+            feeds: vec![tasks_feed()],
+        },
+        ServerMessage::Snapshot {
+            feed: tasks_feed(),
+            epoch: 1,
+            rev: 1,
+            items: vec![Item {
+                id: ItemId::new("a").unwrap(),
+                item: json!({ "title": "a" }),
+                rev: 1,
+            }],
+        },
+    ] {
+        durable
+            .input(2, |core, now| core.handle_server(message, now))
+            .unwrap();
+        carry_out(&mut durable, &mut store, 2);
+    }
+    assert_eq!(store.state(), &durable.core().stored_state());
+    (durable, store)
+}
+
+/// The ids a notification of `tasks_feed()` shows as changed and removed.
+fn shown(effects: &Effects) -> (Vec<String>, Vec<String>, Option<Vec<String>>) {
+    let mut out = (Vec::new(), Vec::new(), None);
+    for notification in &effects.notify {
+        if let Notification::Items {
+            changed,
+            removed,
+            order,
+            ..
+        } = notification
+        {
+            out.0
+                .extend(changed.iter().map(|v| v.id.as_str().to_owned()));
+            out.1
+                .extend(removed.iter().map(|id| id.as_str().to_owned()));
+            out.2 = order
+                .as_ref()
+                .map(|o| o.iter().map(|id| id.as_str().to_owned()).collect());
+        }
+    }
+    out
+}
+
+/// A round that only writes the cache is shown first and committed after
+/// (the mirror is a cache); a round with an outbox write is still stored
+/// before anything of it goes out.
+#[test]
+fn server_changes_are_shown_before_their_mirror_write_but_changes_sent_after_theirs() {
+    let (mut durable, mut store) = mirroring();
+    durable
+        .input(3, |core, now| core.handle_server(event(2, "b"), now))
+        .unwrap();
+    let mark = durable.mark();
+    let Some(Task::Effects(effects)) = durable.poll(3) else {
+        panic!("the app is shown the change before the mirror's write");
+    };
+    assert_eq!(shown(&effects).0, ["b"]);
+    let Some(Task::Write(batch)) = durable.poll(3) else {
+        panic!("then the mirror's write");
+    };
+    assert!(batch.writes.iter().all(StoreWrite::is_cache));
+    assert_eq!(durable.stored(mark), None, "not stored before it commits");
+    store.apply(&batch).unwrap();
+    durable.write_done(Ok(()));
+    assert_eq!(durable.poll(3), None);
+    assert_eq!(durable.stored(mark), Some(true));
+
+    // A local change: its outbox entry is written before its submit goes out.
+    durable
+        .input(4, |core, now| core.change(publish(9), now))
+        .unwrap();
+    let Some(Task::Write(batch)) = durable.poll(4) else {
+        panic!("a change's outbox entry is written first");
+    };
+    assert!(batch
+        .writes
+        .iter()
+        .any(|w| matches!(w, StoreWrite::PutOutbox { .. })));
+    store.apply(&batch).unwrap();
+    durable.write_done(Ok(()));
+    let Some(Task::Effects(effects)) = durable.poll(4) else {
+        panic!("then its effects");
+    };
+    assert!(matches!(effects.send[..], [ClientMessage::Submit { .. }]));
+}
+
+/// A mirror write that fails after the app was shown its changes: the app
+/// is told the feed again as the store has it, and the reloaded core, behind
+/// what was shown, asks the server for those changes again.
+#[test]
+fn a_shown_mirror_write_that_fails_is_told_again_and_fetched_again() {
+    let (mut durable, mut store) = mirroring();
+    durable
+        .input(3, |core, now| core.handle_server(event(2, "b"), now))
+        .unwrap();
+    let Some(Task::Effects(effects)) = durable.poll(3) else {
+        panic!("shown first");
+    };
+    assert_eq!(shown(&effects).0, ["b"]);
+    let Some(Task::Write(_)) = durable.poll(3) else {
+        panic!("then written");
+    };
+    durable.write_done(Err(StoreFailure::Failed("disk error".into())));
+    let told = carry_out(&mut durable, &mut store, 4);
+    assert!(
+        told.iter()
+            .any(|fx| shown(fx) == (vec!["a".into()], vec!["b".into()], Some(vec!["a".into()]))),
+        "the app hears that b is gone again: {told:?}"
+    );
+    assert_eq!(
+        durable.core().position(&tasks_feed()).map(|h| h.rev),
+        Some(1)
+    );
+
+    // After the wait, the reloaded core subscribes from what the store holds.
+    let now = durable.poll_timeout().expect("a connection after the wait");
+    durable.handle_timeout(now).unwrap();
+    let connect = carry_out(&mut durable, &mut store, now);
+    assert!(connect.iter().any(|fx| fx.connect));
+    let sent = handshake(&mut durable, &mut store, now);
+    let known = sent.iter().find_map(|frame| match frame {
+        ClientMessage::Subscribe { known, .. } => known.get(&tasks_feed()).copied(),
+        _ => None,
+    });
+    assert_eq!(known, Some(FeedPosition { epoch: 1, rev: 1 }));
+    durable
+        .input(now, |core, now| core.handle_server(event(2, "b"), now))
+        .unwrap();
+    let told = carry_out(&mut durable, &mut store, now);
+    assert!(told.iter().any(|fx| shown(fx).0 == ["b"]));
+    assert_eq!(store.state(), &durable.core().stored_state());
+    assert_eq!(store.state().items.len(), 2);
 }
