@@ -413,7 +413,7 @@ impl Leader {
     /// view, without a JSON value in between).
     pub fn items_js(&self, feed: &FeedName) -> JsValue {
         self.shell.with_core(|core| {
-            let views = core.view(feed);
+            let views = core.view_ref(feed);
             to_js(&views.iter().map(ItemJs::from).collect::<Vec<_>>())
         })
     }

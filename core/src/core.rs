@@ -1,6 +1,7 @@
 //! [`SyncCore`]: the sans-IO state machine that ties mirror, outbox, overlay,
 //! conflicts and storage together.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
@@ -97,12 +98,24 @@ impl SyncCore {
         if meta.client_id.is_empty() {
             return Err(StorageFault::Corrupt("the stored client id is empty".into()).into());
         }
+        // Items are moved into the mirror, not copied (a cold start on a
+        // large cache spends its time here).
+        let mut by_feed: BTreeMap<FeedName, Vec<StoredItem>> = BTreeMap::new();
+        let mut orphans: BTreeSet<FeedName> = BTreeSet::new();
+        for ((feed, _), item) in state.items {
+            if state.feeds.contains_key(&feed) {
+                by_feed.entry(feed).or_default().push(item);
+            } else {
+                orphans.insert(feed);
+            }
+        }
         let mut mirror = Mirror::default();
         for (feed, head) in &state.feeds {
-            let keyed = state
-                .feed_items(feed)
+            let keyed = by_feed
+                .remove(feed)
+                .unwrap_or_default()
                 .into_iter()
-                .map(|i| (i.id.clone(), i.value.clone(), i.rev, i.order));
+                .map(|i| (i.id, i.value, i.rev, i.order));
             let (items, renumbered) = OrderedItems::from_keyed(keyed);
             if renumbered {
                 for id in items.ids() {
@@ -116,15 +129,7 @@ impl SyncCore {
             m.head = Some(*head);
             m.items = items;
         }
-        let orphans: BTreeSet<&FeedName> = state
-            .items
-            .keys()
-            .map(|(f, _)| f)
-            .filter(|f| !state.feeds.contains_key(*f))
-            .collect();
-        for feed in orphans {
-            journal.cleared.insert(feed.clone());
-        }
+        journal.cleared.extend(orphans);
         let mut outbox = Outbox::default();
         let mut highest = 0;
         for mut record in state.outbox.into_values() {
@@ -789,6 +794,16 @@ impl SyncCore {
     /// The app's view of a feed: confirmed items with pending changes laid over them.
     pub fn view(&self, feed: &FeedName) -> Vec<ItemView> {
         self.build_view(feed)
+    }
+
+    /// The same as [`SyncCore::view`], borrowed from the view last notified
+    /// when no input changed the feed since the effects were taken (built
+    /// otherwise).
+    pub fn view_ref(&self, feed: &FeedName) -> Cow<'_, [ItemView]> {
+        match self.views.get(feed) {
+            Some(view) if !self.stale_views.contains(feed) => Cow::Borrowed(view),
+            _ => Cow::Owned(self.build_view(feed)),
+        }
     }
 
     /// The mirrored `(epoch, rev)` of a feed.
