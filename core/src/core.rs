@@ -796,6 +796,16 @@ impl SyncCore {
         self.build_view(feed)
     }
 
+    /// The feeds whose view the app was told of (or will be when the
+    /// effects are taken).
+    pub fn shown_feeds(&self) -> BTreeSet<FeedName> {
+        self.views
+            .keys()
+            .chain(self.stale_views.iter())
+            .cloned()
+            .collect()
+    }
+
     /// The same as [`SyncCore::view`], borrowed from the view last notified
     /// when no input changed the feed since the effects were taken (built
     /// otherwise).

@@ -27,10 +27,11 @@
 //! only once the write committed. When that write fails, the app was shown
 //! what the store does not hold: the core reloads from the store (behind what
 //! was shown, so its next subscription asks the server for the changes
-//! again) and the app is told each shown feed again as the reloaded core has
-//! it (the items it was shown that the store lacks are removed), until the
-//! re-fetch brings them back. A round that writes anything the server cannot
-//! give back (outbox, outcomes, meta, subscriptions) keeps "store first".
+//! again) and the app is told every feed it may have been shown as the
+//! reloaded core has it (the items it was shown that the store lacks are
+//! removed), until the re-fetch brings them back. A round that writes
+//! anything the server cannot give back (outbox, outcomes, meta,
+//! subscriptions) keeps "store first".
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -388,7 +389,7 @@ impl Durable {
         match opened {
             Ok(mut core) => {
                 core.set_resolver(self.core.take_resolver());
-                self.tell_behind(&core);
+                self.tell_reloaded(&core);
                 if self.fenced {
                     // Read only from now on: what the store holds is what
                     // followers are told.
@@ -441,16 +442,28 @@ impl Durable {
         self.settled = self.settled.max(self.committed);
     }
 
-    /// The app was shown items whose cache write failed: tells it each of
-    /// those feeds as `core` (reloaded from the store) has it, the shown
-    /// items the store lacks removed. The core's next subscription asks the
-    /// server for what it is behind.
-    fn tell_behind(&mut self, core: &SyncCore) {
-        let notify: Vec<Notification> = std::mem::take(&mut self.behind)
+    /// After a reload: tells the app every feed it may have been shown as
+    /// `core` (reloaded from the store) has it — the items it was shown that
+    /// the store lacks removed (a mirror write that failed after its items
+    /// were shown; a round whose notifications the failure dropped). The
+    /// core's next subscription asks the server for what it is behind.
+    fn tell_reloaded(&mut self, core: &SyncCore) {
+        let behind = std::mem::take(&mut self.behind);
+        let mut feeds = self.core.shown_feeds();
+        feeds.extend(core.shown_feeds());
+        feeds.extend(behind.keys().cloned());
+        let notify: Vec<Notification> = feeds
             .into_iter()
-            .map(|(feed, shown)| {
+            .map(|feed| {
                 let changed = core.view(&feed);
                 let order: Vec<ItemId> = changed.iter().map(|v| v.id.clone()).collect();
+                let mut shown: BTreeSet<ItemId> = self
+                    .core
+                    .view_ref(&feed)
+                    .iter()
+                    .map(|v| v.id.clone())
+                    .collect();
+                shown.extend(behind.get(&feed).into_iter().flatten().cloned());
                 let removed = shown.into_iter().filter(|id| !order.contains(id)).collect();
                 Notification::Items {
                     feed,

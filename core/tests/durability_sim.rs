@@ -3,13 +3,17 @@
 //! out, and fails, is cut short by a full quota, finds its database deleted
 //! or closed, or is fenced by another tab, while the app keeps making changes.
 //!
+//! Connections succeed half the time (the server then sends whole feeds as
+//! snapshots: rounds that only write the mirror, shown before their write)
+//! and nothing is ever answered, so nothing leaves the outbox.
+//!
 //! Invariants, checked after every step:
-//! - every change whose promise resolved as stored is in the store (the
-//!   client works offline here, so nothing leaves the outbox);
+//! - every change whose promise resolved as stored is in the store;
 //! - no change id ever names two different changes;
 //! - when nothing is in flight, the store holds exactly what the core says
 //!   (after another tab fenced this one off: its core holds exactly the
-//!   store's outbox);
+//!   store's outbox), and what the app was shown is the core's view (also
+//!   after a failed write whose items were shown);
 //! - after a store failure no connection is opened before the wait is over.
 //!
 //! `cargo test -p thoonk-sync-core --test durability_sim` runs 1,000 seeds;
@@ -55,6 +59,10 @@ struct Sim {
     stored: u64,
     failed: u64,
     trace: Vec<String>,
+    /// The server's items per feed (revision = count); sent whole as snapshots.
+    server: BTreeMap<u64, u64>,
+    /// What the app was shown: each feed's items, from the notifications.
+    app: BTreeMap<FeedName, BTreeMap<ItemId, serde_json::Value>>,
 }
 
 fn feed(n: u64) -> FeedName {
@@ -79,6 +87,8 @@ impl Sim {
             stored: 0,
             failed: 0,
             trace: Vec::new(),
+            server: BTreeMap::new(),
+            app: BTreeMap::new(),
         }
     }
 
@@ -143,6 +153,29 @@ impl Sim {
                 }
                 self.waiting.push((self.durable.mark(), id));
             }
+        } else if roll < 9 && self.rng.chance(50) {
+            // The server's feed grows by one item and is sent whole: a
+            // round that only writes the mirror.
+            let n = self.rng.below(3);
+            let rev = self.server.get(&n).copied().unwrap_or(0) + 1;
+            self.server.insert(n, rev);
+            let items = (1..=rev)
+                .map(|r| Item {
+                    id: ItemId::new(format!("s{r}")).unwrap(),
+                    item: json!({ "r": r }),
+                    rev: r,
+                })
+                .collect();
+            let message = ServerMessage::Snapshot {
+                feed: feed(n),
+                epoch: 1,
+                rev,
+                items,
+            };
+            self.log(format!("snapshot of sim:{n} at {rev}"));
+            let _ = self
+                .durable
+                .input(self.now, |core, now| core.handle_server(message, now));
         } else if roll < 8 {
             let pattern = FeedPattern::new(format!("sim:{}", self.rng.below(3))).unwrap();
             let _ = self
@@ -175,7 +208,25 @@ impl Sim {
                     if effects.store.is_some() {
                         return Err(self.fail("effects handed out with a store batch".into()));
                     }
-                    if effects.connect {
+                    self.show(&effects);
+                    if effects.connect && self.rng.chance(50) {
+                        if self.now < self.no_connect_before {
+                            return Err(self.fail(format!(
+                                "a connection before the wait after a store failure ({}): {effects:?}",
+                                self.no_connect_before
+                            )));
+                        }
+                        self.log("connected".into());
+                        let welcome = ServerMessage::Welcome {
+                            protocol: PROTOCOL_VERSION,
+                            user: "u".into(),
+                            ledger_window_ms: None,
+                        };
+                        let _ = self.durable.input(self.now, |core, now| {
+                            core.connected(now)?;
+                            core.handle_server(welcome, now)
+                        });
+                    } else if effects.connect {
                         if self.now < self.no_connect_before {
                             return Err(self.fail(format!(
                                 "a connection before the wait after a store failure ({}): {effects:?}",
@@ -196,6 +247,30 @@ impl Sim {
             self.check_idle()?;
         }
         Ok(())
+    }
+
+    /// The app applies the notifications it is handed.
+    fn show(&mut self, effects: &Effects) {
+        for notification in &effects.notify {
+            if let Notification::Items {
+                feed,
+                changed,
+                removed,
+                order,
+            } = notification
+            {
+                let items = self.app.entry(feed.clone()).or_default();
+                for id in removed {
+                    items.remove(id);
+                }
+                if let Some(order) = order {
+                    items.retain(|id, _| order.contains(id));
+                }
+                for view in changed {
+                    items.insert(view.id.clone(), view.value.clone());
+                }
+            }
+        }
     }
 
     /// Settles the promises the machine decided, checking the stored ones.
@@ -244,6 +319,23 @@ impl Sim {
                 "store and core disagree\n core:  {expected:?}\n store: {:?}",
                 self.store.state()
             )));
+        }
+        // What the app shows is the core's view (also after a mirror write
+        // that failed once the app had been shown its items).
+        for n in 0..3 {
+            let core: BTreeMap<ItemId, serde_json::Value> = self
+                .durable
+                .core()
+                .view(&feed(n))
+                .into_iter()
+                .map(|v| (v.id, v.value))
+                .collect();
+            let app = self.app.get(&feed(n)).cloned().unwrap_or_default();
+            if app != core {
+                return Err(self.fail(format!(
+                    "the app shows sim:{n} otherwise than the core\n app:  {app:?}\n core: {core:?}"
+                )));
+            }
         }
         Ok(())
     }
