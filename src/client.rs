@@ -424,7 +424,7 @@ impl Client {
     #[wasm_bindgen(skip_typescript)]
     pub fn items(&self, feed: String) -> Result<JsValue, JsValue> {
         let feed = feed_name(feed)?;
-        Ok(to_js(&self.tab.items(&feed)))
+        Ok(self.tab.items_js(&feed))
     }
 
     /// The items of the feeds `pattern` names as a store for UI frameworks

@@ -7,7 +7,9 @@
 //!
 //! Schema (version 2): object stores `meta`, `subscriptions`, `heads`,
 //! `mirror` (key `[feed, id]`), `outbox` (key `seq`) and `outcomes` (key
-//! change id), each value a JSON text of the core's record. Version 1 held only
+//! change id), each value a JSON text of the core's record (the mirror's
+//! texts are joined into one JSON array by the browser at load, and parsed
+//! at once). Version 1 held only
 //! a cache of feeds (`feeds`, `items`), which the upgrade drops; no migration
 //! ever drops `outbox` or `outcomes`.
 //!
@@ -16,6 +18,8 @@
 //! transaction, that the token is still its own; a tab that lost the lead
 //! while frozen therefore cannot write (or, since the core writes before it
 //! sends, send) anything once another tab took over.
+
+use std::future::IntoFuture;
 
 use idb::builder::{DatabaseBuilder, ObjectStoreBuilder};
 use idb::{KeyRange, Query, TransactionResult};
@@ -87,6 +91,52 @@ fn parse<T: DeserializeOwned>(value: JsValue, what: &str) -> Result<T, StoreErro
         .ok_or_else(|| StoreError::Corrupt(format!("a {what} record is not text")))?;
     serde_json::from_str(&text)
         .map_err(|err| StoreError::Corrupt(format!("a {what} record: {err}")))
+}
+
+/// Every record of `store` (JSON texts), parsed: the texts are joined into one
+/// JSON array by the browser and parsed at once, so one string crosses into
+/// wasm instead of one per record.
+async fn all_records<T: DeserializeOwned>(
+    tx: &Tx,
+    store: &str,
+    what: &str,
+) -> Result<Vec<T>, StoreError> {
+    let failed = |err: JsValue| StoreError::IndexedDb(format!("reading {what} records: {err:?}"));
+    let call = |target: &JsValue, method: &str, arg: Option<&JsValue>| {
+        let function: js_sys::Function = js_sys::Reflect::get(target, &method.into())
+            .map_err(failed)?
+            .unchecked_into();
+        match arg {
+            Some(arg) => function.call1(target, arg),
+            None => function.call0(target),
+        }
+        .map_err(failed)
+    };
+    let object_store = call(&tx.raw, "objectStore", Some(&store.into()))?;
+    let request: web_sys::EventTarget = call(&object_store, "getAll", None)?.unchecked_into();
+    let done = js_sys::Promise::new(&mut |resolve, reject| {
+        let _ = js_sys::Reflect::set(&request, &"onsuccess".into(), &resolve);
+        let _ = js_sys::Reflect::set(&request, &"onerror".into(), &reject);
+    });
+    wasm_bindgen_futures::JsFuture::from(done)
+        .await
+        .map_err(failed)?;
+    let records: js_sys::Array = js_sys::Reflect::get(&request, &"result".into())
+        .map_err(failed)?
+        .unchecked_into();
+    if records.length() == 0 {
+        return Ok(Vec::new());
+    }
+    let joined = String::from(records.join(","));
+    let parsed: Vec<T> = serde_json::from_str(&format!("[{joined}]"))
+        .map_err(|err| StoreError::Corrupt(format!("a {what} record: {err}")))?;
+    // A record that is not one JSON text (not text, or several) shows here.
+    if parsed.len() != records.length() as usize {
+        return Err(StoreError::Corrupt(format!(
+            "the {what} records are not one JSON text each"
+        )));
+    }
+    Ok(parsed)
 }
 
 fn item_key(feed: &FeedName, id: &str) -> JsValue {
@@ -228,7 +278,10 @@ impl IdbStore {
     /// Makes `token` the database's leader: from now on every batch of this
     /// store checks that no other tab claimed it since (see [`StoreError::Fenced`]).
     pub async fn claim_leadership(&self, token: &str) -> Result<(), StoreError> {
-        let tx = self.transaction("readwrite", true)?;
+        // Default durability: a later transaction of any connection sees the
+        // claim once it committed, flushed to disk or not; a claim a crash
+        // lost is made again by the next leader.
+        let tx = self.transaction("readwrite", false)?;
         let queued = tx
             .store(META)
             .and_then(|meta| {
@@ -285,8 +338,7 @@ impl IdbStore {
                 .feeds
                 .insert(feed, parse::<FeedHead>(value, "feed head")?);
         }
-        for value in values(MIRROR).await? {
-            let item = parse::<StoredItem>(value, "item")?;
+        for item in all_records::<StoredItem>(&tx, MIRROR, "item").await? {
             state
                 .items
                 .insert((item.feed.clone(), item.id.clone()), item);
@@ -322,7 +374,12 @@ impl IdbStore {
         tx.commit_or_abort(queued, "a write").await
     }
 
-    /// Queues every write of `batch` in `tx`, after checking the lead.
+    /// Queues every write of `batch` in `tx` behind a read of the lead, and
+    /// fails with [`StoreError::Fenced`] (the caller aborts) when another tab
+    /// claimed it. The writes are queued without waiting for that read: the
+    /// transaction runs its requests in order and commits only once all of
+    /// them finished, so the read's answer (heard before any write finishes)
+    /// aborts it in time.
     async fn queue_writes(&self, tx: &Tx, batch: &StoreBatch) -> Result<(), StoreError> {
         let store = |name: &str| tx.store(name);
         let (meta, subscriptions, heads, mirror, outbox, outcomes) = (
@@ -333,9 +390,15 @@ impl IdbStore {
             store(OUTBOX)?,
             store(OUTCOMES)?,
         );
-        if !self.still_leads(&meta).await? {
-            return Err(StoreError::Fenced);
-        }
+        let token = self.leader.borrow().clone();
+        let lead = match &token {
+            Some(_) => Some(
+                meta.get(JsValue::from_str(LEADER_KEY))
+                    .map_err(StoreError::from_idb)?
+                    .into_future(),
+            ),
+            None => None,
+        };
         // Requests are queued without awaiting each: the transaction runs them
         // in order and commits all or, on the first failure, none. A request
         // that throws at once returns here, and the caller aborts: the
@@ -380,6 +443,12 @@ impl IdbStore {
                 }
             };
             queued.map_err(StoreError::from_idb)?;
+        }
+        if let (Some(lead), Some(token)) = (lead, token) {
+            let current = lead.await.map_err(StoreError::from_idb)?;
+            if current.and_then(|v| v.as_string()).as_deref() != Some(token.as_str()) {
+                return Err(StoreError::Fenced);
+            }
         }
         Ok(())
     }

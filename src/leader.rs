@@ -173,7 +173,7 @@ pub struct Leader {
     storage_error: RefCell<Option<String>>,
     storage_wiped: Option<StorageMarker>,
     marker_key: String,
-    last_marker: RefCell<Option<String>>,
+    last_marker: RefCell<Option<StorageMarker>>,
     last_state: RefCell<Option<String>>,
     _network: Option<NetworkListeners>,
 }
@@ -412,6 +412,15 @@ impl Leader {
         }
     }
 
+    /// The app's view of `feed` as a JS array (converted straight from the
+    /// view, without a JSON value in between).
+    pub fn items_js(&self, feed: &FeedName) -> JsValue {
+        self.shell.with_core(|core| {
+            let views = core.view_ref(feed);
+            to_js(&views.iter().map(ItemJs::from).collect::<Vec<_>>())
+        })
+    }
+
     /// The app's view of `feed` as JSON items.
     pub fn items(&self, feed: &FeedName) -> Value {
         self.shell.with_core(|core| {
@@ -426,14 +435,14 @@ impl Leader {
             previous_client_id: core.client_id().to_owned(),
             lost_changes: core.pending().into_iter().map(|entry| entry.id).collect(),
         });
-        let text = serde_json::to_string(&marker).unwrap_or_default();
-        if self.last_marker.borrow().as_deref() == Some(text.as_str()) {
+        if self.last_marker.borrow().as_ref() == Some(&marker) {
             return;
         }
         if let Some(storage) = local_storage() {
+            let text = serde_json::to_string(&marker).unwrap_or_default();
             let _ = storage.set_item(&self.marker_key, &text);
         }
-        *self.last_marker.borrow_mut() = Some(text);
+        *self.last_marker.borrow_mut() = Some(marker);
     }
 
     /// Stops the core and lets go of the store.
@@ -514,11 +523,18 @@ impl AppHooks for LeaderHooks {
         };
         let Some((status, state)) = with_leader(&tab, |leader| {
             leader.write_marker();
-            let state = leader.shared_state(tab.paused.get());
-            let text = serde_json::to_string(&state).unwrap_or_default();
-            let changed = leader.last_state.borrow().as_deref() != Some(text.as_str());
-            *leader.last_state.borrow_mut() = Some(text);
-            (leader.status(tab.paused.get()), changed.then_some(state))
+            // The shared state is only for followers: none, nothing to compare.
+            let state = if tab.has_followers() {
+                let state = leader.shared_state(tab.paused.get());
+                let text = serde_json::to_string(&state).unwrap_or_default();
+                let changed = leader.last_state.borrow().as_deref() != Some(text.as_str());
+                *leader.last_state.borrow_mut() = Some(text);
+                changed.then_some(state)
+            } else {
+                leader.last_state.borrow_mut().take();
+                None
+            };
+            (leader.status(tab.paused.get()), state)
         }) else {
             return;
         };

@@ -6,7 +6,10 @@
 //! single "pump" task then carries out the tasks of the durability machine
 //! ([`Durable`], which decides when a change is durable and how to recover
 //! from a failed or lost store): the store batch first (one transaction),
-//! then the frames, so a change is never on the wire before it is durable.
+//! then the frames, so a change is never on the wire before it is durable;
+//! a round that only writes the mirror (a cache) is shown first and written
+//! after, as the machine hands it out. Frames that arrive while a batch
+//! commits are given to the core at once and go into the next round.
 
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};

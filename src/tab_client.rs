@@ -86,20 +86,14 @@ impl Callbacks {
             .any(|l| l.pattern.matches(feed))
     }
 
-    /// Hands a `FeedChange` to the listeners of its feed.
-    pub fn feed_changed(&self, change: &Value) {
-        let Some(feed) = change
-            .get("feed")
-            .and_then(Value::as_str)
-            .and_then(|f| FeedName::new(f).ok())
-        else {
-            return;
-        };
+    /// Hands a `FeedChange` to the listeners of its feed (converted to JS
+    /// only when there are any).
+    pub fn feed_changed(&self, change: &FeedChangeJs) {
         let callbacks: Vec<js_sys::Function> = self
             .listeners
             .borrow()
             .iter()
-            .filter(|l| l.pattern.matches(&feed))
+            .filter(|l| l.pattern.matches(change.feed))
             .map(|l| l.on_change.clone())
             .collect();
         if !callbacks.is_empty() {
@@ -189,7 +183,7 @@ fn stopped() -> JsValue {
 }
 
 /// A change as the app's `subscribe` callbacks get it.
-pub fn feed_change_js(change: &FeedChange) -> Value {
+pub fn feed_change_js(change: &FeedChange) -> FeedChangeJs<'_> {
     feed_view_js(
         &change.feed,
         &change.changed,
@@ -199,19 +193,18 @@ pub fn feed_change_js(change: &FeedChange) -> Value {
 }
 
 /// A feed's view change as the app's `subscribe` callbacks get it.
-pub fn feed_view_js(
-    feed: &FeedName,
-    changed: &[ItemView],
-    removed: &[ItemId],
-    order: &Option<Vec<ItemId>>,
-) -> Value {
-    serde_json::to_value(FeedChangeJs {
+pub fn feed_view_js<'a>(
+    feed: &'a FeedName,
+    changed: &'a [ItemView],
+    removed: &'a [ItemId],
+    order: &'a Option<Vec<ItemId>>,
+) -> FeedChangeJs<'a> {
+    FeedChangeJs {
         feed,
         changed: changed.iter().map(ItemJs::from).collect(),
         removed,
         order,
-    })
-    .expect("API values always serialize")
+    }
 }
 
 /// An outcome event as `onOutcome` gets it.
@@ -631,7 +624,17 @@ impl Tab {
         self.drive();
     }
 
-    /// The app's view of `feed` (JSON items).
+    /// The app's view of `feed` as a JS array (`items()`).
+    pub fn items_js(&self, feed: &FeedName) -> JsValue {
+        if let Some(leader) = self.leader.borrow().as_ref() {
+            return leader.items_js(feed);
+        }
+        let machine = self.machine.borrow();
+        let items = machine.items(feed).unwrap_or_default();
+        to_js(&items.iter().map(ItemJs::from).collect::<Vec<_>>())
+    }
+
+    /// The app's view of `feed` as JSON items.
     pub fn items(&self, feed: &FeedName) -> Value {
         if let Some(leader) = self.leader.borrow().as_ref() {
             return leader.items(feed);

@@ -116,3 +116,51 @@ async fn a_request_that_throws_mid_batch_commits_nothing_of_the_batch() {
     );
     store.close();
 }
+
+/// A store whose lead another store claimed since writes nothing: the batch
+/// (a large one, whose writes are queued behind the read of the lead) fails
+/// as fenced and none of it commits; the new leader's batches commit.
+#[wasm_bindgen_test]
+async fn a_store_another_claimed_writes_nothing_of_its_batch() {
+    use thoonk_protocol::{FeedName, ItemId};
+    use thoonk_sync::idb::StoreError;
+    use thoonk_sync_core::{FeedHead, StoreBatch, StoreWrite, StoredItem};
+
+    let name = unique("thoonk-fenced-");
+    let feed = FeedName::new("team:1:tasks").unwrap();
+    let mut batch = StoreBatch {
+        writes: vec![StoreWrite::PutFeed {
+            feed: feed.clone(),
+            head: FeedHead { epoch: 1, rev: 500 },
+        }],
+    };
+    batch
+        .writes
+        .extend((0..500u64).map(|n| StoreWrite::PutItem {
+            item: StoredItem {
+                feed: feed.clone(),
+                id: ItemId::new(format!("i{n}")).unwrap(),
+                value: serde_json::json!({ "n": n }),
+                rev: n + 1,
+                order: n,
+            },
+        }));
+    let old = IdbStore::open(&name).await.unwrap();
+    old.claim_leadership("old").await.unwrap();
+    let new = IdbStore::open(&name).await.unwrap();
+    new.claim_leadership("new").await.unwrap();
+    let fenced = old.apply(&batch).await;
+    assert!(
+        matches!(fenced, Err(StoreError::Fenced)),
+        "the old leader is fenced: {fenced:?}"
+    );
+    assert_eq!(
+        new.load().await.unwrap(),
+        StoredState::default(),
+        "nothing of the fenced batch was written"
+    );
+    new.apply(&batch).await.unwrap();
+    assert_eq!(new.load().await.unwrap().items.len(), 500);
+    old.close();
+    new.close();
+}

@@ -27,7 +27,7 @@ await page.waitForFunction(() => window.benchReady === true, null, { timeout: 60
 const call = (name, ...args) => page.evaluate(([n, a]) => window.bench[n](...a), [name, args]);
 
 const out = { items, reps, chromium: browser.version(), raw_put_ms: [], dexie_put_ms: [], raw_getall_ms: [],
-  client_replay_ms: [], client_snapshot_ms: [], client_cold_ms: [], raw_cold_ms: [], failed_reps: [],
+  client_replay_ms: [], client_replay_shown_ms: [], client_snapshot_ms: [], client_snapshot_shown_ms: [], client_cold_ms: [], raw_cold_ms: [], failed_reps: [],
   drain_changes: drainCount, drain_batched_ms: [], drain_one_by_one_ms: [] };
 for (let r = 0; r < reps; r++) {
   const raw = await call('rawPut', items);
@@ -48,6 +48,7 @@ for (let r = 0; r < reps; r++) {
     bench('fill', '--feed', feed, '--from', '0', '--to', String(items));
     const replay = await call('clientSync', ws, db, feed, items);
     out.client_replay_ms.push(replay.ms);
+    out.client_replay_shown_ms.push(replay.shownMs);
 
     // Cold start on that cached mirror, beside raw getAll on the same database.
     out.client_cold_ms.push((await call('clientCold', ws, db, feed, items)).ms);
@@ -57,7 +58,9 @@ for (let r = 0; r < reps; r++) {
 
     // A first sync of the same feed: one snapshot.
     const fresh = `bench-snapshot-${r}-${Date.now()}`;
-    out.client_snapshot_ms.push((await call('clientSync', ws, fresh, feed, items)).ms);
+    const snapshot = await call('clientSync', ws, fresh, feed, items);
+    out.client_snapshot_ms.push(snapshot.ms);
+    out.client_snapshot_shown_ms.push(snapshot.shownMs);
     await call('deleteDb', fresh);
   } catch (err) {
     out.failed_reps.push(String(err.message ?? err).slice(0, 300));

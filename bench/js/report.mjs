@@ -252,8 +252,10 @@ if (browser) {
   p('|---|---|');
   p(`| raw IndexedDB: ${fmt(browser.items, 0)} puts in one transaction | ${spread(browser.raw_put_ms)} |`);
   p(`| Dexie \`bulkPut\` of the same rows | ${spread(browser.dexie_put_ms)} |`);
-  p(`| client: open + replay of ${fmt(browser.items, 0)} changes (\`changes\` frames) until the change callback shows them all, stored | ${spread(browser.client_replay_ms)} |`);
-  p(`| client: open + first sync (one \`snapshot\`) of the same feed | ${spread(browser.client_snapshot_ms)} |`);
+  p(`| client: open + replay of ${fmt(browser.items, 0)} changes (\`changes\` frames) until the change callback showed them all and the mirror holds them in IndexedDB | ${spread(browser.client_replay_ms)} |`);
+  if (browser.client_replay_shown_ms?.length) p(`| … of which until the change callback showed them all (the mirror's last write commits after) | ${spread(browser.client_replay_shown_ms)} |`);
+  p(`| client: open + first sync (one \`snapshot\`) of the same feed, until shown and stored | ${spread(browser.client_snapshot_ms)} |`);
+  if (browser.client_snapshot_shown_ms?.length) p(`| … of which until the change callback showed them all | ${spread(browser.client_snapshot_shown_ms)} |`);
   p(`| client cold start: \`Client.open\` on the cached mirror + \`items(feed)\` | ${spread(browser.client_cold_ms)} |`);
   p(`| raw cold start: open the client's database + \`getAll\` of its mirror + JSON.parse | ${spread(browser.raw_cold_ms)} |`);
   p(`| raw \`getAll\` of the raw rows (fresh connection, + JSON.parse) | ${spread(browser.raw_getall_ms)} |`);
@@ -263,9 +265,9 @@ if (browser) {
   }
   p();
   const l = browser.publish_to_other_callback_ms, o = browser.publish_to_own_outcome_ms;
-  p(`Publish on client A → client B's change callback (both in one page, each with its own database and socket, through the real server: submit → job → worker → feed script → pub/sub → gateway → B's IndexedDB → callback), ${l.length} samples: p50 ${fmt(quantile(l, 0.5))} ms, p90 ${fmt(quantile(l, 0.9))} ms, p99 ${fmt(quantile(l, 0.99))} ms, max ${fmt(quantile(l, 1))} ms. A's own outcome: p50 ${fmt(quantile(o, 0.5))} ms, p99 ${fmt(quantile(o, 0.99))} ms.`);
+  p(`Publish on client A → client B's change callback (both in one page, each with its own database and socket, through the real server: submit → job → worker → feed script → pub/sub → gateway → B's sync core → callback; B's mirror write commits after the callback), ${l.length} samples: p50 ${fmt(quantile(l, 0.5))} ms, p90 ${fmt(quantile(l, 0.9))} ms, p99 ${fmt(quantile(l, 0.99))} ms, max ${fmt(quantile(l, 1))} ms. A's own outcome: p50 ${fmt(quantile(o, 0.5))} ms, p99 ${fmt(quantile(o, 0.99))} ms.`);
   const ts = browser.publish_to_send_ms ?? [], tf = browser.send_to_frame_ms ?? [], fc = browser.frame_to_callback_ms ?? [];
-  if (tf.length) p(`Profile of that path (frames timed as A's WebSocket sends the submit and as the event reaches B's): publish → submit frame sent (A's client: sync core, the strict IndexedDB commit of the outbox entry) p50 ${fmt(quantile(ts, 0.5))} ms, p99 ${fmt(quantile(ts, 0.99))} ms; submit sent → event at B (gateway, job queue, worker, feed script, pub/sub, loopback) p50 ${fmt(quantile(tf, 0.5))} ms, p99 ${fmt(quantile(tf, 0.99))} ms; event at B → B's callback (B's client: parse, sync core, IndexedDB transaction, conversion to JS) p50 ${fmt(quantile(fc, 0.5))} ms, p99 ${fmt(quantile(fc, 0.99))} ms.`);
+  if (tf.length) p(`Profile of that path (frames timed as A's WebSocket sends the submit and as the event reaches B's): publish → submit frame sent (A's client: sync core, the strict IndexedDB commit of the outbox entry) p50 ${fmt(quantile(ts, 0.5))} ms, p99 ${fmt(quantile(ts, 0.99))} ms; submit sent → event at B (gateway, job queue, worker, feed script, pub/sub, loopback) p50 ${fmt(quantile(tf, 0.5))} ms, p99 ${fmt(quantile(tf, 0.99))} ms; event at B → B's callback (B's client: parse, sync core, conversion to JS; the mirror's IndexedDB write follows the callback) p50 ${fmt(quantile(fc, 0.5))} ms, p99 ${fmt(quantile(fc, 0.99))} ms.`);
   p();
   if (browser.page_errors?.length) p(`Page errors: ${browser.page_errors.join('; ')}`);
   if (browser.failed_reps?.length) { p(`Failed repetitions (left out above): ${browser.failed_reps.join('; ')}`); p(); }

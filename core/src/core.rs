@@ -1,6 +1,7 @@
 //! [`SyncCore`]: the sans-IO state machine that ties mirror, outbox, overlay,
 //! conflicts and storage together.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
@@ -69,6 +70,10 @@ pub struct SyncCore {
     journal: Journal,
     effects: Effects,
     views: BTreeMap<FeedName, Vec<ItemView>>,
+    /// Feeds whose view changed since the effects were last taken: their
+    /// notifications are built once, when the effects are taken, however
+    /// many inputs changed them (a replay of many `changes` frames).
+    stale_views: BTreeSet<FeedName>,
     storage_error: Option<String>,
     /// The server's exactly-once window (`welcome`), once told.
     ledger_window: Option<u64>,
@@ -93,12 +98,24 @@ impl SyncCore {
         if meta.client_id.is_empty() {
             return Err(StorageFault::Corrupt("the stored client id is empty".into()).into());
         }
+        // Items are moved into the mirror, not copied (a cold start on a
+        // large cache spends its time here).
+        let mut by_feed: BTreeMap<FeedName, Vec<StoredItem>> = BTreeMap::new();
+        let mut orphans: BTreeSet<FeedName> = BTreeSet::new();
+        for ((feed, _), item) in state.items {
+            if state.feeds.contains_key(&feed) {
+                by_feed.entry(feed).or_default().push(item);
+            } else {
+                orphans.insert(feed);
+            }
+        }
         let mut mirror = Mirror::default();
         for (feed, head) in &state.feeds {
-            let keyed = state
-                .feed_items(feed)
+            let keyed = by_feed
+                .remove(feed)
+                .unwrap_or_default()
                 .into_iter()
-                .map(|i| (i.id.clone(), i.value.clone(), i.rev, i.order));
+                .map(|i| (i.id, i.value, i.rev, i.order));
             let (items, renumbered) = OrderedItems::from_keyed(keyed);
             if renumbered {
                 for id in items.ids() {
@@ -112,15 +129,7 @@ impl SyncCore {
             m.head = Some(*head);
             m.items = items;
         }
-        let orphans: BTreeSet<&FeedName> = state
-            .items
-            .keys()
-            .map(|(f, _)| f)
-            .filter(|f| !state.feeds.contains_key(*f))
-            .collect();
-        for feed in orphans {
-            journal.cleared.insert(feed.clone());
-        }
+        journal.cleared.extend(orphans);
         let mut outbox = Outbox::default();
         let mut highest = 0;
         for mut record in state.outbox.into_values() {
@@ -170,6 +179,7 @@ impl SyncCore {
             journal,
             effects,
             views: BTreeMap::new(),
+            stale_views: BTreeSet::new(),
             storage_error: None,
             ledger_window: None,
         };
@@ -217,7 +227,19 @@ impl SyncCore {
     }
 
     /// Takes the effects accumulated since the last call (see [`Effects`]).
+    /// The view notifications are built now: one per feed whose view
+    /// changed since the last call, however many inputs changed it.
     pub fn take_effects(&mut self) -> Effects {
+        for feed in std::mem::take(&mut self.stale_views) {
+            let new = self.build_view(&feed);
+            let old = self.views.remove(&feed).unwrap_or_default();
+            if let Some(n) = view::diff(&feed, &old, &new) {
+                self.effects.notify.push(n);
+            }
+            if !new.is_empty() || self.mirror.feeds.contains_key(&feed) {
+                self.views.insert(feed, new);
+            }
+        }
         std::mem::take(&mut self.effects)
     }
 
@@ -295,6 +317,7 @@ impl SyncCore {
             close: true,
             ..Effects::default()
         };
+        self.stale_views.clear();
         self.set_status(Status::Stopped {
             reason: format!("local storage failed: {error}"),
         });
@@ -771,6 +794,26 @@ impl SyncCore {
     /// The app's view of a feed: confirmed items with pending changes laid over them.
     pub fn view(&self, feed: &FeedName) -> Vec<ItemView> {
         self.build_view(feed)
+    }
+
+    /// The feeds whose view the app was told of (or will be when the
+    /// effects are taken).
+    pub fn shown_feeds(&self) -> BTreeSet<FeedName> {
+        self.views
+            .keys()
+            .chain(self.stale_views.iter())
+            .cloned()
+            .collect()
+    }
+
+    /// The same as [`SyncCore::view`], borrowed from the view last notified
+    /// when no input changed the feed since the effects were taken (built
+    /// otherwise).
+    pub fn view_ref(&self, feed: &FeedName) -> Cow<'_, [ItemView]> {
+        match self.views.get(feed) {
+            Some(view) if !self.stale_views.contains(feed) => Cow::Borrowed(view),
+            _ => Cow::Owned(self.build_view(feed)),
+        }
     }
 
     /// The mirrored `(epoch, rev)` of a feed.
@@ -1319,7 +1362,8 @@ impl SyncCore {
     }
 
     /// Ends an input: sends what is due, then turns the journal into one
-    /// store batch and view notifications.
+    /// store batch and marks the views it changed (notified when the
+    /// effects are taken).
     fn finish(&mut self, now: u64) {
         if matches!(self.conn, Conn::Online { .. }) {
             let due: Vec<FeedPattern> = self
@@ -1360,16 +1404,7 @@ impl SyncCore {
                 None => self.effects.store = Some(batch),
             }
         }
-        for feed in journal.views {
-            let new = self.build_view(&feed);
-            let old = self.views.remove(&feed).unwrap_or_default();
-            if let Some(n) = view::diff(&feed, &old, &new) {
-                self.effects.notify.push(n);
-            }
-            if !new.is_empty() || self.mirror.feeds.contains_key(&feed) {
-                self.views.insert(feed, new);
-            }
-        }
+        self.stale_views.extend(journal.views);
     }
 
     fn batch_from(&self, journal: &Journal) -> StoreBatch {

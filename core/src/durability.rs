@@ -19,12 +19,27 @@
 //! written back from memory — first what the server cannot give back
 //! (outbox, outcomes, meta, subscriptions), then the cached feeds — and the
 //! round goes on: nothing fails and nothing is reloaded.
+//!
+//! Show, then commit: a round whose batch only writes the feeds' cache
+//! (items and heads, which the server can always send again) hands out its
+//! effects *before* its write, so the app sees a change from the server
+//! without waiting for the mirror's commit. Its inputs still count as stored
+//! only once the write committed. When that write fails, the app was shown
+//! what the store does not hold: the core reloads from the store (behind what
+//! was shown, so its next subscription asks the server for the changes
+//! again) and the app is told every feed it may have been shown as the
+//! reloaded core has it (the items it was shown that the store lacks are
+//! removed), until the re-fetch brings them back. A round that writes
+//! anything the server cannot give back (outbox, outcomes, meta,
+//! subscriptions) keeps "store first".
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use thoonk_protocol::{FeedName, ItemId};
 
 use crate::config::Config;
 use crate::core::SyncCore;
-use crate::effects::Effects;
+use crate::effects::{Effects, Notification};
 use crate::error::CoreError;
 use crate::store::{StoreBatch, StoreWrite, StoredState};
 
@@ -92,6 +107,9 @@ struct Round {
     batch: StoreBatch,
     /// The rest of its effects, carried out once the batch committed.
     rest: Effects,
+    /// The items the app was shown before the batch committed (a round
+    /// that only writes the cache), by feed.
+    shown: BTreeMap<FeedName, BTreeSet<ItemId>>,
 }
 
 /// The durability machine: a [`SyncCore`], the bookkeeping of which
@@ -133,6 +151,9 @@ pub struct Durable {
     held_connect: bool,
     /// Stopped because another tab leads.
     fenced: bool,
+    /// Items the app was shown whose cache write failed, by feed: told
+    /// again as the reloaded core has them.
+    behind: BTreeMap<FeedName, BTreeSet<ItemId>>,
 }
 
 impl Durable {
@@ -157,6 +178,7 @@ impl Durable {
             connect_at: None,
             held_connect: false,
             fenced: false,
+            behind: BTreeMap::new(),
         })
     }
 
@@ -249,12 +271,25 @@ impl Durable {
         }
         if let Some(batch) = effects.store.take() {
             self.writes.push_back(batch.clone());
+            self.phase = Phase::Busy;
+            if batch.writes.iter().all(StoreWrite::is_cache) && !effects.is_empty() {
+                // Show, then commit: the cache can always be fetched again.
+                let shown = shown_items(&effects.notify);
+                self.round = Some(Round {
+                    through,
+                    batch: batch.clone(),
+                    rest: Effects::default(),
+                    shown,
+                });
+                self.ready.push_back(Task::Write(batch));
+                return Some(Task::Effects(effects));
+            }
             self.round = Some(Round {
                 through,
                 batch: batch.clone(),
                 rest: effects,
+                shown: BTreeMap::new(),
             });
-            self.phase = Phase::Busy;
             return Some(Task::Write(batch));
         }
         self.committed = through;
@@ -354,6 +389,7 @@ impl Durable {
         match opened {
             Ok(mut core) => {
                 core.set_resolver(self.core.take_resolver());
+                self.tell_reloaded(&core);
                 if self.fenced {
                     // Read only from now on: what the store holds is what
                     // followers are told.
@@ -406,6 +442,45 @@ impl Durable {
         self.settled = self.settled.max(self.committed);
     }
 
+    /// After a reload: tells the app every feed it may have been shown as
+    /// `core` (reloaded from the store) has it — the items it was shown that
+    /// the store lacks removed (a mirror write that failed after its items
+    /// were shown; a round whose notifications the failure dropped). The
+    /// core's next subscription asks the server for what it is behind.
+    fn tell_reloaded(&mut self, core: &SyncCore) {
+        let behind = std::mem::take(&mut self.behind);
+        let mut feeds = self.core.shown_feeds();
+        feeds.extend(core.shown_feeds());
+        feeds.extend(behind.keys().cloned());
+        let notify: Vec<Notification> = feeds
+            .into_iter()
+            .map(|feed| {
+                let changed = core.view(&feed);
+                let order: Vec<ItemId> = changed.iter().map(|v| v.id.clone()).collect();
+                let mut shown: BTreeSet<ItemId> = self
+                    .core
+                    .view_ref(&feed)
+                    .iter()
+                    .map(|v| v.id.clone())
+                    .collect();
+                shown.extend(behind.get(&feed).into_iter().flatten().cloned());
+                let removed = shown.into_iter().filter(|id| !order.contains(id)).collect();
+                Notification::Items {
+                    feed,
+                    changed,
+                    removed,
+                    order: Some(order),
+                }
+            })
+            .collect();
+        if !notify.is_empty() {
+            self.ready.push_back(Task::Effects(Effects {
+                notify,
+                ..Effects::default()
+            }));
+        }
+    }
+
     /// A write failed: every input not committed failed with it (the core
     /// drops their writes when it stops), and the core reloads.
     fn fail(&mut self, reason: String) {
@@ -416,12 +491,16 @@ impl Durable {
         self.settled = self.given;
         self.seq_floor = self.seq_floor.max(self.core.next_seq());
         self.storage_failures = self.storage_failures.saturating_add(1);
-        self.round = None;
         self.writes.clear();
         self.image = None;
         self.reopens = 0;
         // The reopened core asks to connect again, after a new wait.
         self.held_connect = false;
+        if let Some(round) = self.round.take() {
+            for (feed, ids) in round.shown {
+                self.behind.entry(feed).or_default().extend(ids);
+            }
+        }
         self.core.storage_failed(reason.clone());
         let stopped = self.core.take_effects();
         self.ready.push_back(Task::Effects(Effects {
@@ -431,6 +510,25 @@ impl Durable {
         self.ready.push_back(Task::Report(reason));
         self.phase = Phase::Reload;
     }
+}
+
+/// The items `notify` shows the app (changed or removed), by feed.
+fn shown_items(notify: &[Notification]) -> BTreeMap<FeedName, BTreeSet<ItemId>> {
+    let mut shown: BTreeMap<FeedName, BTreeSet<ItemId>> = BTreeMap::new();
+    for notification in notify {
+        if let Notification::Items {
+            feed,
+            changed,
+            removed,
+            ..
+        } = notification
+        {
+            let ids = shown.entry(feed.clone()).or_default();
+            ids.extend(changed.iter().map(|v| v.id.clone()));
+            ids.extend(removed.iter().cloned());
+        }
+    }
+    shown
 }
 
 /// The core's whole state as two batches for an empty store: first what the

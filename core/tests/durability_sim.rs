@@ -3,13 +3,17 @@
 //! out, and fails, is cut short by a full quota, finds its database deleted
 //! or closed, or is fenced by another tab, while the app keeps making changes.
 //!
+//! Connections succeed half the time (the server then sends whole feeds as
+//! snapshots: rounds that only write the mirror, shown before their write)
+//! and nothing is ever answered, so nothing leaves the outbox.
+//!
 //! Invariants, checked after every step:
-//! - every change whose promise resolved as stored is in the store (the
-//!   client works offline here, so nothing leaves the outbox);
+//! - every change whose promise resolved as stored is in the store;
 //! - no change id ever names two different changes;
 //! - when nothing is in flight, the store holds exactly what the core says
 //!   (after another tab fenced this one off: its core holds exactly the
-//!   store's outbox);
+//!   store's outbox), and what the app was shown is the core's view (also
+//!   after a failed write whose items were shown);
 //! - after a store failure no connection is opened before the wait is over.
 //!
 //! `cargo test -p thoonk-sync-core --test durability_sim` runs 1,000 seeds;
@@ -18,10 +22,13 @@
 use std::collections::BTreeMap;
 
 use serde_json::json;
-use thoonk_protocol::{ChangeId, FeedName, FeedPattern, ItemId, Operation};
+use thoonk_protocol::{
+    Change, ChangeId, ChangeOp, ClientMessage, FeedName, FeedPattern, FeedPosition, Item, ItemId,
+    Operation, ServerMessage, PROTOCOL_VERSION,
+};
 use thoonk_sync_core::{
-    Config, Durable, MemoryStore, SplitMix64, Store, StoreBatch, StoreFailure, StoreWrite,
-    StoredState, Task,
+    Config, Durable, Effects, MemoryStore, Notification, SplitMix64, Store, StoreBatch,
+    StoreFailure, StoreWrite, StoredState, Task,
 };
 
 const DEFAULT_SEEDS: u64 = 1_000;
@@ -52,6 +59,10 @@ struct Sim {
     stored: u64,
     failed: u64,
     trace: Vec<String>,
+    /// The server's items per feed (revision = count); sent whole as snapshots.
+    server: BTreeMap<u64, u64>,
+    /// What the app was shown: each feed's items, from the notifications.
+    app: BTreeMap<FeedName, BTreeMap<ItemId, serde_json::Value>>,
 }
 
 fn feed(n: u64) -> FeedName {
@@ -76,6 +87,8 @@ impl Sim {
             stored: 0,
             failed: 0,
             trace: Vec::new(),
+            server: BTreeMap::new(),
+            app: BTreeMap::new(),
         }
     }
 
@@ -140,6 +153,29 @@ impl Sim {
                 }
                 self.waiting.push((self.durable.mark(), id));
             }
+        } else if roll < 9 && self.rng.chance(50) {
+            // The server's feed grows by one item and is sent whole: a
+            // round that only writes the mirror.
+            let n = self.rng.below(3);
+            let rev = self.server.get(&n).copied().unwrap_or(0) + 1;
+            self.server.insert(n, rev);
+            let items = (1..=rev)
+                .map(|r| Item {
+                    id: ItemId::new(format!("s{r}")).unwrap(),
+                    item: json!({ "r": r }),
+                    rev: r,
+                })
+                .collect();
+            let message = ServerMessage::Snapshot {
+                feed: feed(n),
+                epoch: 1,
+                rev,
+                items,
+            };
+            self.log(format!("snapshot of sim:{n} at {rev}"));
+            let _ = self
+                .durable
+                .input(self.now, |core, now| core.handle_server(message, now));
         } else if roll < 8 {
             let pattern = FeedPattern::new(format!("sim:{}", self.rng.below(3))).unwrap();
             let _ = self
@@ -172,7 +208,25 @@ impl Sim {
                     if effects.store.is_some() {
                         return Err(self.fail("effects handed out with a store batch".into()));
                     }
-                    if effects.connect {
+                    self.show(&effects);
+                    if effects.connect && self.rng.chance(50) {
+                        if self.now < self.no_connect_before {
+                            return Err(self.fail(format!(
+                                "a connection before the wait after a store failure ({}): {effects:?}",
+                                self.no_connect_before
+                            )));
+                        }
+                        self.log("connected".into());
+                        let welcome = ServerMessage::Welcome {
+                            protocol: PROTOCOL_VERSION,
+                            user: "u".into(),
+                            ledger_window_ms: None,
+                        };
+                        let _ = self.durable.input(self.now, |core, now| {
+                            core.connected(now)?;
+                            core.handle_server(welcome, now)
+                        });
+                    } else if effects.connect {
                         if self.now < self.no_connect_before {
                             return Err(self.fail(format!(
                                 "a connection before the wait after a store failure ({}): {effects:?}",
@@ -193,6 +247,30 @@ impl Sim {
             self.check_idle()?;
         }
         Ok(())
+    }
+
+    /// The app applies the notifications it is handed.
+    fn show(&mut self, effects: &Effects) {
+        for notification in &effects.notify {
+            if let Notification::Items {
+                feed,
+                changed,
+                removed,
+                order,
+            } = notification
+            {
+                let items = self.app.entry(feed.clone()).or_default();
+                for id in removed {
+                    items.remove(id);
+                }
+                if let Some(order) = order {
+                    items.retain(|id, _| order.contains(id));
+                }
+                for view in changed {
+                    items.insert(view.id.clone(), view.value.clone());
+                }
+            }
+        }
     }
 
     /// Settles the promises the machine decided, checking the stored ones.
@@ -241,6 +319,23 @@ impl Sim {
                 "store and core disagree\n core:  {expected:?}\n store: {:?}",
                 self.store.state()
             )));
+        }
+        // What the app shows is the core's view (also after a mirror write
+        // that failed once the app had been shown its items).
+        for n in 0..3 {
+            let core: BTreeMap<ItemId, serde_json::Value> = self
+                .durable
+                .core()
+                .view(&feed(n))
+                .into_iter()
+                .map(|v| (v.id, v.value))
+                .collect();
+            let app = self.app.get(&feed(n)).cloned().unwrap_or_default();
+            if app != core {
+                return Err(self.fail(format!(
+                    "the app shows sim:{n} otherwise than the core\n app:  {app:?}\n core: {core:?}"
+                )));
+            }
         }
         Ok(())
     }
@@ -439,4 +534,217 @@ fn a_change_made_during_a_failing_write_is_not_reported_stored() {
 #[test]
 fn regression_seed_0_changes_made_during_a_failing_write() {
     Sim::new(0).run().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Carries out every task the machine has, each write committing at once;
+/// returns the effects handed out, in order.
+fn carry_out(durable: &mut Durable, store: &mut MemoryStore, now: u64) -> Vec<Effects> {
+    let mut handed = Vec::new();
+    while let Some(task) = durable.poll(now) {
+        match task {
+            Task::Write(batch) => {
+                store.apply(&batch).unwrap();
+                durable.write_done(Ok(()));
+            }
+            Task::Reload => durable.reloaded(Ok(store.load().unwrap()), now),
+            Task::Effects(effects) => handed.push(effects),
+            Task::Report(_) => {}
+            Task::Reopen => unreachable!(),
+        }
+    }
+    handed
+}
+
+fn tasks_feed() -> FeedName {
+    FeedName::new("team:1:tasks").unwrap()
+}
+
+/// An event of `tasks_feed()` at `rev` publishing item `id`.
+fn event(rev: u64, id: &str) -> ServerMessage {
+    ServerMessage::Event {
+        feed: tasks_feed(),
+        epoch: 1,
+        rev,
+        change: Change {
+            op: ChangeOp::Publish,
+            id: ItemId::new(id).unwrap(),
+            item: Some(json!({ "title": id })),
+            position: None,
+            prev: None,
+            job: None,
+        },
+    }
+}
+
+/// Connects (at `now`) and answers the handshake; returns the frames the
+/// client sent after `welcome`.
+fn handshake(durable: &mut Durable, store: &mut MemoryStore, now: u64) -> Vec<ClientMessage> {
+    durable.input(now, |core, now| core.connected(now)).unwrap();
+    carry_out(durable, store, now);
+    durable
+        .input(now, |core, now| {
+            core.handle_server(
+                ServerMessage::Welcome {
+                    protocol: PROTOCOL_VERSION,
+                    user: "u".into(),
+                    ledger_window_ms: None,
+                },
+                now,
+            )
+        })
+        .unwrap();
+    carry_out(durable, store, now)
+        .into_iter()
+        .flat_map(|fx| fx.send)
+        .collect()
+}
+
+/// A machine online, mirroring `tasks_feed()` at revision 1 (item `a`), all stored.
+fn mirroring() -> (Durable, MemoryStore) {
+    let mut store = MemoryStore::new();
+    let config = Config::new("c", "t", 1);
+    let mut durable = Durable::open(config, StoredState::default(), 0).unwrap();
+    let pattern = FeedPattern::new("team:1:*").unwrap();
+    durable
+        .input(0, |core, now| core.subscribe(pattern.clone(), now))
+        .unwrap();
+    carry_out(&mut durable, &mut store, 0);
+    handshake(&mut durable, &mut store, 1);
+    for message in [
+        ServerMessage::Subscribed {
+            pattern,
+            feeds: vec![tasks_feed()],
+        },
+        ServerMessage::Snapshot {
+            feed: tasks_feed(),
+            epoch: 1,
+            rev: 1,
+            items: vec![Item {
+                id: ItemId::new("a").unwrap(),
+                item: json!({ "title": "a" }),
+                rev: 1,
+            }],
+        },
+    ] {
+        durable
+            .input(2, |core, now| core.handle_server(message, now))
+            .unwrap();
+        carry_out(&mut durable, &mut store, 2);
+    }
+    assert_eq!(store.state(), &durable.core().stored_state());
+    (durable, store)
+}
+
+/// The ids a notification of `tasks_feed()` shows as changed and removed.
+fn shown(effects: &Effects) -> (Vec<String>, Vec<String>, Option<Vec<String>>) {
+    let mut out = (Vec::new(), Vec::new(), None);
+    for notification in &effects.notify {
+        if let Notification::Items {
+            changed,
+            removed,
+            order,
+            ..
+        } = notification
+        {
+            out.0
+                .extend(changed.iter().map(|v| v.id.as_str().to_owned()));
+            out.1
+                .extend(removed.iter().map(|id| id.as_str().to_owned()));
+            out.2 = order
+                .as_ref()
+                .map(|o| o.iter().map(|id| id.as_str().to_owned()).collect());
+        }
+    }
+    out
+}
+
+/// A round that only writes the cache is shown first and committed after
+/// (the mirror is a cache); a round with an outbox write is still stored
+/// before anything of it goes out.
+#[test]
+fn server_changes_are_shown_before_their_mirror_write_but_changes_sent_after_theirs() {
+    let (mut durable, mut store) = mirroring();
+    durable
+        .input(3, |core, now| core.handle_server(event(2, "b"), now))
+        .unwrap();
+    let mark = durable.mark();
+    let Some(Task::Effects(effects)) = durable.poll(3) else {
+        panic!("the app is shown the change before the mirror's write");
+    };
+    assert_eq!(shown(&effects).0, ["b"]);
+    let Some(Task::Write(batch)) = durable.poll(3) else {
+        panic!("then the mirror's write");
+    };
+    assert!(batch.writes.iter().all(StoreWrite::is_cache));
+    assert_eq!(durable.stored(mark), None, "not stored before it commits");
+    store.apply(&batch).unwrap();
+    durable.write_done(Ok(()));
+    assert_eq!(durable.poll(3), None);
+    assert_eq!(durable.stored(mark), Some(true));
+
+    // A local change: its outbox entry is written before its submit goes out.
+    durable
+        .input(4, |core, now| core.change(publish(9), now))
+        .unwrap();
+    let Some(Task::Write(batch)) = durable.poll(4) else {
+        panic!("a change's outbox entry is written first");
+    };
+    assert!(batch
+        .writes
+        .iter()
+        .any(|w| matches!(w, StoreWrite::PutOutbox { .. })));
+    store.apply(&batch).unwrap();
+    durable.write_done(Ok(()));
+    let Some(Task::Effects(effects)) = durable.poll(4) else {
+        panic!("then its effects");
+    };
+    assert!(matches!(effects.send[..], [ClientMessage::Submit { .. }]));
+}
+
+/// A mirror write that fails after the app was shown its changes: the app
+/// is told the feed again as the store has it, and the reloaded core, behind
+/// what was shown, asks the server for those changes again.
+#[test]
+fn a_shown_mirror_write_that_fails_is_told_again_and_fetched_again() {
+    let (mut durable, mut store) = mirroring();
+    durable
+        .input(3, |core, now| core.handle_server(event(2, "b"), now))
+        .unwrap();
+    let Some(Task::Effects(effects)) = durable.poll(3) else {
+        panic!("shown first");
+    };
+    assert_eq!(shown(&effects).0, ["b"]);
+    let Some(Task::Write(_)) = durable.poll(3) else {
+        panic!("then written");
+    };
+    durable.write_done(Err(StoreFailure::Failed("disk error".into())));
+    let told = carry_out(&mut durable, &mut store, 4);
+    assert!(
+        told.iter()
+            .any(|fx| shown(fx) == (vec!["a".into()], vec!["b".into()], Some(vec!["a".into()]))),
+        "the app hears that b is gone again: {told:?}"
+    );
+    assert_eq!(
+        durable.core().position(&tasks_feed()).map(|h| h.rev),
+        Some(1)
+    );
+
+    // After the wait, the reloaded core subscribes from what the store holds.
+    let now = durable.poll_timeout().expect("a connection after the wait");
+    durable.handle_timeout(now).unwrap();
+    let connect = carry_out(&mut durable, &mut store, now);
+    assert!(connect.iter().any(|fx| fx.connect));
+    let sent = handshake(&mut durable, &mut store, now);
+    let known = sent.iter().find_map(|frame| match frame {
+        ClientMessage::Subscribe { known, .. } => known.get(&tasks_feed()).copied(),
+        _ => None,
+    });
+    assert_eq!(known, Some(FeedPosition { epoch: 1, rev: 1 }));
+    durable
+        .input(now, |core, now| core.handle_server(event(2, "b"), now))
+        .unwrap();
+    let told = carry_out(&mut durable, &mut store, now);
+    assert!(told.iter().any(|fx| shown(fx).0 == ["b"]));
+    assert_eq!(store.state(), &durable.core().stored_state());
+    assert_eq!(store.state().items.len(), 2);
 }

@@ -36,6 +36,24 @@ function rows(feed, n) {
   return out;
 }
 
+// Resolves once the client's database holds n rows of `feed` in its mirror.
+// A read transaction begun after the client's write waits for that write
+// to commit, so this also waits for a mirror write still in flight (the
+// client shows server changes before their mirror write commits).
+async function stored(dbName, feed, n) {
+  const db = await idb(indexedDB.open(dbName));
+  try {
+    const range = IDBKeyRange.bound([feed], [feed, []]);
+    for (;;) {
+      const count = await idb(db.transaction('mirror').objectStore('mirror').count(range));
+      if (count >= n) return;
+      await new Promise((ok) => setTimeout(ok, 5));
+    }
+  } finally {
+    db.close();
+  }
+}
+
 // Waits until `done()` holds, checking after every change callback.
 // (Also polled: a feed without items fires no callback.)
 function until(done, timeoutMs = 60000, what = () => '') {
@@ -90,9 +108,9 @@ window.bench = {
     await Dexie.delete(name);
     return { putMs: ms, version: Dexie.semVer };
   },
-  // The client: open and subscribe, until the mirror holds n items (stored in
-  // IndexedDB before the callback runs). `dbName` reused → a replay of the
-  // changes since the mirrored revision; a new one → a snapshot.
+  // The client: open and subscribe, until the change callback showed n items
+  // and the mirror holds them in IndexedDB. `dbName` reused → a replay of
+  // the changes since the mirrored revision; a new one → a snapshot.
   async clientSync(url, dbName, feed, n) {
     const t0 = performance.now();
     const client = await Client.open({ url, token: 'bench', dbName });
@@ -107,10 +125,12 @@ window.bench = {
     });
     await until(() => seen.size >= n, 60000, () => `with ${seen.size} ids seen, items() ${client.items(feed).length} of ${n}`);
     const count = client.items(feed).length;
+    const shown = performance.now() - t0;
+    await stored(dbName, feed, n);
     const ms = performance.now() - t0;
     unsubscribe();
     client.close();
-    return { ms, openMs: opened - t0, items: count };
+    return { ms, openMs: opened - t0, shownMs: shown, items: count };
   },
   // Subscribes to an empty feed so that the mirror knows its (epoch, rev).
   async clientPrime(url, dbName, feed) {
@@ -172,7 +192,6 @@ window.bench = {
     };
     const a = await Client.open({ url, token: 'bench', dbName: `lat-a-${Math.random()}` });
     const b = await Client.open({ url, token: 'bench', dbName: `lat-b-${Math.random()}` });
-    window.WebSocket = Native;
     let waiting = null;
     a.subscribe(feed, () => {});
     b.subscribe(feed, (change) => {
@@ -181,6 +200,9 @@ window.bench = {
       }
     });
     await new Promise((ok) => setTimeout(ok, 1000));
+    // The clients open their sockets after `Client.open` returns.
+    window.WebSocket = Native;
+    if (opened < 2) throw new Error(`only ${opened} of the 2 sockets opened`);
     const out = [];
     const outcomes = [];
     const toSend = [];

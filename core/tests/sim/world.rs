@@ -545,6 +545,9 @@ impl World {
     fn local_change(&mut self, p: usize) -> Result<(), String> {
         let f = self.feeds[self.rng.below(3) as usize].clone();
         let view = self.client(p).view(&f);
+        if *self.client(p).view_ref(&f) != view[..] {
+            return Err(self.fail(format!("the borrowed view of {f} is not the view")));
+        }
         let ids: Vec<ItemId> = view.iter().map(|v| v.id.clone()).collect();
         let pick =
             (!view.is_empty()).then(|| view[self.rng.below(view.len() as u64) as usize].clone());
