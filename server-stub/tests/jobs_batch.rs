@@ -53,7 +53,7 @@ async fn open(
     access: Arc<dyn AccessRules>,
     handlers: Handlers,
 ) -> (Env, JobQueue, FeedStore, InProcess) {
-    let env = Env::start();
+    let env = Env::start().await;
     let q = JobQueue::open(&env.target, &queue_name(), steady_settings(2))
         .await
         .unwrap();
@@ -87,7 +87,7 @@ async fn value_of(store: &FeedStore, feed: &FeedName, item: &str) -> Option<serd
 
 #[tokio::test]
 async fn a_batch_applies_in_order_and_a_rejection_does_not_stop_it() {
-    let (_env, q, store, workers) = open(Arc::new(OpenAccess), Handlers::standard()).await;
+    let (_env, q, store, workers) = open(Arc::new(OpenAccess), Handlers::new()).await;
     let f = feed("batch:notes");
     let batch = vec![
         based("c1:1", publish(&f, "a", json!(1)), Some((0, 0))),
@@ -139,7 +139,7 @@ async fn a_batch_applies_in_order_and_a_rejection_does_not_stop_it() {
 
 #[tokio::test]
 async fn a_conflict_stops_the_batch_and_the_rest_is_queued_again_later() {
-    let (env, q, store, workers) = open(Arc::new(OpenAccess), Handlers::standard()).await;
+    let (env, q, store, workers) = open(Arc::new(OpenAccess), Handlers::new()).await;
     let f = feed("batch:tasks");
     // Another client writes x.
     let other = change("other:1", publish(&f, "x", json!("theirs")));
@@ -198,7 +198,7 @@ async fn a_conflict_stops_the_batch_and_the_rest_is_queued_again_later() {
 
 #[tokio::test]
 async fn a_batch_whose_worker_died_after_applying_is_run_again_and_applies_nothing_twice() {
-    let mut handlers = Handlers::standard();
+    let mut handlers = Handlers::new();
     // The first run dies after its writes, before it finishes the job.
     handlers.after_apply(|ctx: JobContext, _| async move {
         if ctx.failures == 0 {
@@ -245,7 +245,7 @@ async fn the_access_rules_are_checked_for_every_change_of_a_batch() {
     }))
     .unwrap();
     let rules = Arc::new(ConfigRules::new(config).unwrap());
-    let (_env, q, store, workers) = open(rules, Handlers::standard()).await;
+    let (_env, q, store, workers) = open(rules, Handlers::new()).await;
     let bobs = feed("team:353:member:bob:tasks");
     let own = vec![
         change("bob-1:1", publish(&bobs, "t1", json!({"title": "one"}))),

@@ -4,9 +4,8 @@
 //! (a batch sent again answers from the ledger), stopped by a conflict
 //! (the rest unanswered until sent again after it), refused whole when
 //! malformed; a single `submit` still works beside it.
-#![cfg(not(target_arch = "wasm32"))]
 
-mod support;
+use thoonk_system_tests::gateway as support;
 
 use std::collections::BTreeMap;
 
@@ -102,7 +101,6 @@ async fn a_batch_is_answered_and_fanned_out_per_change_and_remembered_by_id() {
     let single = outcomes(&mut again, &["test-ann:6"]).await;
     assert_eq!(rev_of(&single["test-ann:6"], &feed), 6);
     watcher.until_rev(&feed, 6).await;
-    server.kill();
 }
 
 #[tokio::test]
@@ -160,7 +158,6 @@ async fn a_conflict_in_a_batch_leaves_the_rest_unanswered_until_it_is_resolved()
     .await;
     let done = outcomes(&mut ann, &["test-ann:4", "test-ann:3"]).await;
     assert!(rev_of(&done["test-ann:4"], &feed) < rev_of(&done["test-ann:3"], &feed));
-    server.kill();
 }
 
 #[tokio::test]
@@ -203,5 +200,4 @@ async fn a_malformed_batch_is_refused_whole() {
         "nothing was queued: {:?}",
         ann.log
     );
-    server.kill();
 }

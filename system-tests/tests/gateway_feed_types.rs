@@ -3,9 +3,8 @@
 //! sorted (with the rule's retention) by a client's first publish, so a
 //! `move` on it is accepted; a feed no rule names stays time-ordered, and a
 //! `move` on it is refused.
-#![cfg(not(target_arch = "wasm32"))]
 
-mod support;
+use thoonk_system_tests::gateway as support;
 
 use serde_json::{json, Value};
 use support::{name, shard, ConfigFile, Env, WsClient};
