@@ -69,6 +69,8 @@ pub struct SyncCore {
     journal: Journal,
     effects: Effects,
     views: BTreeMap<FeedName, Vec<ItemView>>,
+    /// Feeds whose view changed since the effects were last taken.
+    dirty_views: BTreeSet<FeedName>,
     storage_error: Option<String>,
     /// The server's exactly-once window (`welcome`), once told.
     ledger_window: Option<u64>,
@@ -170,6 +172,7 @@ impl SyncCore {
             journal,
             effects,
             views: BTreeMap::new(),
+            dirty_views: BTreeSet::new(),
             storage_error: None,
             ledger_window: None,
         };
@@ -218,6 +221,7 @@ impl SyncCore {
 
     /// Takes the effects accumulated since the last call (see [`Effects`]).
     pub fn take_effects(&mut self) -> Effects {
+        self.notify_views();
         std::mem::take(&mut self.effects)
     }
 
@@ -1360,7 +1364,16 @@ impl SyncCore {
                 None => self.effects.store = Some(batch),
             }
         }
-        for feed in journal.views {
+        // The views are rebuilt when the effects are taken: once for all the
+        // inputs of a round (a drain's thousand outcomes, a burst of events),
+        // not once per input.
+        self.dirty_views.extend(journal.views);
+    }
+
+    /// Rebuilds the views of the feeds changed since the last call and
+    /// queues their change notifications.
+    fn notify_views(&mut self) {
+        for feed in std::mem::take(&mut self.dirty_views) {
             let new = self.build_view(&feed);
             let old = self.views.remove(&feed).unwrap_or_default();
             if let Some(n) = view::diff(&feed, &old, &new) {
