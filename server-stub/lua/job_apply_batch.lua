@@ -43,6 +43,27 @@ local function client_of(job)
   return string.match(job, '^([^:]*):') or job
 end
 
+-- The items changed after revision `base` and up to revision `upto` by
+-- changes that are not `client`'s own, read from the log once per call for
+-- each (client, base, upto): the changes of a batch mostly share their base,
+-- so the log is read once, not once per change.
+local foreign = {}
+local function foreign_since(f, base, upto, client)
+  local key = client .. ' ' .. num(base) .. ' ' .. num(upto)
+  local ids = foreign[key]
+  if ids then return ids end
+  ids = {}
+  local entries = redis.call('XRANGE', f.log, num(base + 1) .. '-0', num(upto) .. '-0')
+  for i = 1, #entries do
+    local fields = entries[i][2]
+    local e = {}
+    for j = 1, #fields, 2 do e[fields[j]] = fields[j + 1] end
+    if e.id and (not e.job or client_of(e.job) ~= client) then ids[e.id] = true end
+  end
+  foreign[key] = ids
+  return ids
+end
+
 -- True when item `id` changed after revision `base` and up to revision
 -- `upto` (the feed's revision when the call began: later entries are this
 -- batch's own) by a change that is not from `client`'s own earlier jobs.
@@ -55,16 +76,7 @@ local function changed_between(f, id, base, upto, client)
     return item_rev ~= nil
   end
   if base >= upto then return false end
-  local entries = redis.call('XRANGE', f.log, num(base + 1) .. '-0', num(upto) .. '-0')
-  for i = 1, #entries do
-    local fields = entries[i][2]
-    local e = {}
-    for j = 1, #fields, 2 do e[fields[j]] = fields[j + 1] end
-    if e.id == id and (not e.job or client_of(e.job) ~= client) then
-      return true
-    end
-  end
-  return false
+  return foreign_since(f, base, upto, client)[id] == true
 end
 
 return run(function()
