@@ -190,7 +190,13 @@ local function run_id()
 end
 
 local function read_feed(f)
-  local cfg = redis.call('HMGET', f.config, 'type', 'max_length', 'retention', 'epoch', 'history')
+  -- `history` matters only for a name with a hash tag (see below).
+  local cfg
+  if f.tag then
+    cfg = redis.call('HMGET', f.config, 'type', 'max_length', 'retention', 'epoch', 'history')
+  else
+    cfg = redis.call('HMGET', f.config, 'type', 'max_length', 'retention', 'epoch')
+  end
   f.type = cfg[1]
   f.max_length = tonumber(cfg[2]) or 0
   if f.max_length < 0 then f.max_length = 0 end
@@ -411,7 +417,9 @@ end
 -- A position applies to new items only; a time-ordered feed only appends.
 local function check_publish(f, mode, id, gen_id, item, pos, rel, job)
   check_feed(f)
-  local p = { f = f, item = item, job = job }
+  -- Built whole (sized once); prev and pos stay false when unset.
+  local p = { f = f, item = item, job = job, id = id, generate = false, exists = false,
+    prev = false, pos = false, rel = nil, trims = NO_TRIMS }
   if id == '' then
     if mode == 'edit' then fail('BADARG', 'edit needs an item id') end
     if gen_id ~= '' then id = gen_id else p.generate = true end
