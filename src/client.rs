@@ -93,14 +93,14 @@ export interface Status {
   feeds: Record<string, { epoch: number; rev: number }>;
   /** The last storage failure, if any (e.g. quota). */
   storageError: string | null;
-  /** Set when IndexedDB was found empty although this browser ran a client on it before. */
+  /** Set when IndexedDB was found empty although this browser ran a client on it before; kept across reloads until `dismissStorageWiped()`. */
   storageWiped: StorageWiped | null;
   /** Whether this tab holds the database and connection (`leader`), goes through the tab that does (`follower`), or was closed. */
   tab: "leader" | "follower" | "closed";
 }
-/** The database was wiped (e.g. evicted by the browser) since the last run. */
+/** The database was wiped (e.g. evicted by the browser, or site data cleared) since an earlier run. */
 export interface StorageWiped {
-  /** The client id the lost database belonged to. */
+  /** The client id the (last) lost database belonged to. */
   previousClientId: string;
   /** Changes that were not yet confirmed by the server when it was last seen: lost unless the server got them. */
   lostChanges: string[];
@@ -600,6 +600,14 @@ impl Client {
     #[wasm_bindgen(js_name = dismissOutcome)]
     pub fn dismiss_outcome(&self, id: String) -> Result<(), JsValue> {
         self.tab.dismiss_outcome(ChangeId(id))
+    }
+
+    /// Drops the report of a database wiped since an earlier run
+    /// (`status().storageWiped`) once the app has shown it. Until then it is
+    /// kept across reloads, in every tab of this database.
+    #[wasm_bindgen(js_name = dismissStorageWiped)]
+    pub fn dismiss_storage_wiped(&self) {
+        self.tab.dismiss_storage_wiped();
     }
 
     /// The local changes not yet confirmed, oldest first.

@@ -12,7 +12,7 @@ use serde_json::Value;
 use thoonk_protocol::{ChangeId, FeedName, FeedPattern, ItemId, Operation};
 use thoonk_sync_core::{
     Config, ConflictCase, ItemView, Notification, Resolution, Resolver, ResolverError, Status,
-    SyncCore,
+    StorageMarker, StorageWiped, SyncCore,
 };
 use wasm_bindgen::prelude::*;
 
@@ -25,22 +25,41 @@ use crate::idb::IdbStore;
 use crate::shell::{AppHooks, Shell};
 use crate::tab_client::{feed_view_js, outcome_js, Tab};
 
-/// What the client last wrote about itself outside IndexedDB (localStorage),
-/// so that a database the browser wiped is noticed, with the changes lost.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StorageMarker {
-    previous_client_id: String,
-    lost_changes: Vec<ChangeId>,
-}
-
 fn local_storage() -> Option<web_sys::Storage> {
     web_sys::window()?.local_storage().ok()?
+}
+
+/// The key of the marker a client of `db_name` keeps in localStorage, so
+/// that a database the browser wiped is noticed (the rules are the core's:
+/// [`StorageMarker`]).
+fn marker_key(db_name: &str) -> String {
+    format!("thoonk-sync:{db_name}")
 }
 
 fn read_marker(key: &str) -> Option<StorageMarker> {
     let text = local_storage()?.get_item(key).ok()??;
     serde_json::from_str(&text).ok()
+}
+
+fn store_marker(key: &str, marker: &StorageMarker) {
+    if let Some(storage) = local_storage() {
+        let text = serde_json::to_string(marker).unwrap_or_default();
+        let _ = storage.set_item(key, &text);
+    }
+}
+
+/// The wipe of `db_name`'s database reported and not dismissed yet (any tab
+/// reads it: the marker is shared by the origin's tabs).
+pub fn storage_wiped(db_name: &str) -> Option<StorageWiped> {
+    read_marker(&marker_key(db_name))?.wiped
+}
+
+/// The app has shown the wipe report of `db_name`: it is dropped for good.
+pub fn dismiss_storage_wiped(db_name: &str) {
+    let key = marker_key(db_name);
+    if let Some(marker) = read_marker(&key).filter(|m| m.wiped.is_some()) {
+        store_marker(&key, &marker.dismissed());
+    }
 }
 
 #[derive(Serialize)]
@@ -51,7 +70,7 @@ struct StatusJs {
     pending: usize,
     feeds: BTreeMap<FeedName, FeedHeadJs>,
     storage_error: Option<String>,
-    storage_wiped: Option<StorageMarker>,
+    storage_wiped: Option<StorageWiped>,
     tab: &'static str,
     offline_reason: Option<&'static str>,
 }
@@ -171,7 +190,6 @@ pub struct Leader {
     /// The shell around the sync core.
     pub shell: Rc<Shell>,
     storage_error: RefCell<Option<String>>,
-    storage_wiped: Option<StorageMarker>,
     marker_key: String,
     last_marker: RefCell<Option<StorageMarker>>,
     last_state: RefCell<Option<String>>,
@@ -204,14 +222,21 @@ impl Leader {
                 Ok(())
             });
         }
-        // A database found empty where this browser ran a client before was wiped.
-        let marker_key = format!("thoonk-sync:{}", options.db_name);
-        let storage_wiped = if shell.started_fresh() {
-            read_marker(&marker_key)
-        } else {
-            None
-        };
-        if let Some(wiped) = &storage_wiped {
+        // A database found empty where this browser ran a client before
+        // was wiped; the report stays in the marker until dismissed.
+        let marker_key = marker_key(&options.db_name);
+        let stored = read_marker(&marker_key);
+        let wiped_now = shell.started_fresh() && stored.is_some();
+        let marker = shell.with_core(|core| {
+            StorageMarker::at_start(
+                stored,
+                shell.started_fresh(),
+                core.client_id(),
+                core.pending().into_iter().map(|entry| entry.id).collect(),
+            )
+        });
+        store_marker(&marker_key, &marker);
+        if let (Some(wiped), true) = (&marker.wiped, wiped_now) {
             web_sys::console::warn_1(
                 &format!(
                     "thoonk-sync: the local database was wiped since the last run; {} unconfirmed change(s) may be lost",
@@ -228,9 +253,8 @@ impl Leader {
         Ok(Self {
             shell,
             storage_error: RefCell::default(),
-            storage_wiped,
             marker_key,
-            last_marker: RefCell::default(),
+            last_marker: RefCell::new(Some(marker)),
             last_state: RefCell::default(),
             _network: network,
         })
@@ -378,7 +402,7 @@ impl Leader {
                     })
                     .collect(),
                 storage_error: self.storage_error.borrow().clone(),
-                storage_wiped: self.storage_wiped.clone(),
+                storage_wiped: read_marker(&self.marker_key).and_then(|m| m.wiped),
                 tab: "leader",
             })
         })
@@ -431,17 +455,17 @@ impl Leader {
 
     /// Records the client id and the unconfirmed changes outside IndexedDB.
     fn write_marker(&self) {
-        let marker = self.shell.with_core(|core| StorageMarker {
-            previous_client_id: core.client_id().to_owned(),
-            lost_changes: core.pending().into_iter().map(|entry| entry.id).collect(),
+        let marker = self.shell.with_core(|core| {
+            StorageMarker::update(
+                read_marker(&self.marker_key),
+                core.client_id(),
+                core.pending().into_iter().map(|entry| entry.id).collect(),
+            )
         });
         if self.last_marker.borrow().as_ref() == Some(&marker) {
             return;
         }
-        if let Some(storage) = local_storage() {
-            let text = serde_json::to_string(&marker).unwrap_or_default();
-            let _ = storage.set_item(&self.marker_key, &text);
-        }
+        store_marker(&self.marker_key, &marker);
         *self.last_marker.borrow_mut() = Some(marker);
     }
 

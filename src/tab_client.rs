@@ -663,6 +663,11 @@ impl Tab {
             Some(status) => {
                 let mut status = serde_json::to_value(status).expect("a status serializes");
                 status["tab"] = "follower".into();
+                // The wipe report as the origin's marker has it now (this
+                // tab may have dismissed it since the leader's last state).
+                status["storageWiped"] =
+                    serde_json::to_value(crate::leader::storage_wiped(&self.options.db_name))
+                        .expect("a report serializes");
                 for (field, default) in [
                     ("feeds", json!({})),
                     ("server", json!("available")),
@@ -693,6 +698,13 @@ impl Tab {
             .map(|s| s.outbox.clone())
             .unwrap_or_default();
         serde_json::to_value(outbox).expect("an outbox serializes")
+    }
+
+    /// Drops the report of a wiped database (`status().storageWiped`) for
+    /// good, in every tab, and tells this tab's status listeners.
+    pub fn dismiss_storage_wiped(&self) {
+        crate::leader::dismiss_storage_wiped(&self.options.db_name);
+        self.callbacks.status(&self.status());
     }
 
     /// Forgets a stored outcome.

@@ -1,5 +1,6 @@
 //! A database wiped between two runs (as when the browser evicts storage) is
-//! detected, with the unconfirmed changes that were lost; one deleted while
+//! detected, with the unconfirmed changes that were lost, and reported at
+//! every start until the app dismisses the report; one deleted while
 //! the page runs is created again from memory, and its changes go on.
 #![cfg(target_arch = "wasm32")]
 
@@ -49,10 +50,22 @@ async fn a_wiped_database_is_reported_with_its_lost_changes() {
     assert!(get(&wiped, "previousClientId").as_string().is_some());
     second.close();
 
-    // A database that was not wiped reports nothing.
+    // The report stays, at the next start too, until the app dismisses it.
     let third = open_client("ws://127.0.0.1:9/ws", "wiped-user", &db).await;
+    let kept = get(&third.status(), "storageWiped");
+    assert_eq!(
+        js_sys::JSON::stringify(&kept).unwrap(),
+        js_sys::JSON::stringify(&wiped).unwrap(),
+        "the report outlives a reload"
+    );
+    third.dismiss_storage_wiped();
     assert!(get(&third.status(), "storageWiped").is_null());
     third.close();
+
+    // Dismissed, it is gone for good; the database was not wiped again.
+    let fourth = open_client("ws://127.0.0.1:9/ws", "wiped-user", &db).await;
+    assert!(get(&fourth.status(), "storageWiped").is_null());
+    fourth.close();
 }
 
 #[wasm_bindgen_test]

@@ -94,6 +94,7 @@ class TaskApp {
     this.client = null;
     this.status = null;
     this.outcomes = new Map(); // change id → outcome the user must see
+    this.refused = []; // changes that could not even be queued: { what, message }
     this.editing = null; // {feed, id}
     this.dragging = null; // {feed, id}
     this.lastSync = Number(localStorage.getItem(this.storageKey('last-sync'))) || null;
@@ -202,8 +203,10 @@ class TaskApp {
         this.scheduleRender();
       });
     }
-    // Descriptions of changes that are neither waiting nor shown any more.
-    const known = new Set([...client.outbox().map((e) => e.id), ...this.outcomes.keys()]);
+    // Descriptions of changes that are neither waiting nor shown any more
+    // (those of changes lost with a wiped database are shown until dismissed).
+    const lost = client.status().storageWiped?.lostChanges ?? [];
+    const known = new Set([...client.outbox().map((e) => e.id), ...this.outcomes.keys(), ...lost]);
     for (const change of Object.keys(this.descriptions)) if (!known.has(change)) delete this.descriptions[change];
     localStorage.setItem(this.storageKey('changes'), JSON.stringify(this.descriptions));
     this.status = client.status();
@@ -247,10 +250,27 @@ class TaskApp {
   }
 
   async track(what, pending) {
-    const { id } = await pending;
-    this.describe(id, what);
+    try {
+      const { id, outcome } = await pending;
+      outcome.catch(() => {}); // outcomes are shown through onOutcome
+      this.describe(id, what);
+      this.scheduleRender();
+      return id;
+    } catch (error) {
+      // Not queued at all (e.g. storage full): say so instead of losing it silently.
+      this.refused.push({ what, message: error.message });
+      this.scheduleRender();
+      return null;
+    }
+  }
+
+  /** The user has read which changes a wiped database lost. */
+  dismissWiped() {
+    for (const change of this.status?.storageWiped?.lostChanges ?? []) delete this.descriptions[change];
+    localStorage.setItem(this.storageKey('changes'), JSON.stringify(this.descriptions));
+    this.client.dismissStorageWiped();
+    this.status = this.client.status();
     this.scheduleRender();
-    return id;
   }
 
   // ---------------------------------------------------------------- changes
@@ -409,6 +429,12 @@ class TaskApp {
   }
 
   onNoticeClick(event) {
+    const other = event.target.closest('button[data-action="wiped"], button[data-action="refused"]');
+    if (other?.dataset.action === 'wiped') this.dismissWiped();
+    if (other?.dataset.action === 'refused') {
+      this.refused.splice(Number(other.dataset.index), 1);
+      this.scheduleRender();
+    }
     const button = event.target.closest('button[data-change]');
     if (!button) return;
     const change = button.dataset.change;
@@ -594,6 +620,23 @@ class TaskApp {
         el('button', { type: 'button', 'data-change': change, 'data-action': 'dismiss' }, 'Dismiss'),
       ]);
     });
+    // Changes lost with a wiped database (kept until the user has read it).
+    const wiped = this.status?.storageWiped;
+    if (wiped) {
+      const lost = wiped.lostChanges.map((change) => this.descriptions[change] ?? 'A change made on this device');
+      notices.unshift(el('li', { class: 'notice rejected', 'data-wiped': '' }, [
+        el('p', {}, [
+          el('strong', {}, lost.length ? 'Some of your changes were lost.' : 'This browser’s saved data was cleared.'),
+          lost.length ? ' This browser cleared the data it kept for this site before they reached the server:' : ' Nothing of yours was waiting to be sent.',
+        ]),
+        el('ul', { class: 'lost' }, lost.map((what) => el('li', {}, what))),
+        el('button', { type: 'button', 'data-action': 'wiped' }, 'OK'),
+      ]));
+    }
+    this.refused.forEach(({ what, message }, index) => notices.push(el('li', { class: 'notice rejected' }, [
+      el('p', {}, [el('strong', {}, `${what}: not saved.`), ` This browser could not store it (${message}). Try again.`]),
+      el('button', { type: 'button', 'data-action': 'refused', 'data-index': String(index) }, 'Dismiss'),
+    ])));
     $('notices-title').hidden = notices.length === 0; // the list stays: it is a live region
     $('notice-list').replaceChildren(...notices);
   }

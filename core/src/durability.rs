@@ -32,6 +32,15 @@
 //! removed), until the re-fetch brings them back. A round that writes
 //! anything the server cannot give back (outbox, outcomes, meta,
 //! subscriptions) keeps "store first".
+//!
+//! A database wiped between two runs (the browser evicted it, the user
+//! cleared site data) cannot tell itself: the shell keeps a
+//! [`StorageMarker`] outside it (localStorage) naming the client and its
+//! unconfirmed changes. A run that finds its database empty where the marker
+//! names a client reports the wipe ([`StorageWiped`]: those changes are lost
+//! unless the server got them), and the report stays in the marker, across
+//! any number of runs, until the app dismisses it; a second wipe before
+//! that adds its changes to the report.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -42,6 +51,7 @@ use crate::core::SyncCore;
 use crate::effects::{Effects, Notification};
 use crate::error::CoreError;
 use crate::store::{StoreBatch, StoreWrite, StoredState};
+use thoonk_protocol::ChangeId;
 
 /// How often in a row a lost database is reopened before the loss counts as
 /// a plain failure.
@@ -573,4 +583,158 @@ fn image(state: &StoredState) -> (StoreBatch, StoreBatch) {
             .map(|item| StoreWrite::PutItem { item: item.clone() }),
     );
     (kept, cache)
+}
+
+/// A report that the database was wiped since an earlier run.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageWiped {
+    /// The client id the (last) lost database belonged to.
+    pub previous_client_id: String,
+    /// The changes that were not confirmed when it was last seen: lost
+    /// unless the server got them.
+    pub lost_changes: Vec<ChangeId>,
+}
+
+/// What the shell keeps about the client outside its database, so that a
+/// wiped database is noticed (see the module documentation).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageMarker {
+    /// The client id of the database when the marker was written.
+    pub previous_client_id: String,
+    /// Its changes not yet confirmed then.
+    pub lost_changes: Vec<ChangeId>,
+    /// A wipe reported and not dismissed yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wiped: Option<StorageWiped>,
+}
+
+impl StorageMarker {
+    /// The marker at the start of a run: `stored` is the marker found,
+    /// `started_fresh` whether the database held no client state. A fresh
+    /// database where the marker names a client was wiped: its unconfirmed
+    /// changes join the report (kept from earlier runs until dismissed).
+    pub fn at_start(
+        stored: Option<StorageMarker>,
+        started_fresh: bool,
+        client_id: &str,
+        pending: Vec<ChangeId>,
+    ) -> StorageMarker {
+        let mut wiped = stored.as_ref().and_then(|m| m.wiped.clone());
+        if let (Some(stored), true) = (&stored, started_fresh) {
+            let report = wiped.get_or_insert_with(|| StorageWiped {
+                previous_client_id: stored.previous_client_id.clone(),
+                lost_changes: Vec::new(),
+            });
+            report.previous_client_id = stored.previous_client_id.clone();
+            for id in &stored.lost_changes {
+                if !report.lost_changes.contains(id) {
+                    report.lost_changes.push(id.clone());
+                }
+            }
+        }
+        StorageMarker {
+            previous_client_id: client_id.to_owned(),
+            lost_changes: pending,
+            wiped,
+        }
+    }
+
+    /// The marker to write now: the client's state, and the report as the
+    /// marker `stored` has it (another tab may have dismissed it).
+    pub fn update(
+        stored: Option<StorageMarker>,
+        client_id: &str,
+        pending: Vec<ChangeId>,
+    ) -> StorageMarker {
+        StorageMarker {
+            previous_client_id: client_id.to_owned(),
+            lost_changes: pending,
+            wiped: stored.and_then(|m| m.wiped),
+        }
+    }
+
+    /// The marker once the app dismissed the report.
+    pub fn dismissed(self) -> StorageMarker {
+        StorageMarker {
+            wiped: None,
+            ..self
+        }
+    }
+}
+
+#[cfg(test)]
+mod marker_tests {
+    use super::*;
+
+    fn ids(list: &[&str]) -> Vec<ChangeId> {
+        list.iter().map(|id| ChangeId((*id).to_owned())).collect()
+    }
+
+    #[test]
+    fn a_wipe_is_reported_until_dismissed_across_runs() {
+        // Run 1: a new browser, nothing to report.
+        let run1 = StorageMarker::at_start(None, true, "c1", vec![]);
+        assert_eq!(run1.wiped, None);
+        let run1 = StorageMarker::update(Some(run1), "c1", ids(&["c1:1", "c1:2"]));
+        // Run 2: the database was wiped with two changes unconfirmed.
+        let run2 = StorageMarker::at_start(Some(run1), true, "c2", vec![]);
+        let report = StorageWiped {
+            previous_client_id: "c1".into(),
+            lost_changes: ids(&["c1:1", "c1:2"]),
+        };
+        assert_eq!(run2.wiped.as_ref(), Some(&report));
+        let run2 = StorageMarker::update(Some(run2), "c2", ids(&["c2:1"]));
+        assert_eq!(run2.wiped.as_ref(), Some(&report), "kept while running");
+        // Run 3: the database is intact; the report is still there.
+        let run3 = StorageMarker::at_start(Some(run2), false, "c2", ids(&["c2:1"]));
+        assert_eq!(run3.wiped.as_ref(), Some(&report), "kept at the next start");
+        // Dismissed: gone, also at the next start.
+        let run3 = run3.dismissed();
+        let run4 = StorageMarker::at_start(Some(run3), false, "c2", vec![]);
+        assert_eq!(run4.wiped, None);
+    }
+
+    #[test]
+    fn a_second_wipe_before_dismissal_adds_its_changes() {
+        let first = StorageMarker {
+            previous_client_id: "c2".into(),
+            lost_changes: ids(&["c2:1"]),
+            wiped: Some(StorageWiped {
+                previous_client_id: "c1".into(),
+                lost_changes: ids(&["c1:1"]),
+            }),
+        };
+        let again = StorageMarker::at_start(Some(first), true, "c3", vec![]);
+        assert_eq!(
+            again.wiped,
+            Some(StorageWiped {
+                previous_client_id: "c2".into(),
+                lost_changes: ids(&["c1:1", "c2:1"]),
+            })
+        );
+    }
+
+    #[test]
+    fn a_report_dismissed_by_another_tab_is_not_written_back() {
+        let stored = StorageMarker {
+            previous_client_id: "c2".into(),
+            lost_changes: vec![],
+            wiped: None,
+        };
+        assert_eq!(
+            StorageMarker::update(Some(stored), "c2", vec![]).wiped,
+            None
+        );
+    }
+
+    #[test]
+    fn a_marker_of_earlier_builds_reads_without_a_report() {
+        let old: StorageMarker =
+            serde_json::from_str(r#"{"previousClientId":"c1","lostChanges":["c1:4"]}"#).unwrap();
+        assert_eq!(old.wiped, None);
+        let next = StorageMarker::at_start(Some(old), true, "c2", vec![]);
+        assert_eq!(next.wiped.unwrap().lost_changes, ids(&["c1:4"]));
+    }
 }

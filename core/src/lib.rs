@@ -48,7 +48,7 @@ mod view;
 pub use crate::apply::{apply_change, apply_operation};
 pub use crate::config::{Config, Timing};
 pub use crate::core::SyncCore;
-pub use crate::durability::{Durable, StoreFailure, Task};
+pub use crate::durability::{Durable, StorageMarker, StorageWiped, StoreFailure, Task};
 pub use crate::effects::{Effects, ItemState, ItemView, Notification, Status};
 pub use crate::error::{CoreError, ServerFault, StorageFault};
 pub use crate::items::{OrderedItem, OrderedItems};

@@ -474,3 +474,46 @@ test('tabs of one user share one connection, and another tab takes over when the
   assert.deepEqual(first.errors, []);
   assert.deepEqual(second.errors, []);
 });
+
+test('tasks lost with a wiped browser database are named to the user until they dismiss it', async (t) => {
+  const stack = await setup(t);
+  const bob = await stack.signIn('bob');
+  const context = bob.context();
+  await bob.getByLabel('Work offline').check();
+  await status(bob).filter({ hasText: /^offline/ }).waitFor(WAIT);
+  await addTask(bob, 'Call the plumber');
+  await addTask(bob, 'Pay the rent');
+  await status(bob).filter({ hasText: '2 pending' }).waitFor(WAIT);
+  await bob.close();
+
+  // The browser clears the site's database while no page is open.
+  const cleaner = await context.newPage();
+  await cleaner.goto(`${stack.url}pkg/package.json`);
+  await cleaner.evaluate(() => new Promise((resolve, reject) => {
+    const request = indexedDB.deleteDatabase('thoonk-demo:bob');
+    request.onsuccess = resolve;
+    request.onerror = () => reject(request.error);
+  }));
+  await cleaner.close();
+
+  const page = await context.newPage();
+  page.errors = [];
+  page.on('pageerror', (err) => page.errors.push(err.message));
+  const lost = page.locator('#notice-list li[data-wiped]');
+  const lostTasks = () => lost.locator('ul.lost li').allTextContents();
+  await page.goto(`${stack.url}?user=bob&team=353`);
+  await lost.getByText('Some of your changes were lost.').waitFor(WAIT);
+  assert.deepEqual(await lostTasks(), ['Add “Call the plumber”', 'Add “Pay the rent”']);
+  await shot(page, 'demo-storage-wiped');
+
+  // Still named after another reload, until the user dismisses it.
+  await page.reload();
+  await lost.getByText('Some of your changes were lost.').waitFor(WAIT);
+  assert.deepEqual(await lostTasks(), ['Add “Call the plumber”', 'Add “Pay the rent”']);
+  await lost.getByRole('button', { name: 'OK' }).click();
+  await lost.waitFor({ state: 'detached', ...WAIT });
+  await page.reload();
+  await status(page).filter({ hasText: /^offline/ }).waitFor(WAIT);
+  assert.equal(await lost.count(), 0);
+  assert.deepEqual(page.errors, []);
+});
