@@ -18,11 +18,11 @@ use thoonk_protocol::{Base, ChangeId, ErrorCode, FeedName, Outcome};
 
 use super::apply::{base_arg, conflict, create_feed, rejection, CREATE_ATTEMPTS};
 use super::keys::applied_key;
-use crate::feeds::{json_text, position_args};
 use super::payload::JobPayload;
 use super::plan::{FeedWrite, HandlerError, WriteKind};
 use super::scripts::Scripts;
 use crate::feeds::{feed_keys, FeedError, FeedStore};
+use crate::feeds::{json_text, position_args};
 use crate::redis_target::{hash_tag, RedisConn};
 
 /// The prefix of a batch job's id (`batch:<id of its first change>`).
