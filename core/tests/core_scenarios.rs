@@ -53,6 +53,11 @@ impl Harness {
         self.effects()
     }
 
+    /// The server's `outcome` frame for change `id`.
+    fn outcome(&mut self, id: ChangeId, outcome: Outcome) -> Effects {
+        self.server(ServerMessage::Outcome { id, outcome })
+    }
+
     /// Connects, subscribes and loads a snapshot with items `a` (rev 1) and `b` (rev 2).
     fn online(&mut self) -> Effects {
         self.core
@@ -159,14 +164,14 @@ fn a_change_is_stored_with_its_overlay_before_it_is_sent() {
     );
 
     h.server(ServerMessage::Ack { id: change.clone() });
-    let fx = h.server(ServerMessage::Outcome {
-        id: change.clone(),
-        outcome: Outcome::Accepted {
+    let fx = h.outcome(
+        change.clone(),
+        Outcome::Accepted {
             result: json!(null),
             revs: BTreeMap::from([(feed(), 3)]),
             epochs: BTreeMap::new(),
         },
-    });
+    );
     assert!(matches!(&outcomes(&fx)[..], [(c, ChangeOutcome::Accepted { .. })] if c == &change));
     assert!(
         matches!(state_of(&h.core, "a"), ItemState::Pending { .. }),
@@ -285,19 +290,15 @@ fn a_conflict_is_merged_and_resubmitted_against_the_new_revision() {
     let mut h = Harness::new();
     h.online();
     let (change, _) = h.edit("a", json!({"title": "mine", "done": false}));
-    let fx = h.server(ServerMessage::Outcome {
-        id: change.clone(),
-        outcome: Outcome::Conflict {
-            feed: feed(),
-            id: id("a"),
-            base: Some(json!({"title": "a", "done": false})),
-            current: Some(json!({"title": "a", "done": true})),
-            unknown_base: false,
-            epoch: 1,
-            rev: 5,
-            history: vec![],
-        },
-    });
+    let fx = h.outcome(
+        change.clone(),
+        known_base_conflict(
+            "a",
+            json!({"title": "a", "done": false}),
+            json!({"title": "a", "done": true}),
+            5,
+        ),
+    );
     let sent = submitted(&fx);
     assert_eq!(sent.len(), 1);
     let (wire, op, base) = &sent[0];
@@ -307,14 +308,14 @@ fn a_conflict_is_merged_and_resubmitted_against_the_new_revision() {
         matches!(op, Operation::Edit { item, .. } if item == &json!({"title": "mine", "done": true}))
     );
     assert!(outcomes(&fx).is_empty(), "not settled yet");
-    let fx = h.server(ServerMessage::Outcome {
-        id: wire.clone(),
-        outcome: Outcome::Accepted {
+    let fx = h.outcome(
+        wire.clone(),
+        Outcome::Accepted {
             result: json!(null),
             revs: BTreeMap::from([(feed(), 6)]),
             epochs: BTreeMap::new(),
         },
-    });
+    );
     assert!(matches!(
         &outcomes(&fx)[..],
         [(c, ChangeOutcome::ConflictResolved { resolution: ResolutionKind::Merged, .. })] if c == &change
@@ -326,19 +327,15 @@ fn a_conflict_on_the_same_field_is_unresolved_and_marks_the_item() {
     let mut h = Harness::new();
     h.online();
     let (change, _) = h.edit("a", json!({"title": "mine", "done": false}));
-    let fx = h.server(ServerMessage::Outcome {
-        id: change.clone(),
-        outcome: Outcome::Conflict {
-            feed: feed(),
-            id: id("a"),
-            base: Some(json!({"title": "a", "done": false})),
-            current: Some(json!({"title": "theirs", "done": false})),
-            unknown_base: false,
-            epoch: 1,
-            rev: 5,
-            history: vec![],
-        },
-    });
+    let fx = h.outcome(
+        change.clone(),
+        known_base_conflict(
+            "a",
+            json!({"title": "a", "done": false}),
+            json!({"title": "theirs", "done": false}),
+            5,
+        ),
+    );
     assert!(submitted(&fx).is_empty());
     let [(_, ChangeOutcome::Unresolved { conflict, reason })] = &outcomes(&fx)[..] else {
         panic!("expected an unresolved outcome: {fx:?}")
@@ -376,21 +373,9 @@ fn the_app_resolver_decides_and_its_failure_is_reported() {
             _ => Err(ResolverError("cannot decide".into())),
         },
     )));
-    let conflict = |item: &str| Outcome::Conflict {
-        feed: feed(),
-        id: id(item),
-        base: Some(json!({})),
-        current: Some(json!({"title": "theirs"})),
-        unknown_base: false,
-        epoch: 1,
-        rev: 9,
-        history: vec![],
-    };
+    let conflict = |item: &str| known_base_conflict(item, json!({}), json!({"title": "theirs"}), 9);
     let (a, _) = h.edit("a", json!({"title": "mine"}));
-    let fx = h.server(ServerMessage::Outcome {
-        id: a,
-        outcome: conflict("a"),
-    });
+    let fx = h.outcome(a, conflict("a"));
     assert!(matches!(
         &outcomes(&fx)[..],
         [(
@@ -402,10 +387,7 @@ fn the_app_resolver_decides_and_its_failure_is_reported() {
         )]
     ));
     let (b, _) = h.edit("b", json!({"title": "mine"}));
-    let fx = h.server(ServerMessage::Outcome {
-        id: b,
-        outcome: conflict("b"),
-    });
+    let fx = h.outcome(b, conflict("b"));
     assert!(
         matches!(&submitted(&fx)[..], [(_, Operation::Edit { item, .. }, _)] if item == &json!({"title": "both"}))
     );
@@ -448,13 +430,13 @@ fn a_rejection_never_blocks_another_feed_and_lanes_keep_order() {
         matches!(&submitted(&fx)[..], [(id, Operation::Action { .. }, base)] if id == &action && base.is_empty()),
         "another lane goes at once"
     );
-    let fx = h.server(ServerMessage::Outcome {
-        id: first,
-        outcome: Outcome::Rejected {
+    let fx = h.outcome(
+        first,
+        Outcome::Rejected {
             code: ErrorCode::Forbidden,
             message: "no".into(),
         },
-    });
+    );
     assert_eq!(submitted(&fx).len(), 1, "the lane moves on");
     assert!(matches!(state_of(&h.core, "a"), ItemState::Rejected { .. }));
 }
@@ -630,13 +612,13 @@ fn a_change_with_a_chosen_id_is_queued_once_however_often_it_is_given() {
     assert_eq!(h.core.pending().len(), 1);
 
     // Given again after its outcome is stored: still nothing new.
-    h.server(ServerMessage::Outcome {
-        id: chosen.clone(),
-        outcome: Outcome::Rejected {
+    h.outcome(
+        chosen.clone(),
+        Outcome::Rejected {
             code: ErrorCode::Forbidden,
             message: "no".into(),
         },
-    });
+    );
     assert!(h.core.pending().is_empty());
     h.core
         .change_with_id(chosen.clone(), op.clone(), h.now)
@@ -736,6 +718,20 @@ impl Harness {
 }
 
 /// A conflict outcome on a base the server could not place (another epoch).
+/// A `conflict` outcome on a known base, in epoch 1.
+fn known_base_conflict(item: &str, base: Value, current: Value, rev: u64) -> Outcome {
+    Outcome::Conflict {
+        feed: feed(),
+        id: id(item),
+        base: Some(base),
+        current: Some(current),
+        unknown_base: false,
+        epoch: 1,
+        rev,
+        history: vec![],
+    }
+}
+
 fn unknown_base_conflict(item: &str, current: Value, epoch: u64, rev: u64) -> Outcome {
     Outcome::Conflict {
         feed: feed(),
@@ -768,10 +764,10 @@ fn an_offline_edit_carries_its_epoch_and_an_unknown_base_is_never_merged() {
     );
     // The feed was deleted and recreated meanwhile (epoch 7, rev 1): the
     // server cannot say what the item was at the base.
-    let fx = h.server(ServerMessage::Outcome {
-        id: change.clone(),
-        outcome: unknown_base_conflict("a", json!(["a", "b", "d"]), 7, 1),
-    });
+    let fx = h.outcome(
+        change.clone(),
+        unknown_base_conflict("a", json!(["a", "b", "d"]), 7, 1),
+    );
     assert!(
         submitted(&fx).is_empty(),
         "nothing merged against an empty base: {fx:?}"
@@ -795,10 +791,10 @@ fn a_resolution_on_an_unknown_base_is_resubmitted_against_the_epoch_the_server_n
         },
     )));
     let (change, _) = h.edit("a", json!({"title": "mine"}));
-    let fx = h.server(ServerMessage::Outcome {
-        id: change.clone(),
-        outcome: unknown_base_conflict("a", json!({"title": "theirs"}), 7, 3),
-    });
+    let fx = h.outcome(
+        change.clone(),
+        unknown_base_conflict("a", json!({"title": "theirs"}), 7, 3),
+    );
     let sent = submitted(&fx);
     assert_eq!(sent.len(), 1, "{fx:?}");
     assert_eq!(sent[0].2, BTreeMap::from([(feed(), Base::at(7, 3))]));
@@ -843,19 +839,15 @@ fn a_resolved_value_over_the_frame_limit_settles_as_too_large_and_frees_its_lane
     let (first, _) = h.edit("a", json!({"title": "mine"}));
     let (second, fx) = h.edit("b", json!({"title": "next"}));
     assert!(submitted(&fx).is_empty(), "the lane waits for the first");
-    let fx = h.server(ServerMessage::Outcome {
-        id: first.clone(),
-        outcome: Outcome::Conflict {
-            feed: feed(),
-            id: id("a"),
-            base: Some(json!({"title": "a", "done": false})),
-            unknown_base: false,
-            epoch: 1,
-            current: Some(json!({"title": "theirs"})),
-            rev: 5,
-            history: vec![],
-        },
-    });
+    let fx = h.outcome(
+        first.clone(),
+        known_base_conflict(
+            "a",
+            json!({"title": "a", "done": false}),
+            json!({"title": "theirs"}),
+            5,
+        ),
+    );
     let [(c, ChangeOutcome::Unresolved { reason, .. })] = &outcomes(&fx)[..] else {
         panic!("expected an unresolved outcome: {fx:?}")
     };
@@ -1028,30 +1020,21 @@ fn an_offline_lane_goes_out_in_one_batch_and_a_conflict_holds_back_the_rest() {
         h.server(ServerMessage::Ack { id: c.clone() });
     }
     // The first is rejected: the batch went on, the others wait for theirs.
-    let fx = h.server(ServerMessage::Outcome {
-        id: c1.clone(),
-        outcome: Outcome::Rejected {
+    let fx = h.outcome(
+        c1.clone(),
+        Outcome::Rejected {
             code: ErrorCode::Forbidden,
             message: "no".into(),
         },
-    });
+    );
     assert!(submitted(&fx).is_empty(), "{:?}", fx.send);
     // The second conflicts and stays unresolved (both changed the title):
     // the server did not attempt the third, which goes out again at once
     // (not after the outcome timeout).
-    let fx = h.server(ServerMessage::Outcome {
-        id: c2.clone(),
-        outcome: Outcome::Conflict {
-            feed: feed(),
-            id: id("b"),
-            base: Some(json!({"title": "b"})),
-            unknown_base: false,
-            epoch: 1,
-            current: Some(json!({"title": "b-theirs"})),
-            rev: 3,
-            history: Vec::new(),
-        },
-    });
+    let fx = h.outcome(
+        c2.clone(),
+        known_base_conflict("b", json!({"title": "b"}), json!({"title": "b-theirs"}), 3),
+    );
     assert!(matches!(
         &outcomes(&fx)[..],
         [(c, ChangeOutcome::Unresolved { .. })] if *c == c2
@@ -1080,19 +1063,15 @@ fn a_merged_conflict_goes_out_with_the_rest_of_its_lane_behind_it() {
     for c in [&c1, &c2] {
         h.server(ServerMessage::Ack { id: c.clone() });
     }
-    let fx = h.server(ServerMessage::Outcome {
-        id: c1.clone(),
-        outcome: Outcome::Conflict {
-            feed: feed(),
-            id: id("b"),
-            base: Some(json!({"title": "b"})),
-            unknown_base: false,
-            epoch: 1,
-            current: Some(json!({"title": "b", "done": true})),
-            rev: 3,
-            history: Vec::new(),
-        },
-    });
+    let fx = h.outcome(
+        c1.clone(),
+        known_base_conflict(
+            "b",
+            json!({"title": "b"}),
+            json!({"title": "b", "done": true}),
+            3,
+        ),
+    );
     let sent: Vec<ChangeId> = submitted(&fx).into_iter().map(|(id, _, _)| id).collect();
     assert_eq!(sent.len(), 2, "{:?}", fx.send);
     assert_ne!(sent[0], c1, "the resolution goes under a fresh id");
