@@ -494,19 +494,8 @@ impl SimServer {
                 },
             )];
         }
+        self.record_op(&request);
         let id = request.id.clone();
-        match self.ops.get(&id) {
-            Some(op) if op != &request.op && self.reused.is_none() => {
-                self.reused = Some(format!(
-                    "change id {} named {op:?} and then {:?}",
-                    id.0, request.op
-                ));
-            }
-            Some(_) => {}
-            None => {
-                self.ops.insert(id.clone(), request.op.clone());
-            }
-        }
         self.expire(now);
         let mut out = vec![(conn, ServerMessage::Ack { id: id.clone() })];
         if let Some((outcome, _)) = self.ledger.get(&id) {
