@@ -882,34 +882,36 @@ impl SimServer {
     /// The feed's history is lost: a new epoch, an empty log, same content
     /// and revision.
     pub fn reset(&mut self, feed: &FeedName) {
-        let f = self.feeds.get_mut(feed).expect("known feed");
-        if f.epoch == 0 {
-            return;
-        }
-        f.epoch = self.next_epoch;
-        self.next_epoch += 1;
-        f.log.clear();
-        f.versions.clear();
+        self.new_epoch(feed);
     }
 
     /// The feed's epoch is renewed and its revision starts over (its
     /// revision counter was lost): same content, item revisions 0.
     pub fn renew(&mut self, feed: &FeedName) {
-        let f = self.feeds.get_mut(feed).expect("known feed");
-        if f.epoch == 0 {
+        let Some(f) = self.new_epoch(feed) else {
             return;
-        }
-        f.epoch = self.next_epoch;
-        self.next_epoch += 1;
+        };
         f.rev = 0;
-        f.log.clear();
-        f.versions.clear();
         let items: Vec<(ItemId, Value, Rev)> = f
             .items
             .iter()
             .map(|(id, i)| (id.clone(), i.value.clone(), 0))
             .collect();
         f.items = OrderedItems::from_ordered(items);
+    }
+
+    /// Moves an existing feed to a new epoch with an empty log and no old
+    /// versions; `None` for a deleted feed (epoch 0), left as it is.
+    fn new_epoch(&mut self, feed: &FeedName) -> Option<&mut ServerFeed> {
+        let f = self.feeds.get_mut(feed).expect("known feed");
+        if f.epoch == 0 {
+            return None;
+        }
+        f.epoch = self.next_epoch;
+        self.next_epoch += 1;
+        f.log.clear();
+        f.versions.clear();
+        Some(f)
     }
 
     /// The feed is deleted: followers get a snapshot of epoch 0; the next
