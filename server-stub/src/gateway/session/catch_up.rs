@@ -4,10 +4,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use thoonk_protocol::{ErrorCode, FeedName, FeedPattern, FeedPosition, ServerMessage};
+use thoonk_protocol::{ErrorCode, FeedEvent, FeedName, FeedPattern, FeedPosition, ServerMessage};
 
 use super::{json, Sent, Session, SessionEnd, RESYNC_RETRY};
-use crate::feeds::Since;
+use crate::feeds::SinceStep;
 
 impl Session {
     pub(super) async fn on_subscribe(
@@ -110,72 +110,86 @@ impl Session {
 
     /// Sends what the client lacks of `feed` after `from` (a snapshot when
     /// `from` is unknown or history no longer reaches back) and records it.
+    /// A replay goes out page by page as it is read: the client gets its
+    /// first frame after one read, not after the whole log was read.
     pub(super) async fn catch_up(
         &mut self,
         feed: &FeedName,
         from: Option<FeedPosition>,
     ) -> Result<(), SessionEnd> {
         // Changes published after this read must reach the hub (with
-        // sharded fan-out: the feed's tag is subscribed first). Big reads
-        // take turns; the permit is held until the frames are serialized.
-        let heard = self.shared.hub.hear_changes_of(feed).await;
-        let gate = self.shared.big_reads.clone();
-        let permit = gate.acquire().await.expect("the semaphore is never closed");
-        let since = match heard {
-            Err(err) => Err(err.into()),
-            Ok(()) => match from {
-                Some(from) => self.shared.store.changes_since(feed, from).await,
-                None => self.shared.store.snapshot(feed).await.map(Since::Reset),
-            },
-        };
-        let since = match since {
-            Ok(since) => since,
-            Err(err) => {
-                drop(permit);
-                // Remember the feed is behind (a feed never sent gets a snapshot)
-                // and try again shortly, rather than leave the client stale.
-                self.feeds
-                    .entry(feed.clone())
-                    .or_insert(Sent { epoch: 0, rev: 0 });
-                self.resync_at = Some(tokio::time::Instant::now() + RESYNC_RETRY);
-                return self.internal(err).await;
-            }
-        };
-        match since {
-            Since::Reset(snapshot) => {
-                self.feeds.insert(
-                    feed.clone(),
-                    Sent {
+        // sharded fan-out: the feed's tag is subscribed first).
+        if let Err(err) = self.shared.hub.hear_changes_of(feed).await {
+            return self.read_failed(feed, err).await;
+        }
+        let batch = self.shared.limits.replay_batch.max(1);
+        let mut from = from;
+        loop {
+            // Big reads take turns, a page at a time; the permit is held
+            // until the page's frames are serialized.
+            let gate = self.shared.big_reads.clone();
+            let permit = gate.acquire().await.expect("the semaphore is never closed");
+            let step = match from {
+                Some(at) => self.shared.store.changes_page(feed, at).await,
+                None => self.shared.store.snapshot(feed).await.map(SinceStep::Reset),
+            };
+            let step = match step {
+                Ok(step) => step,
+                Err(err) => {
+                    drop(permit);
+                    return self.read_failed(feed, err).await;
+                }
+            };
+            let (epoch, events, more) = match step {
+                SinceStep::Reset(snapshot) => {
+                    let sent = Sent {
                         epoch: snapshot.epoch,
                         rev: snapshot.rev,
-                    },
-                );
-                let frame = json(&ServerMessage::Snapshot {
-                    feed: feed.clone(),
-                    epoch: snapshot.epoch,
-                    rev: snapshot.rev,
-                    items: snapshot.items,
-                });
-                drop(permit);
-                self.send_text(frame).await
-            }
-            Since::Changes { epoch, events } => {
-                let base = from.map_or(0, |f| f.rev);
-                let last = events.last().map_or(base, |e| e.rev);
-                self.feeds.insert(feed.clone(), Sent { epoch, rev: last });
-                drop(permit);
-                let batch = self.shared.limits.replay_batch.max(1);
-                for chunk in events.chunks(batch) {
-                    self.send(&ServerMessage::Changes {
+                    };
+                    self.feeds.insert(feed.clone(), sent);
+                    let frame = json(&ServerMessage::Snapshot {
                         feed: feed.clone(),
-                        epoch,
-                        events: chunk.to_vec(),
-                    })
-                    .await?;
+                        epoch: snapshot.epoch,
+                        rev: snapshot.rev,
+                        items: snapshot.items,
+                    });
+                    drop(permit);
+                    return self.send_text(frame).await;
                 }
-                Ok(())
+                SinceStep::Changes {
+                    epoch,
+                    events,
+                    more,
+                } => (epoch, events, more),
+            };
+            let base = from.map_or(0, |f| f.rev);
+            let last = events.last().map_or(base, |e| e.rev);
+            self.feeds.insert(feed.clone(), Sent { epoch, rev: last });
+            let frames = replay_frames(feed, epoch, events, batch);
+            drop(permit);
+            for frame in frames {
+                self.send_text(frame).await?;
             }
+            if !more {
+                return Ok(());
+            }
+            from = Some(FeedPosition { epoch, rev: last });
         }
+    }
+
+    /// A catch-up's read failed: remembers the feed is behind (a feed never
+    /// sent gets a snapshot) and tries again shortly, rather than leave the
+    /// client stale.
+    async fn read_failed(
+        &mut self,
+        feed: &FeedName,
+        err: impl std::fmt::Display,
+    ) -> Result<(), SessionEnd> {
+        self.feeds
+            .entry(feed.clone())
+            .or_insert(Sent { epoch: 0, rev: 0 });
+        self.resync_at = Some(tokio::time::Instant::now() + RESYNC_RETRY);
+        self.internal(err).await
     }
 
     /// Catches up every followed feed from its change log, and announces the
@@ -231,6 +245,26 @@ pub(super) fn refollow(sent: Sent, from: Option<FeedPosition>) -> Option<Option<
     behind.then(|| from.filter(|f| f.epoch == sent.epoch))
 }
 
+/// The `changes` frames of one page of a replay, serialized: its events in
+/// order, at most `batch` to a frame.
+pub(super) fn replay_frames(
+    feed: &FeedName,
+    epoch: u64,
+    mut events: Vec<FeedEvent>,
+    batch: usize,
+) -> Vec<String> {
+    let mut frames = Vec::with_capacity(events.len().div_ceil(batch));
+    while !events.is_empty() {
+        let rest = events.split_off(batch.min(events.len()));
+        frames.push(json(&ServerMessage::Changes {
+            feed: feed.clone(),
+            epoch,
+            events: std::mem::replace(&mut events, rest),
+        }));
+    }
+    frames
+}
+
 /// The feeds among `followed` that no pattern of `patterns` matches any more.
 pub(super) fn unwanted<'a>(
     followed: impl Iterator<Item = &'a FeedName>,
@@ -263,6 +297,34 @@ mod tests {
     fn a_client_of_another_epoch_or_without_position_gets_a_snapshot() {
         assert_eq!(refollow(AT_5, Some(pos(6, 9))), Some(None));
         assert_eq!(refollow(AT_5, None), Some(None));
+    }
+
+    #[test]
+    fn a_page_of_a_replay_goes_out_in_order_in_frames_of_at_most_the_batch() {
+        let feed = FeedName::new("a:1").unwrap();
+        let events: Vec<FeedEvent> = (11..=17)
+            .map(|rev| {
+                serde_json::from_value(serde_json::json!({
+                    "rev": rev,
+                    "change": {"op": "retract", "id": format!("i{rev}")},
+                }))
+                .unwrap()
+            })
+            .collect();
+        let frames: Vec<(u64, Vec<u64>)> = replay_frames(&feed, 3, events, 3)
+            .iter()
+            .map(|text| match serde_json::from_str(text).unwrap() {
+                ServerMessage::Changes { epoch, events, .. } => {
+                    (epoch, events.iter().map(|e| e.rev).collect())
+                }
+                other => panic!("not a changes frame: {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            frames,
+            vec![(3, vec![11, 12, 13]), (3, vec![14, 15, 16]), (3, vec![17])]
+        );
+        assert!(replay_frames(&feed, 3, Vec::new(), 3).is_empty());
     }
 
     #[test]
