@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, HashSet};
 use thoonk_protocol::{ErrorCode, FeedEvent, FeedName, FeedPattern, FeedPosition, ServerMessage};
 
 use super::{json, Sent, Session, SessionEnd, RESYNC_RETRY};
-use crate::feeds::SinceStep;
+use tokio::sync::Semaphore;
+
+use crate::feeds::{FeedError, FeedStore, SinceStep};
 
 impl Session {
     pub(super) async fn on_subscribe(
@@ -110,8 +112,9 @@ impl Session {
 
     /// Sends what the client lacks of `feed` after `from` (a snapshot when
     /// `from` is unknown or history no longer reaches back) and records it.
-    /// A replay goes out page by page as it is read: the client gets its
-    /// first frame after one read, not after the whole log was read.
+    /// A replay goes out page by page as it is read, each page's frames sent
+    /// while the next page is read: the client gets its first frame after
+    /// one read, not after the whole log was read.
     pub(super) async fn catch_up(
         &mut self,
         feed: &FeedName,
@@ -123,58 +126,35 @@ impl Session {
             return self.read_failed(feed, err).await;
         }
         let batch = self.shared.limits.replay_batch.max(1);
-        let mut from = from;
+        let (store, gate) = (self.shared.store.clone(), self.shared.big_reads.clone());
+        let mut page = read_page(&store, &gate, feed, from, batch).await;
         loop {
-            // Big reads take turns, a page at a time; the permit is held
-            // until the page's frames are serialized.
-            let gate = self.shared.big_reads.clone();
-            let permit = gate.acquire().await.expect("the semaphore is never closed");
-            let step = match from {
-                Some(at) => self.shared.store.changes_page(feed, at).await,
-                None => self.shared.store.snapshot(feed).await.map(SinceStep::Reset),
+            let this = match page {
+                Ok(this) => this,
+                Err(err) => return self.read_failed(feed, err).await,
             };
-            let step = match step {
-                Ok(step) => step,
-                Err(err) => {
-                    drop(permit);
-                    return self.read_failed(feed, err).await;
-                }
-            };
-            let (epoch, events, more) = match step {
-                SinceStep::Reset(snapshot) => {
-                    let sent = Sent {
-                        epoch: snapshot.epoch,
-                        rev: snapshot.rev,
-                    };
-                    self.feeds.insert(feed.clone(), sent);
-                    let frame = json(&ServerMessage::Snapshot {
-                        feed: feed.clone(),
-                        epoch: snapshot.epoch,
-                        rev: snapshot.rev,
-                        items: snapshot.items,
-                    });
-                    drop(permit);
-                    return self.send_text(frame).await;
-                }
-                SinceStep::Changes {
-                    epoch,
-                    events,
-                    more,
-                } => (epoch, events, more),
-            };
-            let base = from.map_or(0, |f| f.rev);
-            let last = events.last().map_or(base, |e| e.rev);
-            self.feeds.insert(feed.clone(), Sent { epoch, rev: last });
-            let frames = replay_frames(feed, epoch, events, batch);
-            drop(permit);
-            for frame in frames {
-                self.send_text(frame).await?;
+            self.feeds.insert(feed.clone(), this.sent);
+            if !this.more {
+                return self.send_frames(this.frames).await;
             }
-            if !more {
-                return Ok(());
-            }
-            from = Some(FeedPosition { epoch, rev: last });
+            let next = Some(FeedPosition {
+                epoch: this.sent.epoch,
+                rev: this.sent.rev,
+            });
+            let (sent, next) = tokio::join!(
+                self.send_frames(this.frames),
+                read_page(&store, &gate, feed, next, batch)
+            );
+            sent?;
+            page = next;
         }
+    }
+
+    async fn send_frames(&mut self, frames: Vec<String>) -> Result<(), SessionEnd> {
+        for frame in frames {
+            self.send_text(frame).await?;
+        }
+        Ok(())
     }
 
     /// A catch-up's read failed: remembers the feed is behind (a feed never
@@ -243,6 +223,61 @@ impl Session {
 pub(super) fn refollow(sent: Sent, from: Option<FeedPosition>) -> Option<Option<FeedPosition>> {
     let behind = from.is_none_or(|f| f.epoch != sent.epoch || f.rev < sent.rev);
     behind.then(|| from.filter(|f| f.epoch == sent.epoch))
+}
+
+/// One page of a catch-up, read and serialized.
+struct ReadPage {
+    /// What the client has once the frames are sent.
+    sent: Sent,
+    /// A snapshot, or up to a page of changes in `changes` frames.
+    frames: Vec<String>,
+    /// A full page of changes: more may follow.
+    more: bool,
+}
+
+/// Reads one page of a catch-up of `feed` after `from` (`None`: a snapshot)
+/// and serializes its frames. Big reads take turns: the permit is held
+/// until the page's frames are serialized.
+async fn read_page(
+    store: &FeedStore,
+    gate: &Semaphore,
+    feed: &FeedName,
+    from: Option<FeedPosition>,
+    batch: usize,
+) -> Result<ReadPage, FeedError> {
+    let _permit = gate.acquire().await.expect("the semaphore is never closed");
+    let step = match from {
+        Some(at) => store.changes_page(feed, at).await?,
+        None => SinceStep::Reset(store.snapshot(feed).await?),
+    };
+    Ok(match step {
+        SinceStep::Reset(snapshot) => ReadPage {
+            sent: Sent {
+                epoch: snapshot.epoch,
+                rev: snapshot.rev,
+            },
+            frames: vec![json(&ServerMessage::Snapshot {
+                feed: feed.clone(),
+                epoch: snapshot.epoch,
+                rev: snapshot.rev,
+                items: snapshot.items,
+            })],
+            more: false,
+        },
+        SinceStep::Changes {
+            epoch,
+            events,
+            more,
+        } => {
+            let base = from.map_or(0, |f| f.rev);
+            let rev = events.last().map_or(base, |e| e.rev);
+            ReadPage {
+                sent: Sent { epoch, rev },
+                frames: replay_frames(feed, epoch, events, batch),
+                more,
+            }
+        }
+    })
 }
 
 /// The `changes` frames of one page of a replay, serialized: its events in
