@@ -8,7 +8,7 @@ use thoonk_system_tests::gateway as support;
 
 use serde_json::json;
 use support::{id, name, pattern, shard, Env, WsClient};
-use thoonk_protocol::{ClientMessage, FeedName, FeedPosition, ServerMessage};
+use thoonk_protocol::{ClientMessage, ErrorCode, FeedName, FeedPosition, ServerMessage};
 use thoonk_server::feeds::{ConfigChange, FeedSettings, FeedType};
 
 #[tokio::test]
@@ -206,6 +206,72 @@ async fn a_long_replay_comes_in_batches_of_at_most_500() {
     );
     assert_eq!(batches.iter().sum::<usize>(), 1200);
     assert_eq!(client.mirror.get(&feed).unwrap().items.len(), 1200);
+}
+
+/// A replay goes out page by page as it is read: the pages read before one
+/// that cannot be read (its log entry corrupt) still reach the client, and
+/// its position moves past them.
+#[tokio::test]
+async fn a_replay_sends_each_page_before_reading_the_next() {
+    let env = Env::start().await;
+    let feed = name("paged");
+    env.publish_many(&feed, "i", 1, 1200).await;
+    let epoch = env.store.snapshot(&feed).await.unwrap().epoch;
+    // Rewrites the log with the entry of revision 501 (the first of the
+    // second page) unreadable.
+    let log = format!("feed.log:{feed}");
+    let mut redis = env.hub_node().await;
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(&log)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 1200);
+    let _: () = redis::cmd("DEL")
+        .arg(&log)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    for (id, fields) in entries {
+        let mut add = redis::cmd("XADD");
+        add.arg(&log).arg(&id);
+        for (name, value) in fields {
+            let value = if id == "501-0" && name == "op" {
+                "unknown".into()
+            } else {
+                value
+            };
+            add.arg(name).arg(value);
+        }
+        let _: String = add.query_async(&mut redis).await.unwrap();
+    }
+    let server = env.gateway(&[]).await;
+
+    let mut client = WsClient::signed_in(&server.ws_url(), "ann").await;
+    client
+        .subscribe_known(feed.as_str(), &[(&feed, epoch, 0)])
+        .await;
+    assert!(matches!(
+        client.next().await,
+        ServerMessage::Subscribed { .. }
+    ));
+    match client.next().await {
+        ServerMessage::Changes { events, .. } => {
+            let revs: Vec<u64> = events.iter().map(|e| e.rev).collect();
+            assert_eq!(revs, (1..=500).collect::<Vec<_>>());
+        }
+        other => panic!("expected the first page, changes 1..=500, got {other:?}"),
+    }
+    assert!(matches!(
+        client.next().await,
+        ServerMessage::Error {
+            code: ErrorCode::Internal,
+            ..
+        }
+    ));
+    assert_eq!(client.mirror.get(&feed).unwrap().rev, 500);
 }
 
 #[tokio::test]

@@ -29,4 +29,4 @@ pub use model::{
 };
 pub use scripts::PRELUDE;
 pub(crate) use scripts::{json_text, position_args};
-pub use store::{FeedStore, PAGE_RESTARTS, SNAPSHOT_PAGE};
+pub use store::{FeedStore, SinceStep, PAGE_RESTARTS, SNAPSHOT_PAGE};

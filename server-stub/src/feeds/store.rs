@@ -96,6 +96,23 @@ pub const SNAPSHOT_PAGE: u64 = 500;
 /// pages before it is read whole in one call.
 pub const PAGE_RESTARTS: usize = 4;
 
+/// One step of a paged read of the changes after a position
+/// ([`FeedStore::changes_page`]).
+#[derive(Debug)]
+pub enum SinceStep {
+    /// Changes after the position asked, dense and in order.
+    Changes {
+        /// The feed's epoch.
+        epoch: u64,
+        /// At most [`SNAPSHOT_PAGE`] changes (none: the position is the feed's revision).
+        events: Vec<FeedEvent>,
+        /// The page was full: more may follow its last change.
+        more: bool,
+    },
+    /// The log cannot serve the position: the feed's whole snapshot.
+    Reset(Snapshot),
+}
+
 /// One reply of `since.lua`.
 enum SincePage {
     Changes { epoch: u64, events: Vec<FeedEvent> },
@@ -578,7 +595,8 @@ impl FeedStore {
 
     /// The changes after `from.rev` when `from.epoch` is the feed's epoch and
     /// the log still reaches back; otherwise a reset with a snapshot. Both
-    /// are read in pages of [`SNAPSHOT_PAGE`] entries or ids.
+    /// are read in pages of [`SNAPSHOT_PAGE`] entries or ids (see
+    /// [`FeedStore::changes_page`], which a caller that sends as it reads uses).
     pub async fn changes_since(
         &self,
         feed: &FeedName,
@@ -587,9 +605,12 @@ impl FeedStore {
         let mut from = from;
         let mut gathered: Vec<FeedEvent> = Vec::new();
         loop {
-            match self.since_page(feed, from).await? {
-                SincePage::Changes { epoch, events } => {
-                    let full = events.len() as u64 == SNAPSHOT_PAGE;
+            match self.changes_page(feed, from).await? {
+                SinceStep::Changes {
+                    epoch,
+                    events,
+                    more,
+                } => {
                     if let Some(last) = events.last() {
                         from = FeedPosition {
                             epoch,
@@ -597,20 +618,44 @@ impl FeedStore {
                         };
                     }
                     gathered.extend(events);
-                    if !full {
+                    if !more {
                         return Ok(Since::Changes {
                             epoch,
                             events: gathered,
                         });
                     }
                 }
-                SincePage::Reset(first) => {
-                    let snapshot = match self.rest_of_snapshot(feed, first).await? {
-                        Some(snapshot) => snapshot,
-                        None => self.snapshot(feed).await?,
-                    };
-                    return Ok(Since::Reset(snapshot));
-                }
+                SinceStep::Reset(snapshot) => return Ok(Since::Reset(snapshot)),
+            }
+        }
+    }
+
+    /// One page of [`FeedStore::changes_since`]: at most [`SNAPSHOT_PAGE`]
+    /// changes after `from`, dense and in order, and whether to ask again
+    /// from the last of them; or, when the log cannot serve `from` (another
+    /// epoch, trimmed, reset), the whole snapshot, read in pinned pages. A
+    /// caller that asks again from the last change of a page gets the next
+    /// one, or a reset when the log moved on meanwhile.
+    pub async fn changes_page(
+        &self,
+        feed: &FeedName,
+        from: FeedPosition,
+    ) -> Result<SinceStep, FeedError> {
+        match self.since_page(feed, from).await? {
+            SincePage::Changes { epoch, events } => {
+                let more = events.len() as u64 == SNAPSHOT_PAGE;
+                Ok(SinceStep::Changes {
+                    epoch,
+                    events,
+                    more,
+                })
+            }
+            SincePage::Reset(first) => {
+                let snapshot = match self.rest_of_snapshot(feed, first).await? {
+                    Some(snapshot) => snapshot,
+                    None => self.snapshot(feed).await?,
+                };
+                Ok(SinceStep::Reset(snapshot))
             }
         }
     }
