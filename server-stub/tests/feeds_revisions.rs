@@ -10,8 +10,8 @@ use thoonk_protocol::{
     Change, ChangeOp, FeedEvent, FeedName, FeedPosition, Item, ItemId, Position,
 };
 use thoonk_server::feeds::{
-    feed_keys, ChangeNotice, ConfigChange, FeedError, FeedSettings, FeedType, Since, Snapshot,
-    CHANGE_CHANNEL_PATTERN, SNAPSHOT_PAGE,
+    feed_keys, Applied, ChangeNotice, ConfigChange, FeedError, FeedSettings, FeedType, Since,
+    Snapshot, CHANGE_CHANNEL_PATTERN, SNAPSHOT_PAGE,
 };
 
 #[tokio::test]
@@ -299,6 +299,15 @@ async fn old_item_versions_are_rebuilt_from_the_log() {
     assert_eq!(read.item.unwrap().rev, 6);
 }
 
+/// Publishes (or edits) item `item` of `feed` with `value` through the
+/// suite's store.
+async fn put(env: &Env, feed: &FeedName, item: &str, value: Value) -> Applied {
+    env.store
+        .publish(feed, Some(&id(item)), &value, None)
+        .await
+        .unwrap()
+}
+
 async fn position(env: &Env, feed: &thoonk_protocol::FeedName) -> FeedPosition {
     let snap = env.store.snapshot(feed).await.unwrap();
     FeedPosition {
@@ -311,14 +320,8 @@ async fn position(env: &Env, feed: &thoonk_protocol::FeedName) -> FeedPosition {
 async fn delete_and_recreate_starts_a_new_epoch() {
     let env = Env::start().await;
     let feed = name("again");
-    env.store
-        .publish(&feed, Some(&id("a")), &json!(1), None)
-        .await
-        .unwrap();
-    env.store
-        .publish(&feed, Some(&id("b")), &json!(2), None)
-        .await
-        .unwrap();
+    put(&env, &feed, "a", json!(1)).await;
+    put(&env, &feed, "b", json!(2)).await;
     let old = position(&env, &feed).await;
     assert!(env.store.delete(&feed).await.unwrap());
     assert_eq!(
@@ -329,11 +332,7 @@ async fn delete_and_recreate_starts_a_new_epoch() {
             items: vec![]
         }
     );
-    let fresh = env
-        .store
-        .publish(&feed, Some(&id("c")), &json!(3), None)
-        .await
-        .unwrap();
+    let fresh = put(&env, &feed, "c", json!(3)).await;
     assert_ne!(fresh.epoch, old.epoch);
     assert_eq!(fresh.rev, 1);
     let Since::Reset(snap) = env.store.changes_since(&feed, old).await.unwrap() else {
@@ -349,20 +348,13 @@ async fn delete_and_recreate_starts_a_new_epoch() {
 async fn flushall_makes_the_first_write_start_a_new_epoch() {
     let env = Env::start().await;
     let feed = name("flushed");
-    env.store
-        .publish(&feed, Some(&id("a")), &json!(1), None)
-        .await
-        .unwrap();
+    put(&env, &feed, "a", json!(1)).await;
     let old = position(&env, &feed).await;
     let _: () = redis::cmd("FLUSHALL")
         .query_async(&mut env.conn().await)
         .await
         .unwrap();
-    let fresh = env
-        .store
-        .publish(&feed, Some(&id("b")), &json!(2), None)
-        .await
-        .unwrap();
+    let fresh = put(&env, &feed, "b", json!(2)).await;
     assert_ne!(fresh.epoch, old.epoch);
     assert_eq!(fresh.rev, 1);
     assert!(matches!(
@@ -377,10 +369,7 @@ async fn a_lost_log_or_classic_delete_starts_a_new_epoch() {
     let env = Env::start().await;
     let mut conn = env.conn().await;
     let feed = name("lost");
-    env.store
-        .publish(&feed, Some(&id("a")), &json!(1), None)
-        .await
-        .unwrap();
+    put(&env, &feed, "a", json!(1)).await;
     let old = position(&env, &feed).await;
 
     // The change log vanishes: the revision goes on, under a new epoch.
@@ -402,11 +391,7 @@ async fn a_lost_log_or_classic_delete_starts_a_new_epoch() {
             .unwrap(),
         Since::Reset(_)
     ));
-    let next = env
-        .store
-        .publish(&feed, Some(&id("b")), &json!(2), None)
-        .await
-        .unwrap();
+    let next = put(&env, &feed, "b", json!(2)).await;
     assert_ne!(next.epoch, old.epoch);
     assert_eq!(next.rev, 2);
     assert!(matches!(
@@ -447,11 +432,7 @@ async fn a_lost_log_or_classic_delete_starts_a_new_epoch() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let recreated = env
-        .store
-        .publish(&feed, Some(&id("c")), &json!(3), None)
-        .await
-        .unwrap();
+    let recreated = put(&env, &feed, "c", json!(3)).await;
     assert_ne!(recreated.epoch, next.epoch);
     assert_eq!(recreated.rev, 1, "the old history is dropped");
     let history = env.store.history(&feed, 0, 10).await.unwrap();
@@ -524,10 +505,7 @@ async fn the_log_keeps_the_configured_retention() {
 async fn an_epoch_from_another_redis_process_is_renewed_once_keeping_items_and_revision() {
     let env = Env::start().await;
     let feed = name("team:4:renewed");
-    env.store
-        .publish(&feed, Some(&id("a")), &json!(1), None)
-        .await
-        .unwrap();
+    put(&env, &feed, "a", json!(1)).await;
     let before = env.store.snapshot(&feed).await.unwrap();
     assert!(
         !env.store.renew_epoch_after_restart(&feed).await.unwrap(),
@@ -556,11 +534,7 @@ async fn an_epoch_from_another_redis_process_is_renewed_once_keeping_items_and_r
         Since::Reset(snapshot) if snapshot.epoch == after.epoch
     ));
     // The next change goes on from the revision, under the new epoch.
-    let next = env
-        .store
-        .publish(&feed, Some(&id("b")), &json!(2), None)
-        .await
-        .unwrap();
+    let next = put(&env, &feed, "b", json!(2)).await;
     assert_eq!((next.epoch, next.rev), (after.epoch, before.rev + 1));
 }
 
@@ -669,10 +643,7 @@ async fn a_large_feed_is_read_in_pages_of_one_state() {
     );
 
     // A write between two pages: the next page refuses to mix states.
-    env.store
-        .publish(&feed, Some(&id("late")), &json!("late"), None)
-        .await
-        .unwrap();
+    put(&env, &feed, "late", json!("late")).await;
     let stale: Result<Vec<redis::Value>, _> = second(pin).query_async(&mut conn).await;
     assert_eq!(stale.unwrap_err().code(), Some("CHANGED"));
 
@@ -730,10 +701,7 @@ async fn writes_on_a_single_redis_make_no_info_call() {
         .create(&feed, &FeedSettings::new(FeedType::SortedFeed))
         .await
         .unwrap();
-    env.store
-        .publish(&feed, Some(&id("first")), &json!(0), None)
-        .await
-        .unwrap();
+    put(&env, &feed, "first", json!(0)).await;
     let mut conn = env.conn().await;
     let _: () = redis::cmd("CONFIG")
         .arg("RESETSTAT")
