@@ -401,8 +401,36 @@ impl IdbStore {
         };
         // Requests are queued without awaiting each: the transaction runs them
         // in order and commits all or, on the first failure, none. A request
-        // that throws at once returns here, and the caller aborts: the
-        // requests queued before it never commit on their own.
+        // that throws at once aborts the transaction here: the requests
+        // queued before it never commit, and the read of the lead is awaited
+        // to its end (its callbacks must outlive its answer).
+        if let Err(err) = Self::queue_requests(
+            batch,
+            [&meta, &subscriptions, &heads, &mirror, &outbox, &outcomes],
+        ) {
+            let _ = tx.raw.abort();
+            if let Some(lead) = lead {
+                let _ = lead.await;
+            }
+            return Err(err);
+        }
+        if let (Some(lead), Some(token)) = (lead, token) {
+            let current = lead.await.map_err(StoreError::from_idb)?;
+            if current.and_then(|v| v.as_string()).as_deref() != Some(token.as_str()) {
+                return Err(StoreError::Fenced);
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues the requests of `batch` in the stores of one transaction
+    /// (meta, subscriptions, heads, mirror, outbox, outcomes), stopping at
+    /// the first request that throws.
+    fn queue_requests(
+        batch: &StoreBatch,
+        stores: [&idb::ObjectStore; 6],
+    ) -> Result<(), StoreError> {
+        let [meta, subscriptions, heads, mirror, outbox, outcomes] = stores;
         for write in &batch.writes {
             let queued = match write {
                 StoreWrite::PutMeta { meta: value } => {
@@ -443,12 +471,6 @@ impl IdbStore {
                 }
             };
             queued.map_err(StoreError::from_idb)?;
-        }
-        if let (Some(lead), Some(token)) = (lead, token) {
-            let current = lead.await.map_err(StoreError::from_idb)?;
-            if current.and_then(|v| v.as_string()).as_deref() != Some(token.as_str()) {
-                return Err(StoreError::Fenced);
-            }
         }
         Ok(())
     }

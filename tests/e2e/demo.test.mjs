@@ -517,3 +517,33 @@ test('tasks lost with a wiped browser database are named to the user until they 
   assert.equal(await lost.count(), 0);
   assert.deepEqual(page.errors, []);
 });
+
+test('a change this browser cannot store is named as not saved, nothing is left uncaught, and later changes go through', async (t) => {
+  const stack = await setup(t);
+  const bob = await stack.signIn('bob');
+  // The browser refuses to store the outbox entry (a full disk).
+  await bob.evaluate(() => {
+    const put = IDBObjectStore.prototype.put;
+    window.refuseOutbox = true;
+    IDBObjectStore.prototype.put = function (...args) {
+      if (window.refuseOutbox && this.name === 'outbox') {
+        throw new DOMException('The quota has been exceeded.', 'QuotaExceededError');
+      }
+      return put.apply(this, args);
+    };
+  });
+  await bob.getByLabel('New task').fill('Call the plumber');
+  await bob.getByRole('button', { name: 'Add', exact: true }).click();
+  const refused = bob.locator('#notice-list li').filter({ hasText: 'Add “Call the plumber”: not saved.' });
+  await refused.waitFor(WAIT);
+
+  // Room again: the notice goes when dismissed, and the next change is stored and applied.
+  await bob.evaluate(() => { window.refuseOutbox = false; });
+  await refused.getByRole('button', { name: 'Dismiss' }).click();
+  await refused.waitFor({ state: 'detached', ...WAIT });
+  await addTask(bob, 'Pay the rent');
+  await synced(bob);
+  const items = await serverFeed(stack, feedOf('bob'), (feed) => feed.items.length === 1);
+  assert.deepEqual(items.items.map((i) => i.item.title), ['Pay the rent']);
+  assert.deepEqual(bob.errors, []);
+});
