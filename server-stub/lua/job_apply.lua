@@ -120,16 +120,7 @@ return run(function()
       if guard ~= '' and (redis.call('HGET', f.itemrevs, id) or '0') ~= guard then
         fail('STALE', 'item ' .. id .. ' of feed ' .. f.name .. ' changed while the job ran')
       end
-      local p
-      if kind == 'upsert' or kind == 'insert' or kind == 'edit' then
-        p = check_publish(f, kind, id, '', item, pos, rel, job)
-      elseif kind == 'retract' then
-        p = check_retract(f, id, job)
-      elseif kind == 'move' then
-        p = check_move(f, id, pos, rel, job)
-      else
-        fail('BADARG', 'unknown write kind ' .. kind)
-      end
+      local p = check_write(f, kind, id, item, pos, rel, job)
       p.kind = kind
       return p
     end)
@@ -138,15 +129,7 @@ return run(function()
   local revs = {}
   for w = 1, #plans do
     local p = plans[w]
-    local rev
-    if p.kind == 'retract' then
-      rev = apply_retract(p)
-    elseif p.kind == 'move' then
-      rev = apply_move(p)
-    else
-      rev = apply_publish(p)
-    end
-    revs[p.f.name] = rev
+    revs[p.f.name] = apply_write(p.kind, p)
   end
   local parts, epochs = {}, {}
   for i = 1, #feeds do

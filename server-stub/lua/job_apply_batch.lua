@@ -144,17 +144,7 @@ return run(function()
             fail('CONFLICT', 'item ' .. id .. ' of feed ' .. f.name .. ' changed after revision ' .. num(rev))
           end
         end
-        local p
-        if kind == 'upsert' or kind == 'insert' or kind == 'edit' then
-          p = check_publish(f, kind, id, '', item, pos, rel, job)
-        elseif kind == 'retract' then
-          p = check_retract(f, id, job)
-        elseif kind == 'move' then
-          p = check_move(f, id, pos, rel, job)
-        else
-          fail('BADARG', 'unknown write kind ' .. kind)
-        end
-        return p
+        return check_write(f, kind, id, item, pos, rel, job)
       end)
       if not ok then
         if type(result) ~= 'string' or string.sub(result, 1, #FAIL_MARK) ~= FAIL_MARK then
@@ -170,14 +160,7 @@ return run(function()
         reply[#reply + 1] = 'refused'
         reply[#reply + 1] = refusal
       else
-        local rev
-        if kind == 'retract' then
-          rev = apply_retract(result)
-        elseif kind == 'move' then
-          rev = apply_move(result)
-        else
-          rev = apply_publish(result)
-        end
+        local rev = apply_write(kind, result)
         lifted[id] = { f.epoch, rev }
         local feed = cjson.encode(f.name)
         local outcome = '{"status":"accepted","result":null,"revs":{' .. feed .. ':' .. num(rev)

@@ -561,6 +561,28 @@ local function apply_move(p)
   return record(f, 'position', p.id, nil, p.pos, p.rel, nil, p.job)
 end
 
+-- One write of a job (job_apply.lua, job_apply_batch.lua) on feed f: kind
+-- is upsert | insert | edit | retract | move. check_write is its check
+-- (BADARG for another kind), apply_write applies what the check returned
+-- and returns the write's revision.
+local function check_write(f, kind, id, item, pos, rel, job)
+  if kind == 'upsert' or kind == 'insert' or kind == 'edit' then
+    return check_publish(f, kind, id, '', item, pos, rel, job)
+  elseif kind == 'retract' then
+    return check_retract(f, id, job)
+  elseif kind == 'move' then
+    return check_move(f, id, pos, rel, job)
+  end
+  fail('BADARG', 'unknown write kind ' .. kind)
+end
+
+local function apply_write(kind, p)
+  if kind == 'retract' then return apply_retract(p) end
+  if kind == 'move' then return apply_move(p) end
+  local rev = apply_publish(p)
+  return rev
+end
+
 -- ---------------------------------------------------------------- reads
 
 -- The items of a feed in order: ids, values and revisions (three lists),
