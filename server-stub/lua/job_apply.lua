@@ -38,23 +38,11 @@ local function at_write(i, fn)
   error(result, 0)
 end
 
--- The client id of a change id "<client>:<seq>": client ids hold no ':',
--- the sequence may.
-local function client_of(job)
-  return string.match(job, '^([^:]*):') or job
-end
-
 -- True when item `id` changed after revision `base` by a change that is not
 -- from `client`'s own earlier jobs.
 local function changed_since(f, id, base, client)
-  if base >= f.rev then return false end
-  local item_rev = tonumber(redis.call('HGET', f.itemrevs, id))
-  if item_rev and item_rev <= base then return false end
-  local oldest = oldest_logged(f)
-  if not oldest or oldest > base + 1 then
-    -- The log no longer reaches back: a newer item revision is a conflict.
-    return item_rev ~= nil
-  end
+  local decided = changed_unless_logged(f, id, base)
+  if decided ~= nil then return decided end
   local entries = redis.call('XRANGE', f.log, num(base + 1) .. '-0', '+')
   for i = 1, #entries do
     local fields = entries[i][2]

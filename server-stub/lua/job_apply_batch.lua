@@ -38,11 +38,6 @@
 local CHANGE_ARGS = 9
 local REFUSED = '!'
 
--- The client id of a change id "<client>:<seq>".
-local function client_of(job)
-  return string.match(job, '^([^:]*):') or job
-end
-
 -- The items changed after revision `base` and up to revision `upto` by
 -- changes that are not `client`'s own, read from the log once per call for
 -- each (client, base, upto): the changes of a batch mostly share their base,
@@ -68,13 +63,8 @@ end
 -- `upto` (the feed's revision when the call began: later entries are this
 -- batch's own) by a change that is not from `client`'s own earlier jobs.
 local function changed_between(f, id, base, upto, client)
-  if base >= f.rev then return false end
-  local item_rev = tonumber(redis.call('HGET', f.itemrevs, id))
-  if item_rev and item_rev <= base then return false end
-  local oldest = oldest_logged(f)
-  if not oldest or oldest > base + 1 then
-    return item_rev ~= nil
-  end
+  local decided = changed_unless_logged(f, id, base)
+  if decided ~= nil then return decided end
   if base >= upto then return false end
   return foreign_since(f, base, upto, client)[id] == true
 end

@@ -656,3 +656,25 @@ local function oldest_logged(f)
   if #first == 0 then return nil end
   return tonumber(string.match(first[1][1], '^(%d+)-'))
 end
+
+-- Whether item `id` of feed f changed after revision `base`, where that is
+-- decided without reading the log's entries: false when neither the feed
+-- nor the item changed since; when the log no longer reaches back to
+-- `base`, whether the item has a newer revision (a conflict). nil when only
+-- the entries can tell (job_apply.lua, job_apply_batch.lua: who changed it).
+local function changed_unless_logged(f, id, base)
+  if base >= f.rev then return false end
+  local item_rev = tonumber(redis.call('HGET', f.itemrevs, id))
+  if item_rev and item_rev <= base then return false end
+  local oldest = oldest_logged(f)
+  if not oldest or oldest > base + 1 then
+    return item_rev ~= nil
+  end
+  return nil
+end
+
+-- The client id of a change id "<client>:<seq>": client ids hold no ':',
+-- the sequence may.
+local function client_of(job)
+  return string.match(job, '^([^:]*):') or job
+end
