@@ -38,23 +38,11 @@ local function at_write(i, fn)
   error(result, 0)
 end
 
--- The client id of a change id "<client>:<seq>": client ids hold no ':',
--- the sequence may.
-local function client_of(job)
-  return string.match(job, '^([^:]*):') or job
-end
-
 -- True when item `id` changed after revision `base` by a change that is not
 -- from `client`'s own earlier jobs.
 local function changed_since(f, id, base, client)
-  if base >= f.rev then return false end
-  local item_rev = tonumber(redis.call('HGET', f.itemrevs, id))
-  if item_rev and item_rev <= base then return false end
-  local oldest = oldest_logged(f)
-  if not oldest or oldest > base + 1 then
-    -- The log no longer reaches back: a newer item revision is a conflict.
-    return item_rev ~= nil
-  end
+  local decided = changed_unless_logged(f, id, base)
+  if decided ~= nil then return decided end
   local entries = redis.call('XRANGE', f.log, num(base + 1) .. '-0', '+')
   for i = 1, #entries do
     local fields = entries[i][2]
@@ -120,16 +108,7 @@ return run(function()
       if guard ~= '' and (redis.call('HGET', f.itemrevs, id) or '0') ~= guard then
         fail('STALE', 'item ' .. id .. ' of feed ' .. f.name .. ' changed while the job ran')
       end
-      local p
-      if kind == 'upsert' or kind == 'insert' or kind == 'edit' then
-        p = check_publish(f, kind, id, '', item, pos, rel, job)
-      elseif kind == 'retract' then
-        p = check_retract(f, id, job)
-      elseif kind == 'move' then
-        p = check_move(f, id, pos, rel, job)
-      else
-        fail('BADARG', 'unknown write kind ' .. kind)
-      end
+      local p = check_write(f, kind, id, item, pos, rel, job)
       p.kind = kind
       return p
     end)
@@ -138,15 +117,7 @@ return run(function()
   local revs = {}
   for w = 1, #plans do
     local p = plans[w]
-    local rev
-    if p.kind == 'retract' then
-      rev = apply_retract(p)
-    elseif p.kind == 'move' then
-      rev = apply_move(p)
-    else
-      rev = apply_publish(p)
-    end
-    revs[p.f.name] = rev
+    revs[p.f.name] = apply_write(p.kind, p)
   end
   local parts, epochs = {}, {}
   for i = 1, #feeds do

@@ -38,11 +38,6 @@
 local CHANGE_ARGS = 9
 local REFUSED = '!'
 
--- The client id of a change id "<client>:<seq>".
-local function client_of(job)
-  return string.match(job, '^([^:]*):') or job
-end
-
 -- The items changed after revision `base` and up to revision `upto` by
 -- changes that are not `client`'s own, read from the log once per call for
 -- each (client, base, upto): the changes of a batch mostly share their base,
@@ -68,13 +63,8 @@ end
 -- `upto` (the feed's revision when the call began: later entries are this
 -- batch's own) by a change that is not from `client`'s own earlier jobs.
 local function changed_between(f, id, base, upto, client)
-  if base >= f.rev then return false end
-  local item_rev = tonumber(redis.call('HGET', f.itemrevs, id))
-  if item_rev and item_rev <= base then return false end
-  local oldest = oldest_logged(f)
-  if not oldest or oldest > base + 1 then
-    return item_rev ~= nil
-  end
+  local decided = changed_unless_logged(f, id, base)
+  if decided ~= nil then return decided end
   if base >= upto then return false end
   return foreign_since(f, base, upto, client)[id] == true
 end
@@ -144,17 +134,7 @@ return run(function()
             fail('CONFLICT', 'item ' .. id .. ' of feed ' .. f.name .. ' changed after revision ' .. num(rev))
           end
         end
-        local p
-        if kind == 'upsert' or kind == 'insert' or kind == 'edit' then
-          p = check_publish(f, kind, id, '', item, pos, rel, job)
-        elseif kind == 'retract' then
-          p = check_retract(f, id, job)
-        elseif kind == 'move' then
-          p = check_move(f, id, pos, rel, job)
-        else
-          fail('BADARG', 'unknown write kind ' .. kind)
-        end
-        return p
+        return check_write(f, kind, id, item, pos, rel, job)
       end)
       if not ok then
         if type(result) ~= 'string' or string.sub(result, 1, #FAIL_MARK) ~= FAIL_MARK then
@@ -170,14 +150,7 @@ return run(function()
         reply[#reply + 1] = 'refused'
         reply[#reply + 1] = refusal
       else
-        local rev
-        if kind == 'retract' then
-          rev = apply_retract(result)
-        elseif kind == 'move' then
-          rev = apply_move(result)
-        else
-          rev = apply_publish(result)
-        end
+        local rev = apply_write(kind, result)
         lifted[id] = { f.epoch, rev }
         local feed = cjson.encode(f.name)
         local outcome = '{"status":"accepted","result":null,"revs":{' .. feed .. ':' .. num(rev)

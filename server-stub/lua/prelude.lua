@@ -561,6 +561,28 @@ local function apply_move(p)
   return record(f, 'position', p.id, nil, p.pos, p.rel, nil, p.job)
 end
 
+-- One write of a job (job_apply.lua, job_apply_batch.lua) on feed f: kind
+-- is upsert | insert | edit | retract | move. check_write is its check
+-- (BADARG for another kind), apply_write applies what the check returned
+-- and returns the write's revision.
+local function check_write(f, kind, id, item, pos, rel, job)
+  if kind == 'upsert' or kind == 'insert' or kind == 'edit' then
+    return check_publish(f, kind, id, '', item, pos, rel, job)
+  elseif kind == 'retract' then
+    return check_retract(f, id, job)
+  elseif kind == 'move' then
+    return check_move(f, id, pos, rel, job)
+  end
+  fail('BADARG', 'unknown write kind ' .. kind)
+end
+
+local function apply_write(kind, p)
+  if kind == 'retract' then return apply_retract(p) end
+  if kind == 'move' then return apply_move(p) end
+  local rev = apply_publish(p)
+  return rev
+end
+
 -- ---------------------------------------------------------------- reads
 
 -- The items of a feed in order: ids, values and revisions (three lists),
@@ -633,4 +655,26 @@ local function oldest_logged(f)
   local first = redis.call('XRANGE', f.log, '-', '+', 'COUNT', 1)
   if #first == 0 then return nil end
   return tonumber(string.match(first[1][1], '^(%d+)-'))
+end
+
+-- Whether item `id` of feed f changed after revision `base`, where that is
+-- decided without reading the log's entries: false when neither the feed
+-- nor the item changed since; when the log no longer reaches back to
+-- `base`, whether the item has a newer revision (a conflict). nil when only
+-- the entries can tell (job_apply.lua, job_apply_batch.lua: who changed it).
+local function changed_unless_logged(f, id, base)
+  if base >= f.rev then return false end
+  local item_rev = tonumber(redis.call('HGET', f.itemrevs, id))
+  if item_rev and item_rev <= base then return false end
+  local oldest = oldest_logged(f)
+  if not oldest or oldest > base + 1 then
+    return item_rev ~= nil
+  end
+  return nil
+end
+
+-- The client id of a change id "<client>:<seq>": client ids hold no ':',
+-- the sequence may.
+local function client_of(job)
+  return string.match(job, '^([^:]*):') or job
 end

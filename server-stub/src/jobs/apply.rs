@@ -10,6 +10,7 @@ use super::keys::applied_key;
 use super::plan::{FeedWrite, Plan, WriteKind};
 use super::scripts::Scripts;
 use crate::feeds::{feed_keys, json_text, position_args, FeedError, FeedSettings, FeedStore};
+use crate::library::Invocation;
 use crate::redis_target::{hash_tag, RedisConn};
 
 /// How often a write retries after creating a missing feed.
@@ -28,11 +29,32 @@ pub(crate) enum Applied {
 
 /// The script's base argument: `<epoch>:<rev>`, or a bare `<rev>` for a
 /// base that names no epoch.
-pub(super) fn base_arg(base: Base) -> String {
+fn base_arg(base: Base) -> String {
     match base {
         Base::At(p) => format!("{}:{}", p.epoch, p.rev),
         Base::Rev(rev) => rev.to_string(),
     }
+}
+
+/// Adds the arguments of one write that `job_apply.lua` and
+/// `job_apply_batch.lua` take alike: kind, item id, item JSON text (or ''),
+/// position, reference item and base (or '').
+pub(super) fn write_args(invocation: &mut Invocation, write: &FeedWrite) {
+    let (kind, item, position) = match &write.kind {
+        WriteKind::Upsert { item, position } => ("upsert", json_text(item), position.as_ref()),
+        WriteKind::Insert { item, position } => ("insert", json_text(item), position.as_ref()),
+        WriteKind::Edit { item } => ("edit", json_text(item), None),
+        WriteKind::Retract => ("retract", String::new(), None),
+        WriteKind::Move { position } => ("move", String::new(), Some(position)),
+    };
+    let (pos, rel) = position_args(position);
+    invocation
+        .arg(kind)
+        .arg(write.id.as_str())
+        .arg(item)
+        .arg(pos)
+        .arg(rel)
+        .arg(write.base.map(base_arg).unwrap_or_default());
 }
 
 /// The feeds of a plan in order of first use.
@@ -125,23 +147,9 @@ pub(crate) async fn apply(
         .arg(plan.writes.len());
     for write in &plan.writes {
         let index = feeds.iter().position(|f| *f == write.feed).unwrap_or(0) + 1;
-        let (kind, item, position) = match &write.kind {
-            WriteKind::Upsert { item, position } => ("upsert", json_text(item), position.as_ref()),
-            WriteKind::Insert { item, position } => ("insert", json_text(item), position.as_ref()),
-            WriteKind::Edit { item } => ("edit", json_text(item), None),
-            WriteKind::Retract => ("retract", String::new(), None),
-            WriteKind::Move { position } => ("move", String::new(), Some(position)),
-        };
-        let (pos, rel) = position_args(position);
-        invocation
-            .arg(index)
-            .arg(kind)
-            .arg(write.id.as_str())
-            .arg(item)
-            .arg(pos)
-            .arg(rel)
-            .arg(write.base.map(base_arg).unwrap_or_default())
-            .arg(write.guard.map(|r| r.to_string()).unwrap_or_default());
+        invocation.arg(index);
+        write_args(&mut invocation, write);
+        invocation.arg(write.guard.map(|r| r.to_string()).unwrap_or_default());
     }
     let mut created = 0;
     loop {

@@ -16,13 +16,12 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 use thoonk_protocol::{Base, ChangeId, ErrorCode, FeedName, Outcome};
 
-use super::apply::{base_arg, conflict, create_feed, rejection, CREATE_ATTEMPTS};
+use super::apply::{conflict, create_feed, rejection, write_args, CREATE_ATTEMPTS};
 use super::keys::applied_key;
 use super::payload::JobPayload;
-use super::plan::{FeedWrite, HandlerError, WriteKind};
+use super::plan::{FeedWrite, HandlerError};
 use super::scripts::Scripts;
 use crate::feeds::{feed_keys, FeedError, FeedStore};
-use crate::feeds::{json_text, position_args};
 use crate::redis_target::{hash_tag, RedisConn};
 
 /// The prefix of a batch job's id (`batch:<id of its first change>`).
@@ -127,27 +126,9 @@ pub(crate) async fn apply_batch(
                     invocation.arg("").arg("").arg("");
                 }
                 Planned::Write(write) => {
-                    let (kind, item, position) = match &write.kind {
-                        WriteKind::Upsert { item, position } => {
-                            ("upsert", json_text(item), position.as_ref())
-                        }
-                        WriteKind::Insert { item, position } => {
-                            ("insert", json_text(item), position.as_ref())
-                        }
-                        WriteKind::Edit { item } => ("edit", json_text(item), None),
-                        WriteKind::Retract => ("retract", String::new(), None),
-                        WriteKind::Move { position } => ("move", String::new(), Some(position)),
-                    };
-                    let (pos, rel) = position_args(position);
-                    invocation
-                        .arg("")
-                        .arg(kind)
-                        .arg(write.id.as_str())
-                        .arg(item)
-                        .arg(pos)
-                        .arg(rel)
-                        .arg(write.base.map(base_arg).unwrap_or_default())
-                        .arg(if write.create.is_some() { "1" } else { "" });
+                    invocation.arg("");
+                    write_args(&mut invocation, write);
+                    invocation.arg(if write.create.is_some() { "1" } else { "" });
                 }
             }
         }

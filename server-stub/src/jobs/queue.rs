@@ -223,6 +223,29 @@ impl JobQueue {
         invocation.invoke_async(&mut conn).await
     }
 
+    /// Calls a submitting function (`submit()` builds the call); when the
+    /// queue's config vanished (FLUSHALL, a restore), creates the queue
+    /// again and calls once more. `id` names the job in errors.
+    async fn submit_creating(
+        &self,
+        submit: impl Fn() -> Invocation,
+        id: &str,
+    ) -> Result<Vec<String>, JobError> {
+        match self.invoke(submit()).await {
+            Err(err)
+                if err.code() == Some("NOQUEUE")
+                    && err.detail().is_some_and(|d| d.trim() == "missing") =>
+            {
+                tracing::warn!(queue = %self.name, "the job queue was gone; creating it again");
+                create_queue(&mut self.conn.clone(), self.name.as_ref()).await?;
+                self.invoke(submit())
+                    .await
+                    .map_err(|e| self.job_error(id, e))
+            }
+            other => other.map_err(|e| self.job_error(id, e)),
+        }
+    }
+
     fn job_error(&self, id: &str, err: RedisError) -> JobError {
         let queue = self.name.to_string();
         let id = id.to_owned();
@@ -282,20 +305,7 @@ impl JobQueue {
                 .arg(self.settings.retention_ms());
             invocation
         };
-        let reply: Vec<String> = match self.invoke(submit()).await {
-            // The queue's config vanished (FLUSHALL, a restore): create it again.
-            Err(err)
-                if err.code() == Some("NOQUEUE")
-                    && err.detail().is_some_and(|d| d.trim() == "missing") =>
-            {
-                tracing::warn!(queue = %self.name, "the job queue was gone; creating it again");
-                create_queue(&mut self.conn.clone(), self.name.as_ref()).await?;
-                self.invoke(submit())
-                    .await
-                    .map_err(|e| self.job_error(id, e))?
-            }
-            other => other.map_err(|e| self.job_error(id, e))?,
-        };
+        let reply = self.submit_creating(submit, id).await?;
         match reply.as_slice() {
             [state] if state == "queued" => Ok(Submitted::Queued),
             [state] if state == "already_queued" => Ok(Submitted::AlreadyQueued),
@@ -339,19 +349,7 @@ impl JobQueue {
             }
             invocation
         };
-        let reply: Vec<String> = match self.invoke(submit()).await {
-            Err(err)
-                if err.code() == Some("NOQUEUE")
-                    && err.detail().is_some_and(|d| d.trim() == "missing") =>
-            {
-                tracing::warn!(queue = %self.name, "the job queue was gone; creating it again");
-                create_queue(&mut self.conn.clone(), self.name.as_ref()).await?;
-                self.invoke(submit())
-                    .await
-                    .map_err(|e| self.job_error(first, e))?
-            }
-            other => other.map_err(|e| self.job_error(first, e))?,
-        };
+        let reply = self.submit_creating(submit, first).await?;
         let corrupt = || JobError::Corrupt {
             queue: self.name.to_string(),
             reason: format!("submit_batch reply {reply:?}"),
