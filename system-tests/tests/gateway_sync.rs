@@ -220,7 +220,7 @@ async fn a_replay_sends_each_page_before_reading_the_next() {
     // Rewrites the log with the entry of revision 501 (the first of the
     // second page) unreadable.
     let log = format!("feed.log:{feed}");
-    let mut redis = env.hub_node().await;
+    let mut redis = env.conn().await;
     let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
         .arg(&log)
         .arg("-")
