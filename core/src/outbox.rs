@@ -50,6 +50,9 @@ pub(crate) struct Entry {
     /// A change sent behind new changes only is queued in their job or
     /// refused whole: its answer is coming, so it is never sent again early.
     deferrable: bool,
+    /// The wire id the server acknowledged (on any connection): it holds
+    /// that change queued or finished, so it never defers it.
+    acked: Option<ChangeId>,
 }
 
 /// The lane a change is sent in.
@@ -113,6 +116,7 @@ impl Outbox {
                 send: SendState::Unsent,
                 known,
                 deferrable: known,
+                acked: None,
             },
         );
     }
@@ -236,7 +240,8 @@ impl Outbox {
             let mut behind_known = false;
             for seq in seqs {
                 let entry = self.entries.get_mut(&seq).expect("listed above");
-                entry.deferrable = behind_known;
+                entry.deferrable =
+                    behind_known && entry.acked.as_ref() != Some(&entry.record.wire_id);
                 behind_known |= entry.known;
                 entry.known = true;
                 changes.push(ChangeRequest {
@@ -285,6 +290,8 @@ impl Outbox {
     pub fn ack(&mut self, wire_id: &ChangeId, now: u64, timing: &Timing, rng: &mut SplitMix64) {
         if let Some(seq) = self.seq_of_wire(wire_id) {
             let entry = self.entries.get_mut(&seq).expect("found above");
+            entry.acked = Some(wire_id.clone());
+            entry.deferrable = false;
             if let SendState::InFlight(r) = entry.send {
                 entry.send = SendState::Acked(Retry {
                     deadline: now
