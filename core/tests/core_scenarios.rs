@@ -1168,6 +1168,12 @@ impl DrainServer {
 /// Returns the simulated time the drain took (a millisecond per frame
 /// read), the timeouts it needed and how many changes it sent.
 fn drain(outcomes_after: usize) -> (u64, u32, usize) {
+    drain_with(outcomes_after, false)
+}
+
+/// As [`drain`]; with `late`, the first job's outcomes are read only after
+/// the client's deadline ran out (a client too busy to read them in time).
+fn drain_with(outcomes_after: usize, late: bool) -> (u64, u32, usize) {
     let mut h = Harness::new();
     h.online();
     h.now += 1;
@@ -1190,9 +1196,14 @@ fn drain(outcomes_after: usize) -> (u64, u32, usize) {
     }]
     .into();
     let (mut timeouts, mut sent) = (0, 0);
+    let mut held: Option<Vec<ServerMessage>> = None;
     while !pending.is_empty() {
         let fx = match inbox.pop_front() {
             Some(msg) => h.server(msg),
+            None if held.as_ref().is_some_and(|h| !h.is_empty()) && timeouts > 0 => {
+                inbox.extend(held.as_mut().unwrap().drain(..));
+                continue;
+            }
             None => {
                 let at = h
                     .core
@@ -1227,7 +1238,10 @@ fn drain(outcomes_after: usize) -> (u64, u32, usize) {
             let at = outcomes_after.min(acks);
             let mut frames = answers;
             let tail = frames.split_off(at);
-            frames.extend(outcomes);
+            match &mut held {
+                None if late => held = Some(outcomes),
+                _ => frames.extend(outcomes),
+            }
             frames.extend(tail);
             inbox.extend(frames);
         }
@@ -1245,4 +1259,12 @@ fn a_queued_lane_drains_without_a_timer_or_a_resend_in_any_order_of_acks_and_out
         assert_eq!(sent, 1000, "each change is sent once: {run}");
         assert!(took < submit_timeout, "{run}");
     }
+}
+
+#[test]
+fn outcomes_read_after_a_deadline_resend_the_lane_once_not_at_every_outcome() {
+    let (took, timeouts, sent) = drain_with(usize::MAX, true);
+    let run = format!("{took} ms, {timeouts} timeouts, {sent} sent");
+    assert!(timeouts >= 1, "{run}");
+    assert!(sent <= 2000, "each change is sent at most twice: {run}");
 }
