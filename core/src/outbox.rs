@@ -42,6 +42,17 @@ pub(crate) struct Entry {
     pub record: OutboxRecord,
     /// The transient part.
     pub send: SendState,
+    /// The server may know this change's id (it was sent before, or was
+    /// loaded from the store): a batch change behind it may be deferred.
+    known: bool,
+    /// Sent behind a change the server may know: the server may have
+    /// deferred it (no answer), so an earlier change's outcome releases it.
+    /// A change sent behind new changes only is queued in their job or
+    /// refused whole: its answer is coming, so it is never sent again early.
+    deferrable: bool,
+    /// The wire id the server acknowledged (on any connection): it holds
+    /// that change queued or finished, so it never defers it.
+    acked: Option<ChangeId>,
 }
 
 /// The lane a change is sent in.
@@ -86,13 +97,26 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    /// Adds a change (new or loaded from the store), not yet sent.
+    /// Adds a change loaded from the store, not yet sent on this connection
+    /// (the server may know it from an earlier one).
     pub fn push(&mut self, record: OutboxRecord) {
+        self.insert(record, true);
+    }
+
+    /// Adds a change just made: no server has seen its id.
+    pub fn push_new(&mut self, record: OutboxRecord) {
+        self.insert(record, false);
+    }
+
+    fn insert(&mut self, record: OutboxRecord, known: bool) {
         self.entries.insert(
             record.seq,
             Entry {
                 record,
                 send: SendState::Unsent,
+                known,
+                deferrable: known,
+                acked: None,
             },
         );
     }
@@ -212,8 +236,14 @@ impl Outbox {
                 attempt,
             };
             let mut changes = Vec::with_capacity(seqs.len());
+            // Whether a change before this one in the frame may be known.
+            let mut behind_known = false;
             for seq in seqs {
                 let entry = self.entries.get_mut(&seq).expect("listed above");
+                entry.deferrable =
+                    behind_known && entry.acked.as_ref() != Some(&entry.record.wire_id);
+                behind_known |= entry.known;
+                entry.known = true;
                 changes.push(ChangeRequest {
                     id: entry.record.wire_id.clone(),
                     op: entry.record.op.clone(),
@@ -229,10 +259,13 @@ impl Outbox {
     }
 
     /// After an outcome of the change `seq`: the later changes of its lane
-    /// that were sent and not acknowledged (a batch deferred them behind a
-    /// change still queued) go back to unsent, so they go out as soon as
-    /// they lead the lane. After a conflict (`conflict`), every later change
-    /// of the lane does: the server did not attempt the changes after it.
+    /// that were sent behind a change the server may have known and not
+    /// acknowledged (a batch deferred them behind a change still queued or
+    /// finished) go back to unsent, so they go out as soon as they lead the
+    /// lane. One sent behind new changes only is not: it is in their job,
+    /// and its `ack` may come after their outcomes. After a conflict
+    /// (`conflict`), every later change of the lane does: the server did
+    /// not attempt the changes after it.
     pub fn release_after(&mut self, seq: u64, conflict: bool) {
         let Some(head) = self.entries.get(&seq) else {
             return;
@@ -243,7 +276,9 @@ impl Outbox {
                 continue;
             }
             match entry.send {
-                SendState::InFlight(_) => entry.send = SendState::Unsent,
+                SendState::InFlight(_) if entry.deferrable || conflict => {
+                    entry.send = SendState::Unsent;
+                }
                 SendState::Acked(_) if conflict => entry.send = SendState::Unsent,
                 _ => {}
             }
@@ -255,6 +290,8 @@ impl Outbox {
     pub fn ack(&mut self, wire_id: &ChangeId, now: u64, timing: &Timing, rng: &mut SplitMix64) {
         if let Some(seq) = self.seq_of_wire(wire_id) {
             let entry = self.entries.get_mut(&seq).expect("found above");
+            entry.acked = Some(wire_id.clone());
+            entry.deferrable = false;
             if let SendState::InFlight(r) = entry.send {
                 entry.send = SendState::Acked(Retry {
                     deadline: now

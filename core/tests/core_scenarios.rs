@@ -1108,3 +1108,163 @@ fn a_batch_size_of_one_sends_one_change_per_round_trip() {
         .iter()
         .all(|m| !matches!(m, ClientMessage::SubmitBatch { .. })));
 }
+
+/// A server's job ledger as `job_submit_batch.lua` keeps it, for the drain
+/// below: each change is finished (ack and its outcome; the new changes after
+/// it are deferred), queued (ack; the new changes after it are deferred), new
+/// (ack, queued in the batch's job) or deferred (no answer).
+#[derive(Default)]
+struct DrainServer {
+    finished: BTreeMap<ChangeId, Outcome>,
+    queued: std::collections::BTreeSet<ChangeId>,
+    rev: u64,
+}
+
+impl DrainServer {
+    /// The frames answering `changes`: the acks (and stored outcomes), and
+    /// the outcomes of the job they queued, which the worker ran at once.
+    fn submit(
+        &mut self,
+        changes: Vec<thoonk_protocol::ChangeRequest>,
+    ) -> (Vec<ServerMessage>, Vec<ServerMessage>) {
+        let (mut answers, mut job) = (Vec::new(), Vec::new());
+        let mut blocked = false;
+        for change in changes {
+            let id = change.id;
+            if let Some(outcome) = self.finished.get(&id) {
+                blocked = true;
+                answers.push(ServerMessage::Ack { id: id.clone() });
+                answers.push(ServerMessage::Outcome {
+                    id,
+                    outcome: outcome.clone(),
+                });
+            } else if self.queued.contains(&id) {
+                blocked = true;
+                answers.push(ServerMessage::Ack { id });
+            } else if !blocked {
+                answers.push(ServerMessage::Ack { id: id.clone() });
+                job.push(id);
+            }
+        }
+        let outcomes = job
+            .into_iter()
+            .map(|id| {
+                self.rev += 1;
+                let outcome = Outcome::Accepted {
+                    result: Value::Null,
+                    revs: BTreeMap::from([(feed(), self.rev)]),
+                    epochs: BTreeMap::from([(feed(), 1)]),
+                };
+                self.finished.insert(id.clone(), outcome.clone());
+                ServerMessage::Outcome { id, outcome }
+            })
+            .collect();
+        (answers, outcomes)
+    }
+}
+
+/// Drains 1,000 changes of one lane queued offline; the server's outcomes
+/// of a batch reach the client after its first `outcomes_after` acks.
+/// Returns the simulated time the drain took (a millisecond per frame
+/// read), the timeouts it needed and how many changes it sent.
+fn drain(outcomes_after: usize) -> (u64, u32, usize) {
+    drain_with(outcomes_after, false)
+}
+
+/// As [`drain`]; with `late`, the first job's outcomes are read only after
+/// the client's deadline ran out (a client too busy to read them in time).
+fn drain_with(outcomes_after: usize, late: bool) -> (u64, u32, usize) {
+    let mut h = Harness::new();
+    h.online();
+    h.now += 1;
+    h.core.disconnected(h.now).unwrap();
+    h.effects();
+    let mut pending = std::collections::BTreeSet::new();
+    for n in 0..1000 {
+        let (c, _) = h.edit(&format!("i{n}"), json!({"n": n}));
+        pending.insert(c);
+    }
+    let start = h.now;
+    h.now += 1;
+    h.core.connected(h.now).unwrap();
+    h.effects();
+    let mut server = DrainServer::default();
+    let mut inbox: std::collections::VecDeque<ServerMessage> = [ServerMessage::Welcome {
+        protocol: PROTOCOL_VERSION,
+        user: "u".into(),
+        ledger_window_ms: None,
+    }]
+    .into();
+    let (mut timeouts, mut sent) = (0, 0);
+    let mut held: Option<Vec<ServerMessage>> = None;
+    while !pending.is_empty() {
+        let fx = match inbox.pop_front() {
+            Some(msg) => h.server(msg),
+            None if held.as_ref().is_some_and(|h| !h.is_empty()) && timeouts > 0 => {
+                inbox.extend(held.as_mut().unwrap().drain(..));
+                continue;
+            }
+            None => {
+                let at = h
+                    .core
+                    .poll_timeout()
+                    .expect("a change waits: something is due");
+                assert!(at - start < 600_000, "the drain is stuck");
+                h.now = h.now.max(at);
+                h.core.handle_timeout(h.now).unwrap();
+                timeouts += 1;
+                h.effects()
+            }
+        };
+        for (c, outcome) in outcomes(&fx) {
+            assert!(
+                matches!(outcome, ChangeOutcome::Accepted { .. }),
+                "{outcome:?}"
+            );
+            assert!(pending.remove(&c), "one outcome per change: {c:?}");
+        }
+        for msg in fx.send {
+            let changes = match msg {
+                ClientMessage::Submit { change } => vec![change],
+                ClientMessage::SubmitBatch { changes } => changes,
+                _ => continue,
+            };
+            sent += changes.len();
+            let (answers, outcomes) = server.submit(changes);
+            let acks = answers
+                .iter()
+                .take_while(|m| matches!(m, ServerMessage::Ack { .. }))
+                .count();
+            let at = outcomes_after.min(acks);
+            let mut frames = answers;
+            let tail = frames.split_off(at);
+            match &mut held {
+                None if late => held = Some(outcomes),
+                _ => frames.extend(outcomes),
+            }
+            frames.extend(tail);
+            inbox.extend(frames);
+        }
+    }
+    (h.now - start, timeouts, sent)
+}
+
+#[test]
+fn a_queued_lane_drains_without_a_timer_or_a_resend_in_any_order_of_acks_and_outcomes() {
+    let submit_timeout = Config::new("c", "tok", 8).timing.submit_timeout;
+    for outcomes_after in [usize::MAX, 499, 250, 1, 0] {
+        let (took, timeouts, sent) = drain(outcomes_after);
+        let run = format!("outcomes after {outcomes_after} acks: {took} ms, {sent} sent");
+        assert_eq!(timeouts, 0, "{run}");
+        assert_eq!(sent, 1000, "each change is sent once: {run}");
+        assert!(took < submit_timeout, "{run}");
+    }
+}
+
+#[test]
+fn outcomes_read_after_a_deadline_resend_the_lane_once_not_at_every_outcome() {
+    let (took, timeouts, sent) = drain_with(usize::MAX, true);
+    let run = format!("{took} ms, {timeouts} timeouts, {sent} sent");
+    assert!(timeouts >= 1, "{run}");
+    assert!(sent <= 2000, "each change is sent at most twice: {run}");
+}

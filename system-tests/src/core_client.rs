@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use thoonk_protocol::{
-    ChangeId, ClientMessage, ErrorCode, FeedName, FeedPattern, ItemId, Operation, Position,
-    ServerMessage, ServerState,
+    ChangeId, ErrorCode, FeedName, FeedPattern, ItemId, Operation, Position, ServerMessage,
+    ServerState,
 };
 use thoonk_server::feeds::FeedStore;
 use thoonk_sync_core::{
@@ -250,7 +250,7 @@ impl CoreClient {
                 let _ = self.core.disconnected(now_ms());
             }
             for message in fx.send {
-                if let ClientMessage::Submit { change } = &message {
+                for change in message.submitted() {
                     *self.submits.entry(change.id.clone()).or_default() += 1;
                 }
                 let Some(ws) = self.ws.as_mut() else { break };

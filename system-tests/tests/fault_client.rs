@@ -2,7 +2,8 @@
 //! outbox flush (the store batch written, the frames lost with the page), a
 //! client offline for longer than the feeds' history retention (it resets and
 //! its queued changes apply exactly once), a slow consumer, and the network
-//! between the gateway and Redis cut while clients write.
+//! between the gateway and Redis cut while clients write; and changes queued
+//! offline draining in batches with each change sent once.
 
 use thoonk_system_tests::fault as fault_support;
 
@@ -270,4 +271,42 @@ async fn network_cut(feeds_exist: bool) {
     acc.assert_clean("gateway-redis network cut");
     assert_eq!(acc.applied, acc.made);
     assert_converged(&store, &[&a, &b], &feeds).await;
+}
+
+/// Six hundred changes queued offline to one feed drain through a real
+/// gateway in two batches: an outcome arriving before the acks of a resent
+/// batch never sends the rest of the batch again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_hundred_changes_queued_offline_drain_in_two_batches_without_a_resend_storm() {
+    let redis = RedisServer::start_fsync("always");
+    let url = redis.url();
+    let store = redis.store().await;
+    let gateway = start_gateway(&url, Some(redis.port()), &GATEWAY).await;
+    let feeds = vec![feed("drain:f0")];
+    let mut client = CoreClient::new("drain", "ann", &[gateway.ws_url()], &["drain:*"]);
+    pump_until(&mut [&mut client], "online", WAIT, |cs| cs[0].online()).await;
+    client.offline = true;
+    client.drop_connection();
+    for i in 0..600 {
+        client.publish(&feeds[0], &format!("d{i}"), json!({"i": i}));
+    }
+    client.offline = false;
+    pump_until(&mut [&mut client], "drained", WAIT, |cs| {
+        cs[0].core().outcomes().len() == 600
+    })
+    .await;
+    let outcomes = client.core().outcomes();
+    assert!(
+        outcomes
+            .values()
+            .all(|o| matches!(o.outcome, thoonk_sync_core::ChangeOutcome::Accepted { .. })),
+        "every change is accepted"
+    );
+    assert_eq!(client.submits.len(), 600);
+    // A slow client may ask once more (a deadline that ran out while its
+    // answers waited to be read), never once per outcome before it.
+    let resent: Vec<_> = client.submits.iter().filter(|(_, n)| **n > 2).collect();
+    assert!(resent.is_empty(), "sent more than twice: {resent:?}");
+    quiesce(&store, &mut [&mut client], &feeds).await;
+    assert_converged(&store, &[&client], &feeds).await;
 }

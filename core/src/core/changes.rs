@@ -167,11 +167,13 @@ impl SyncCore {
         }
         let ChangeRequest { op, base, .. } = change;
         let seq = self.allocate_seq();
+        // A chosen id may have reached a server before (another tab's).
+        let chosen = id.is_some();
         let id = id.unwrap_or_else(|| ChangeId::new(&self.client_id, seq));
         if let Some(feed) = op.feed() {
             self.journal.views.insert(feed.clone());
         }
-        self.outbox.push(OutboxRecord {
+        let record = OutboxRecord {
             seq,
             id: id.clone(),
             wire_id: id.clone(),
@@ -181,7 +183,12 @@ impl SyncCore {
             conflicts: 0,
             resolution: None,
             accepted: None,
-        });
+        };
+        if chosen {
+            self.outbox.push(record);
+        } else {
+            self.outbox.push_new(record);
+        }
         self.journal.outbox.insert(seq);
         self.finish(now);
         Ok(id)
