@@ -232,7 +232,7 @@ impl Leader {
                 stored,
                 shell.started_fresh(),
                 core.client_id(),
-                core.pending().into_iter().map(|entry| entry.id).collect(),
+                core.pending_ids(),
             )
         });
         store_marker(&marker_key, &marker);
@@ -388,7 +388,7 @@ impl Leader {
                 connection,
                 offline_reason: offline_reason(connection, paused),
                 server: core.server_state().as_str(),
-                pending: core.pending().len(),
+                pending: core.pending_len(),
                 feeds: core
                     .feeds()
                     .into_iter()
@@ -459,7 +459,7 @@ impl Leader {
             StorageMarker::update(
                 read_marker(&self.marker_key),
                 core.client_id(),
-                core.pending().into_iter().map(|entry| entry.id).collect(),
+                core.pending_ids(),
             )
         });
         if self.last_marker.borrow().as_ref() == Some(&marker) {

@@ -515,6 +515,8 @@ fn a_failed_batch_stops_the_core_and_the_store_keeps_the_outbox() {
         [kept],
         "what was stored survives; the failed change is gone"
     );
+    assert_eq!(h.core.pending_ids(), pending);
+    assert_eq!(h.core.pending_len(), pending.len());
     h.now += 1;
     let next = h
         .core

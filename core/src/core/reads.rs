@@ -74,6 +74,18 @@ impl SyncCore {
         self.outbox.iter().map(|e| e.record.clone()).collect()
     }
 
+    /// The ids of the changes not yet confirmed, oldest first: what
+    /// [`SyncCore::pending`] lists, without copying each change (a shell
+    /// asks for them after every round).
+    pub fn pending_ids(&self) -> Vec<ChangeId> {
+        self.outbox.iter().map(|e| e.record.id.clone()).collect()
+    }
+
+    /// How many changes are not yet confirmed.
+    pub fn pending_len(&self) -> usize {
+        self.outbox.iter().count()
+    }
+
     /// Stored outcomes, by change id.
     pub fn outcomes(&self) -> &BTreeMap<ChangeId, OutcomeRecord> {
         &self.outcomes
