@@ -303,10 +303,14 @@ async fn six_hundred_changes_queued_offline_drain_in_two_batches_without_a_resen
         "every change is accepted"
     );
     assert_eq!(client.submits.len(), 600);
-    // A slow client may ask once more (a deadline that ran out while its
-    // answers waited to be read), never once per outcome before it.
-    let resent: Vec<_> = client.submits.iter().filter(|(_, n)| **n > 2).collect();
-    assert!(resent.is_empty(), "sent more than twice: {resent:?}");
+    // A slow client may ask again when a deadline runs out while its
+    // answers wait to be read (how often depends on the machine's load),
+    // but never once per outcome before it: the storm this guards against
+    // sent a change hundreds of times. The exact bound is pinned without a
+    // clock in core_scenarios.rs
+    // (`outcomes_read_after_a_deadline_resend_the_lane_once_not_at_every_outcome`).
+    let storm: Vec<_> = client.submits.iter().filter(|(_, n)| **n > 10).collect();
+    assert!(storm.is_empty(), "sent more than 10 times: {storm:?}");
     quiesce(&store, &mut [&mut client], &feeds).await;
     assert_converged(&store, &[&client], &feeds).await;
 }
