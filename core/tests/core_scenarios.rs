@@ -711,10 +711,15 @@ impl Harness {
 
     /// Drops the connection, then connects again; the server's `welcome`
     /// names `window` as its exactly-once window.
-    fn reconnect(&mut self, window: Option<u64>) -> Effects {
+    /// The connection drops a millisecond later; its effects are dropped.
+    fn disconnect(&mut self) {
         self.now += 1;
         self.core.disconnected(self.now).unwrap();
         self.effects();
+    }
+
+    fn reconnect(&mut self, window: Option<u64>) -> Effects {
+        self.disconnect();
         self.connect(window)
     }
 }
@@ -751,9 +756,7 @@ fn unknown_base_conflict(item: &str, current: Value, epoch: u64, rev: u64) -> Ou
 fn an_offline_edit_carries_its_epoch_and_an_unknown_base_is_never_merged() {
     let mut h = Harness::new();
     h.online();
-    h.now += 1;
-    h.core.disconnected(h.now).unwrap();
-    h.effects();
+    h.disconnect();
     // Offline, on what the client mirrors of epoch 1.
     let (change, _) = h.edit("a", json!(["a", "b", "c"]));
     let fx = h.reconnect(None);
@@ -922,9 +925,7 @@ fn a_change_queued_longer_than_the_ledger_window_is_not_resent_blindly() {
     let (old, fx) = h.edit("a", json!({"title": "old"}));
     assert_eq!(submitted(&fx).len(), 1, "sent once, its outcome lost");
     // Offline for longer than the server remembers change ids.
-    h.now += 1;
-    h.core.disconnected(h.now).unwrap();
-    h.effects();
+    h.disconnect();
     h.now += 60_000;
     let fx = h.reconnect(Some(30_000));
     assert!(
@@ -993,9 +994,7 @@ fn a_too_large_error_for_a_queued_change_settles_it_and_frees_its_lane() {
 fn an_offline_lane_goes_out_in_one_batch_and_a_conflict_holds_back_the_rest() {
     let mut h = Harness::new();
     h.online();
-    h.now += 1;
-    h.core.disconnected(h.now).unwrap();
-    h.effects();
+    h.disconnect();
     let (c1, _) = h.edit("a", json!({"title": "a1", "done": false}));
     let (c2, _) = h.edit("b", json!({"title": "b1"}));
     let (c3, _) = h.edit("a", json!({"title": "a2", "done": false}));
@@ -1049,9 +1048,7 @@ fn an_offline_lane_goes_out_in_one_batch_and_a_conflict_holds_back_the_rest() {
 fn a_merged_conflict_goes_out_with_the_rest_of_its_lane_behind_it() {
     let mut h = Harness::new();
     h.online();
-    h.now += 1;
-    h.core.disconnected(h.now).unwrap();
-    h.effects();
+    h.disconnect();
     let (c1, _) = h.edit("b", json!({"title": "b1"}));
     let (c2, _) = h.edit("a", json!({"title": "a2", "done": false}));
     h.now += 1;
@@ -1085,9 +1082,7 @@ fn a_merged_conflict_goes_out_with_the_rest_of_its_lane_behind_it() {
 fn a_batch_size_of_one_sends_one_change_per_round_trip() {
     let mut h = Harness::new();
     h.online();
-    h.now += 1;
-    h.core.disconnected(h.now).unwrap();
-    h.effects();
+    h.disconnect();
     let state = h.store.load().unwrap();
     let mut config = Config::new("c", "tok", 8);
     config.max_batch = 1;
@@ -1178,9 +1173,7 @@ fn drain(outcomes_after: usize) -> (u64, u32, usize) {
 fn drain_with(outcomes_after: usize, late: bool) -> (u64, u32, usize) {
     let mut h = Harness::new();
     h.online();
-    h.now += 1;
-    h.core.disconnected(h.now).unwrap();
-    h.effects();
+    h.disconnect();
     let mut pending = std::collections::BTreeSet::new();
     for n in 0..1000 {
         let (c, _) = h.edit(&format!("i{n}"), json!({"n": n}));
