@@ -17,30 +17,45 @@
 -- The script is atomic, so a second run (another gateway process) finds the
 -- mirror at the feed's revision and nothing to adopt.
 --
+-- A large time-ordered feed is compared in *pages* (a pass), one short call
+-- each, so that no call blocks Redis for long; a sorted feed is compared
+-- whole (its order check needs the whole list). See "A pass in pages"
+-- below and docs/INTEROP.md.
+--
 -- KEYS[1..8] the feed's keys, in the prelude's order (see publish.lua)
 -- KEYS[9]    feed.adopted:N (HASH): epoch, rev, order (sorted feeds: ids
---            joined by NUL), fp (fingerprint, below), d:<id> -> digest of
---            the item's value
--- ARGV[1]    'full' (default): compare everything; 'sweep': first compare the
---            fingerprint of the feed (epoch, revision, feed.publishes:N,
---            number of items and ids) with the one the last run stored, and
---            stop when it is unchanged (or, for a time-ordered feed, when the
---            change-log entries since explain the whole change; at most
---            SWEEP_CHUNK entries per run, the running account kept in
---            'acct' until a run reaches the feed's revision). Every classic write but a sorted
---            feed's move changes it; a move's event is published in the same
---            transaction, so only a dropped subscription loses it, after
---            which the adopter runs in full mode. 'auto': 'full' for a
---            sorted feed, 'sweep' for a time-ordered one (whose every classic
---            write, thoonk.py's included, changes the fingerprint), so a run
---            on a large time-ordered feed costs O(1) unless it changed.
--- Reply: { epoch, rev, number of changes adopted }; a feed that does not
--- exist (or is a queue/job) replies { '0', '0', 0 } and writes nothing but
--- the removal of a stale mirror.
+--            joined by NUL), fp (fingerprint, below), acct (running
+--            account, below), pass / pcur / pend (a pass in progress, below),
+--            d:<id> -> digest of the item's value
+-- ARGV[1]    'full' (default): compare everything (a time-ordered feed: a
+--            pass; a pass already in progress is joined, not restarted);
+--            'sweep': first compare the fingerprint of the feed (epoch,
+--            revision, feed.publishes:N, number of items and ids) with the
+--            one the last run stored, and stop when it is unchanged (or, for
+--            a time-ordered feed, when the change-log entries since explain
+--            the whole change, the running account kept in 'acct' until a
+--            call reaches the feed's revision), else start a pass. Every
+--            classic write but a sorted feed's move changes it; a move's
+--            event is published in the same transaction, so only a dropped
+--            subscription loses it, after which the adopter runs in full
+--            mode. 'auto': 'full' for a sorted feed, 'sweep' for a
+--            time-ordered one (whose every classic write, thoonk.py's
+--            included, changes the fingerprint), so a run on a large
+--            time-ordered feed costs O(1) unless it changed.
+-- ARGV[2]    optional: the page, how many items, log entries or mirror
+--            fields one call of a time-ordered feed reads at most (1..1000,
+--            default PAGE)
+-- Reply: { epoch, rev, number of changes adopted, more }: more is 1 when
+-- the call stopped partway (a pass or a catch-up from the log goes on) and
+-- the caller should call again at once, 0 when the run is complete. A feed
+-- that does not exist (or is a queue/job) replies { '0', '0', 0, 0 } and
+-- writes nothing but the removal of a stale mirror.
 -- Errors: BADKEYS, BADNAME
 
--- The most change-log entries a sweep accounts for in one run.
-local SWEEP_CHUNK = 2000
+-- How many items, change-log entries or mirror fields one call of a
+-- time-ordered feed reads at most (a few milliseconds of Redis time).
+local PAGE = 250
+local MAX_PAGE = 1000
 
 -- Scores below this are seconds (thoonk.py's Feed.publish), not milliseconds.
 local SECONDS_SCALE = 100000000000
@@ -158,6 +173,360 @@ local function lis_positions(seq)
   return keep
 end
 
+-- ------------------------------------------------ A pass in pages
+--
+-- A time-ordered feed is compared by a *pass* of short calls, its state in
+-- the mirror: `pass` the phase, `pcur` its cursor, `pend` the highest score
+-- of feed.ids when the pass began, `acct` the running account. Every call
+-- first brings the mirror to the feed's revision from the log (at most a
+-- page of entries; a call that does not get there stops and replies
+-- more = 1), then does one page of its phase:
+--   's' start: the account (publishes:items:ids, the feed's counters now)
+--       and `pend` are taken; on to 'x' in the same call;
+--   'r' rebuild, when the log no longer reaches back to the mirror: a page
+--       of HSCAN of feed.itemrevs:N (cursor `pcur`); an item with a
+--       revision that the mirror does not know yet from the log is taken
+--       as known to readers with its current value; then 'x';
+--   'x' retracts: a page of HSCAN of the mirror's d: fields (cursor
+--       `pcur`); each item the classic keys no longer hold is retracted
+--       (first, as a whole compare does: a trimmed feed never shows more
+--       than max_length items); then 'i';
+--   'i' items: the next page of feed.ids:N in score order after `pcur`
+--       ("<score> <id>", the last item of the previous page left in place),
+--       up to `pend`: each new or changed item is adopted (publish / edit),
+--       in the classic order, and re-scored after `pend`, so the pass never
+--       meets it again. The page that reaches `pend` ends the pass.
+-- A pass ends by storing the fingerprint. Each call is atomic and all
+-- state is in the mirror, so any number of adopters may run pages of the
+-- same pass, and our scripts and classic writers may write between pages:
+-- our writes reach the mirror from the log (and the account: +1 publish
+-- per publish or edit, +1 item per new id, -1 per retract), an adoption
+-- updates the mirror in its own call. A classic write between pages may
+-- land behind the cursor (thoonk.py scores in seconds, which sort first)
+-- and be missed; but every classic write to a time-ordered feed moves its
+-- counters, so at the end the counters differ from the account: the pass
+-- then stores the account's fingerprint, which the next sweep finds
+-- wrong, and another pass runs.
+
+local function counters(f)
+  return { tonumber(redis.call('GET', f.publishes) or '0'), redis.call('HLEN', f.items),
+    redis.call('ZCARD', f.ids) }
+end
+
+local function acct_text(a)
+  return num(a[1]) .. ':' .. num(a[2]) .. ':' .. num(a[3])
+end
+
+local function parse_acct(text)
+  local a = split_colon(text)
+  return { tonumber(a[1]), tonumber(a[2]), tonumber(a[3]) }
+end
+
+-- The highest score of feed.ids ('' when empty).
+local function top_score(f)
+  local top = redis.call('ZRANGE', f.ids, -1, -1, 'WITHSCORES')
+  return top[2] or ''
+end
+
+-- Writes HSET / HDEL of the mirror in slices (unpack() has a bounded stack).
+local function put_digests(mkey, digests)
+  local put, gone = { 'HSET', mkey }, { 'HDEL', mkey }
+  for id, d in pairs(digests) do
+    if d then
+      put[#put + 1] = 'd:' .. id
+      put[#put + 1] = d
+      if #put >= 2000 then redis.call(unpack(put)); put = { 'HSET', mkey } end
+    else
+      gone[#gone + 1] = 'd:' .. id
+      if #gone >= 1000 then redis.call(unpack(gone)); gone = { 'HDEL', mkey } end
+    end
+  end
+  if #put > 2 then redis.call(unpack(put)) end
+  if #gone > 2 then redis.call(unpack(gone)) end
+end
+
+-- Brings the mirror from revision m_rev towards the feed's: at most `limit`
+-- log entries (changes of our scripts: an adoption moves the mirror past
+-- its own entries in its own call). The account `acct`, when given, is
+-- carried along. Returns the mirror's new revision.
+local function catch_up(f, mkey, m_rev, limit, acct)
+  local entries = redis.call('XRANGE', f.log, num(m_rev + 1) .. '-0', '+', 'COUNT', limit)
+  if #entries == 0 then return m_rev end
+  local last = tonumber(string.match(entries[#entries][1], '^(%d+)'))
+  local digests = {} -- id -> digest, or false once retracted
+  local function present(id)
+    if digests[id] ~= nil then return digests[id] ~= false end
+    return redis.call('HEXISTS', mkey, 'd:' .. id) == 1
+  end
+  for i = 1, #entries do
+    local e = entry_fields(entries[i][2])
+    local id = e.id
+    if id and e.op == 'retract' then
+      if acct and present(id) then acct[2], acct[3] = acct[2] - 1, acct[3] - 1 end
+      digests[id] = false
+    elseif id and e.item then
+      if acct then
+        acct[1] = acct[1] + 1
+        if not present(id) then acct[2], acct[3] = acct[2] + 1, acct[3] + 1 end
+      end
+      -- A logged item is JSON text (our scripts write trusted JSON, the
+      -- adopter json_text): its digest is its own SHA-1.
+      digests[id] = redis.sha1hex(e.item)
+    end
+  end
+  put_digests(mkey, digests)
+  if acct then
+    redis.call('HSET', mkey, 'rev', num(last), 'acct', acct_text(acct))
+  else
+    redis.call('HSET', mkey, 'rev', num(last))
+  end
+  return last
+end
+
+-- One call on a time-ordered feed with a trusted history (or none at all:
+-- a feed no script of ours wrote yet). `page` bounds what it reads.
+local function paged(f, mkey, mode, page)
+  local function reply(changes, more)
+    local epoch, rev = f.epoch or 0, f.rev
+    if f.reset_history then epoch, rev = 0, 0 end
+    return { num(epoch), num(rev), changes, more and 1 or 0 }
+  end
+  local function fingerprint_of(a)
+    local epoch = f.epoch or 0
+    if f.reset_history then epoch = 0 end
+    return num(epoch) .. ':' .. num(f.rev) .. ':' .. acct_text(a)
+  end
+  local st = redis.call('HMGET', mkey, 'epoch', 'rev', 'fp', 'acct', 'pass', 'pcur', 'pend')
+  local m_epoch, m_rev = tonumber(st[1]), tonumber(st[2])
+  local valid
+  if f.new_epoch then
+    -- No trusted history: the mirror knows nothing (epoch 0) until the
+    -- first adoption starts the feed's epoch.
+    valid = m_epoch == 0 and m_rev == 0
+  else
+    valid = m_epoch == f.epoch and m_rev ~= nil and m_rev <= f.rev
+    if valid and m_rev < f.rev then
+      local oldest = oldest_logged(f)
+      valid = oldest ~= nil and oldest <= m_rev + 1
+    end
+  end
+  if not valid then
+    -- A new mirror, and a pass over it. UNLINK: a large stale mirror is
+    -- freed outside the call.
+    redis.call('UNLINK', mkey)
+    if f.new_epoch or f.rev == 0 then
+      -- Every classic item is new to readers.
+      redis.call('HSET', mkey, 'epoch', f.new_epoch and '0' or num(f.epoch), 'rev', '0',
+        'pass', 's')
+    elseif oldest_logged(f) == 1 then
+      -- The whole log: readers know what it says.
+      redis.call('HSET', mkey, 'epoch', num(f.epoch), 'rev', '0', 'pass', 's')
+    else
+      -- The log no longer reaches back: readers know what the item
+      -- revisions say they know (rebuilt page by page).
+      redis.call('HSET', mkey, 'epoch', num(f.epoch), 'rev', num(f.rev), 'pass', 'r',
+        'pcur', '0', 'acct', acct_text(counters(f)), 'pend', top_score(f))
+    end
+    return reply(0, true)
+  end
+
+  local pass = st[5]
+  local acct = st[4] and parse_acct(st[4])
+  if not pass and mode == 'sweep' then
+    local stored = st[3]
+    if stored and stored == fingerprint_of(counters(f)) then return reply(0, false) end
+    -- A fingerprint moved only by our own writes since the last run: the
+    -- log entries after the mirror's revision account for the whole
+    -- difference. Then the mirror takes those entries' digests and nothing
+    -- is read in full: O(entries), not O(items), a page of them per call.
+    if not acct and stored then
+      local was = split_colon(stored)
+      if tonumber(was[2]) == m_rev then
+        acct = { tonumber(was[3]), tonumber(was[4]), tonumber(was[5]) }
+      end
+    end
+    if acct then
+      if m_rev < f.rev then
+        m_rev = catch_up(f, mkey, m_rev, page, acct)
+        if m_rev < f.rev then return reply(0, true) end
+      end
+      local fp = fingerprint_of(counters(f))
+      if fp == fingerprint_of(acct) then
+        redis.call('HSET', mkey, 'fp', fp)
+        redis.call('HDEL', mkey, 'acct')
+        return reply(0, false)
+      end
+    end
+    -- Something else changed the feed: a pass.
+    redis.call('HSET', mkey, 'pass', 's')
+    return reply(0, true)
+  end
+  if not pass or (pass ~= 's' and not acct) then
+    pass = 's'
+    redis.call('HSET', mkey, 'pass', 's')
+  end
+
+  -- The mirror first reaches the feed's revision, a page of entries per call.
+  if m_rev < f.rev then
+    m_rev = catch_up(f, mkey, m_rev, page, pass ~= 's' and acct or nil)
+    if m_rev < f.rev then return reply(0, true) end
+  end
+  local cursor, pend = st[6] or '', st[7] or ''
+  if pass == 's' then
+    acct = counters(f)
+    pend = top_score(f)
+    cursor = '0'
+    pass = 'x'
+    redis.call('HSET', mkey, 'pass', 'x', 'pcur', '0', 'pend', pend, 'acct', acct_text(acct))
+  end
+
+  if pass == 'r' then
+    local res = redis.call('HSCAN', f.itemrevs, cursor == '' and '0' or cursor, 'COUNT', page)
+    local ids, fields = {}, {}
+    for i = 1, #res[2], 2 do
+      ids[#ids + 1] = res[2][i]
+      fields[#fields + 1] = 'd:' .. res[2][i]
+    end
+    local put = { 'HSET', mkey }
+    if #ids > 0 then
+      local known = redis.call('HMGET', mkey, unpack(fields))
+      local values = redis.call('HMGET', f.items, unpack(ids))
+      for i = 1, #ids do
+        if not known[i] then
+          put[#put + 1] = fields[i]
+          put[#put + 1] = values[i] and digest(values[i]) or ''
+        end
+      end
+    end
+    if res[1] == '0' then
+      put[#put + 1] = 'pass'; put[#put + 1] = 'x'
+      put[#put + 1] = 'pcur'; put[#put + 1] = '0'
+    else
+      put[#put + 1] = 'pcur'; put[#put + 1] = res[1]
+    end
+    redis.call(unpack(put))
+    return reply(0, true)
+  end
+
+  local changes = {}
+  local put = { 'HSET', mkey }
+  local more = true
+  if pass == 'i' then
+    -- Where the previous page stopped: right after its last item left in
+    -- place, or, when a writer moved or removed that item since, at the
+    -- first item of its score (a few items seen again, none skipped).
+    local start = 0
+    if cursor ~= '' then
+      local sp = string.find(cursor, ' ', 1, true)
+      local score, last = string.sub(cursor, 1, sp - 1), string.sub(cursor, sp + 1)
+      if redis.call('ZSCORE', f.ids, last) == score then
+        start = redis.call('ZRANK', f.ids, last) + 1
+      else
+        start = redis.call('ZCOUNT', f.ids, '-inf', '(' .. score)
+      end
+    end
+    local got = {}
+    if pend ~= '' then
+      got = redis.call('ZRANGE', f.ids, start, start + page - 1, 'WITHSCORES')
+    end
+    local ended = #got < 2 * page
+    local pend_n = tonumber(pend)
+    local ids, scores = {}, {}
+    for i = 1, #got, 2 do
+      if tonumber(got[i + 1]) > pend_n then
+        ended = true
+        break
+      end
+      ids[#ids + 1] = got[i]
+      scores[#ids] = got[i + 1]
+    end
+    if #ids > 0 then
+      local values = redis.call('HMGET', f.items, unpack(ids))
+      local fields = {}
+      for i = 1, #ids do fields[i] = 'd:' .. ids[i] end
+      local known = redis.call('HMGET', mkey, unpack(fields))
+      -- As in a whole compare: new items are published, changed ones
+      -- edited (a known item with a score in seconds too), in the classic
+      -- order, each moved to the end.
+      for i = 1, #ids do
+        local id, value, k = ids[i], values[i], known[i]
+        local c
+        if value and valid_id(id) then
+          if not k then
+            c = { op = 'publish', id = id, item = json_text(value) }
+          elseif not same_value(value, k) or tonumber(scores[i]) < SECONDS_SCALE then
+            c = { op = 'edit', id = id, item = json_text(value), prev = logged_value(f, id) }
+          end
+        end
+        if c then
+          changes[#changes + 1] = c
+        else
+          cursor = scores[i] .. ' ' .. id
+        end
+      end
+    end
+    if #changes > 0 then begin_writes(f) end
+    for i = 1, #changes do
+      local c = changes[i]
+      redis.call('ZADD', f.ids, next_score(f), c.id)
+      record(f, c.op, c.id, c.item, 'end', nil, c.prev, nil, true)
+      put[#put + 1] = 'd:' .. c.id
+      put[#put + 1] = redis.sha1hex(c.item)
+    end
+    if ended then
+      -- The pass ends. No classic write since it began: the counters are
+      -- the account's, the mirror is the feed. Else the account's
+      -- fingerprint, which the next sweep finds wrong.
+      local now = counters(f)
+      local fp
+      if acct_text(now) == acct_text(acct) then
+        fp = fingerprint_of(now)
+      else
+        fp = fingerprint_of(acct)
+      end
+      redis.call('HDEL', mkey, 'pass', 'pcur', 'pend', 'acct')
+      put[#put + 1] = 'fp'; put[#put + 1] = fp
+      more = false
+    else
+      put[#put + 1] = 'pcur'; put[#put + 1] = cursor
+    end
+  else -- 'x'
+    local res = redis.call('HSCAN', mkey, cursor == '' and '0' or cursor, 'MATCH', 'd:*',
+      'COUNT', page)
+    local gone = {}
+    for i = 1, #res[2], 2 do
+      local id = string.sub(res[2][i], 3)
+      if not redis.call('ZSCORE', f.ids, id) or redis.call('HEXISTS', f.items, id) == 0 then
+        gone[#gone + 1] = id
+      end
+    end
+    table.sort(gone)
+    if #gone > 0 then
+      begin_writes(f)
+      local fields = { 'HDEL', mkey }
+      for i = 1, #gone do
+        changes[#changes + 1] = gone[i]
+        record(f, 'retract', gone[i], nil, nil, nil, logged_value(f, gone[i]), nil, true)
+        fields[#fields + 1] = 'd:' .. gone[i]
+      end
+      redis.call(unpack(fields))
+    end
+    if res[1] == '0' then
+      put[#put + 1] = 'pass'; put[#put + 1] = 'i'
+      put[#put + 1] = 'pcur'; put[#put + 1] = ''
+    else
+      put[#put + 1] = 'pcur'; put[#put + 1] = res[1]
+    end
+  end
+  if #changes > 0 then
+    put[#put + 1] = 'epoch'; put[#put + 1] = num(f.epoch)
+    put[#put + 1] = 'rev'; put[#put + 1] = num(f.rev)
+  end
+  redis.call(unpack(put))
+  flush()
+  return reply(#changes, more)
+end
+
 return run(function()
   local f = feed_at(KEYS, 1)
   local mkey = KEYS[9]
@@ -166,8 +535,8 @@ return run(function()
   end
   read_feed(f)
   if f.type ~= 'feed' and f.type ~= 'sorted_feed' then
-    if not f.type then redis.call('DEL', mkey) end
-    return { '0', '0', 0 }
+    if not f.type then redis.call('UNLINK', mkey) end
+    return { '0', '0', 0, 0 }
   end
   local sorted = f.type == 'sorted_feed'
 
@@ -178,86 +547,16 @@ return run(function()
   end
   local mode = ARGV[1]
   if mode == 'auto' then mode = sorted and 'full' or 'sweep' end
+  if not sorted and (not f.new_epoch or f.reset_history) then
+    local page = math.floor(tonumber(ARGV[2]) or PAGE)
+    if page < 1 then page = 1 elseif page > MAX_PAGE then page = MAX_PAGE end
+    return paged(f, mkey, mode, page)
+  end
+  -- A sorted feed (or a time-ordered one starting a new epoch over a
+  -- history it keeps: a failover, a lost log): compared whole.
   if mode == 'sweep' and not f.new_epoch and f.epoch then
-    local fp = fingerprint()
-    local stored = redis.call('HMGET', mkey, 'fp', 'epoch', 'rev')
-    if stored[1] == fp then
-      return { num(f.epoch), num(f.rev), 0 }
-    end
-    -- A time-ordered feed whose fingerprint moved only by our own writes
-    -- since the last run: the log entries after the mirror's revision
-    -- account for the whole difference (each publish or edit adds one to
-    -- feed.publishes, each new id one item, each retract one item less).
-    -- Then the mirror takes those entries' digests and nothing is read in
-    -- full: the cost is O(entries), not O(items).
-    local m_epoch, m_rev = tonumber(stored[2]), tonumber(stored[3])
-    local oldest = m_rev and m_rev < f.rev and oldest_logged(f)
-    if not sorted and stored[1] and m_epoch == f.epoch and oldest and oldest <= m_rev + 1 then
-      -- The running account: where a chunked run stopped ('acct':
-      -- publishes:items:ids), else the last verified fingerprint.
-      local acct = redis.call('HGET', mkey, 'acct')
-      local publishes, items, ids
-      if acct then
-        local a = split_colon(acct)
-        publishes, items, ids = tonumber(a[1]), tonumber(a[2]), tonumber(a[3])
-      else
-        local was = split_colon(stored[1])
-        publishes, items, ids = tonumber(was[3]), tonumber(was[4]), tonumber(was[5])
-      end
-      local digests = {} -- id -> digest, or false once retracted
-      local function present(id)
-        if digests[id] ~= nil then return digests[id] ~= false end
-        return redis.call('HEXISTS', mkey, 'd:' .. id) == 1
-      end
-      -- At most SWEEP_CHUNK entries per run, so that a busy feed never
-      -- blocks Redis for long: the next sweep goes on from there.
-      local entries = redis.call('XRANGE', f.log, num(m_rev + 1) .. '-0', '+',
-        'COUNT', SWEEP_CHUNK)
-      local last_rev = m_rev
-      if #entries > 0 then
-        last_rev = tonumber(string.match(entries[#entries][1], '^(%d+)'))
-      end
-      for i = 1, #entries do
-        local e = entry_fields(entries[i][2])
-        local id = e.id
-        if id and e.op == 'retract' then
-          if present(id) then items, ids = items - 1, ids - 1 end
-          digests[id] = false
-        elseif id and e.item then
-          publishes = publishes + 1
-          if not present(id) then items, ids = items + 1, ids + 1 end
-          digests[id] = digest(e.item)
-        end
-      end
-      local expected = table.concat({ num(f.epoch), num(f.rev), num(publishes),
-        num(items), num(ids) }, ':')
-      local partial = last_rev < f.rev
-      if partial or expected == fp then
-        -- In slices: unpack() has a bounded stack.
-        local put, gone = { 'HSET', mkey }, { 'HDEL', mkey }
-        for id, d in pairs(digests) do
-          if d then
-            put[#put + 1] = 'd:' .. id
-            put[#put + 1] = d
-            if #put >= 2000 then redis.call(unpack(put)); put = { 'HSET', mkey } end
-          else
-            gone[#gone + 1] = 'd:' .. id
-            if #gone >= 1000 then redis.call(unpack(gone)); gone = { 'HDEL', mkey } end
-          end
-        end
-        if #put > 2 then redis.call(unpack(put)) end
-        if #gone > 2 then redis.call(unpack(gone)) end
-        if partial then
-          -- The mirror is at last_rev; the account is checked once a run
-          -- reaches the feed's revision (and compared in full if it fails).
-          redis.call('HSET', mkey, 'rev', num(last_rev),
-            'acct', table.concat({ num(publishes), num(items), num(ids) }, ':'))
-        else
-          redis.call('HSET', mkey, 'rev', num(f.rev), 'fp', fp)
-          redis.call('HDEL', mkey, 'acct')
-        end
-        return { num(f.epoch), num(f.rev), 0 }
-      end
+    if redis.call('HGET', mkey, 'fp') == fingerprint() then
+      return { num(f.epoch), num(f.rev), 0, 0 }
     end
   end
 
@@ -445,14 +744,14 @@ return run(function()
   if #changes == 0 and not rebuilt and not replay_from then
     local fp = fingerprint()
     if redis.call('HGET', mkey, 'fp') ~= fp then redis.call('HSET', mkey, 'fp', fp) end
-    return { num(f.epoch or 0), num(f.rev), 0 }
+    return { num(f.epoch or 0), num(f.rev), 0, 0 }
   end
   if #changes == 0 and f.new_epoch then
     -- Nothing to record, and no epoch to start for it: the next write does.
-    redis.call('DEL', mkey)
+    redis.call('UNLINK', mkey)
     local epoch, rev = f.epoch or 0, f.rev
     if f.reset_history then epoch, rev = 0, 0 end
-    return { num(epoch), num(rev), 0 }
+    return { num(epoch), num(rev), 0, 0 }
   end
 
   -- ------------------------------------------------ writes
@@ -493,7 +792,7 @@ return run(function()
     end
   end
   if rebuilt then
-    redis.call('DEL', mkey)
+    redis.call('UNLINK', mkey)
     for id, d in pairs(known) do put(id, d) end
   else
     for id in pairs(touched) do
@@ -509,5 +808,5 @@ return run(function()
     redis.call('HDEL', mkey, unpack(gone_fields, first, math.min(first + 999, #gone_fields)))
   end
   flush()
-  return { num(f.epoch), num(f.rev), #changes }
+  return { num(f.epoch), num(f.rev), #changes, 0 }
 end)

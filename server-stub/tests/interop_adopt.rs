@@ -7,8 +7,9 @@ mod interop_support;
 use interop_support::*;
 use redis::AsyncCommands;
 use serde_json::{json, Value};
-use thoonk_protocol::{ChangeOp, Position};
-use thoonk_server::interop::{adopted_key, Adopter};
+use thoonk_protocol::{ChangeOp, FeedName, Position};
+use thoonk_server::interop::{adopted_key, AdoptMode, Adopter};
+use thoonk_server::redis_target::RedisConn;
 
 async fn adopt_new(
     env: &Env,
@@ -598,14 +599,409 @@ async fn a_sweep_after_many_of_our_writes_goes_on_in_bounded_runs() {
             rev
         }
     };
-    assert_eq!(adopter.sweep(&feed).await.unwrap().changes, 0);
-    assert_eq!(mirror_rev(&mut conn).await, 2_001, "one bounded run");
-    assert_eq!(adopter.sweep(&feed).await.unwrap().changes, 0);
-    assert_eq!(mirror_rev(&mut conn).await, 4_001);
-    // The last run reaches the feed's revision; the account is off by the
-    // classic write, so it compares everything and adopts it.
-    assert_eq!(adopter.sweep(&feed).await.unwrap().changes, 1);
+    // Each call accounts for one page of entries and says that it goes on.
+    let paged = Adopter::open(&env.target).await.unwrap().with_page(500);
+    for call in 1..=8 {
+        let step = paged.step(&feed, AdoptMode::Sweep).await.unwrap();
+        assert!(step.more && step.changes == 0, "{step:?}");
+        assert_eq!(
+            mirror_rev(&mut conn).await,
+            1 + 500 * call,
+            "one bounded call"
+        );
+    }
+    // The call that reaches the feed's revision finds the account off by
+    // the classic write: a pass follows, and adopts it.
+    let step = paged.step(&feed, AdoptMode::Sweep).await.unwrap();
+    assert_eq!(mirror_rev(&mut conn).await, 4_501);
+    assert!(step.more, "a pass begins");
+    assert_eq!(paged.sweep(&feed).await.unwrap().changes, 1);
     assert_eq!(adopter.adopt(&feed).await.unwrap().changes, 0);
     let mut py = env.py(false).await;
     assert_consistent(&env, &mut py, "busy").await;
+}
+
+/// A classic write as thoonk.py's `Feed.publish` makes it, with the raw
+/// commands: a score in seconds, the value, the publish counter.
+async fn classic_publish(
+    conn: &mut RedisConn,
+    feed: &FeedName,
+    item: &str,
+    value: &str,
+    secs: u64,
+) {
+    let _: () = conn
+        .zadd(format!("feed.ids:{feed}"), item, secs)
+        .await
+        .unwrap();
+    let _: () = conn
+        .hset(format!("feed.items:{feed}"), item, value)
+        .await
+        .unwrap();
+    let _: () = conn
+        .incr(format!("feed.publishes:{feed}"), 1)
+        .await
+        .unwrap();
+}
+
+/// A classic retract (thoonk.py's `Feed.retract`).
+async fn classic_retract(conn: &mut RedisConn, feed: &FeedName, item: &str) {
+    let _: () = conn.zrem(format!("feed.ids:{feed}"), item).await.unwrap();
+    let _: () = conn.hdel(format!("feed.items:{feed}"), item).await.unwrap();
+}
+
+/// Every change in the log happened once: no item published while it
+/// exists, edited or retracted while it does not.
+fn assert_each_change_once(log: &[thoonk_protocol::FeedEvent]) {
+    let mut live = std::collections::HashSet::new();
+    for event in log {
+        let item = event.change.id.as_str().to_owned();
+        let ok = match event.change.op {
+            ChangeOp::Publish => live.insert(item.clone()),
+            ChangeOp::Retract => live.remove(&item),
+            ChangeOp::Edit | ChangeOp::Position => live.contains(&item),
+        };
+        assert!(
+            ok,
+            "revision {}: {:?} of {item}",
+            event.rev, event.change.op
+        );
+    }
+}
+
+/// The log replays to the snapshot, which is the classic state.
+async fn assert_log_is_feed(env: &Env, feed: &FeedName) {
+    let log = full_log(&env.store, feed).await;
+    assert_each_change_once(&log);
+    let replayed = ReceivedFeed::replayed(feed, &log);
+    assert_eq!(replayed.values(), snapshot_items(&env.store, feed).await);
+    let mut conn = env.conn().await;
+    let ids: Vec<String> = conn
+        .zrange(format!("feed.ids:{feed}"), 0, -1)
+        .await
+        .unwrap();
+    let snapshot: Vec<String> = snapshot_items(&env.store, feed)
+        .await
+        .into_iter()
+        .map(|i| i.0)
+        .collect();
+    assert_eq!(ids, snapshot, "the classic order is the log's");
+}
+
+async fn mirror_field(conn: &mut RedisConn, feed: &FeedName, field: &str) -> Option<String> {
+    conn.hget(adopted_key(feed), field).await.unwrap()
+}
+
+const PAGE: u32 = 7;
+
+/// `n` items published by our scripts: o00, o01 …
+async fn publish_ours(env: &Env, feed: &FeedName, n: usize) {
+    for i in 0..n {
+        env.store
+            .publish(feed, Some(&id(&format!("o{i:02}"))), &json!(i), None)
+            .await
+            .unwrap();
+    }
+}
+
+/// Runs calls of a full pass until it is in its items phase with a cursor
+/// (a page of items behind it).
+async fn into_the_items(adopter: &Adopter, conn: &mut RedisConn, feed: &FeedName) {
+    for _ in 0..100 {
+        if mirror_field(conn, feed, "pass").await.as_deref() == Some("i")
+            && !mirror_field(conn, feed, "pcur")
+                .await
+                .unwrap_or_default()
+                .is_empty()
+        {
+            return;
+        }
+        adopter.step(feed, AdoptMode::Full).await.unwrap();
+    }
+    panic!("the pass never got a page into its items");
+}
+
+#[tokio::test]
+async fn a_pass_reads_one_page_of_items_per_call() {
+    let env = Env::start().await;
+    let feed = name("pages");
+    for i in 0..40 {
+        env.store
+            .publish(&feed, Some(&id(&format!("i{i:02}"))), &json!(i), None)
+            .await
+            .unwrap();
+    }
+    let mut conn = env.conn().await;
+    let adopter = Adopter::open(&env.target).await.unwrap().with_page(PAGE);
+    // The mirror is first caught up from the log, a page of entries a call.
+    let mut calls = 0;
+    while mirror_field(&mut conn, &feed, "pass").await.as_deref() != Some("i") {
+        let step = adopter.step(&feed, AdoptMode::Full).await.unwrap();
+        assert!(step.more && step.changes == 0, "{step:?}");
+        calls += 1;
+        assert!(calls < 20, "the pass never reached its items phase");
+    }
+    let rev: u64 = mirror_field(&mut conn, &feed, "rev")
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(rev, 40);
+    // Then each call compares the next 7 items in score order, no more.
+    let ids: Vec<(String, String)> = conn
+        .zrange_withscores(format!("feed.ids:{feed}"), 0, -1)
+        .await
+        .map(|pairs: Vec<(String, f64)>| {
+            pairs
+                .into_iter()
+                .map(|(i, s)| (i, format!("{s}")))
+                .collect()
+        })
+        .unwrap();
+    for page in 1..=5 {
+        let step = adopter.step(&feed, AdoptMode::Full).await.unwrap();
+        assert!(step.more && step.changes == 0, "{step:?}");
+        let (last, score) = &ids[page * PAGE as usize - 1];
+        assert_eq!(
+            mirror_field(&mut conn, &feed, "pcur").await,
+            Some(format!("{score} {last}")),
+            "page {page} ends at item {}",
+            page * PAGE as usize
+        );
+    }
+    // The last page (5 items) ends the pass.
+    let step = adopter.step(&feed, AdoptMode::Full).await.unwrap();
+    assert!(!step.more, "{step:?}");
+    assert_eq!(mirror_field(&mut conn, &feed, "pass").await, None);
+
+    // Classic items new to readers: each call adopts at most a page of them.
+    for i in 0..30 {
+        classic_publish(
+            &mut conn,
+            &feed,
+            &format!("c{i:02}"),
+            "\"c\"",
+            1_700_000_000 + i,
+        )
+        .await;
+    }
+    let mut adopted = Vec::new();
+    loop {
+        let step = adopter.step(&feed, AdoptMode::Sweep).await.unwrap();
+        assert!(step.changes <= u64::from(PAGE), "{step:?}");
+        adopted.push(step.changes);
+        if !step.more {
+            break;
+        }
+    }
+    assert_eq!(adopted.iter().sum::<u64>(), 30);
+    assert!(adopted.contains(&u64::from(PAGE)), "{adopted:?}");
+    assert_log_is_feed(&env, &feed).await;
+}
+
+#[tokio::test]
+async fn classic_and_own_writes_between_pages_are_adopted_exactly_once() {
+    let env = Env::start().await;
+    let feed = name("between");
+    let mut conn = env.conn().await;
+    publish_ours(&env, &feed, 30).await;
+    // Classic writes before the pass: new items, edits and retracts of ours.
+    for i in 0..20 {
+        classic_publish(
+            &mut conn,
+            &feed,
+            &format!("c{i:02}"),
+            &format!("{i}"),
+            1_700_000_000 + i,
+        )
+        .await;
+    }
+    for i in 0..3 {
+        classic_publish(
+            &mut conn,
+            &feed,
+            &format!("o{i:02}"),
+            "\"edited\"",
+            1_700_000_100 + i,
+        )
+        .await;
+    }
+    for i in 10..14 {
+        classic_retract(&mut conn, &feed, &format!("o{i:02}")).await;
+    }
+    // Two adopters run the pages of one pass in turn; between pages, our
+    // writes and classic ones.
+    let a = Adopter::open(&env.target).await.unwrap().with_page(PAGE);
+    let b = Adopter::open(&env.target).await.unwrap().with_page(PAGE);
+    let mut adopted = 0;
+    let mut ours = 30; // the writes of our scripts
+    let mut call = 0u64;
+    loop {
+        let adopter = if call % 2 == 0 { &a } else { &b };
+        let step = adopter.step(&feed, AdoptMode::Full).await.unwrap();
+        adopted += step.changes;
+        if !step.more {
+            break;
+        }
+        call += 1;
+        assert!(call < 500, "the pass never ends");
+        if call % 5 < 2 || (call % 5 == 4 && call > 5) {
+            ours += 1;
+        }
+        match call % 5 {
+            0 => {
+                env.store
+                    .publish(&feed, Some(&id(&format!("n{call}"))), &json!(call), None)
+                    .await
+                    .unwrap();
+            }
+            1 => {
+                env.store
+                    .edit(
+                        &feed,
+                        &id(&format!("o{:02}", 20 + call % 10)),
+                        &json!("ours"),
+                        None,
+                    )
+                    .await
+                    .unwrap();
+            }
+            2 => {
+                classic_publish(
+                    &mut conn,
+                    &feed,
+                    &format!("late{call}"),
+                    "\"late\"",
+                    1_700_000_200 + call,
+                )
+                .await
+            }
+            3 => classic_retract(&mut conn, &feed, &format!("c{:02}", call % 20)).await,
+            _ if call > 5 => {
+                env.store
+                    .retract(&feed, &id(&format!("n{}", call - 4)), None)
+                    .await
+                    .unwrap();
+            }
+            _ => {}
+        }
+    }
+    assert!(call > 10, "the pass took {call} calls");
+    // Writes behind the pass's cursor are found by the next runs.
+    let later = a.sweep(&feed).await.unwrap().changes + b.adopt(&feed).await.unwrap().changes;
+    assert_eq!(a.adopt(&feed).await.unwrap().changes, 0);
+    let log = full_log(&env.store, &feed).await;
+    assert_eq!(
+        (adopted + later) as usize,
+        log.len() - ours,
+        "every adopted revision counted by one call"
+    );
+    assert_log_is_feed(&env, &feed).await;
+}
+
+#[tokio::test]
+async fn a_classic_write_behind_the_cursor_is_adopted_by_the_next_sweep() {
+    let env = Env::start().await;
+    let feed = name("behind");
+    let mut conn = env.conn().await;
+    publish_ours(&env, &feed, 30).await;
+    let adopter = Adopter::open(&env.target).await.unwrap().with_page(PAGE);
+    assert_eq!(adopter.adopt(&feed).await.unwrap().changes, 0);
+    // A pass that has gone past the first pages.
+    into_the_items(&adopter, &mut conn, &feed).await;
+    // thoonk.py's score in seconds sorts before every item: behind the cursor.
+    classic_publish(&mut conn, &feed, "early", "\"e\"", 1_700_000_000).await;
+    let mut during = 0;
+    loop {
+        let step = adopter.step(&feed, AdoptMode::Full).await.unwrap();
+        during += step.changes;
+        if !step.more {
+            break;
+        }
+    }
+    assert_eq!(during, 0, "the pass did not meet it");
+    assert_eq!(
+        adopter.sweep(&feed).await.unwrap().changes,
+        1,
+        "the next sweep did"
+    );
+    assert_eq!(adopter.sweep(&feed).await.unwrap().changes, 0);
+    assert_log_is_feed(&env, &feed).await;
+}
+
+#[tokio::test]
+async fn a_log_gap_in_the_middle_of_a_pass_rebuilds_the_mirror_in_pages() {
+    let env = Env::start().await;
+    let feed = name("gap");
+    let mut conn = env.conn().await;
+    publish_ours(&env, &feed, 40).await;
+    let adopter = Adopter::open(&env.target).await.unwrap().with_page(PAGE);
+    assert_eq!(adopter.adopt(&feed).await.unwrap().changes, 0);
+    for i in 0..10 {
+        classic_publish(
+            &mut conn,
+            &feed,
+            &format!("c{i}"),
+            "\"c\"",
+            1_700_000_000 + i,
+        )
+        .await;
+    }
+    // A pass in its items phase, a page in.
+    into_the_items(&adopter, &mut conn, &feed).await;
+    // Our writes, then the log trimmed past the mirror's revision (as
+    // retention does on a feed written faster than the adopter follows).
+    for i in 0..10 {
+        env.store
+            .publish(&feed, Some(&id(&format!("n{i}"))), &json!(i), None)
+            .await
+            .unwrap();
+    }
+    env.store
+        .edit(&feed, &id("o05"), &json!("ours"), None)
+        .await
+        .unwrap();
+    classic_retract(&mut conn, &feed, "o07").await;
+    let rev: u64 = conn.get(format!("feed.rev:{feed}")).await.unwrap();
+    let _: () = redis::cmd("XTRIM")
+        .arg(format!("feed.log:{feed}"))
+        .arg("MINID")
+        .arg(format!("{}-0", rev - 2))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let step = adopter.step(&feed, AdoptMode::Full).await.unwrap();
+    assert!(step.more);
+    assert_eq!(
+        mirror_field(&mut conn, &feed, "pass").await.as_deref(),
+        Some("r"),
+        "the mirror is rebuilt from the item revisions"
+    );
+    let mut rebuild_calls = 0;
+    while mirror_field(&mut conn, &feed, "pass").await.as_deref() == Some("r") {
+        let step = adopter.step(&feed, AdoptMode::Full).await.unwrap();
+        assert_eq!(step.changes, 0);
+        rebuild_calls += 1;
+    }
+    assert!(rebuild_calls >= 1);
+    let mut adopted = adopter.adopt(&feed).await.unwrap().changes;
+    adopted += adopter.sweep(&feed).await.unwrap().changes;
+    // The pass's first pages adopted c0..c9 (seconds scores sort first);
+    // the rebuilt mirror knows them, our writes and every item of ours:
+    // only the classic retract is new.
+    assert_eq!(adopted, 1);
+    let log = full_log_from(&env, &feed, rev - 2).await;
+    assert_eq!(ops(&log[log.len() - 1..]), ["retract o07"]);
+    let adopted_c = ops(&log).iter().filter(|op| op.contains(" c")).count();
+    assert_eq!(adopted_c, 0, "nothing adopted twice: {:?}", ops(&log));
+    assert_eq!(adopter.adopt(&feed).await.unwrap().changes, 0);
+}
+
+/// The change log from revision `from` on (the entries before it trimmed).
+async fn full_log_from(env: &Env, feed: &FeedName, from: u64) -> Vec<thoonk_protocol::FeedEvent> {
+    env.store
+        .history(feed, from - 1, 100_000)
+        .await
+        .expect("history")
+        .events
 }

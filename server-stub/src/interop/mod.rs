@@ -75,13 +75,48 @@ pub struct Adopted {
     pub rev: Rev,
     /// How many changes this run adopted (each got one revision).
     pub changes: u64,
+    /// Whether the run stopped partway (a pass over a large time-ordered
+    /// feed, or a catch-up from its change log, goes on in the next call).
+    /// [`Adopter::adopt`], [`Adopter::sweep`] and [`Adopter::check`] call
+    /// again until it is false; only [`Adopter::step`] returns it set.
+    pub more: bool,
 }
+
+/// What one call of `adopt.lua` compares (its `ARGV[1]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdoptMode {
+    /// Everything: a whole compare of a sorted feed, a pass over a
+    /// time-ordered one (joining a pass in progress).
+    Full,
+    /// The fingerprint first, then, for a time-ordered feed, the account of
+    /// the change-log entries since the last run; a pass only when they do
+    /// not explain the change.
+    Sweep,
+    /// [`AdoptMode::Full`] for a sorted feed, [`AdoptMode::Sweep`] for a
+    /// time-ordered one.
+    Auto,
+}
+
+impl AdoptMode {
+    fn arg(self) -> &'static str {
+        match self {
+            AdoptMode::Full => "full",
+            AdoptMode::Sweep => "sweep",
+            AdoptMode::Auto => "auto",
+        }
+    }
+}
+
+/// The most calls one run makes before it leaves the rest to the next run
+/// (a pass over a feed of a million items takes some 8,000).
+const MAX_CALLS: u32 = 100_000;
 
 /// Runs `adopt.lua`. Cheap to clone; clones share one connection.
 #[derive(Clone)]
 pub struct Adopter {
     conn: RedisConn,
     script: Function,
+    page: Option<u32>,
 }
 
 impl Adopter {
@@ -93,14 +128,23 @@ impl Adopter {
         Ok(Adopter {
             conn,
             script: Function::new("adopt"),
+            page: None,
         })
+    }
+
+    /// The same adopter with calls that read at most `page` items, log
+    /// entries or mirror fields of a time-ordered feed (1..=1000; the
+    /// script's default is 250, a few milliseconds of Redis time).
+    pub fn with_page(mut self, page: u32) -> Adopter {
+        self.page = Some(page);
+        self
     }
 
     /// Adopts every change classic writers made to `feed` since the last run:
     /// each gets the next revision, a change-log entry and a `feed.changes:N`
     /// notice. A feed that does not exist, or is a queue or job, is left alone.
     pub async fn adopt(&self, feed: &FeedName) -> Result<Adopted, FeedError> {
-        self.run(feed, "full").await
+        self.run(feed, AdoptMode::Full).await
     }
 
     /// Like [`Adopter::adopt`], but first compares the feed's fingerprint
@@ -111,7 +155,7 @@ impl Adopter {
     /// classic event cannot be lost without a reconnect, or a raw `HSET` of a
     /// value), which the next full run finds.
     pub async fn sweep(&self, feed: &FeedName) -> Result<Adopted, FeedError> {
-        self.run(feed, "sweep").await
+        self.run(feed, AdoptMode::Sweep).await
     }
 
     /// [`Adopter::adopt`] for a sorted feed, [`Adopter::sweep`] for a
@@ -119,21 +163,42 @@ impl Adopter {
     /// its fingerprint, so this finds all of them at O(1) cost per unchanged
     /// feed, where a full run reads every item.
     pub async fn check(&self, feed: &FeedName) -> Result<Adopted, FeedError> {
-        self.run(feed, "auto").await
+        self.run(feed, AdoptMode::Auto).await
     }
 
-    async fn run(&self, feed: &FeedName, mode: &str) -> Result<Adopted, FeedError> {
+    /// One call of `adopt.lua`: at most a page of work. `more` in the reply
+    /// says whether the run goes on (call again at once).
+    pub async fn step(&self, feed: &FeedName, mode: AdoptMode) -> Result<Adopted, FeedError> {
         let mut invocation = self.script.prepare_invoke();
         for key in adopt_keys(feed) {
             invocation.key(key);
         }
-        invocation.arg(mode);
+        invocation.arg(mode.arg());
+        if let Some(page) = self.page {
+            invocation.arg(page);
+        }
         let mut conn = self.conn.clone();
         let reply: Value = invocation
             .invoke_async(&mut conn)
             .await
             .map_err(|err| script_error(feed, err))?;
         decode(feed, &reply)
+    }
+
+    /// Calls [`Adopter::step`] until the run is complete, or `MAX_CALLS`
+    /// calls were made (then `more` stays set and the next run goes on);
+    /// the changes of all its calls.
+    async fn run(&self, feed: &FeedName, mode: AdoptMode) -> Result<Adopted, FeedError> {
+        let mut changes = 0;
+        let mut calls = 0;
+        loop {
+            let step = self.step(feed, mode).await?;
+            changes += step.changes;
+            calls += 1;
+            if !step.more || calls >= MAX_CALLS {
+                return Ok(Adopted { changes, ..step });
+            }
+        }
     }
 }
 
@@ -167,12 +232,13 @@ fn decode(feed: &FeedName, reply: &Value) -> Result<Adopted, FeedError> {
         }
     };
     match reply {
-        Value::Array(parts) if parts.len() == 3 => Ok(Adopted {
+        Value::Array(parts) if parts.len() == 4 => Ok(Adopted {
             epoch: number(&parts[0])?,
             rev: number(&parts[1])?,
             changes: number(&parts[2])?,
+            more: number(&parts[3])? != 0,
         }),
-        _ => Err(corrupt("expected { epoch, rev, changes }")),
+        _ => Err(corrupt("expected { epoch, rev, changes, more }")),
     }
 }
 
