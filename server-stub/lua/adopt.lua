@@ -54,7 +54,7 @@
 
 -- How many items, change-log entries or mirror fields one call of a
 -- time-ordered feed reads at most (a few milliseconds of Redis time).
-local PAGE = 250
+local PAGE = 128
 local MAX_PAGE = 1000
 
 -- Scores below this are seconds (thoonk.py's Feed.publish), not milliseconds.

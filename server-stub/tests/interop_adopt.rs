@@ -615,8 +615,19 @@ async fn a_sweep_after_many_of_our_writes_goes_on_in_bounded_runs() {
     let step = paged.step(&feed, AdoptMode::Sweep).await.unwrap();
     assert_eq!(mirror_rev(&mut conn).await, 4_501);
     assert!(step.more, "a pass begins");
-    assert_eq!(paged.sweep(&feed).await.unwrap().changes, 1);
+    let run = paged.sweep(&feed).await.unwrap();
+    assert_eq!(run.changes, 1);
+    assert!(
+        run.calls > 1 && !run.more,
+        "a run calls again while a call says more: {run:?}"
+    );
     assert_eq!(adopter.adopt(&feed).await.unwrap().changes, 0);
+    let quiet = adopter.sweep(&feed).await.unwrap();
+    assert_eq!(
+        (quiet.calls, quiet.changes),
+        (1, 0),
+        "an unchanged feed: one call"
+    );
     let mut py = env.py(false).await;
     assert_consistent(&env, &mut py, "busy").await;
 }

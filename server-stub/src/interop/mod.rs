@@ -80,6 +80,8 @@ pub struct Adopted {
     /// [`Adopter::adopt`], [`Adopter::sweep`] and [`Adopter::check`] call
     /// again until it is false; only [`Adopter::step`] returns it set.
     pub more: bool,
+    /// How many calls of `adopt.lua` the run made (1 for a step).
+    pub calls: u32,
 }
 
 /// What one call of `adopt.lua` compares (its `ARGV[1]`).
@@ -134,7 +136,7 @@ impl Adopter {
 
     /// The same adopter with calls that read at most `page` items, log
     /// entries or mirror fields of a time-ordered feed (1..=1000; the
-    /// script's default is 250, a few milliseconds of Redis time).
+    /// script's default is 128, about a millisecond of Redis time).
     pub fn with_page(mut self, page: u32) -> Adopter {
         self.page = Some(page);
         self
@@ -196,7 +198,11 @@ impl Adopter {
             changes += step.changes;
             calls += 1;
             if !step.more || calls >= MAX_CALLS {
-                return Ok(Adopted { changes, ..step });
+                return Ok(Adopted {
+                    changes,
+                    calls,
+                    ..step
+                });
             }
         }
     }
@@ -237,6 +243,7 @@ fn decode(feed: &FeedName, reply: &Value) -> Result<Adopted, FeedError> {
             rev: number(&parts[1])?,
             changes: number(&parts[2])?,
             more: number(&parts[3])? != 0,
+            calls: 1,
         }),
         _ => Err(corrupt("expected { epoch, rev, changes, more }")),
     }
@@ -256,6 +263,12 @@ pub struct AdopterSettings {
     /// write: our own scripts publish `feed.changes:N` right after their
     /// classic messages, and such a write needs no adoption.
     pub notice_wait: Duration,
+    /// How often a *busy* feed is swept: one whose last sweep took more
+    /// than one call (a page of change-log entries or of a pass each). A
+    /// feed written faster than its log retention per `sweep_interval`
+    /// would otherwise outrun its mirror, whose catch-up from the log then
+    /// fails and a whole pass follows.
+    pub busy_interval: Duration,
 }
 
 impl Default for AdopterSettings {
@@ -264,6 +277,7 @@ impl Default for AdopterSettings {
             sweep_interval: Duration::from_secs(5),
             full_sweep_every: 12,
             notice_wait: Duration::from_millis(100),
+            busy_interval: Duration::from_millis(250),
         }
     }
 }
@@ -320,10 +334,16 @@ pub async fn run_adopter_with(
     let work = async {
         let mut tick = tokio::time::interval(settings.sweep_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut quick = tokio::time::interval(settings.busy_interval);
+        quick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut busy: BTreeSet<FeedName> = BTreeSet::new();
         let mut sweeps: u32 = 0;
         loop {
             tokio::select! {
                 _ = bell.notified() => {}
+                _ = quick.tick(), if !busy.is_empty() => {
+                    lock(&pending).feeds.extend(busy.iter().cloned());
+                }
                 _ = tick.tick() => {
                     sweeps = sweeps.wrapping_add(1);
                     let kind = if sweeps % settings.full_sweep_every.max(1) == 0 {
@@ -357,6 +377,13 @@ pub async fn run_adopter_with(
                     Sweep::Sorted => adopter.check(&feed).await,
                     Sweep::Fingerprints => adopter.sweep(&feed).await,
                 };
+                if let Ok(adopted) = &result {
+                    if adopted.calls > 1 {
+                        busy.insert(feed.clone());
+                    } else {
+                        busy.remove(&feed);
+                    }
+                }
                 match result {
                     Ok(adopted) if adopted.changes > 0 => tracing::info!(
                         %feed,
