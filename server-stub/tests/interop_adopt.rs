@@ -808,6 +808,35 @@ async fn a_pass_reads_one_page_of_items_per_call() {
     assert_eq!(adopted.iter().sum::<u64>(), 30);
     assert!(adopted.contains(&u64::from(PAGE)), "{adopted:?}");
     assert_log_is_feed(&env, &feed).await;
+
+    // However large the page, a call records at most 32 changes (each is
+    // several writes); retracts too.
+    let wide = Adopter::open(&env.target).await.unwrap().with_page(200);
+    for i in 0..40 {
+        classic_publish(
+            &mut conn,
+            &feed,
+            &format!("w{i:02}"),
+            "\"w\"",
+            1_700_000_100 + i,
+        )
+        .await;
+    }
+    for i in 0..40 {
+        classic_retract(&mut conn, &feed, &format!("i{i:02}")).await;
+    }
+    let mut adopted = Vec::new();
+    loop {
+        let step = wide.step(&feed, AdoptMode::Sweep).await.unwrap();
+        if step.changes > 0 {
+            adopted.push(step.changes);
+        }
+        if !step.more {
+            break;
+        }
+    }
+    assert_eq!(adopted, [32, 8, 32, 8], "retracts, then publishes");
+    assert_log_is_feed(&env, &feed).await;
 }
 
 #[tokio::test]
