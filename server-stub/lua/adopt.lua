@@ -299,8 +299,7 @@ local function catch_up(f, mkey, m_rev, limit, acct)
   return last
 end
 
--- One call on a time-ordered feed with a trusted history (or none at all:
--- a feed no script of ours wrote yet). `page` bounds what it reads.
+-- One call on a time-ordered feed. `page` bounds what it reads.
 local function paged(f, mkey, mode, page)
   local function reply(changes, more)
     local epoch, rev = f.epoch or 0, f.rev
@@ -315,11 +314,14 @@ local function paged(f, mkey, mode, page)
   local st = redis.call('HMGET', mkey, 'epoch', 'rev', 'fp', 'acct', 'pass', 'pcur', 'pend')
   local m_epoch, m_rev = tonumber(st[1]), tonumber(st[2])
   local valid
-  if f.new_epoch then
+  if f.reset_history then
     -- No trusted history: the mirror knows nothing (epoch 0) until the
     -- first adoption starts the feed's epoch.
     valid = m_epoch == 0 and m_rev == 0
   else
+    -- (A feed that must start a new epoch over a history it keeps — a
+    -- failover, a lost log — keeps its epoch until the first write, by an
+    -- adoption or our scripts; the mirror follows it then.)
     valid = m_epoch == f.epoch and m_rev ~= nil and m_rev <= f.rev
     if valid and m_rev < f.rev then
       local oldest = oldest_logged(f)
@@ -330,9 +332,9 @@ local function paged(f, mkey, mode, page)
     -- A new mirror, and a pass over it. UNLINK: a large stale mirror is
     -- freed outside the call.
     redis.call('UNLINK', mkey)
-    if f.new_epoch or f.rev == 0 then
+    if f.reset_history or f.rev == 0 then
       -- Every classic item is new to readers.
-      redis.call('HSET', mkey, 'epoch', f.new_epoch and '0' or num(f.epoch), 'rev', '0',
+      redis.call('HSET', mkey, 'epoch', f.reset_history and '0' or num(f.epoch), 'rev', '0',
         'pass', 's')
     elseif oldest_logged(f) == 1 then
       -- The whole log: readers know what it says.
@@ -574,13 +576,12 @@ return run(function()
   end
   local mode = ARGV[1]
   if mode == 'auto' then mode = sorted and 'full' or 'sweep' end
-  if not sorted and (not f.new_epoch or f.reset_history) then
+  if not sorted then
     local page = math.floor(tonumber(ARGV[2]) or PAGE)
     if page < 1 then page = 1 elseif page > MAX_PAGE then page = MAX_PAGE end
     return paged(f, mkey, mode, page)
   end
-  -- A sorted feed (or a time-ordered one starting a new epoch over a
-  -- history it keeps: a failover, a lost log): compared whole.
+  -- A sorted feed: compared whole.
   if mode == 'sweep' and not f.new_epoch and f.epoch then
     if redis.call('HGET', mkey, 'fp') == fingerprint() then
       return { num(f.epoch), num(f.rev), 0, 0 }

@@ -1045,3 +1045,33 @@ async fn full_log_from(env: &Env, feed: &FeedName, from: u64) -> Vec<thoonk_prot
         .expect("history")
         .events
 }
+
+#[tokio::test]
+async fn a_lost_log_is_adopted_in_pages_under_a_new_epoch() {
+    let env = Env::start().await;
+    let feed = name("lost");
+    let mut conn = env.conn().await;
+    publish_ours(&env, &feed, 40).await;
+    let adopter = Adopter::open(&env.target).await.unwrap().with_page(PAGE);
+    assert_eq!(adopter.adopt(&feed).await.unwrap().changes, 0);
+    let epoch = env.store.info(&feed).await.unwrap().unwrap().epoch;
+    // The log is lost (the revision stays): the next write starts a new
+    // epoch. A classic publish is that write; the mirror still describes
+    // what readers were told, so nothing else is adopted.
+    let _: () = conn.del(format!("feed.log:{feed}")).await.unwrap();
+    classic_publish(&mut conn, &feed, "late", "\"l\"", 1_700_000_000).await;
+    let first = adopter.step(&feed, AdoptMode::Sweep).await.unwrap();
+    assert_eq!(
+        first.epoch, epoch,
+        "no new epoch before a change: {first:?}"
+    );
+    let run = adopter.sweep(&feed).await.unwrap();
+    assert_eq!(run.changes, 1, "{run:?}");
+    assert!(run.calls > 1, "in pages: {run:?}");
+    assert_ne!(run.epoch, epoch, "a new epoch");
+    assert_eq!(run.rev, 41);
+    let log = full_log_from(&env, &feed, 41).await;
+    assert_eq!(ops(&log), ["publish late"]);
+    assert_eq!(adopter.adopt(&feed).await.unwrap().changes, 0);
+    assert_eq!(adopter.sweep(&feed).await.unwrap().calls, 1);
+}
