@@ -1075,3 +1075,116 @@ async fn a_lost_log_is_adopted_in_pages_under_a_new_epoch() {
     assert_eq!(adopter.adopt(&feed).await.unwrap().changes, 0);
     assert_eq!(adopter.sweep(&feed).await.unwrap().calls, 1);
 }
+
+/// Polls `ready` until it holds (a failure after [`WAIT`]).
+async fn until<F: std::future::Future<Output = bool>>(what: &str, mut ready: impl FnMut() -> F) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !ready().await {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_feed_whose_sweep_took_several_calls_is_swept_again_soon() {
+    use thoonk_server::feeds::{FeedSettings, FeedType};
+    use thoonk_server::interop::{run_adopter_with, AdopterSettings};
+    let env = Env::start().await;
+    let feed = name("resweep");
+    env.store
+        .create(&feed, &FeedSettings::new(FeedType::Feed))
+        .await
+        .unwrap();
+    let mut conn = env.conn().await;
+    // 20,000 classic items, adopted: a pass over them takes some 300 calls.
+    let mut pipe = redis::pipe();
+    for i in 0..20_000u64 {
+        let item = format!("k{i:05}");
+        pipe.zadd(format!("feed.ids:{feed}"), &item, 1_700_000_000 + i)
+            .hset(format!("feed.items:{feed}"), &item, "1")
+            .incr(format!("feed.publishes:{feed}"), 1);
+    }
+    let _: () = pipe.query_async(&mut conn).await.unwrap();
+    let adopter = Adopter::open(&env.target).await.unwrap();
+    assert_eq!(adopter.adopt(&feed).await.unwrap().changes, 20_000);
+    // The adopter process: no regular sweep during the test.
+    let settings = AdopterSettings {
+        sweep_interval: std::time::Duration::from_secs(3600),
+        busy_interval: std::time::Duration::from_millis(20),
+        ..AdopterSettings::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let process = tokio::spawn(run_adopter_with(
+        env.target.clone(),
+        env.store.clone(),
+        settings,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    // Its start-up runs are done once the listener is subscribed and the
+    // mirror has no pass in progress.
+    let mut nodes = env.nodes().await;
+    until("the adopter listens", || {
+        let mut nodes = nodes.clone();
+        async move {
+            for node in &mut nodes {
+                let n: i64 = redis::cmd("PUBSUB")
+                    .arg("NUMPAT")
+                    .query_async(node)
+                    .await
+                    .unwrap();
+                if n > 0 {
+                    return true;
+                }
+            }
+            false
+        }
+    })
+    .await;
+    nodes.clear();
+    until("the start-up runs end", || {
+        let mut conn = conn.clone();
+        let feed = feed.clone();
+        async move { mirror_field(&mut conn, &feed, "pass").await.is_none() }
+    })
+    .await;
+    // A thoonk.py-like write with its classic message: the adopter checks
+    // the feed, the account fails, a pass of many calls runs.
+    classic_publish(&mut conn, &feed, "announced", "\"a\"", 1_800_000_000).await;
+    let _: () = conn
+        .publish(format!("feed.publish:{feed}"), "announced\0\"a\"")
+        .await
+        .unwrap();
+    until("the pass is among the items", || {
+        let mut conn = conn.clone();
+        let feed = feed.clone();
+        async move {
+            mirror_field(&mut conn, &feed, "pass").await.as_deref() == Some("i")
+                && !mirror_field(&mut conn, &feed, "pcur")
+                    .await
+                    .unwrap_or_default()
+                    .is_empty()
+        }
+    })
+    .await;
+    // A raw classic write behind the pass's cursor, with no message: the
+    // pass misses it, and nothing but a sweep finds it. The run took many
+    // calls, so the feed is swept again within busy_interval, not in an hour.
+    classic_publish(&mut conn, &feed, "unannounced", "\"u\"", 1_600_000_000).await;
+    until("both writes are adopted", || {
+        let mut conn = conn.clone();
+        let feed = feed.clone();
+        async move {
+            let rev: u64 = conn.get(format!("feed.rev:{feed}")).await.unwrap();
+            rev >= 20_002
+        }
+    })
+    .await;
+    let _ = stop.send(());
+    process.await.unwrap().unwrap();
+    let log = full_log_from(&env, &feed, 20_001).await;
+    let mut adopted = ops(&log);
+    adopted.sort();
+    assert_eq!(adopted, ["publish announced", "publish unannounced"]);
+}
