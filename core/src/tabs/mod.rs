@@ -33,7 +33,7 @@ mod views;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use thoonk_protocol::{ChangeId, FeedName, FeedPattern, Operation};
+use thoonk_protocol::{ChangeId, FeedName, FeedPattern, Operation, SortedMap};
 
 pub use self::messages::{
     FeedChange, LeaderStatus, OutboxEntry, OutcomeEvent, Refusal, SharedState, TabMessage,
@@ -200,7 +200,7 @@ pub struct TabMachine {
     open_attempt: u64,
     forwarded: Vec<Forwarded>,
     patterns: BTreeSet<FeedPattern>,
-    followers: BTreeMap<String, BTreeSet<FeedPattern>>,
+    followers: SortedMap<String, BTreeSet<FeedPattern>>,
     state: Option<SharedState>,
     outcomes: BTreeMap<ChangeId, OutcomeEvent>,
     cache: ViewCache,
@@ -230,7 +230,7 @@ impl TabMachine {
             open_attempt: 0,
             forwarded: vec![],
             patterns: BTreeSet::new(),
-            followers: BTreeMap::new(),
+            followers: SortedMap::new(),
             state: None,
             outcomes: BTreeMap::new(),
             cache: ViewCache::default(),
