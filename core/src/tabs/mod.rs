@@ -31,7 +31,7 @@ mod lead;
 mod messages;
 mod views;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 use thoonk_protocol::{ChangeId, FeedName, FeedPattern, Operation, SortedMap};
 
@@ -202,7 +202,7 @@ pub struct TabMachine {
     patterns: BTreeSet<FeedPattern>,
     followers: SortedMap<String, BTreeSet<FeedPattern>>,
     state: Option<SharedState>,
-    outcomes: BTreeMap<ChangeId, OutcomeEvent>,
+    outcomes: SortedMap<ChangeId, OutcomeEvent>,
     cache: ViewCache,
     missed_pings: u32,
     taking_over: bool,
@@ -232,7 +232,7 @@ impl TabMachine {
             patterns: BTreeSet::new(),
             followers: SortedMap::new(),
             state: None,
-            outcomes: BTreeMap::new(),
+            outcomes: SortedMap::new(),
             cache: ViewCache::default(),
             missed_pings: 0,
             taking_over: false,
