@@ -4,12 +4,12 @@
 //! other tabs every change.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::rc::{Rc, Weak};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use thoonk_protocol::{ChangeId, FeedName, FeedPattern, ItemId, Operation};
+use thoonk_protocol::{ChangeId, FeedName, FeedPattern, ItemId, Operation, SortedMap};
 use thoonk_sync_core::{
     Config, ConflictCase, ItemView, Notification, Resolution, Resolver, ResolverError, Status,
     StorageMarker, StorageWiped, SyncCore,
@@ -68,7 +68,7 @@ struct StatusJs {
     connection: &'static str,
     server: &'static str,
     pending: usize,
-    feeds: BTreeMap<FeedName, FeedHeadJs>,
+    feeds: SortedMap<FeedName, FeedHeadJs>,
     storage_error: Option<String>,
     storage_wiped: Option<StorageWiped>,
     tab: &'static str,
@@ -267,7 +267,9 @@ impl Leader {
             return;
         };
         let cache = tab.take_follower_cache();
-        let mut feeds: BTreeSet<FeedName> = cache.feeds().cloned().collect();
+        // Inserted, not collected (a collect sorts: more code in the bundle).
+        let mut feeds: BTreeSet<FeedName> = BTreeSet::new();
+        feeds.extend(cache.feeds().cloned());
         feeds.extend(
             shell
                 .with_core(SyncCore::feeds)

@@ -5,13 +5,12 @@
 //! this file carries out its events and feeds it what happened.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use futures::channel::oneshot;
 use futures::future::Either;
 use serde_json::{json, Value};
-use thoonk_protocol::{ChangeId, FeedName, FeedPattern, ItemId, Operation};
+use thoonk_protocol::{ChangeId, FeedName, FeedPattern, ItemId, Operation, SortedMap};
 use thoonk_sync_core::tabs::{
     Ask, ChangeRoute, FeedChange, Handle, OutcomeEvent, Refusal, Role, TabEvent, TabMachine,
     TabMessage,
@@ -45,7 +44,7 @@ pub struct Callbacks {
     /// `onOutcome` callbacks.
     pub outcome_listeners: RefCell<Vec<js_sys::Function>>,
     /// Promises of outcomes not yet known.
-    outcome_waiters: RefCell<HashMap<ChangeId, Vec<oneshot::Sender<Value>>>>,
+    outcome_waiters: RefCell<SortedMap<ChangeId, Vec<oneshot::Sender<Value>>>>,
     last_status: RefCell<Option<String>>,
 }
 
@@ -231,7 +230,7 @@ pub struct Tab {
     lead: RefCell<Option<LeadRequest>>,
     timer: RefCell<Option<(u64, Timeout)>>,
     /// The app's promises of changes forwarded to the leader.
-    replies: RefCell<HashMap<Handle, oneshot::Sender<Result<ChangeId, JsValue>>>>,
+    replies: RefCell<SortedMap<Handle, oneshot::Sender<Result<ChangeId, JsValue>>>>,
     /// Settles `Client.open`: once this tab leads, or follows a leader that answered.
     ready: RefCell<Option<oneshot::Sender<Result<(), JsValue>>>>,
 }

@@ -5,10 +5,9 @@
 //! `useSyncExternalStore`, Svelte's store contract).
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
 use std::rc::{Rc, Weak};
 
-use thoonk_protocol::{FeedName, FeedPattern};
+use thoonk_protocol::{FeedName, FeedPattern, SortedMap};
 use wasm_bindgen::prelude::*;
 
 use crate::client::to_js;
@@ -19,7 +18,7 @@ struct View {
     tab: Weak<Tab>,
     pattern: FeedPattern,
     /// Each feed's items: their JSON text (to tell a real change) and the frozen array.
-    feeds: RefCell<BTreeMap<FeedName, (String, JsValue)>>,
+    feeds: RefCell<SortedMap<FeedName, (String, JsValue)>>,
     snapshot: RefCell<JsValue>,
     listeners: RefCell<Vec<(u32, js_sys::Function)>>,
     next_listener: Cell<u32>,

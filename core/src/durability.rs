@@ -42,9 +42,9 @@
 //! any number of runs, until the app dismisses it; a second wipe before
 //! that adds its changes to the report.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
-use thoonk_protocol::{FeedName, ItemId};
+use thoonk_protocol::{FeedName, ItemId, SortedMap};
 
 use crate::config::Config;
 use crate::core::SyncCore;
@@ -119,7 +119,7 @@ struct Round {
     rest: Effects,
     /// The items the app was shown before the batch committed (a round
     /// that only writes the cache), by feed.
-    shown: BTreeMap<FeedName, BTreeSet<ItemId>>,
+    shown: SortedMap<FeedName, BTreeSet<ItemId>>,
 }
 
 /// The durability machine: a [`SyncCore`], the bookkeeping of which
@@ -163,7 +163,7 @@ pub struct Durable {
     fenced: bool,
     /// Items the app was shown whose cache write failed, by feed: told
     /// again as the reloaded core has them.
-    behind: BTreeMap<FeedName, BTreeSet<ItemId>>,
+    behind: SortedMap<FeedName, BTreeSet<ItemId>>,
 }
 
 impl Durable {
@@ -188,7 +188,7 @@ impl Durable {
             connect_at: None,
             held_connect: false,
             fenced: false,
-            behind: BTreeMap::new(),
+            behind: SortedMap::new(),
         })
     }
 
@@ -298,7 +298,7 @@ impl Durable {
                 through,
                 batch: batch.clone(),
                 rest: effects,
-                shown: BTreeMap::new(),
+                shown: SortedMap::new(),
             });
             return Some(Task::Write(batch));
         }
@@ -467,12 +467,9 @@ impl Durable {
             .map(|feed| {
                 let changed = core.view(&feed);
                 let order: Vec<ItemId> = changed.iter().map(|v| v.id.clone()).collect();
-                let mut shown: BTreeSet<ItemId> = self
-                    .core
-                    .view_ref(&feed)
-                    .iter()
-                    .map(|v| v.id.clone())
-                    .collect();
+                // Inserted, not collected (a collect sorts: more code in the bundle).
+                let mut shown: BTreeSet<ItemId> = BTreeSet::new();
+                shown.extend(self.core.view_ref(&feed).iter().map(|v| v.id.clone()));
                 shown.extend(behind.get(&feed).into_iter().flatten().cloned());
                 let removed = shown.into_iter().filter(|id| !order.contains(id)).collect();
                 Notification::Items {
@@ -523,8 +520,8 @@ impl Durable {
 }
 
 /// The items `notify` shows the app (changed or removed), by feed.
-fn shown_items(notify: &[Notification]) -> BTreeMap<FeedName, BTreeSet<ItemId>> {
-    let mut shown: BTreeMap<FeedName, BTreeSet<ItemId>> = BTreeMap::new();
+fn shown_items(notify: &[Notification]) -> SortedMap<FeedName, BTreeSet<ItemId>> {
+    let mut shown: SortedMap<FeedName, BTreeSet<ItemId>> = SortedMap::new();
     for notification in notify {
         if let Notification::Items {
             feed,

@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use thoonk_protocol::{Base, ChangeId, Epoch, FeedName, FeedPattern, ItemId, Operation, Rev};
+use thoonk_protocol::{
+    Base, ChangeId, Epoch, FeedName, FeedPattern, ItemId, Operation, Rev, SortedMap,
+};
 
 use crate::outcome::{OutcomeRecord, ResolutionKind};
 
@@ -199,11 +201,12 @@ pub struct StoredState {
     /// The subscribed patterns.
     pub subscriptions: BTreeSet<FeedPattern>,
     /// Feed heads.
-    pub feeds: BTreeMap<FeedName, FeedHead>,
+    pub feeds: SortedMap<FeedName, FeedHead>,
     /// Items by feed and id.
     pub items: BTreeMap<(FeedName, ItemId), StoredItem>,
-    /// Outbox entries by `seq`.
-    pub outbox: BTreeMap<u64, OutboxRecord>,
+    /// Outbox entries by `seq` (loaded and written back in `seq` order,
+    /// which a `SortedMap` appends).
+    pub outbox: SortedMap<u64, OutboxRecord>,
     /// Outcomes by change id.
     pub outcomes: BTreeMap<ChangeId, OutcomeRecord>,
 }

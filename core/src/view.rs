@@ -2,7 +2,7 @@
 //! them, each marked confirmed, pending or rejected; and the difference
 //! between two views, which is what the app is notified of.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use thoonk_protocol::{ChangeId, FeedName, ItemId};
 
@@ -35,24 +35,42 @@ pub(crate) fn build<'a>(
             &overlaid
         }
     };
-    let mut pending: BTreeMap<&ItemId, Vec<ChangeId>> = BTreeMap::new();
+    // The maps below, and those of `diff`, all map an item id to a place in a
+    // list: one map type for all of them keeps the bundle small.
+    let mut pending_at: BTreeMap<&ItemId, usize> = BTreeMap::new();
+    let mut pending: Vec<Vec<ChangeId>> = Vec::new();
     for entry in &ours {
         if let Some((_, id)) = item_of(&entry.record.op) {
-            pending.entry(id).or_default().push(entry.record.id.clone());
+            let at = *pending_at.entry(id).or_insert_with(|| {
+                pending.push(Vec::new());
+                pending.len() - 1
+            });
+            pending[at].push(entry.record.id.clone());
         }
     }
-    let mut latest: BTreeMap<&ItemId, &OutcomeRecord> = BTreeMap::new();
+    let mut latest_at: BTreeMap<&ItemId, usize> = BTreeMap::new();
+    let mut latest: Vec<&OutcomeRecord> = Vec::new();
     for record in outcomes {
         if let Some((f, id)) = item_of(&record.op) {
-            if f == feed && latest.get(id).is_none_or(|r| r.seq < record.seq) {
-                latest.insert(id, record);
+            if f != feed {
+                continue;
+            }
+            match latest_at.get(id) {
+                Some(&at) if latest[at].seq < record.seq => latest[at] = record,
+                Some(_) => {}
+                None => {
+                    latest_at.insert(id, latest.len());
+                    latest.push(record);
+                }
             }
         }
     }
     items
         .iter()
         .map(|(id, item)| {
-            let state = match (pending.get(id), latest.get(id)) {
+            let pending = pending_at.get(id).map(|&at| &pending[at]);
+            let latest = latest_at.get(id).map(|&at| latest[at]);
+            let state = match (pending, latest) {
                 (Some(changes), _) => ItemState::Pending {
                     changes: changes.clone(),
                 },
@@ -73,25 +91,25 @@ pub(crate) fn build<'a>(
 
 /// The notification that takes the app from view `old` to view `new`, if any.
 pub(crate) fn diff(feed: &FeedName, old: &[ItemView], new: &[ItemView]) -> Option<Notification> {
-    let old_by_id: BTreeMap<&ItemId, &ItemView> = old.iter().map(|v| (&v.id, v)).collect();
-    let new_ids: BTreeSet<&ItemId> = new.iter().map(|v| &v.id).collect();
+    let old_at = places(old.iter().map(|v| &v.id).collect());
+    let new_ids = places(new.iter().map(|v| &v.id).collect());
     let changed: Vec<ItemView> = new
         .iter()
-        .filter(|v| old_by_id.get(&v.id) != Some(v))
+        .filter(|v| old_at.get(&v.id).map(|&at| &old[at]) != Some(v))
         .cloned()
         .collect();
     let removed: Vec<ItemId> = old
         .iter()
-        .filter(|v| !new_ids.contains(&v.id))
+        .filter(|v| !new_ids.contains_key(&v.id))
         .map(|v| v.id.clone())
         .collect();
     let kept = old
         .iter()
-        .filter(|v| new_ids.contains(&v.id))
+        .filter(|v| new_ids.contains_key(&v.id))
         .map(|v| &v.id);
     let added = new
         .iter()
-        .filter(|v| !old_by_id.contains_key(&v.id))
+        .filter(|v| !old_at.contains_key(&v.id))
         .map(|v| &v.id);
     let appended_only = kept.chain(added).eq(new.iter().map(|v| &v.id));
     if changed.is_empty() && removed.is_empty() && appended_only {
@@ -103,6 +121,16 @@ pub(crate) fn diff(feed: &FeedName, old: &[ItemView], new: &[ItemView]) -> Optio
         removed,
         order: (!appended_only).then(|| new.iter().map(|v| v.id.clone()).collect()),
     })
+}
+
+/// Each id's place in `ids` (the last, for an id listed twice). The one
+/// function that collects such a map: each collecting call site would add
+/// its own sort to the bundle.
+pub(crate) fn places(ids: Vec<&ItemId>) -> BTreeMap<&ItemId, usize> {
+    ids.into_iter()
+        .enumerate()
+        .map(|(at, id)| (id, at))
+        .collect()
 }
 
 #[cfg(test)]

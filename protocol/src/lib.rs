@@ -13,6 +13,7 @@ mod change;
 mod error;
 mod message;
 mod name;
+pub mod sorted;
 pub mod tagged;
 
 pub use change::{Change, ChangeOp, FeedEvent, Item, Position};
@@ -22,6 +23,7 @@ pub use message::{
     Outcome, ServerMessage, ServerState,
 };
 pub use name::{FeedName, FeedPattern, ItemId, MAX_FEED_NAME_LEN, MAX_ITEM_ID_LEN};
+pub use sorted::{SortedMap, SortedSet};
 
 /// The protocol version this build speaks; sent in `hello` and `welcome`.
 pub const PROTOCOL_VERSION: u32 = 1;

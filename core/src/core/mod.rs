@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use thoonk_protocol::SortedMap;
+
 use thoonk_protocol::{Base, ChangeId, ClientMessage, FeedName, FeedPattern, ServerState};
 
 use crate::config::Config;
@@ -55,14 +57,14 @@ pub struct SyncCore {
     server: ServerState,
     subscriptions: BTreeSet<FeedPattern>,
     /// Subscriptions sent on this connection and not yet answered.
-    unanswered: BTreeMap<FeedPattern, Retry>,
+    unanswered: SortedMap<FeedPattern, Retry>,
     mirror: Mirror,
     outbox: Outbox,
     outcomes: BTreeMap<ChangeId, OutcomeRecord>,
     resolver: Box<dyn Resolver>,
     journal: Journal,
     effects: Effects,
-    views: BTreeMap<FeedName, Vec<ItemView>>,
+    views: SortedMap<FeedName, Vec<ItemView>>,
     /// Feeds whose view changed since the effects were last taken: their
     /// notifications are built once, when the effects are taken, however
     /// many inputs changed them (a replay of many `changes` frames).
@@ -93,7 +95,7 @@ impl SyncCore {
         }
         // Items are moved into the mirror, not copied (a cold start on a
         // large cache spends its time here).
-        let mut by_feed: BTreeMap<FeedName, Vec<StoredItem>> = BTreeMap::new();
+        let mut by_feed: SortedMap<FeedName, Vec<StoredItem>> = SortedMap::new();
         let mut orphans: BTreeSet<FeedName> = BTreeSet::new();
         for ((feed, _), item) in state.items {
             if state.feeds.contains_key(&feed) {
@@ -164,29 +166,28 @@ impl SyncCore {
             status: Status::Connecting,
             server: ServerState::Available,
             subscriptions: state.subscriptions,
-            unanswered: BTreeMap::new(),
+            unanswered: SortedMap::new(),
             mirror,
             outbox,
             outcomes: state.outcomes,
             resolver: Box::new(MergeResolver),
             journal,
             effects,
-            views: BTreeMap::new(),
+            views: SortedMap::new(),
             stale_views: BTreeSet::new(),
             storage_error: None,
             ledger_window: None,
         };
-        let feeds: BTreeSet<FeedName> = core
-            .mirror
-            .feeds
-            .keys()
-            .cloned()
-            .chain(
+        // Inserted, not collected: collecting into a `BTreeSet` sorts first,
+        // and each collected type adds its own sort to the bundle.
+        let mut feeds = BTreeSet::new();
+        feeds.extend(
+            core.mirror.feeds.keys().cloned().chain(
                 core.outbox
                     .iter()
                     .filter_map(|e| e.record.op.feed().cloned()),
-            )
-            .collect();
+            ),
+        );
         for feed in feeds {
             let built = core.build_view(&feed);
             core.views.insert(feed, built);

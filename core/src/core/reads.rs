@@ -23,11 +23,10 @@ impl SyncCore {
     /// The feeds whose view the app was told of (or will be when the
     /// effects are taken).
     pub fn shown_feeds(&self) -> BTreeSet<FeedName> {
-        self.views
-            .keys()
-            .chain(self.stale_views.iter())
-            .cloned()
-            .collect()
+        // Inserted, not collected: see `SyncCore::open`.
+        let mut feeds = BTreeSet::new();
+        feeds.extend(self.views.keys().chain(self.stale_views.iter()).cloned());
+        feeds
     }
 
     /// The same as [`SyncCore::view`], borrowed from the view last notified

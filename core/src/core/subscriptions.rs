@@ -69,23 +69,26 @@ impl SyncCore {
                 attempt,
             },
         );
-        let known: BTreeMap<FeedName, FeedPosition> = self
-            .mirror
-            .feeds
-            .iter()
-            .filter(|(f, _)| pattern.matches(f))
-            .filter_map(|(f, m)| {
-                m.head.map(|h| {
-                    (
-                        f.clone(),
-                        FeedPosition {
-                            epoch: h.epoch,
-                            rev: h.rev,
-                        },
-                    )
-                })
-            })
-            .collect();
+        // `extend`, not `collect`: collecting into a `BTreeMap` sorts first,
+        // and each collected key/value type adds its own sort to the bundle.
+        let mut known: BTreeMap<FeedName, FeedPosition> = BTreeMap::new();
+        known.extend(
+            self.mirror
+                .feeds
+                .iter()
+                .filter(|(f, _)| pattern.matches(f))
+                .filter_map(|(f, m)| {
+                    m.head.map(|h| {
+                        (
+                            f.clone(),
+                            FeedPosition {
+                                epoch: h.epoch,
+                                rev: h.rev,
+                            },
+                        )
+                    })
+                }),
+        );
         self.effects
             .send
             .push(ClientMessage::Subscribe { pattern, known });

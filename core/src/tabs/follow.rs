@@ -1,9 +1,7 @@
 //! Following: joining the leader, forwarding changes under this tab's own
 //! ids until answered, and the copy of the views, state and outcomes it shows.
 
-use std::collections::BTreeMap;
-
-use thoonk_protocol::{ChangeId, FeedName, FeedPattern, Operation};
+use thoonk_protocol::{ChangeId, FeedName, FeedPattern, Operation, SortedMap};
 
 use crate::effects::ItemView;
 
@@ -177,7 +175,7 @@ impl TabMachine {
     fn take_welcome(&mut self, client_id: String, state: SharedState, outcomes: Vec<OutcomeEvent>) {
         self.client_id = Some(client_id);
         self.state = Some(state);
-        let mut stored = BTreeMap::new();
+        let mut stored = SortedMap::new();
         for event in outcomes {
             if !self.outcomes.contains_key(&event.id) {
                 self.emit(TabEvent::Outcome(event.clone()));

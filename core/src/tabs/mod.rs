@@ -31,9 +31,9 @@ mod lead;
 mod messages;
 mod views;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
-use thoonk_protocol::{ChangeId, FeedName, FeedPattern, Operation};
+use thoonk_protocol::{ChangeId, FeedName, FeedPattern, Operation, SortedMap};
 
 pub use self::messages::{
     FeedChange, LeaderStatus, OutboxEntry, OutcomeEvent, Refusal, SharedState, TabMessage,
@@ -200,9 +200,9 @@ pub struct TabMachine {
     open_attempt: u64,
     forwarded: Vec<Forwarded>,
     patterns: BTreeSet<FeedPattern>,
-    followers: BTreeMap<String, BTreeSet<FeedPattern>>,
+    followers: SortedMap<String, BTreeSet<FeedPattern>>,
     state: Option<SharedState>,
-    outcomes: BTreeMap<ChangeId, OutcomeEvent>,
+    outcomes: SortedMap<ChangeId, OutcomeEvent>,
     cache: ViewCache,
     missed_pings: u32,
     taking_over: bool,
@@ -230,9 +230,9 @@ impl TabMachine {
             open_attempt: 0,
             forwarded: vec![],
             patterns: BTreeSet::new(),
-            followers: BTreeMap::new(),
+            followers: SortedMap::new(),
             state: None,
-            outcomes: BTreeMap::new(),
+            outcomes: SortedMap::new(),
             cache: ViewCache::default(),
             missed_pings: 0,
             taking_over: false,

@@ -1,9 +1,7 @@
 //! A following tab's copy of the feed views its app shows, kept up to date
 //! from the [`FeedChange`]s the leading tab broadcasts.
 
-use std::collections::BTreeMap;
-
-use thoonk_protocol::FeedName;
+use thoonk_protocol::{FeedName, SortedMap};
 
 use super::messages::FeedChange;
 use crate::effects::ItemView;
@@ -11,7 +9,7 @@ use crate::effects::ItemView;
 /// Feed → the items of its view, in order.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ViewCache {
-    feeds: BTreeMap<FeedName, Vec<ItemView>>,
+    feeds: SortedMap<FeedName, Vec<ItemView>>,
 }
 
 impl ViewCache {
@@ -27,11 +25,7 @@ impl ViewCache {
             }
         }
         if let Some(order) = &change.order {
-            let rank: BTreeMap<_, usize> = order
-                .iter()
-                .enumerate()
-                .map(|(rank, id)| (id, rank))
-                .collect();
+            let rank = crate::view::places(order.iter().collect());
             // Stable: ids the order does not list keep their relative place at the end.
             items.sort_by_key(|item| rank.get(&item.id).copied().unwrap_or(usize::MAX));
         }
