@@ -177,6 +177,15 @@ impl Operation {
     }
 }
 
+/// One change's outcome in an `outcomes` frame.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChangeOutcomeOf {
+    /// The change id.
+    pub id: ChangeId,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
 /// A change submitted as a job.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChangeRequest {
@@ -397,6 +406,18 @@ crate::tagged_enum! {
             id: ChangeId,
             /// How it ended.
             outcome: Outcome,
+        },
+        /// The changes of one `submit_batch` that are durably queued, in the
+        /// frame's order: one frame in place of an `ack` per change.
+        Acks {
+            /// The change ids.
+            ids: Vec<ChangeId>,
+        },
+        /// Several submitted changes are finished (the changes of one batch
+        /// job, in order): one frame in place of an `outcome` per change.
+        Outcomes {
+            /// Each change and how it ended.
+            outcomes: Vec<ChangeOutcomeOf>,
         },
         /// A request failed; the connection stays open unless the code says otherwise.
         Error {

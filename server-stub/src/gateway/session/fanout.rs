@@ -1,7 +1,7 @@
 //! Fan-out: what the hub delivers (live changes, new and deleted feeds,
 //! outcomes, the server's state) and the order a feed's events go out in.
 
-use thoonk_protocol::{FeedPattern, FeedPosition, Outcome, ServerMessage};
+use thoonk_protocol::{ChangeOutcomeOf, FeedPattern, FeedPosition, ServerMessage};
 
 use super::{Sent, Session, SessionEnd};
 use crate::feeds::ChangeNotice;
@@ -45,13 +45,18 @@ impl Session {
                 };
                 self.catch_up(&feed, Some(from)).await
             }
-            HubEvent::Outcome(id, outcome) => {
-                if self.in_flight.remove(&id).is_none() {
-                    // Not submitted here: another session's, maybe another user's.
-                    return Ok(());
-                }
-                let outcome = Outcome::clone(&outcome);
-                self.send(&ServerMessage::Outcome { id, outcome }).await
+            HubEvent::Outcomes(outcomes) => {
+                // Only the changes submitted here: not another session's,
+                // maybe another user's.
+                let mine: Vec<ChangeOutcomeOf> = outcomes
+                    .iter()
+                    .filter(|(id, _)| self.in_flight.remove(id).is_some())
+                    .map(|(id, outcome)| ChangeOutcomeOf {
+                        id: id.clone(),
+                        outcome: outcome.clone(),
+                    })
+                    .collect();
+                self.send_outcomes(mine).await
             }
             HubEvent::Resync => Ok(()),
             HubEvent::ServerState => self.tell_server_state().await,
