@@ -96,6 +96,10 @@ async fn a_batch_is_answered_and_fanned_out_per_change_and_remembered_by_id() {
     watcher.until_rev(&feed, 0).await;
 
     let mut ann = WsClient::signed_in(&server.ws_url(), "ann").await;
+    // The submitter follows the feed too: the echo of its own batch comes
+    // in `changes` frames (its runs of consecutive revisions).
+    ann.subscribe(feed.as_str()).await;
+    ann.until_rev(&feed, 0).await;
     let batch: Vec<ChangeRequest> = (1..=5)
         .map(|n| publish(&format!("test-ann:{n}"), &feed, &format!("t{n}")))
         .collect();
@@ -115,6 +119,8 @@ async fn a_batch_is_answered_and_fanned_out_per_change_and_remembered_by_id() {
     assert_eq!(revs, [1, 2, 3, 4, 5], "applied in the batch's order");
     let mirror = watcher.until_rev(&feed, 5).await;
     assert_eq!(mirror.ids(), ["t1", "t2", "t3", "t4", "t5"]);
+    let own = ann.until_rev(&feed, 5).await;
+    assert_eq!(own.ids(), ["t1", "t2", "t3", "t4", "t5"]);
 
     // A new connection sends the batch again: each change answers with its
     // stored outcome, nothing is applied twice.

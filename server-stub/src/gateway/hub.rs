@@ -74,6 +74,13 @@ impl Membership {
         Some(event)
     }
 
+    /// The next event already queued for the session, without waiting.
+    pub fn try_recv(&mut self) -> Option<HubEvent> {
+        let (event, weight) = self.events.try_recv().ok()?;
+        self.queued.fetch_sub(weight, Ordering::AcqRel);
+        Some(event)
+    }
+
     /// Bytes of events queued for the session now.
     pub fn queued_bytes(&self) -> usize {
         self.queued.load(Ordering::Acquire)
