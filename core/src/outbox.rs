@@ -143,11 +143,17 @@ impl Outbox {
         self.entries.values()
     }
 
-    /// The seq of the entry currently submitted under `wire_id`.
+    /// The seq of the entry currently submitted under `wire_id`. A change
+    /// is first sent under its own id (`<client>:<seq>`): that entry is
+    /// looked up by its seq; a resolved conflict's new id is searched for.
     pub fn seq_of_wire(&self, wire_id: &ChangeId) -> Option<u64> {
-        self.entries
-            .values()
-            .find(|e| &e.record.wire_id == wire_id)
+        let own = wire_id
+            .0
+            .rsplit_once(':')
+            .and_then(|(_, seq)| seq.parse::<u64>().ok())
+            .and_then(|seq| self.entries.get(&seq))
+            .filter(|e| &e.record.wire_id == wire_id);
+        own.or_else(|| self.entries.values().find(|e| &e.record.wire_id == wire_id))
             .map(|e| e.record.seq)
     }
 
