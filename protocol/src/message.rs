@@ -527,6 +527,32 @@ mod tests {
     }
 
     #[test]
+    fn a_batchs_acks_and_outcomes_frames_have_the_documented_shape() {
+        let acks = json!({"type": "acks", "ids": ["c5f1:8", "c5f1:9"]});
+        let frame: ServerMessage = serde_json::from_value(acks.clone()).unwrap();
+        assert_eq!(
+            frame,
+            ServerMessage::Acks {
+                ids: vec![ChangeId("c5f1:8".into()), ChangeId("c5f1:9".into())]
+            }
+        );
+        assert_eq!(serde_json::to_value(&frame).unwrap(), acks);
+        let outcomes = json!({"type": "outcomes", "outcomes": [
+            {"id": "c5f1:8", "outcome": {"status": "accepted", "result": null,
+                "revs": {"f": 42}, "epochs": {"f": 7}}},
+            {"id": "c5f1:9", "outcome": {"status": "rejected", "code": "forbidden",
+                "message": "no"}}
+        ]});
+        let frame: ServerMessage = serde_json::from_value(outcomes.clone()).unwrap();
+        let ServerMessage::Outcomes { outcomes: list } = &frame else {
+            panic!("{frame:?}")
+        };
+        assert_eq!(list.len(), 2);
+        assert!(matches!(list[1].outcome, Outcome::Rejected { .. }));
+        assert_eq!(serde_json::to_value(&frame).unwrap(), outcomes);
+    }
+
+    #[test]
     fn batch_frames_have_the_documented_shape_and_length() {
         let change = |seq: u64, item: Value| ChangeRequest {
             id: ChangeId::new("c1", seq),
