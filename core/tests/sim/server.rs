@@ -374,6 +374,64 @@ impl SimServer {
         self.fan_out(feed, msg)
     }
 
+    /// The events of one batch job's run, `out`, with those to the
+    /// connections of the client that made the batch (`first`'s) in one
+    /// `changes` frame per connection, as the gateway sends the echo of a
+    /// client's own changes queued together; other connections get an
+    /// `event` each.
+    fn echo_in_one_frame(
+        &self,
+        out: Vec<(usize, ServerMessage)>,
+        first: &ChangeId,
+    ) -> Vec<(usize, ServerMessage)> {
+        let client = first.0.split_once(':').map(|(c, _)| c);
+        let mut merged: Vec<(usize, ServerMessage)> = Vec::new();
+        for (conn, msg) in out {
+            let own = client.is_some()
+                && self.sessions.get(&conn).and_then(|s| s.client.as_deref()) == client;
+            let ServerMessage::Event {
+                feed,
+                epoch,
+                rev,
+                change,
+            } = msg
+            else {
+                merged.push((conn, msg));
+                continue;
+            };
+            let at = merged.iter().position(|(c, m)| {
+                own && *c == conn
+                    && matches!(m, ServerMessage::Changes { feed: f, epoch: e, events }
+                        if *f == feed && *e == epoch && events.last().is_some_and(|l| l.rev + 1 == rev))
+            });
+            match at {
+                Some(i) => {
+                    if let ServerMessage::Changes { events, .. } = &mut merged[i].1 {
+                        events.push(FeedEvent { rev, change });
+                    }
+                }
+                None if own => merged.push((
+                    conn,
+                    ServerMessage::Changes {
+                        feed,
+                        epoch,
+                        events: vec![FeedEvent { rev, change }],
+                    },
+                )),
+                None => merged.push((
+                    conn,
+                    ServerMessage::Event {
+                        feed,
+                        epoch,
+                        rev,
+                        change,
+                    },
+                )),
+            }
+        }
+        merged
+    }
+
     /// An outcome to every connection that submitted the change and has not
     /// been told it (a client that reconnected asks again by resubmitting).
     fn outcome(&mut self, id: &ChangeId, outcome: &Outcome) -> Vec<(usize, ChangeOutcomeOf)> {
@@ -680,6 +738,9 @@ impl SimServer {
                 }
             }
             outcomes.push(Some(outcome));
+        }
+        if job.batch {
+            out = self.echo_in_one_frame(out, &job.requests[0].id);
         }
         if fault == WorkerFault::DiesAfterApply {
             self.queue.push_front(job);
