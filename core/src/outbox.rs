@@ -55,15 +55,17 @@ pub(crate) struct Entry {
     acked: Option<ChangeId>,
 }
 
-/// The lane a change is sent in.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Lane {
-    Feed(FeedName),
+/// The lane a change is sent in. It borrows the feed's name: the outbox is
+/// walked by lane at every input (the sends due, the next deadline), and a
+/// copy of the name per change made those walks cost more than the input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Lane<'a> {
+    Feed(&'a FeedName),
     Actions,
 }
 
-fn lane(op: &Operation) -> Lane {
-    op.feed().map_or(Lane::Actions, |f| Lane::Feed(f.clone()))
+fn lane(op: &Operation) -> Lane<'_> {
+    op.feed().map_or(Lane::Actions, Lane::Feed)
 }
 
 /// The bytes a `submit` frame has around its change.
@@ -141,11 +143,17 @@ impl Outbox {
         self.entries.values()
     }
 
-    /// The seq of the entry currently submitted under `wire_id`.
+    /// The seq of the entry currently submitted under `wire_id`. A change
+    /// is first sent under its own id (`<client>:<seq>`): that entry is
+    /// looked up by its seq; a resolved conflict's new id is searched for.
     pub fn seq_of_wire(&self, wire_id: &ChangeId) -> Option<u64> {
-        self.entries
-            .values()
-            .find(|e| &e.record.wire_id == wire_id)
+        let own = wire_id
+            .0
+            .rsplit_once(':')
+            .and_then(|(_, seq)| seq.parse::<u64>().ok())
+            .and_then(|seq| self.entries.get(&seq))
+            .filter(|e| &e.record.wire_id == wire_id);
+        own.or_else(|| self.entries.values().find(|e| &e.record.wire_id == wire_id))
             .map(|e| e.record.seq)
     }
 
@@ -154,7 +162,7 @@ impl Outbox {
     /// and, for a feed's lane, the changes after it, up to `max_batch` and
     /// the frame limit; with the attempt the head is at.
     fn batches(&self, now: u64, max_batch: usize) -> Vec<(Vec<u64>, u32)> {
-        let mut heads: BTreeMap<Lane, Option<usize>> = BTreeMap::new();
+        let mut heads: BTreeMap<Lane<'_>, Option<usize>> = BTreeMap::new();
         // Per batch: its seqs, the head's attempt, the batch frame's length
         // so far (0 once the frame is full).
         let mut batches: Vec<(Vec<u64>, u32, usize)> = Vec::new();
@@ -270,9 +278,9 @@ impl Outbox {
         let Some(head) = self.entries.get(&seq) else {
             return;
         };
-        let lane = lane(&head.record.op);
+        let feed = head.record.op.feed().cloned();
         for entry in self.entries.range_mut(seq + 1..).map(|(_, e)| e) {
-            if entry.record.accepted.is_some() || self::lane(&entry.record.op) != lane {
+            if entry.record.accepted.is_some() || entry.record.op.feed() != feed.as_ref() {
                 continue;
             }
             match entry.send {

@@ -1160,6 +1160,43 @@ impl DrainServer {
     }
 }
 
+/// A core with 1,000 edits of one lane queued offline, and their ids.
+fn queued_offline() -> (Harness, std::collections::BTreeSet<ChangeId>) {
+    let mut h = Harness::new();
+    h.online();
+    h.disconnect();
+    let mut pending = std::collections::BTreeSet::new();
+    for n in 0..1000 {
+        let (c, _) = h.edit(&format!("i{n}"), json!({"n": n}));
+        pending.insert(c);
+    }
+    (h, pending)
+}
+
+/// Connects again: the frames the server sends first (`welcome`).
+fn reconnect(h: &mut Harness) -> std::collections::VecDeque<ServerMessage> {
+    h.now += 1;
+    h.core.connected(h.now).unwrap();
+    h.effects();
+    [ServerMessage::Welcome {
+        protocol: PROTOCOL_VERSION,
+        user: "u".into(),
+        ledger_window_ms: None,
+    }]
+    .into()
+}
+
+/// Takes the changes `fx` settles out of `pending`; each is accepted, once.
+fn accepted(fx: &Effects, pending: &mut std::collections::BTreeSet<ChangeId>) {
+    for (c, outcome) in outcomes(fx) {
+        assert!(
+            matches!(outcome, ChangeOutcome::Accepted { .. }),
+            "{outcome:?}"
+        );
+        assert!(pending.remove(&c), "one outcome per change: {c:?}");
+    }
+}
+
 /// Drains 1,000 changes of one lane queued offline; the server's outcomes
 /// of a batch reach the client after its first `outcomes_after` acks.
 /// Returns the simulated time the drain took (a millisecond per frame
@@ -1171,25 +1208,9 @@ fn drain(outcomes_after: usize) -> (u64, u32, usize) {
 /// As [`drain`]; with `late`, the first job's outcomes are read only after
 /// the client's deadline ran out (a client too busy to read them in time).
 fn drain_with(outcomes_after: usize, late: bool) -> (u64, u32, usize) {
-    let mut h = Harness::new();
-    h.online();
-    h.disconnect();
-    let mut pending = std::collections::BTreeSet::new();
-    for n in 0..1000 {
-        let (c, _) = h.edit(&format!("i{n}"), json!({"n": n}));
-        pending.insert(c);
-    }
+    let (mut h, mut pending) = queued_offline();
     let start = h.now;
-    h.now += 1;
-    h.core.connected(h.now).unwrap();
-    h.effects();
-    let mut server = DrainServer::default();
-    let mut inbox: std::collections::VecDeque<ServerMessage> = [ServerMessage::Welcome {
-        protocol: PROTOCOL_VERSION,
-        user: "u".into(),
-        ledger_window_ms: None,
-    }]
-    .into();
+    let (mut server, mut inbox) = (DrainServer::default(), reconnect(&mut h));
     let (mut timeouts, mut sent) = (0, 0);
     let mut held: Option<Vec<ServerMessage>> = None;
     while !pending.is_empty() {
@@ -1211,13 +1232,7 @@ fn drain_with(outcomes_after: usize, late: bool) -> (u64, u32, usize) {
                 h.effects()
             }
         };
-        for (c, outcome) in outcomes(&fx) {
-            assert!(
-                matches!(outcome, ChangeOutcome::Accepted { .. }),
-                "{outcome:?}"
-            );
-            assert!(pending.remove(&c), "one outcome per change: {c:?}");
-        }
+        accepted(&fx, &mut pending);
         for msg in fx.send {
             let changes = match msg {
                 ClientMessage::Submit { change } => vec![change],
@@ -1262,4 +1277,63 @@ fn outcomes_read_after_a_deadline_resend_the_lane_once_not_at_every_outcome() {
     let run = format!("{took} ms, {timeouts} timeouts, {sent} sent");
     assert!(timeouts >= 1, "{run}");
     assert!(sent <= 2000, "each change is sent at most twice: {run}");
+}
+
+/// Drains 1,000 changes of one lane queued offline, the server answering
+/// each batch with its acks, then the outcomes of its job: one `acks` and
+/// one `outcomes` frame per batch when `compact`, else an `ack` and an
+/// `outcome` frame per change. Returns the batches sent, the frames read
+/// and the store batches those frames made.
+fn drain_frames(compact: bool) -> (usize, usize, usize) {
+    let (mut h, mut pending) = queued_offline();
+    let (mut server, mut inbox) = (DrainServer::default(), reconnect(&mut h));
+    let (mut batches, mut frames, mut store_batches) = (0, 0, 0);
+    while let Some(msg) = inbox.pop_front() {
+        let fx = h.server(msg);
+        frames += 1;
+        store_batches += usize::from(fx.store.is_some());
+        accepted(&fx, &mut pending);
+        for msg in fx.send {
+            let ClientMessage::SubmitBatch { changes } = msg else {
+                continue;
+            };
+            batches += 1;
+            let (answers, job) = server.submit(changes);
+            if !compact {
+                inbox.extend(answers.into_iter().chain(job));
+                continue;
+            }
+            let ids = answers
+                .into_iter()
+                .filter_map(|m| match m {
+                    ServerMessage::Ack { id } => Some(id),
+                    _ => None,
+                })
+                .collect();
+            let outcomes = job
+                .into_iter()
+                .filter_map(|m| match m {
+                    ServerMessage::Outcome { id, outcome } => {
+                        Some(thoonk_protocol::ChangeOutcomeOf { id, outcome })
+                    }
+                    _ => None,
+                })
+                .collect();
+            inbox.push_back(ServerMessage::Acks { ids });
+            inbox.push_back(ServerMessage::Outcomes { outcomes });
+        }
+    }
+    assert!(pending.is_empty(), "{} changes left", pending.len());
+    (batches, frames, store_batches)
+}
+
+#[test]
+fn a_batch_answered_in_one_acks_and_one_outcomes_frame_settles_in_one_store_batch() {
+    // One frame per change: a round, and a store batch, per outcome.
+    let (batches, frames, stored) = drain_frames(false);
+    assert_eq!((batches, frames, stored), (2, 2001, 1000));
+    // One `acks` and one `outcomes` frame per batch: each batch's outcomes
+    // settle in one round and one store batch.
+    let (batches, frames, stored) = drain_frames(true);
+    assert_eq!((batches, frames, stored), (2, 5, 2));
 }

@@ -19,8 +19,8 @@ pub mod tagged;
 pub use change::{Change, ChangeOp, FeedEvent, Item, Position};
 pub use error::{ErrorCode, NameError};
 pub use message::{
-    batch_frame_len, Base, ChangeId, ChangeRequest, ClientMessage, FeedPosition, Operation,
-    Outcome, ServerMessage, ServerState,
+    batch_frame_len, Base, ChangeId, ChangeOutcomeOf, ChangeRequest, ClientMessage, FeedPosition,
+    Operation, Outcome, ServerMessage, ServerState,
 };
 pub use name::{FeedName, FeedPattern, ItemId, MAX_FEED_NAME_LEN, MAX_ITEM_ID_LEN};
 pub use sorted::{SortedMap, SortedSet};

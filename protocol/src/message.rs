@@ -177,6 +177,15 @@ impl Operation {
     }
 }
 
+/// One change's outcome in an `outcomes` frame.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChangeOutcomeOf {
+    /// The change id.
+    pub id: ChangeId,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
 /// A change submitted as a job.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChangeRequest {
@@ -398,6 +407,18 @@ crate::tagged_enum! {
             /// How it ended.
             outcome: Outcome,
         },
+        /// The changes of one `submit_batch` that are durably queued, in the
+        /// frame's order: one frame in place of an `ack` per change.
+        Acks {
+            /// The change ids.
+            ids: Vec<ChangeId>,
+        },
+        /// Several submitted changes are finished (the changes of one batch
+        /// job, in order): one frame in place of an `outcome` per change.
+        Outcomes {
+            /// Each change and how it ended.
+            outcomes: Vec<ChangeOutcomeOf>,
+        },
         /// A request failed; the connection stays open unless the code says otherwise.
         Error {
             /// Why, as a stable code.
@@ -503,6 +524,32 @@ mod tests {
                 "op": "publish", "id": "x", "item": {"title": "t"}, "position": "end"
             }})
         );
+    }
+
+    #[test]
+    fn a_batchs_acks_and_outcomes_frames_have_the_documented_shape() {
+        let acks = json!({"type": "acks", "ids": ["c5f1:8", "c5f1:9"]});
+        let frame: ServerMessage = serde_json::from_value(acks.clone()).unwrap();
+        assert_eq!(
+            frame,
+            ServerMessage::Acks {
+                ids: vec![ChangeId("c5f1:8".into()), ChangeId("c5f1:9".into())]
+            }
+        );
+        assert_eq!(serde_json::to_value(&frame).unwrap(), acks);
+        let outcomes = json!({"type": "outcomes", "outcomes": [
+            {"id": "c5f1:8", "outcome": {"status": "accepted", "result": null,
+                "revs": {"f": 42}, "epochs": {"f": 7}}},
+            {"id": "c5f1:9", "outcome": {"status": "rejected", "code": "forbidden",
+                "message": "no"}}
+        ]});
+        let frame: ServerMessage = serde_json::from_value(outcomes.clone()).unwrap();
+        let ServerMessage::Outcomes { outcomes: list } = &frame else {
+            panic!("{frame:?}")
+        };
+        assert_eq!(list.len(), 2);
+        assert!(matches!(list[1].outcome, Outcome::Rejected { .. }));
+        assert_eq!(serde_json::to_value(&frame).unwrap(), outcomes);
     }
 
     #[test]

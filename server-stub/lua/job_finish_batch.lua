@@ -1,11 +1,12 @@
 -- job_finish_batch.lua: finishes a batch job: removes it from the queue,
 -- and for each of its changes either stores its outcome in its ledger
--- record and publishes it on job.finish:N as "id\0outcome" (as
--- job_finish.lua does for one job), or — a change the batch did not attempt
+-- record, or — a change the batch did not attempt
 -- (it came after a conflict) — deletes its ledger record, so that the
 -- client's next submit of it queues it again. Given the claim time its
 -- worker got, only that claim can finish the job (see job_finish.lua). The
--- first stored outcome of a change wins.
+-- first stored outcome of a change wins. The outcomes are published in one
+-- message on job.finish:N, "id\0outcome" of each change joined by "\0", in
+-- the batch's order (one change's message is job_finish.lua's).
 -- KEYS[1..10] the queue's keys (see job_submit.lua)
 -- KEYS[11..10+n] job.ledger:<byte length of N>:N:<change id> of each change
 -- ARGV[1] the batch job id
@@ -54,7 +55,7 @@ for i = 1, n do
     finished[#finished + 1] = id .. '\0' .. outcome
   end
 end
-for i = 1, #finished do
-  redis.call('PUBLISH', 'job.finish:' .. name, finished[i])
+if #finished > 0 then
+  redis.call('PUBLISH', 'job.finish:' .. name, table.concat(finished, '\0'))
 end
 return { 'finished' }

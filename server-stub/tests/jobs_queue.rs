@@ -756,6 +756,32 @@ fn finish_messages_parse_only_with_the_nul_and_an_outcome() {
     assert!(thoonk_server::jobs::parse_finish("c1:9\0done").is_none());
 }
 
+#[test]
+fn a_batch_jobs_finish_message_parses_into_its_outcomes_in_order() {
+    let rejected = "{\"status\":\"rejected\",\"code\":\"forbidden\",\"message\":\"no\"}";
+    let batch = format!("c1:9\0{rejected}\0c1:10\0{rejected}");
+    let ids: Vec<String> = thoonk_server::jobs::parse_finishes(&batch)
+        .into_iter()
+        .map(|(id, _)| id.0)
+        .collect();
+    assert_eq!(ids, ["c1:9", "c1:10"]);
+    assert_eq!(
+        thoonk_server::jobs::parse_finishes(&format!("c1:9\0{rejected}")).len(),
+        1,
+        "one change's message, as job_finish.lua publishes it"
+    );
+    for broken in [
+        format!("c1:9\0{rejected}\0c1:10"),
+        format!("c1:9\0{rejected}\0c1:10\0done"),
+        "c1:9".to_owned(),
+    ] {
+        assert!(
+            thoonk_server::jobs::parse_finishes(&broken).is_empty(),
+            "{broken:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn generic_operations_apply_with_base_revisions_and_report_conflicts() {
     let (_env, q, store, workers) = open_with_workers().await;

@@ -1,6 +1,6 @@
 //! The outbox drain through a real gateway and its workers: a `submit_batch`
-//! of one feed's changes is answered per change (`ack`, then each change's
-//! own `outcome`), fanned out as events in order, remembered per change id
+//! of one feed's changes is answered per change (its ack, then its own
+//! outcome), in one `acks` and one `outcomes` frame per batch, fanned out as events in order, remembered per change id
 //! (a batch sent again answers from the ledger), stopped by a conflict
 //! (the rest unanswered until sent again after it), refused whole when
 //! malformed; a single `submit` still works beside it.
@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use serde_json::json;
 use support::{name, Env, WsClient};
 use thoonk_protocol::{
-    Base, ChangeId, ChangeRequest, ClientMessage, ErrorCode, FeedName, ItemId, Operation, Outcome,
-    ServerMessage, MAX_BATCH_CHANGES,
+    Base, ChangeId, ChangeOutcomeOf, ChangeRequest, ClientMessage, ErrorCode, FeedName, ItemId,
+    Operation, Outcome, ServerMessage, MAX_BATCH_CHANGES,
 };
 
 fn publish(id: &str, feed: &FeedName, item: &str) -> ChangeRequest {
@@ -29,27 +29,54 @@ fn publish(id: &str, feed: &FeedName, item: &str) -> ChangeRequest {
     }
 }
 
+/// The answers to submitted changes, and the frames that carried them.
+#[derive(Debug, Default)]
+struct Answers {
+    outcomes: BTreeMap<String, Outcome>,
+    /// `ack` and `acks` frames.
+    ack_frames: usize,
+    /// `outcome` and `outcomes` frames.
+    outcome_frames: usize,
+}
+
 /// Reads until every change of `ids` has its outcome; fails on an
 /// outcome of another id. Acks are checked to come before their outcome.
-async fn outcomes(client: &mut WsClient, ids: &[&str]) -> BTreeMap<String, Outcome> {
+async fn answers(client: &mut WsClient, ids: &[&str]) -> Answers {
     let mut acked = Vec::new();
-    let mut got = BTreeMap::new();
-    while got.len() < ids.len() {
-        match client.next().await {
-            ServerMessage::Ack { id } => acked.push(id.0),
-            ServerMessage::Outcome { id, outcome } => {
-                assert!(
-                    ids.contains(&id.0.as_str()),
-                    "unexpected outcome of {}",
-                    id.0
-                );
-                assert!(acked.contains(&id.0), "{} answered before its ack", id.0);
-                got.insert(id.0, outcome);
+    let mut got = Answers::default();
+    while got.outcomes.len() < ids.len() {
+        let finished = match client.next().await {
+            ServerMessage::Ack { id } => {
+                got.ack_frames += 1;
+                acked.push(id.0);
+                continue;
             }
-            _ => {}
+            ServerMessage::Acks { ids } => {
+                got.ack_frames += 1;
+                acked.extend(ids.into_iter().map(|id| id.0));
+                continue;
+            }
+            ServerMessage::Outcome { id, outcome } => vec![ChangeOutcomeOf { id, outcome }],
+            ServerMessage::Outcomes { outcomes } => outcomes,
+            _ => continue,
+        };
+        got.outcome_frames += 1;
+        for ChangeOutcomeOf { id, outcome } in finished {
+            assert!(
+                ids.contains(&id.0.as_str()),
+                "unexpected outcome of {}",
+                id.0
+            );
+            assert!(acked.contains(&id.0), "{} answered before its ack", id.0);
+            got.outcomes.insert(id.0, outcome);
         }
     }
     got
+}
+
+/// The outcomes of `ids` (see [`answers`]).
+async fn outcomes(client: &mut WsClient, ids: &[&str]) -> BTreeMap<String, Outcome> {
+    answers(client, ids).await.outcomes
 }
 
 fn rev_of(outcome: &Outcome, feed: &FeedName) -> u64 {
@@ -69,6 +96,10 @@ async fn a_batch_is_answered_and_fanned_out_per_change_and_remembered_by_id() {
     watcher.until_rev(&feed, 0).await;
 
     let mut ann = WsClient::signed_in(&server.ws_url(), "ann").await;
+    // The submitter follows the feed too: the echo of its own batch comes
+    // in `changes` frames (its runs of consecutive revisions).
+    ann.subscribe(feed.as_str()).await;
+    ann.until_rev(&feed, 0).await;
     let batch: Vec<ChangeRequest> = (1..=5)
         .map(|n| publish(&format!("test-ann:{n}"), &feed, &format!("t{n}")))
         .collect();
@@ -77,11 +108,19 @@ async fn a_batch_is_answered_and_fanned_out_per_change_and_remembered_by_id() {
     })
     .await;
     let ids: Vec<&str> = batch.iter().map(|c| c.id.0.as_str()).collect();
-    let got = outcomes(&mut ann, &ids).await;
+    let answered = answers(&mut ann, &ids).await;
+    assert_eq!(
+        (answered.ack_frames, answered.outcome_frames),
+        (1, 1),
+        "a batch is acknowledged in one frame and its outcomes come in one"
+    );
+    let got = answered.outcomes;
     let revs: Vec<u64> = ids.iter().map(|id| rev_of(&got[*id], &feed)).collect();
     assert_eq!(revs, [1, 2, 3, 4, 5], "applied in the batch's order");
     let mirror = watcher.until_rev(&feed, 5).await;
     assert_eq!(mirror.ids(), ["t1", "t2", "t3", "t4", "t5"]);
+    let own = ann.until_rev(&feed, 5).await;
+    assert_eq!(own.ids(), ["t1", "t2", "t3", "t4", "t5"]);
 
     // A new connection sends the batch again: each change answers with its
     // stored outcome, nothing is applied twice.
@@ -91,15 +130,18 @@ async fn a_batch_is_answered_and_fanned_out_per_change_and_remembered_by_id() {
             changes: batch.clone(),
         })
         .await;
-    assert_eq!(outcomes(&mut again, &ids).await, got);
-    // A single submit beside it, as before.
+    let answered = answers(&mut again, &ids).await;
+    assert_eq!((answered.ack_frames, answered.outcome_frames), (1, 1));
+    assert_eq!(answered.outcomes, got);
+    // A single submit beside it, as before: an `ack` and an `outcome`.
     again
         .send(&ClientMessage::Submit {
             change: publish("test-ann:6", &feed, "t6"),
         })
         .await;
-    let single = outcomes(&mut again, &["test-ann:6"]).await;
-    assert_eq!(rev_of(&single["test-ann:6"], &feed), 6);
+    let single = answers(&mut again, &["test-ann:6"]).await;
+    assert_eq!((single.ack_frames, single.outcome_frames), (1, 1));
+    assert_eq!(rev_of(&single.outcomes["test-ann:6"], &feed), 6);
     watcher.until_rev(&feed, 6).await;
 }
 

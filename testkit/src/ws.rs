@@ -233,6 +233,9 @@ impl WsClient {
                         ServerMessage::Outcome { id, outcome } => {
                             self.outcomes.push((id.clone(), outcome.clone()))
                         }
+                        ServerMessage::Outcomes { outcomes } => self
+                            .outcomes
+                            .extend(outcomes.iter().map(|o| (o.id.clone(), o.outcome.clone()))),
                         ServerMessage::Error { code, message } if self.errors_fail => {
                             panic!("the server refused a request: {code:?}: {message}")
                         }

@@ -132,6 +132,26 @@ impl SyncCore {
                 Ok(())
             }
             ServerMessage::Outcome { id, outcome } => self.on_outcome(&id, outcome, now),
+            // A batch's acks and outcomes: each as its own frame would be,
+            // in order, in one input (one round, one store batch).
+            ServerMessage::Acks { ids } => {
+                for id in &ids {
+                    self.outbox.ack(id, now, &self.config.timing, &mut self.rng);
+                }
+                Ok(())
+            }
+            ServerMessage::Outcomes { outcomes } => {
+                // Every outcome is settled even when one fails (a resolver
+                // error): the first error is reported.
+                let mut result = Ok(());
+                for o in outcomes {
+                    let settled = self.on_outcome(&o.id, o.outcome, now);
+                    if result.is_ok() {
+                        result = settled;
+                    }
+                }
+                result
+            }
         };
         for job in jobs {
             let wire = ChangeId(job);
@@ -252,6 +272,8 @@ fn frame_name(msg: &ServerMessage) -> &'static str {
         ServerMessage::Event { .. } => "event",
         ServerMessage::Ack { .. } => "ack",
         ServerMessage::Outcome { .. } => "outcome",
+        ServerMessage::Acks { .. } => "acks",
+        ServerMessage::Outcomes { .. } => "outcomes",
         ServerMessage::Error { .. } => "error",
         ServerMessage::Pong => "pong",
         ServerMessage::Server { .. } => "server",

@@ -17,9 +17,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde_json::{json, Value};
 use thoonk_protocol::{
-    batch_frame_len, Base, Change, ChangeId, ChangeOp, ChangeRequest, ClientMessage, Epoch,
-    ErrorCode, FeedEvent, FeedName, FeedPattern, FeedPosition, Item, ItemId, Operation, Outcome,
-    Position, Rev, ServerMessage, MAX_BATCH_CHANGES, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    batch_frame_len, Base, Change, ChangeId, ChangeOp, ChangeOutcomeOf, ChangeRequest,
+    ClientMessage, Epoch, ErrorCode, FeedEvent, FeedName, FeedPattern, FeedPosition, Item, ItemId,
+    Operation, Outcome, Position, Rev, ServerMessage, MAX_BATCH_CHANGES, MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
 };
 use thoonk_sync_core::{apply_change, OrderedItems};
 
@@ -373,16 +374,74 @@ impl SimServer {
         self.fan_out(feed, msg)
     }
 
+    /// The events of one batch job's run, `out`, with those to the
+    /// connections of the client that made the batch (`first`'s) in one
+    /// `changes` frame per connection, as the gateway sends the echo of a
+    /// client's own changes queued together; other connections get an
+    /// `event` each.
+    fn echo_in_one_frame(
+        &self,
+        out: Vec<(usize, ServerMessage)>,
+        first: &ChangeId,
+    ) -> Vec<(usize, ServerMessage)> {
+        let client = first.0.split_once(':').map(|(c, _)| c);
+        let mut merged: Vec<(usize, ServerMessage)> = Vec::new();
+        for (conn, msg) in out {
+            let own = client.is_some()
+                && self.sessions.get(&conn).and_then(|s| s.client.as_deref()) == client;
+            let ServerMessage::Event {
+                feed,
+                epoch,
+                rev,
+                change,
+            } = msg
+            else {
+                merged.push((conn, msg));
+                continue;
+            };
+            let at = merged.iter().position(|(c, m)| {
+                own && *c == conn
+                    && matches!(m, ServerMessage::Changes { feed: f, epoch: e, events }
+                        if *f == feed && *e == epoch && events.last().is_some_and(|l| l.rev + 1 == rev))
+            });
+            match at {
+                Some(i) => {
+                    if let ServerMessage::Changes { events, .. } = &mut merged[i].1 {
+                        events.push(FeedEvent { rev, change });
+                    }
+                }
+                None if own => merged.push((
+                    conn,
+                    ServerMessage::Changes {
+                        feed,
+                        epoch,
+                        events: vec![FeedEvent { rev, change }],
+                    },
+                )),
+                None => merged.push((
+                    conn,
+                    ServerMessage::Event {
+                        feed,
+                        epoch,
+                        rev,
+                        change,
+                    },
+                )),
+            }
+        }
+        merged
+    }
+
     /// An outcome to every connection that submitted the change and has not
     /// been told it (a client that reconnected asks again by resubmitting).
-    fn outcome(&mut self, id: &ChangeId, outcome: &Outcome) -> Vec<(usize, ServerMessage)> {
+    fn outcome(&mut self, id: &ChangeId, outcome: &Outcome) -> Vec<(usize, ChangeOutcomeOf)> {
         self.sessions
             .iter_mut()
             .filter_map(|(c, s)| (s.welcomed && s.submitted.remove(id)).then_some(*c))
             .map(|c| {
                 (
                     c,
-                    ServerMessage::Outcome {
+                    ChangeOutcomeOf {
                         id: id.clone(),
                         outcome: outcome.clone(),
                     },
@@ -573,6 +632,7 @@ impl SimServer {
         self.expire(now);
         let mut out = Vec::new();
         let mut chosen = Vec::new();
+        let (mut acks, mut finished) = (Vec::new(), Vec::new());
         let (mut stopped, mut blocked) = (false, false);
         for request in requests {
             self.record_op(&request);
@@ -583,14 +643,11 @@ impl SimServer {
             if let Some((outcome, _)) = self.ledger.get(&id) {
                 stopped = matches!(outcome, Outcome::Conflict { .. });
                 blocked = true;
-                out.push((conn, ServerMessage::Ack { id: id.clone() }));
-                out.push((
-                    conn,
-                    ServerMessage::Outcome {
-                        id,
-                        outcome: outcome.clone(),
-                    },
-                ));
+                acks.push(id.clone());
+                finished.push(ChangeOutcomeOf {
+                    id,
+                    outcome: outcome.clone(),
+                });
                 continue;
             }
             let queued = self.is_queued(&id);
@@ -601,11 +658,16 @@ impl SimServer {
             if let Some(session) = self.sessions.get_mut(&conn) {
                 session.submitted.insert(id.clone());
             }
-            out.push((conn, ServerMessage::Ack { id }));
+            acks.push(id);
             if !queued {
                 chosen.push(request);
             }
         }
+        // One `acks` frame, then one frame of the outcomes known before.
+        if !acks.is_empty() {
+            out.push((conn, ServerMessage::Acks { ids: acks }));
+        }
+        out.extend(outcomes_frame(finished).map(|frame| (conn, frame)));
         if !chosen.is_empty() {
             self.queue.push_back(Job {
                 requests: chosen,
@@ -677,17 +739,29 @@ impl SimServer {
             }
             outcomes.push(Some(outcome));
         }
+        if job.batch {
+            out = self.echo_in_one_frame(out, &job.requests[0].id);
+        }
         if fault == WorkerFault::DiesAfterApply {
             self.queue.push_front(job);
             return out;
         }
+        // One job's outcomes go out together, in order (as the gateway
+        // sends what `job_finish_batch.lua` publishes in one message).
+        let mut told: BTreeMap<usize, Vec<ChangeOutcomeOf>> = BTreeMap::new();
         for (request, outcome) in job.requests.iter().zip(outcomes) {
             let Some(outcome) = outcome else { break };
             let id = &request.id;
             self.applied_records.remove(id);
             self.ledger.insert(id.clone(), (outcome.clone(), now));
-            out.extend(self.outcome(id, &outcome));
+            for (conn, of) in self.outcome(id, &outcome) {
+                told.entry(conn).or_default().push(of);
+            }
         }
+        out.extend(
+            told.into_iter()
+                .filter_map(|(conn, outcomes)| Some((conn, outcomes_frame(outcomes)?))),
+        );
         out
     }
 
@@ -933,5 +1007,18 @@ fn item_of(op: &Operation) -> Option<(FeedName, ItemId)> {
         | Operation::Retract { feed, id }
         | Operation::Move { feed, id, .. } => Some((feed.clone(), id.clone())),
         Operation::Action { .. } => None,
+    }
+}
+
+/// The frame the gateway sends for outcomes: none, one `outcome`, or one
+/// `outcomes` frame for several.
+fn outcomes_frame(mut outcomes: Vec<ChangeOutcomeOf>) -> Option<ServerMessage> {
+    match outcomes.len() {
+        0 => None,
+        1 => {
+            let ChangeOutcomeOf { id, outcome } = outcomes.remove(0);
+            Some(ServerMessage::Outcome { id, outcome })
+        }
+        _ => Some(ServerMessage::Outcomes { outcomes }),
     }
 }

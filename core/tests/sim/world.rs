@@ -1266,6 +1266,23 @@ fn server_summary(msg: &ServerMessage) -> String {
             format!("outcome {} {kind}", id.0)
         }
         ServerMessage::Ack { id } => format!("ack {}", id.0),
+        ServerMessage::Acks { ids } => format!(
+            "acks {}",
+            ids.iter()
+                .map(|id| id.0.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        ServerMessage::Outcomes { outcomes } => outcomes
+            .iter()
+            .map(|o| {
+                server_summary(&ServerMessage::Outcome {
+                    id: o.id.clone(),
+                    outcome: o.outcome.clone(),
+                })
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
         other => format!("{other:?}"),
     }
 }

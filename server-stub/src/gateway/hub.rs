@@ -18,7 +18,7 @@
 //! job ledger for the outcomes of its changes still in flight, which were
 //! published to nobody meanwhile.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use super::restart_watch::RestartWatch;
 use super::tag_fanout::{TagSubscriptions, Untagged};
 use crate::feeds::{ChangeNotice, CHANGE_CHANNEL_PATTERN, DELFEED_CHANNEL, NEWFEED_CHANNEL};
-use crate::jobs::{finish_channel, parse_finish};
+use crate::jobs::{finish_channel, parse_finishes};
 use crate::redis_target::{hash_tag, RedisTarget};
 
 /// The longest wait between two attempts to subscribe again.
@@ -45,8 +45,9 @@ pub enum HubEvent {
     NewFeed(FeedName),
     /// A feed the session follows was deleted.
     Deleted(FeedName),
-    /// A change submitted by the session's client finished.
-    Outcome(ChangeId, Arc<Outcome>),
+    /// Changes submitted by the session's client finished (one job's: a
+    /// single change, or the changes of a batch job in order).
+    Outcomes(Arc<Vec<(ChangeId, Outcome)>>),
     /// Notices may have been missed: check [`Membership::take_lag`].
     Resync,
     /// Redis became reachable or unreachable: see [`Hub::server_state`].
@@ -69,6 +70,13 @@ impl Membership {
     /// The next event for the session.
     pub async fn recv(&mut self) -> Option<HubEvent> {
         let (event, weight) = self.events.recv().await?;
+        self.queued.fetch_sub(weight, Ordering::AcqRel);
+        Some(event)
+    }
+
+    /// The next event already queued for the session, without waiting.
+    pub fn try_recv(&mut self) -> Option<HubEvent> {
+        let (event, weight) = self.events.try_recv().ok()?;
         self.queued.fetch_sub(weight, Ordering::AcqRel);
         Some(event)
     }
@@ -366,21 +374,30 @@ impl Hub {
         }
     }
 
-    /// Hands an outcome to the sessions of the client that made the change.
-    pub fn dispatch_outcome(&self, id: ChangeId, outcome: Outcome) {
+    /// Hands the outcomes of one job (a change, or a batch job's changes) to
+    /// the sessions of the clients that made the changes, in order.
+    pub fn dispatch_outcomes(&self, outcomes: Vec<(ChangeId, Outcome)>) {
         // Client ids hold no `:`: the client is the text before the first one.
-        let Some((client, _)) = id.0.split_once(':') else {
-            return;
-        };
+        let mut by_client: BTreeMap<&str, Vec<(ChangeId, Outcome)>> = BTreeMap::new();
+        for (id, outcome) in &outcomes {
+            if let Some((client, _)) = id.0.split_once(':') {
+                by_client
+                    .entry(client)
+                    .or_default()
+                    .push((id.clone(), outcome.clone()));
+            }
+        }
         let mut reg = self.lock();
-        let Some(sessions) = reg.by_client.get(client).cloned() else {
-            return;
-        };
-        let weight = json_len(&outcome);
-        let outcome = Arc::new(outcome);
-        for session in sessions {
-            if let Some(subscriber) = reg.subscribers.get_mut(&session) {
-                subscriber.offer(HubEvent::Outcome(id.clone(), outcome.clone()), weight);
+        for (client, outcomes) in by_client {
+            let Some(sessions) = reg.by_client.get(client).cloned() else {
+                continue;
+            };
+            let weight = json_len(&outcomes);
+            let outcomes = Arc::new(outcomes);
+            for session in sessions {
+                if let Some(subscriber) = reg.subscribers.get_mut(&session) {
+                    subscriber.offer(HubEvent::Outcomes(outcomes.clone()), weight);
+                }
             }
         }
     }
@@ -504,9 +521,14 @@ impl Hub {
         while let Some(msg) = messages.next().await {
             let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
             if finishes.contains(msg.get_channel_name()) {
-                match std::str::from_utf8(&payload).ok().and_then(parse_finish) {
-                    Some((id, outcome)) => self.dispatch_outcome(id, outcome),
-                    None => tracing::debug!("ignoring a job.finish message that is not an outcome"),
+                let outcomes = std::str::from_utf8(&payload)
+                    .ok()
+                    .map(parse_finishes)
+                    .unwrap_or_default();
+                if outcomes.is_empty() {
+                    tracing::debug!("ignoring a job.finish message that is not an outcome");
+                } else {
+                    self.dispatch_outcomes(outcomes);
                 }
                 continue;
             }

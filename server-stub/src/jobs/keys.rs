@@ -76,6 +76,23 @@ pub fn parse_finish(payload: &str) -> Option<(ChangeId, Outcome)> {
     Some((ChangeId(id.to_owned()), outcome))
 }
 
+/// Parses a `job.finish:N` message of one change (`"id\0<outcome>"`, as
+/// [`parse_finish`]) or of a batch job's changes (`job_finish_batch.lua`:
+/// the pairs of each change joined by NUL, in the batch's order). Empty
+/// when a pair has no id or its result is not an outcome.
+pub fn parse_finishes(payload: &str) -> Vec<(ChangeId, Outcome)> {
+    let mut parts = payload.split('\0');
+    let mut finished = Vec::new();
+    while let Some(id) = parts.next() {
+        let outcome = parts.next().and_then(|o| serde_json::from_str(o).ok());
+        match outcome {
+            Some(outcome) if !id.is_empty() => finished.push((ChangeId(id.to_owned()), outcome)),
+            _ => return Vec::new(),
+        }
+    }
+    finished
+}
+
 /// The channel that rings when a job becomes available on `queue`
 /// (put, retry, requeue after a failure); payload: the job id.
 pub fn put_channel(queue: &str) -> String {

@@ -29,8 +29,8 @@ pub use batch::BATCH_JOB_PREFIX;
 pub use error::JobError;
 pub use handlers::{ActionHandler, AfterApply, HandlerFuture, Handlers, JobContext};
 pub use keys::{
-    applied_key, classic_put_channel, finish_channel, ledger_key, parse_finish, put_channel,
-    queue_keys, QUEUE_KEY_PREFIXES,
+    applied_key, classic_put_channel, finish_channel, ledger_key, parse_finish, parse_finishes,
+    put_channel, queue_keys, QUEUE_KEY_PREFIXES,
 };
 pub use payload::{JobPayload, Priority};
 pub use plan::{FeedWrite, HandlerError, Plan, WriteKind};

@@ -3,7 +3,7 @@
 //! after a resync.
 
 use thoonk_protocol::{
-    ChangeId, ChangeRequest, ErrorCode, Outcome, ServerMessage, MAX_BATCH_CHANGES,
+    ChangeId, ChangeOutcomeOf, ChangeRequest, ErrorCode, Outcome, ServerMessage, MAX_BATCH_CHANGES,
 };
 
 use super::{Session, SessionEnd, MAX_IN_FLIGHT};
@@ -35,11 +35,12 @@ impl Session {
         Ok(true)
     }
 
-    /// A batch: one client's changes to one feed, queued as one job. Each
-    /// change is answered as a single submit would be (`ack`, and the stored
-    /// `outcome` when it finished before), except a change deferred because
-    /// one before it is still queued or ended in a conflict: it gets no
-    /// answer, and the client sends it again after the outcomes before it.
+    /// A batch: one client's changes to one feed, queued as one job. The
+    /// changes are answered as single submits would be (an ack, and the
+    /// stored outcome when it finished before), in one `acks` and one
+    /// `outcomes` frame, except a change deferred because one before it is
+    /// still queued or ended in a conflict: it gets no answer, and the
+    /// client sends it again after the outcomes before it.
     pub(super) async fn on_submit_batch(
         &mut self,
         changes: Vec<ChangeRequest>,
@@ -51,35 +52,60 @@ impl Session {
         let user = self.user().clone();
         match self.shared.jobs.submit_batch(&user, &changes).await {
             Ok(answers) => {
+                // One `acks` frame for the changes queued (or finished
+                // before), then one `outcomes` frame for those finished.
+                let mut acks = Vec::new();
+                let mut finished = Vec::new();
                 for (change, answer) in changes.iter().zip(answers) {
                     let id = change.id.clone();
                     match answer {
                         Submitted::Queued | Submitted::AlreadyQueued => {
                             let queue = self.shared.jobs.index_for(change);
                             self.in_flight.insert(id.clone(), queue);
-                            self.send(&ServerMessage::Ack { id }).await?;
+                            acks.push(id);
                         }
                         Submitted::Finished(outcome) => {
-                            self.send(&ServerMessage::Ack { id: id.clone() }).await?;
-                            self.send(&ServerMessage::Outcome { id, outcome }).await?;
+                            acks.push(id.clone());
+                            finished.push(ChangeOutcomeOf { id, outcome });
                         }
                         Submitted::Deferred => {}
                     }
                 }
-                Ok(())
+                if !acks.is_empty() {
+                    self.send(&ServerMessage::Acks { ids: acks }).await?;
+                }
+                self.send_outcomes(finished).await
             }
             Err(err) if err.is_caller_error() => {
-                for change in changes {
-                    let outcome = Outcome::Rejected {
-                        code: err.code(),
-                        message: err.to_string(),
-                    };
-                    let id = change.id;
-                    self.send(&ServerMessage::Outcome { id, outcome }).await?;
-                }
-                Ok(())
+                let outcomes = changes
+                    .into_iter()
+                    .map(|change| ChangeOutcomeOf {
+                        id: change.id,
+                        outcome: Outcome::Rejected {
+                            code: err.code(),
+                            message: err.to_string(),
+                        },
+                    })
+                    .collect();
+                self.send_outcomes(outcomes).await
             }
             Err(err) => self.internal(err).await,
+        }
+    }
+
+    /// Sends outcomes: none, one `outcome`, or one `outcomes` frame for
+    /// several (in order).
+    pub(super) async fn send_outcomes(
+        &mut self,
+        mut outcomes: Vec<ChangeOutcomeOf>,
+    ) -> Result<(), SessionEnd> {
+        match outcomes.len() {
+            0 => Ok(()),
+            1 => {
+                let ChangeOutcomeOf { id, outcome } = outcomes.remove(0);
+                self.send(&ServerMessage::Outcome { id, outcome }).await
+            }
+            _ => self.send(&ServerMessage::Outcomes { outcomes }).await,
         }
     }
 
