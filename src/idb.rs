@@ -139,6 +139,62 @@ async fn all_records<T: DeserializeOwned>(
     Ok(parsed)
 }
 
+/// The ids and JSON texts of a batch's item records, written in wasm into
+/// one string that crosses into JS once; each id and text is then a
+/// substring of it (one cheap call per record instead of a text conversion
+/// per record, which a snapshot of thousands of items pays thousands of
+/// times).
+struct ItemTexts {
+    all: js_sys::JsString,
+    /// Per `PutItem` in order: where its id starts, where its text starts
+    /// and where it ends, in UTF-16 code units (JavaScript string indices).
+    spans: Vec<[u32; 3]>,
+}
+
+impl ItemTexts {
+    fn of(batch: &StoreBatch) -> Self {
+        let mut text = String::new();
+        let mut spans = Vec::new();
+        // The length of `part` in UTF-16 code units.
+        let units = |part: &str| {
+            (if part.is_ascii() {
+                part.len()
+            } else {
+                part.encode_utf16().count()
+            }) as u32
+        };
+        let mut at = 0u32;
+        for write in &batch.writes {
+            if let StoreWrite::PutItem { item } = write {
+                let value = serde_json::to_string(item).expect("store records always serialize");
+                let id = item.id.as_str();
+                let id_end = at + units(id);
+                let end = id_end + units(&value);
+                text.push_str(id);
+                text.push_str(&value);
+                spans.push([at, id_end, end]);
+                at = end;
+            }
+        }
+        let all = if spans.is_empty() {
+            js_sys::JsString::from("")
+        } else {
+            js_sys::JsString::from(text.as_str())
+        };
+        Self { all, spans }
+    }
+
+    /// Each item record's id and JSON text, in the batch's order.
+    fn records(&self) -> impl Iterator<Item = (JsValue, JsValue)> + '_ {
+        self.spans.iter().map(|&[start, id_end, end]| {
+            (
+                self.all.substring(start, id_end).into(),
+                self.all.substring(id_end, end).into(),
+            )
+        })
+    }
+}
+
 fn item_key(feed: &FeedName, id: &str) -> JsValue {
     js_sys::Array::of2(&feed.as_str().into(), &id.into()).into()
 }
@@ -431,6 +487,10 @@ impl IdbStore {
         stores: [&idb::ObjectStore; 6],
     ) -> Result<(), StoreError> {
         let [meta, subscriptions, heads, mirror, outbox, outcomes] = stores;
+        let texts = ItemTexts::of(batch);
+        let mut items = texts.records();
+        // The last feed name handed to JS, reused for the keys of its items.
+        let mut feed_js: Option<(&FeedName, JsValue)> = None;
         for write in &batch.writes {
             let queued = match write {
                 StoreWrite::PutMeta { meta: value } => {
@@ -451,9 +511,19 @@ impl IdbStore {
                 StoreWrite::PutFeed { feed, head } => heads
                     .put(&text(head), Some(&feed.as_str().into()))
                     .map(drop),
-                StoreWrite::PutItem { item } => mirror
-                    .put(&text(item), Some(&item_key(&item.feed, item.id.as_str())))
-                    .map(drop),
+                StoreWrite::PutItem { item } => {
+                    let (id, value) = items.next().expect("one text per item record");
+                    let feed = match &feed_js {
+                        Some((name, value)) if *name == &item.feed => value.clone(),
+                        _ => {
+                            let value = JsValue::from_str(item.feed.as_str());
+                            feed_js = Some((&item.feed, value.clone()));
+                            value
+                        }
+                    };
+                    let key = js_sys::Array::of2(&feed, &id);
+                    mirror.put(&value, Some(&key)).map(drop)
+                }
                 StoreWrite::DeleteItem { feed, id } => {
                     mirror.delete(item_key(feed, id.as_str())).map(drop)
                 }
