@@ -43,6 +43,7 @@
 //! that adds its changes to the report.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use thoonk_protocol::{FeedName, ItemId, SortedMap};
 
@@ -80,7 +81,9 @@ pub enum StoreFailure {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Task {
     /// Apply this batch in one transaction, then call [`Durable::write_done`].
-    Write(StoreBatch),
+    /// (Shared with the machine, which keeps it to write it again after a
+    /// lost database: a snapshot's batch of thousands of items is not copied.)
+    Write(Arc<StoreBatch>),
     /// Carry out these effects (they never hold a store batch): close, send,
     /// connect, notify, as [`Effects`] documents.
     Effects(Effects),
@@ -114,7 +117,7 @@ struct Round {
     /// The last input whose effects the round holds.
     through: u64,
     /// Its store batch (written again after a lost database that came back).
-    batch: StoreBatch,
+    batch: Arc<StoreBatch>,
     /// The rest of its effects, carried out once the batch committed.
     rest: Effects,
     /// The items the app was shown before the batch committed (a round
@@ -146,7 +149,7 @@ pub struct Durable {
     phase: Phase,
     round: Option<Round>,
     /// Batches to write before the round's own effects (a write-back).
-    writes: VecDeque<StoreBatch>,
+    writes: VecDeque<Arc<StoreBatch>>,
     /// The batches in `writes` are the core's whole state as of this mark.
     image: Option<u64>,
     /// Tasks the shell can carry out at once.
@@ -280,6 +283,7 @@ impl Durable {
             self.held_connect = true;
         }
         if let Some(batch) = effects.store.take() {
+            let batch = Arc::new(batch);
             self.writes.push_back(batch.clone());
             self.phase = Phase::Busy;
             if batch.writes.iter().all(StoreWrite::is_cache) && !effects.is_empty() {
@@ -369,9 +373,9 @@ impl Durable {
                 let (kept, cache) = image(&self.core.stored_state());
                 self.image = Some(self.given);
                 self.writes.clear();
-                self.writes.push_back(kept);
+                self.writes.push_back(Arc::new(kept));
                 if !cache.is_empty() {
-                    self.writes.push_back(cache);
+                    self.writes.push_back(Arc::new(cache));
                 }
             }
             Ok(_) => {

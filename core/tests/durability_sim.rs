@@ -36,7 +36,7 @@ const STEPS: u32 = 80;
 
 /// What the store is doing.
 enum Pending {
-    Write(StoreBatch),
+    Write(std::sync::Arc<StoreBatch>),
     Reload,
     Reopen,
 }
