@@ -3,7 +3,7 @@
 // package and Dexie). usage:
 //   node browser.mjs HTTP_URL REDIS_URL BENCH_BIN ITEMS REPS LATENCY_SAMPLES [DRAIN] → one JSON line
 // DRAIN (default 1000): changes queued offline to one feed for the drain measure.
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 import { execFileSync } from 'node:child_process';
 
 const [base, redis, benchBin, itemsArg, repsArg, samplesArg] = process.argv.slice(2);
@@ -14,11 +14,7 @@ const drainCount = Number(process.argv[8] ?? 1000);
 const ws = base.replace(/^http/, 'ws') + 'ws';
 const bench = (...args) => JSON.parse(execFileSync(benchBin, [...args, '--redis', redis]).toString());
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-dev-shm-usage'],
-});
+const browser = await launchChromium();
 const page = await browser.newPage();
 const errors = [];
 page.on('pageerror', (err) => errors.push(err.message));

@@ -9,18 +9,14 @@
 // text) to prefix.<rep>.jsonl; PROFILE=prefix writes a V8 CPU profile of
 // each drain (from `hello` on) to prefix.<rep>.cpuprofile (for function
 // names, load a package built without wasm-opt).
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 
 const [base, nArg, repsArg, maxArg] = process.argv.slice(2);
 const n = Number(nArg ?? 1000);
 const reps = Number(repsArg ?? 3);
 const maxBatch = maxArg ? Number(maxArg) : null;
 const ws = base.replace(/^http/, 'ws') + 'ws';
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-dev-shm-usage'],
-});
+const browser = await launchChromium();
 const page = await browser.newPage();
 page.on('pageerror', (err) => console.error('pageerror', err.message));
 let frames = [];
