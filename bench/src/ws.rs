@@ -142,7 +142,10 @@ pub async fn conns(args: &Args) -> anyhow::Result<Value> {
     let rss_each = || pids.iter().map(|&pid| rss(pid)).collect::<Vec<u64>>();
     let count: usize = args.or("conns", 1000)?;
     let publishes: usize = args.or("publishes", 5)?;
-    let opening: usize = args.or("opening", 200)?;
+    // At most this many connections are opening at once (until their
+    // `subscribe` is answered, well after `hello`): the gateway admits 64
+    // per address that have not said `hello` yet and answers 429 beyond.
+    let opening: usize = args.or("opening", 64)?;
     let store = store(args).await?;
     let feed = FeedName::new(format!("bench:fanout:{}", stamp()))?;
     let (seed, seed_item) = (ItemId::new("seed")?, json!({"title": "seed"}));
