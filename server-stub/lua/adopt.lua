@@ -299,6 +299,17 @@ local function catch_up(f, mkey, m_rev, limit, acct)
   return last
 end
 
+-- After a page of an HSCAN phase: the scan's next cursor, or, once the scan
+-- is through (cursor '0'), the next phase from its first cursor.
+local function after_scan(put, scanned, next_pass, first_cursor)
+  if scanned == '0' then
+    put[#put + 1] = 'pass'; put[#put + 1] = next_pass
+    put[#put + 1] = 'pcur'; put[#put + 1] = first_cursor
+  else
+    put[#put + 1] = 'pcur'; put[#put + 1] = scanned
+  end
+end
+
 -- One call on a time-ordered feed. `page` bounds what it reads.
 local function paged(f, mkey, mode, page)
   local function reply(changes, more)
@@ -416,12 +427,7 @@ local function paged(f, mkey, mode, page)
         end
       end
     end
-    if res[1] == '0' then
-      put[#put + 1] = 'pass'; put[#put + 1] = 'x'
-      put[#put + 1] = 'pcur'; put[#put + 1] = '0'
-    else
-      put[#put + 1] = 'pcur'; put[#put + 1] = res[1]
-    end
+    after_scan(put, res[1], 'x', '0')
     redis.call(unpack(put))
     return reply(0, true)
   end
@@ -540,11 +546,8 @@ local function paged(f, mkey, mode, page)
     end
     if again then
       put[#put + 1] = 'pcur'; put[#put + 1] = cursor == '' and '0' or cursor
-    elseif res[1] == '0' then
-      put[#put + 1] = 'pass'; put[#put + 1] = 'i'
-      put[#put + 1] = 'pcur'; put[#put + 1] = ''
     else
-      put[#put + 1] = 'pcur'; put[#put + 1] = res[1]
+      after_scan(put, res[1], 'i', '')
     end
   end
   if #changes > 0 then
